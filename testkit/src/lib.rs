@@ -1,0 +1,1 @@
+//! Placeholder until testkit lands.
