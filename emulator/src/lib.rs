@@ -1,1 +1,361 @@
-//! Placeholder until the emulator lands.
+//! upstash-emulator: a faithful local stand-in for Upstash — the Developer API under
+//! `/v2/redis/...`, database stats, and the REST data API over TLS — plus a control API under
+//! `/_emulator/` for tests (fault injection, stats overrides, call log).
+//!
+//! ```no_run
+//! # async fn demo() -> anyhow::Result<()> {
+//! use upstash_emulator::{Config, Emulator};
+//! let emu = Emulator::start(Config::default().with_account("dev@example.com", "key")).await?;
+//! println!("{} {}", emu.api_url(), emu.data_url());
+//! emu.shutdown().await;
+//! # Ok(()) }
+//! ```
+
+pub mod api;
+pub mod calllog;
+pub mod control;
+pub mod data_plane;
+pub mod faults;
+pub mod ids;
+pub mod model;
+pub mod server;
+pub mod state;
+pub mod stats;
+pub mod store;
+pub mod tls;
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, MutexGuard};
+use std::time::Instant;
+
+use anyhow::Context as _;
+use axum::Router;
+use tokio::net::TcpListener;
+use tokio::task::JoinHandle;
+use tokio_util::sync::CancellationToken;
+
+use crate::calllog::CallLog;
+use crate::faults::Faults;
+use crate::state::{EndpointStyle, Persister, State};
+
+/// The default account used when none is configured.
+pub const DEFAULT_ACCOUNT: (&str, &str) = ("emulator@upstash.local", "emulator-api-key");
+
+/// How to run the emulator.
+#[derive(Debug, Clone)]
+pub struct Config {
+    /// Developer API + control API (plain HTTP).
+    pub api_addr: SocketAddr,
+    /// REST data API (HTTPS).
+    pub data_addr: SocketAddr,
+    /// `(email, api_key)` pairs. Empty = the single [`DEFAULT_ACCOUNT`].
+    pub accounts: Vec<(String, String)>,
+    /// Where to write the CA certificate (PEM).
+    pub ca_out: Option<PathBuf>,
+    /// State file (loaded on start, saved after each mutation).
+    pub state_file: Option<PathBuf>,
+    /// Latency added to every Developer API call.
+    pub latency_ms: u64,
+    /// Domain for advertised endpoints (`<slug>.<domain>`).
+    pub endpoint_domain: Option<String>,
+    /// When set, the control API requires `Authorization: Bearer <token>`.
+    pub admin_token: Option<String>,
+}
+
+impl Default for Config {
+    fn default() -> Self {
+        Config {
+            api_addr: SocketAddr::from(([127, 0, 0, 1], 0)),
+            data_addr: SocketAddr::from(([127, 0, 0, 1], 0)),
+            accounts: vec![],
+            ca_out: None,
+            state_file: None,
+            latency_ms: 0,
+            endpoint_domain: None,
+            admin_token: None,
+        }
+    }
+}
+
+impl Config {
+    pub fn with_account(mut self, email: &str, api_key: &str) -> Self {
+        self.accounts.push((email.to_string(), api_key.to_string()));
+        self
+    }
+}
+
+/// Parses accounts from `email:key,email:key` (flag/env form).
+pub fn parse_accounts_list(s: &str) -> anyhow::Result<Vec<(String, String)>> {
+    s.split(',')
+        .map(str::trim)
+        .filter(|x| !x.is_empty())
+        .map(parse_account)
+        .collect()
+}
+
+fn parse_account(s: &str) -> anyhow::Result<(String, String)> {
+    let (email, key) = s
+        .split_once(':')
+        .with_context(|| format!("account {s:?} is not email:apikey"))?;
+    anyhow::ensure!(
+        !email.is_empty() && !key.is_empty(),
+        "account {s:?} is not email:apikey"
+    );
+    Ok((email.to_string(), key.to_string()))
+}
+
+/// Parses an accounts file: one `email:key` per line (`#` comments), or JSON — an object
+/// `{"email": "key"}` or an array of `{"email": ..., "api_key": ...}`.
+pub fn parse_accounts_file(text: &str) -> anyhow::Result<Vec<(String, String)>> {
+    let trimmed = text.trim_start();
+    if trimmed.starts_with('{') || trimmed.starts_with('[') {
+        let v: serde_json::Value = serde_json::from_str(text).context("accounts file JSON")?;
+        let mut out = vec![];
+        match v {
+            serde_json::Value::Object(m) => {
+                for (k, v) in m {
+                    let key = v.as_str().context("accounts file: values must be API keys")?;
+                    out.push((k, key.to_string()));
+                }
+            }
+            serde_json::Value::Array(items) => {
+                for it in items {
+                    let email = it["email"].as_str().context("accounts file: missing email")?;
+                    let key = it["api_key"]
+                        .as_str()
+                        .or(it["apiKey"].as_str())
+                        .context("accounts file: missing api_key")?;
+                    out.push((email.to_string(), key.to_string()));
+                }
+            }
+            _ => anyhow::bail!("accounts file: expected an object or an array"),
+        }
+        return Ok(out);
+    }
+    text.lines()
+        .map(str::trim)
+        .filter(|l| !l.is_empty() && !l.starts_with('#'))
+        .map(parse_account)
+        .collect()
+}
+
+/// Runtime settings shared by the handlers.
+pub struct Settings {
+    pub endpoint: EndpointStyle,
+    pub admin_token: Option<String>,
+    pub started: Instant,
+    pub config_accounts: Vec<(String, String)>,
+}
+
+/// State shared by all handlers.
+pub struct Shared {
+    pub state: Arc<Mutex<State>>,
+    pub faults: Mutex<Faults>,
+    pub calls: Mutex<CallLog>,
+    pub latency_ms: AtomicU64,
+    pub settings: Settings,
+    pub persister: Option<Arc<Persister>>,
+}
+
+impl Shared {
+    pub fn lock(&self) -> MutexGuard<'_, State> {
+        self.state.lock().unwrap_or_else(|e| e.into_inner())
+    }
+    pub fn faults_lock(&self) -> MutexGuard<'_, Faults> {
+        self.faults.lock().unwrap_or_else(|e| e.into_inner())
+    }
+    pub fn calls_lock(&self) -> MutexGuard<'_, CallLog> {
+        self.calls.lock().unwrap_or_else(|e| e.into_inner())
+    }
+    /// Schedules a state-file save.
+    pub fn mark_dirty(&self) {
+        if let Some(p) = &self.persister {
+            p.mark_dirty();
+        }
+    }
+    pub fn latency(&self) -> u64 {
+        self.latency_ms.load(Ordering::Relaxed)
+    }
+}
+
+/// Entry point.
+pub struct Emulator;
+
+/// A started emulator.
+pub struct RunningEmulator {
+    api_addr: SocketAddr,
+    data_addr: SocketAddr,
+    ca_pem: String,
+    ca_file: Option<PathBuf>,
+    shutdown: CancellationToken,
+    tasks: Vec<JoinHandle<()>>,
+    shared: Arc<Shared>,
+}
+
+impl Emulator {
+    /// Binds both listeners and starts serving.
+    pub async fn start(config: Config) -> anyhow::Result<RunningEmulator> {
+        let mut state = match &config.state_file {
+            Some(p) => state::load(p)?,
+            None => State::default(),
+        };
+        let config_accounts = if config.accounts.is_empty() {
+            vec![(DEFAULT_ACCOUNT.0.to_string(), DEFAULT_ACCOUNT.1.to_string())]
+        } else {
+            config.accounts.clone()
+        };
+        for (e, k) in &config_accounts {
+            state.accounts.insert(e.clone(), k.clone());
+        }
+
+        let api_listener = TcpListener::bind(config.api_addr)
+            .await
+            .with_context(|| format!("binding the API address {}", config.api_addr))?;
+        let data_listener = TcpListener::bind(config.data_addr)
+            .await
+            .with_context(|| format!("binding the data address {}", config.data_addr))?;
+        let api_addr = api_listener.local_addr()?;
+        let data_addr = data_listener.local_addr()?;
+
+        let tls = tls::setup(state.ca.take(), config.endpoint_domain.as_deref())?;
+        state.ca = Some(tls.ca.clone());
+        let ca_pem = tls.ca.cert_pem.clone();
+        if let Some(p) = &config.ca_out {
+            if let Some(dir) = p.parent().filter(|d| !d.as_os_str().is_empty()) {
+                std::fs::create_dir_all(dir)
+                    .with_context(|| format!("creating {}", dir.display()))?;
+            }
+            std::fs::write(p, &ca_pem).with_context(|| format!("writing CA to {}", p.display()))?;
+        }
+
+        let shutdown = CancellationToken::new();
+        let state = Arc::new(Mutex::new(state));
+        let persister = config
+            .state_file
+            .as_ref()
+            .map(|p| Arc::new(Persister::new(p.clone())));
+        let shared = Arc::new(Shared {
+            state: state.clone(),
+            faults: Mutex::new(Faults::default()),
+            calls: Mutex::new(CallLog::default()),
+            latency_ms: AtomicU64::new(config.latency_ms),
+            settings: Settings {
+                endpoint: EndpointStyle {
+                    domain: config.endpoint_domain.clone(),
+                    data_port: data_addr.port(),
+                },
+                admin_token: config.admin_token.clone(),
+                started: Instant::now(),
+                config_accounts,
+            },
+            persister: persister.clone(),
+        });
+
+        let mut tasks = vec![];
+        if let Some(p) = persister {
+            p.save_now(&state);
+            tasks.push(tokio::spawn(p.run(state.clone(), shutdown.clone())));
+        }
+        let api_router = Router::new()
+            .nest("/_emulator", control::router(shared.clone()))
+            .fallback(api::dispatch)
+            .with_state(shared.clone());
+        let data_router = Router::new()
+            .fallback(data_plane::handle)
+            .with_state(shared.clone());
+        tasks.push(tokio::spawn(server::serve(
+            api_listener,
+            None,
+            api_router,
+            shutdown.clone(),
+        )));
+        tasks.push(tokio::spawn(server::serve(
+            data_listener,
+            Some(tokio_rustls::TlsAcceptor::from(tls.server_config)),
+            data_router,
+            shutdown.clone(),
+        )));
+        tracing::info!(%api_addr, %data_addr, "upstash-emulator listening");
+        Ok(RunningEmulator {
+            api_addr,
+            data_addr,
+            ca_pem,
+            ca_file: config.ca_out.clone(),
+            shutdown,
+            tasks,
+            shared,
+        })
+    }
+}
+
+impl RunningEmulator {
+    pub fn api_addr(&self) -> SocketAddr {
+        self.api_addr
+    }
+    pub fn data_addr(&self) -> SocketAddr {
+        self.data_addr
+    }
+    /// `http://<api addr>` — the Developer API base URL (paths `/v2/redis/...`).
+    pub fn api_url(&self) -> String {
+        format!("http://{}", self.api_addr)
+    }
+    /// `https://localhost:<data port>` — the data plane (all databases; routed by token).
+    pub fn data_url(&self) -> String {
+        format!("https://localhost:{}", self.data_addr.port())
+    }
+    /// The CA certificate (PEM) that signs the data plane's certificate.
+    pub fn ca_pem(&self) -> &str {
+        &self.ca_pem
+    }
+    pub fn ca_file(&self) -> Option<&PathBuf> {
+        self.ca_file.as_ref()
+    }
+    /// Access to the shared state (for in-process assertions).
+    pub fn shared(&self) -> &Arc<Shared> {
+        &self.shared
+    }
+    /// A token that stops the emulator when cancelled.
+    pub fn shutdown_token(&self) -> CancellationToken {
+        self.shutdown.clone()
+    }
+    /// Stops serving, saves the state file, and waits for the listeners to close.
+    pub async fn shutdown(self) {
+        self.shutdown.cancel();
+        for t in self.tasks {
+            let _ = t.await;
+        }
+    }
+    /// Waits until the shutdown token is cancelled, then shuts down.
+    pub async fn wait(self) {
+        self.shutdown.cancelled().await;
+        self.shutdown().await;
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn accounts_parsing() {
+        assert_eq!(
+            parse_accounts_list("a@b.c:k1, d@e.f:k2").unwrap(),
+            vec![("a@b.c".into(), "k1".into()), ("d@e.f".into(), "k2".into())]
+        );
+        assert!(parse_accounts_list("nokey").is_err());
+        assert_eq!(
+            parse_accounts_file("# c\na@b.c:k:with:colons\n\n").unwrap(),
+            vec![("a@b.c".into(), "k:with:colons".into())]
+        );
+        assert_eq!(
+            parse_accounts_file(r#"{"a@b.c":"k"}"#).unwrap(),
+            vec![("a@b.c".into(), "k".into())]
+        );
+        assert_eq!(
+            parse_accounts_file(r#"[{"email":"a@b.c","api_key":"k"}]"#).unwrap(),
+            vec![("a@b.c".into(), "k".into())]
+        );
+    }
+}

@@ -1,0 +1,517 @@
+//! Everything the emulator remembers: accounts, databases (metadata, key space, backups, traffic,
+//! stats overrides), and the optional state file that survives restarts.
+
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::sync::Mutex;
+use std::time::Duration;
+
+use serde::{Deserialize, Serialize};
+use serde_json::{Map, Value};
+use tokio::sync::Notify;
+use tokio_util::sync::CancellationToken;
+
+use crate::ids;
+use crate::model::{self, BackupWire, DatabaseWire, MASKED, Plan, SecurityAddons};
+use crate::stats::Traffic;
+use crate::store::{Keyspace, Limits};
+
+/// Current time in Unix milliseconds.
+pub fn now_ms() -> i64 {
+    jiff::Timestamp::now().as_millisecond()
+}
+
+/// Database settings, as the Developer API shows and changes them.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct DbMeta {
+    pub id: String,
+    pub account: String,
+    pub name: String,
+    pub plan: String,
+    pub platform: String,
+    pub primary_region: String,
+    pub read_regions: Vec<String>,
+    pub creation_time: i64,
+    pub password: String,
+    pub rest_token: String,
+    pub read_only_rest_token: String,
+    pub slug: String,
+    pub eviction: bool,
+    pub auto_upgrade: bool,
+    pub consistent: bool,
+    pub multizone: bool,
+    pub prod_pack_enabled: bool,
+    pub budget: i64,
+    pub daily_backup_enabled: bool,
+    pub allowed_ip_ranges: Vec<String>,
+    pub last_plan_upgrade_time: i64,
+    pub state: String,
+}
+
+impl DbMeta {
+    pub fn plan(&self) -> &'static Plan {
+        model::plan_by_name(&self.plan, true).unwrap_or(&model::PLANS[1])
+    }
+
+    pub fn limits(&self) -> Limits {
+        let p = self.plan();
+        Limits {
+            max_data_bytes: p.max_data_size,
+            max_entry_bytes: p.max_entry_size,
+            eviction: self.eviction,
+        }
+    }
+}
+
+/// A backup: a snapshot of the key space.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct Backup {
+    pub id: String,
+    pub name: String,
+    pub creation_time: i64,
+    pub size: u64,
+    pub daily: bool,
+    pub data: Keyspace,
+}
+
+/// One database.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct Database {
+    pub meta: DbMeta,
+    #[serde(default)]
+    pub keyspace: Keyspace,
+    #[serde(default)]
+    pub backups: Vec<Backup>,
+    #[serde(default)]
+    pub traffic: Traffic,
+    #[serde(default)]
+    pub stats_overrides: Map<String, Value>,
+    /// Creation order (list order).
+    #[serde(default)]
+    pub order: u64,
+    /// Read-your-writes sequence, echoed as `upstash-sync-token`.
+    #[serde(default)]
+    pub sync_seq: u64,
+}
+
+/// How the advertised endpoint is formed.
+#[derive(Debug, Clone)]
+pub struct EndpointStyle {
+    pub domain: Option<String>,
+    pub data_port: u16,
+}
+
+impl EndpointStyle {
+    /// `<slug>.<domain>` on port 443 exactly like Upstash; `<slug>.<domain>:<port>` on other
+    /// ports; `localhost:<port>` without a domain (no DNS name exists on loopback).
+    pub fn endpoint(&self, slug: &str) -> String {
+        match &self.domain {
+            Some(d) if self.data_port == 443 => format!("{slug}.{d}"),
+            Some(d) => format!("{slug}.{d}:{}", self.data_port),
+            None => format!("localhost:{}", self.data_port),
+        }
+    }
+}
+
+fn next_midnight(now_ms: i64) -> i64 {
+    (now_ms.div_euclid(86_400_000) + 1) * 86_400
+}
+
+impl Database {
+    /// The Database object (§2.3); `hide` masks the credentials with `"***"`.
+    pub fn to_wire(&self, style: &EndpointStyle, hide: bool) -> DatabaseWire {
+        let m = &self.meta;
+        let plan = m.plan();
+        let cred = |s: &str| if hide { MASKED.to_string() } else { s.to_string() };
+        let mut all_members = vec![m.primary_region.clone()];
+        all_members.extend(m.read_regions.iter().cloned());
+        DatabaseWire {
+            database_id: m.id.clone(),
+            database_name: m.name.clone(),
+            database_type: plan.display.to_string(),
+            region: "global".into(),
+            kind: plan.kind.to_string(),
+            port: 6379,
+            creation_time: m.creation_time,
+            state: m.state.clone(),
+            password: cred(&m.password),
+            user_email: m.account.clone(),
+            customer_id: m.account.clone(),
+            endpoint: style.endpoint(&m.slug),
+            tls: true,
+            rest_token: cred(&m.rest_token),
+            read_only_rest_token: cred(&m.read_only_rest_token),
+            eviction: m.eviction,
+            auto_upgrade: m.auto_upgrade,
+            consistent: m.consistent,
+            multizone: m.multizone,
+            prod_pack_enabled: m.prod_pack_enabled,
+            budget: m.budget,
+            primary_region: m.primary_region.clone(),
+            primary_members: vec![m.primary_region.clone()],
+            all_members,
+            read_regions: m.read_regions.clone(),
+            reserved_per_region_price: 0.0,
+            next_daily_backup_time: if m.daily_backup_enabled {
+                next_midnight(now_ms())
+            } else {
+                0
+            },
+            daily_backup_enabled: m.daily_backup_enabled,
+            modifying_state: String::new(),
+            db_max_clients: 10_000,
+            db_max_request_size: plan.max_request_size,
+            db_disk_threshold: plan.max_data_size,
+            db_max_entry_size: plan.max_entry_size,
+            db_memory_threshold: plan.max_data_size.min(3 * 1024 * 1024 * 1024),
+            db_daily_bandwidth_limit: plan.monthly_bandwidth,
+            db_max_commands_per_second: plan.max_commands_per_second,
+            db_request_limit: model::DB_REQUEST_LIMIT,
+            db_resource_size: if plan.kind == "free" { "S" } else { "L" }.into(),
+            db_type: "pebble".into(),
+            db_conn_idle_timeout: 21_600_000_000_000,
+            db_lua_timeout: 250_000_000,
+            db_lua_credits_per_min: 10_000_000_000,
+            db_store_max_idle: 900_000_000_000,
+            db_max_loads_per_sec: 1_000_000,
+            db_acl_enabled: "false".into(),
+            db_acl_default_user_status: "true".into(),
+            db_eviction: m.eviction,
+            last_plan_upgrade_time: m.last_plan_upgrade_time,
+            replicas: 1 + m.read_regions.len() as u32,
+            security_addons: SecurityAddons {
+                ip_whitelisting: !m.allowed_ip_ranges.is_empty(),
+                vpc_peering: false,
+                private_link: false,
+                tls_mutual_auth: false,
+                encryption_at_rest: m.prod_pack_enabled,
+            },
+            prometheus_enabled: "false".into(),
+            allowed_ip_ranges: m.allowed_ip_ranges.clone(),
+        }
+    }
+
+    pub fn backup_wire(&self, b: &Backup) -> BackupWire {
+        BackupWire {
+            database_id: self.meta.id.clone(),
+            customer_id: self.meta.account.clone(),
+            name: b.name.clone(),
+            backup_id: b.id.clone(),
+            creation_time: b.creation_time,
+            state: "completed".into(),
+            backup_size: b.size,
+            daily_backup: b.daily.to_string(),
+            hourly_backup: "false".into(),
+            internal_backup_tag: String::new(),
+        }
+    }
+
+    /// New REST tokens and password; the old ones stop working at once.
+    pub fn rotate_credentials(&mut self) {
+        self.meta.password = ids::password();
+        self.meta.rest_token = ids::rest_token();
+        self.meta.read_only_rest_token = ids::read_only_rest_token();
+    }
+}
+
+/// The CA, kept in the state file so clients that trust it keep working across restarts.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct StoredCa {
+    pub cert_pem: String,
+    pub key_pem: String,
+}
+
+/// All mutable emulator state.
+#[derive(Debug, Default)]
+pub struct State {
+    /// email → API key.
+    pub accounts: BTreeMap<String, String>,
+    pub databases: BTreeMap<String, Database>,
+    pub next_order: u64,
+    pub ca: Option<StoredCa>,
+}
+
+/// Token lookup result.
+pub struct TokenMatch {
+    pub database_id: String,
+    pub read_only: bool,
+}
+
+impl State {
+    /// The account's database, or `None` (unknown id or another account's database).
+    pub fn db_of(&self, account: &str, id: &str) -> Option<&Database> {
+        self.databases.get(id).filter(|d| d.meta.account == account)
+    }
+
+    pub fn db_of_mut(&mut self, account: &str, id: &str) -> Option<&mut Database> {
+        self.databases.get_mut(id).filter(|d| d.meta.account == account)
+    }
+
+    pub fn find_token(&self, token: &str) -> Option<TokenMatch> {
+        if token.is_empty() {
+            return None;
+        }
+        self.databases.values().find_map(|d| {
+            if d.meta.rest_token == token {
+                Some(TokenMatch {
+                    database_id: d.meta.id.clone(),
+                    read_only: false,
+                })
+            } else if d.meta.read_only_rest_token == token {
+                Some(TokenMatch {
+                    database_id: d.meta.id.clone(),
+                    read_only: true,
+                })
+            } else {
+                None
+            }
+        })
+    }
+
+    pub fn insert(&mut self, mut db: Database) {
+        self.next_order += 1;
+        db.order = self.next_order;
+        self.databases.insert(db.meta.id.clone(), db);
+    }
+
+    /// The account's databases in creation order.
+    pub fn list(&self, account: &str) -> Vec<&Database> {
+        let mut v: Vec<&Database> = self
+            .databases
+            .values()
+            .filter(|d| d.meta.account == account)
+            .collect();
+        v.sort_by_key(|d| d.order);
+        v
+    }
+
+    pub fn all(&self) -> Vec<&Database> {
+        let mut v: Vec<&Database> = self.databases.values().collect();
+        v.sort_by_key(|d| d.order);
+        v
+    }
+}
+
+/// On-disk form of the state file.
+#[derive(Debug, Serialize, Deserialize)]
+struct Persisted {
+    version: u32,
+    #[serde(default)]
+    ca: Option<StoredCa>,
+    #[serde(default)]
+    accounts: BTreeMap<String, String>,
+    #[serde(default)]
+    databases: Vec<Database>,
+}
+
+const STATE_VERSION: u32 = 1;
+
+/// Loads a state file; a missing file is an empty state.
+pub fn load(path: &Path) -> anyhow::Result<State> {
+    let bytes = match std::fs::read(path) {
+        Ok(b) => b,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(State::default()),
+        Err(e) => return Err(anyhow::anyhow!("reading state file {}: {e}", path.display())),
+    };
+    let p: Persisted = serde_json::from_slice(&bytes)
+        .map_err(|e| anyhow::anyhow!("parsing state file {}: {e}", path.display()))?;
+    if p.version != STATE_VERSION {
+        anyhow::bail!(
+            "state file {} has version {}, this emulator reads version {STATE_VERSION}",
+            path.display(),
+            p.version
+        );
+    }
+    let mut st = State {
+        accounts: p.accounts,
+        ca: p.ca,
+        ..Default::default()
+    };
+    let mut dbs = p.databases;
+    dbs.sort_by_key(|d| d.order);
+    for d in dbs {
+        st.next_order = st.next_order.max(d.order);
+        st.databases.insert(d.meta.id.clone(), d);
+    }
+    Ok(st)
+}
+
+fn serialize(st: &State) -> serde_json::Result<Vec<u8>> {
+    #[derive(Serialize)]
+    struct PersistedRef<'a> {
+        version: u32,
+        ca: &'a Option<StoredCa>,
+        accounts: &'a BTreeMap<String, String>,
+        databases: Vec<&'a Database>,
+    }
+    serde_json::to_vec(&PersistedRef {
+        version: STATE_VERSION,
+        ca: &st.ca,
+        accounts: &st.accounts,
+        databases: st.all(),
+    })
+}
+
+/// Writes atomically: a temporary file in the same directory, then rename.
+fn write_atomic(path: &Path, bytes: &[u8]) -> std::io::Result<()> {
+    let dir = path.parent().filter(|p| !p.as_os_str().is_empty()).unwrap_or(Path::new("."));
+    std::fs::create_dir_all(dir)?;
+    let tmp = dir.join(format!(
+        ".{}.tmp-{}",
+        path.file_name().and_then(|n| n.to_str()).unwrap_or("state"),
+        std::process::id()
+    ));
+    std::fs::write(&tmp, bytes)?;
+    std::fs::rename(&tmp, path)
+}
+
+/// Saves the state file after mutations (debounced by 50 ms).
+pub struct Persister {
+    path: PathBuf,
+    dirty: Notify,
+}
+
+impl Persister {
+    pub fn new(path: PathBuf) -> Self {
+        Self {
+            path,
+            dirty: Notify::new(),
+        }
+    }
+
+    pub fn mark_dirty(&self) {
+        self.dirty.notify_one();
+    }
+
+    pub fn save_now(&self, state: &Mutex<State>) {
+        let bytes = {
+            let st = state.lock().unwrap_or_else(|e| e.into_inner());
+            serialize(&st)
+        };
+        match bytes {
+            Ok(b) => {
+                if let Err(e) = write_atomic(&self.path, &b) {
+                    tracing::error!(path = %self.path.display(), error = %e, "saving state file failed");
+                }
+            }
+            Err(e) => tracing::error!(error = %e, "serializing state failed"),
+        }
+    }
+
+    /// Background saver; saves once more when shut down.
+    pub async fn run(self: Arc<Self>, state: Arc<Mutex<State>>, shutdown: CancellationToken) {
+        loop {
+            tokio::select! {
+                _ = self.dirty.notified() => {
+                    tokio::select! {
+                        _ = tokio::time::sleep(Duration::from_millis(50)) => {}
+                        _ = shutdown.cancelled() => {}
+                    }
+                    self.save_now(&state);
+                }
+                _ = shutdown.cancelled() => {
+                    self.save_now(&state);
+                    return;
+                }
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    pub(crate) fn sample_db(account: &str) -> Database {
+        Database {
+            meta: DbMeta {
+                id: ids::uuid(),
+                account: account.into(),
+                name: "db".into(),
+                plan: "payg".into(),
+                platform: "aws".into(),
+                primary_region: "us-east-1".into(),
+                read_regions: vec!["eu-west-1".into()],
+                creation_time: 1,
+                password: ids::password(),
+                rest_token: ids::rest_token(),
+                read_only_rest_token: ids::read_only_rest_token(),
+                slug: "a-b-12345".into(),
+                eviction: false,
+                auto_upgrade: false,
+                consistent: false,
+                multizone: false,
+                prod_pack_enabled: false,
+                budget: 0,
+                daily_backup_enabled: false,
+                allowed_ip_ranges: vec![],
+                last_plan_upgrade_time: 0,
+                state: "active".into(),
+            },
+            keyspace: Keyspace::new(),
+            backups: vec![],
+            traffic: Traffic::default(),
+            stats_overrides: Map::new(),
+            order: 0,
+            sync_seq: 0,
+        }
+    }
+
+    #[test]
+    fn endpoint_styles() {
+        let s = EndpointStyle {
+            domain: None,
+            data_port: 8443,
+        };
+        assert_eq!(s.endpoint("a-b-1"), "localhost:8443");
+        let s = EndpointStyle {
+            domain: Some("upstash.io".into()),
+            data_port: 443,
+        };
+        assert_eq!(s.endpoint("a-b-1"), "a-b-1.upstash.io");
+    }
+
+    #[test]
+    fn wire_shape() {
+        let db = sample_db("a@b.c");
+        let style = EndpointStyle {
+            domain: None,
+            data_port: 1,
+        };
+        let v = serde_json::to_value(db.to_wire(&style, false)).unwrap();
+        assert_eq!(v["type"], "payg");
+        assert_eq!(v["database_type"], "Pay as You Go");
+        assert_eq!(v["db_acl_enabled"], "false");
+        assert!(v["securityAddons"]["ipWhitelisting"].is_boolean());
+        assert_eq!(v["all_members"], serde_json::json!(["us-east-1", "eu-west-1"]));
+        assert_eq!(v["db_disk_threshold"], 107_374_182_400u64);
+        let text = serde_json::to_string(&db.to_wire(&style, true)).unwrap();
+        assert!(text.contains("\"db_request_limit\":9223372036854775808"));
+        assert!(text.contains("\"password\":\"***\""));
+        assert!(!text.contains(&db.meta.rest_token));
+    }
+
+    #[test]
+    fn persist_roundtrip() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("state.json");
+        let mut st = State::default();
+        let mut db = sample_db("a@b.c");
+        let limits = db.meta.limits();
+        db.keyspace.execute(
+            &[b"SET".to_vec(), b"k".to_vec(), b"v".to_vec()],
+            &limits,
+            &Default::default(),
+            0,
+        );
+        let id = db.meta.id.clone();
+        st.insert(db);
+        let p = Persister::new(path.clone());
+        p.save_now(&Mutex::new(st));
+        let back = load(&path).unwrap();
+        assert_eq!(back.databases[&id].keyspace.len(), 1);
+        assert_eq!(back.next_order, 1);
+        assert!(load(&dir.path().join("missing.json")).unwrap().databases.is_empty());
+    }
+}
