@@ -152,6 +152,22 @@ pub struct Exchange<'a> {
 
 impl Exchange<'_> {
     fn log(&self, status: u16, fault: Option<&FaultRule>, started: Instant) {
+        self.log_with(status, fault, started, None);
+    }
+
+    fn log_with(
+        &self,
+        status: u16,
+        fault: Option<&FaultRule>,
+        started: Instant,
+        body: Option<&Bytes>,
+    ) {
+        // A create's database id is only known from its response.
+        let database_id = self.database_id.clone().or_else(|| {
+            let body = body.filter(|_| self.endpoint == "create")?;
+            let v: serde_json::Value = serde_json::from_slice(body).ok()?;
+            v.get("database_id")?.as_str().map(str::to_string)
+        });
         let call = Call {
             seq: 0,
             time: jiff::Timestamp::now().to_string(),
@@ -161,7 +177,7 @@ impl Exchange<'_> {
             path: self.path.clone(),
             endpoint: self.endpoint.clone(),
             status,
-            database_id: self.database_id.clone(),
+            database_id,
             fault: fault.map(|f| f.id),
             duration_ms: started.elapsed().as_secs_f64() * 1000.0,
         };
@@ -192,7 +208,7 @@ impl Exchange<'_> {
             .take(&self.endpoint, self.database_id.as_deref());
         let Some(fault) = fault else {
             let out = op.await;
-            self.log(out.status.as_u16(), None, started);
+            self.log_with(out.status.as_u16(), None, started, Some(&out.body));
             return out.into_response();
         };
         let spec = &fault.spec;
@@ -228,7 +244,7 @@ impl Exchange<'_> {
         if spec.lose_response {
             if let Some(status) = spec.status {
                 let status = StatusCode::from_u16(status).unwrap_or(StatusCode::BAD_GATEWAY);
-                self.log(status.as_u16(), Some(&fault), started);
+                self.log_with(status.as_u16(), Some(&fault), started, Some(&out.body));
                 return Outcome {
                     status,
                     body: Bytes::new(),
@@ -236,13 +252,13 @@ impl Exchange<'_> {
                 }
                 .into_response();
             }
-            self.log(0, Some(&fault), started);
+            self.log_with(0, Some(&fault), started, Some(&out.body));
             self.conn.kill();
             std::future::pending::<()>().await;
         }
         if spec.truncate {
             let cut = out.body.len() / 2;
-            self.log(out.status.as_u16(), Some(&fault), started);
+            self.log_with(out.status.as_u16(), Some(&fault), started, Some(&out.body));
             return Outcome {
                 status: out.status,
                 body: out.body.slice(..cut),
@@ -250,7 +266,7 @@ impl Exchange<'_> {
             }
             .into_response();
         }
-        self.log(out.status.as_u16(), Some(&fault), started);
+        self.log_with(out.status.as_u16(), Some(&fault), started, Some(&out.body));
         out.into_response()
     }
 }
