@@ -1,0 +1,16 @@
+#!/usr/bin/env bash
+# The project's test command: builds the test control plane (cached) and runs every
+# workspace test against it. Extra arguments go to `cargo test`, e.g.
+#   scripts/test.sh -p testkit -- --nocapture
+set -euo pipefail
+
+root="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
+cd "$root"
+export GOTOOLCHAIN=local
+
+# A real kube-apiserver, etcd and kube-controller-manager for the integration tests
+# (testkit starts it; a cold build takes 10-20 minutes, later runs reuse the cache).
+TESTENV_BIN="$(tools/testenv/build.sh | tail -n1)"
+export TESTENV_BIN
+
+cargo test --workspace --locked "$@"
