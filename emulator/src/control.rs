@@ -42,7 +42,10 @@ pub fn router(shared: Arc<Shared>) -> Router<Arc<Shared>> {
     Router::new()
         .route("/health", get(|| async { Json(json!({"ok": true})) }))
         .route("/calls", get(calls).delete(clear_calls))
-        .route("/faults", post(add_fault).get(list_faults).delete(clear_faults))
+        .route(
+            "/faults",
+            post(add_fault).get(list_faults).delete(clear_faults),
+        )
         .route("/faults/{id}", delete(remove_fault))
         .route("/databases", get(databases))
         .route("/databases/{id}", get(database).patch(patch_database))
@@ -65,7 +68,10 @@ async fn admin_guard(State(s): S, req: Request, next: Next) -> Response {
             .and_then(|v| v.to_str().ok())
             .and_then(|v| v.strip_prefix("Bearer "));
         if given != Some(expected.as_str()) {
-            return err(StatusCode::UNAUTHORIZED, "control API requires the admin token");
+            return err(
+                StatusCode::UNAUTHORIZED,
+                "control API requires the admin token",
+            );
         }
     }
     next.run(req).await
@@ -109,17 +115,24 @@ async fn remove_fault(State(s): S, Path(id): Path<u64>) -> Response {
 }
 
 fn db_view(s: &Shared, db: &crate::state::Database) -> Value {
-    let mut v = serde_json::to_value(db.to_wire(&s.settings.endpoint, false)).unwrap_or(Value::Null);
+    let mut v =
+        serde_json::to_value(db.to_wire(&s.settings.endpoint, false)).unwrap_or(Value::Null);
     if let Value::Object(m) = &mut v {
         m.insert("account".into(), json!(db.meta.account));
         m.insert("plan".into(), json!(db.meta.plan));
         m.insert("keys".into(), json!(db.keyspace.len()));
         m.insert("stored_bytes".into(), json!(db.keyspace.stored_bytes()));
         m.insert("backups".into(), json!(db.backups.len()));
-        m.insert("stats_overrides".into(), Value::Object(db.stats_overrides.clone()));
+        m.insert(
+            "stats_overrides".into(),
+            Value::Object(db.stats_overrides.clone()),
+        );
         m.insert(
             "rest_url".into(),
-            json!(format!("https://{}", s.settings.endpoint.endpoint(&db.meta.slug))),
+            json!(format!(
+                "https://{}",
+                s.settings.endpoint.endpoint(&db.meta.slug)
+            )),
         );
     }
     v
@@ -156,7 +169,10 @@ async fn patch_database(State(s): S, Path(id): Path<String>, body: axum::body::B
     };
     if let Some(state) = patch.state {
         if !matches!(state.as_str(), "active" | "suspended" | "passive") {
-            return err(StatusCode::BAD_REQUEST, "state must be active, suspended or passive");
+            return err(
+                StatusCode::BAD_REQUEST,
+                "state must be active, suspended or passive",
+            );
         }
         db.meta.state = state;
     }
@@ -166,17 +182,17 @@ async fn patch_database(State(s): S, Path(id): Path<String>, body: axum::body::B
     Json(v).into_response()
 }
 
-fn parse_overrides(body: &[u8]) -> Result<Map<String, Value>, Response> {
+fn parse_overrides(body: &[u8]) -> Result<Map<String, Value>, String> {
     match serde_json::from_slice::<Value>(body) {
         Ok(Value::Object(m)) => Ok(m),
-        _ => Err(err(StatusCode::BAD_REQUEST, "body must be a JSON object of stats fields")),
+        _ => Err("body must be a JSON object of stats fields".to_string()),
     }
 }
 
 async fn set_stats(s: &Shared, id: &str, body: &[u8], merge: bool) -> Response {
     let m = match parse_overrides(body) {
         Ok(m) => m,
-        Err(r) => return r,
+        Err(e) => return err(StatusCode::BAD_REQUEST, e),
     };
     let mut st = s.lock();
     let Some(db) = st.databases.get_mut(id) else {
@@ -220,7 +236,10 @@ async fn set_latency(State(s): S, body: axum::body::Bytes) -> Response {
             s.latency_ms.store(b.ms, Ordering::Relaxed);
             Json(json!({"ms": b.ms})).into_response()
         }
-        Err(e) => err(StatusCode::BAD_REQUEST, format!("expected {{\"ms\": N}}: {e}")),
+        Err(e) => err(
+            StatusCode::BAD_REQUEST,
+            format!("expected {{\"ms\": N}}: {e}"),
+        ),
     }
 }
 
@@ -243,7 +262,10 @@ async fn add_account(State(s): S, body: axum::body::Bytes) -> Response {
             s.mark_dirty();
             Json(json!({"email": b.email})).into_response()
         }
-        _ => err(StatusCode::BAD_REQUEST, "expected {\"email\": ..., \"api_key\": ...}"),
+        _ => err(
+            StatusCode::BAD_REQUEST,
+            "expected {\"email\": ..., \"api_key\": ...}",
+        ),
     }
 }
 

@@ -123,7 +123,11 @@ pub fn parse_request(path: &str, query: Option<&str>, body: &[u8]) -> Result<Par
             if !body.is_empty() {
                 args.push(body.to_vec());
             }
-            for kv in query.unwrap_or_default().split('&').filter(|s| !s.is_empty()) {
+            for kv in query
+                .unwrap_or_default()
+                .split('&')
+                .filter(|s| !s.is_empty())
+            {
                 let (k, v) = kv.split_once('=').unwrap_or((kv, ""));
                 if k == "_token" {
                     continue;
@@ -139,7 +143,9 @@ pub fn parse_request(path: &str, query: Option<&str>, body: &[u8]) -> Result<Par
 }
 
 fn token_of(headers: &http::HeaderMap, query: Option<&str>) -> Option<String> {
-    if let Some(v) = headers.get(header::AUTHORIZATION).and_then(|v| v.to_str().ok())
+    if let Some(v) = headers
+        .get(header::AUTHORIZATION)
+        .and_then(|v| v.to_str().ok())
         && let Some((scheme, t)) = v.split_once(' ')
         && scheme.eq_ignore_ascii_case("bearer")
     {
@@ -223,7 +229,10 @@ fn execute(
     if !allowed(&db.meta.allowed_ip_ranges, peer) {
         return Err(error(
             StatusCode::FORBIDDEN,
-            &format!("ERR client IP {} is not in the allowed IP ranges of this database", peer.to_canonical()),
+            &format!(
+                "ERR client IP {} is not in the allowed IP ranges of this database",
+                peer.to_canonical()
+            ),
         ));
     }
     if db.meta.state != "active" {
@@ -234,7 +243,10 @@ fn execute(
     }
     let plan = db.meta.plan();
     if request_size as u64 > plan.max_request_size {
-        return Err(error(StatusCode::BAD_REQUEST, "ERR max request size exceeded"));
+        return Err(error(
+            StatusCode::BAD_REQUEST,
+            "ERR max request size exceeded",
+        ));
     }
     let limits = db.meta.limits();
     let cmds: Vec<&Vec<Vec<u8>>> = match parsed {
@@ -347,7 +359,8 @@ fn render(parsed: &Parsed, ex: Executed, enc: Encoding) -> Outcome {
         }
     };
     if let Ok(v) = HeaderValue::from_str(&ex.sync.to_string()) {
-        out.headers.push((header::HeaderName::from_static("upstash-sync-token"), v));
+        out.headers
+            .push((header::HeaderName::from_static("upstash-sync-token"), v));
     }
     out
 }

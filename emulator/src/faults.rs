@@ -90,8 +90,7 @@ impl FaultSpec {
         if self.lose_response || self.timeout || self.truncate {
             return None;
         }
-        self.status
-            .or(self.retry_after.map(|_| 429))
+        self.status.or(self.retry_after.map(|_| 429))
     }
 
     fn matches(&self, endpoint: &str, database_id: Option<&str>) -> bool {
@@ -208,7 +207,10 @@ mod tests {
         let mut s = spec("x");
         s.retry_after = Some(3);
         assert_eq!(s.error_status(), Some(429));
-        assert!(serde_json::from_value::<FaultSpec>(serde_json::json!({"endpoint":"x","bogus":1})).is_err());
+        assert!(
+            serde_json::from_value::<FaultSpec>(serde_json::json!({"endpoint":"x","bogus":1}))
+                .is_err()
+        );
         let mut s = spec("x");
         s.probability = Some(0.0);
         let mut f = Faults::default();

@@ -70,7 +70,10 @@ mod tests {
     fn formats() {
         let p = password();
         assert_eq!(p.len(), 32);
-        assert!(p.chars().all(|c| c.is_ascii_hexdigit() && !c.is_ascii_uppercase()));
+        assert!(
+            p.chars()
+                .all(|c| c.is_ascii_hexdigit() && !c.is_ascii_uppercase())
+        );
         assert!(rest_token().starts_with("AX"));
         assert!(read_only_rest_token().starts_with("An"));
         let s = slug();

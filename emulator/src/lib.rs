@@ -116,13 +116,17 @@ pub fn parse_accounts_file(text: &str) -> anyhow::Result<Vec<(String, String)>> 
         match v {
             serde_json::Value::Object(m) => {
                 for (k, v) in m {
-                    let key = v.as_str().context("accounts file: values must be API keys")?;
+                    let key = v
+                        .as_str()
+                        .context("accounts file: values must be API keys")?;
                     out.push((k, key.to_string()));
                 }
             }
             serde_json::Value::Array(items) => {
                 for it in items {
-                    let email = it["email"].as_str().context("accounts file: missing email")?;
+                    let email = it["email"]
+                        .as_str()
+                        .context("accounts file: missing email")?;
                     let key = it["api_key"]
                         .as_str()
                         .or(it["apiKey"].as_str())

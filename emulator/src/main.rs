@@ -21,10 +21,18 @@ enum LogFormat {
 #[command(name = "upstash-emulator", version)]
 struct Args {
     /// Developer API + control API listen address (plain HTTP). Port 0 picks a free port.
-    #[arg(long, env = "UPSTASH_EMULATOR_API_ADDR", default_value = "127.0.0.1:8080")]
+    #[arg(
+        long,
+        env = "UPSTASH_EMULATOR_API_ADDR",
+        default_value = "127.0.0.1:8080"
+    )]
     api_addr: SocketAddr,
     /// REST data API listen address (HTTPS, all databases). Port 0 picks a free port.
-    #[arg(long, env = "UPSTASH_EMULATOR_DATA_ADDR", default_value = "127.0.0.1:8443")]
+    #[arg(
+        long,
+        env = "UPSTASH_EMULATOR_DATA_ADDR",
+        default_value = "127.0.0.1:8443"
+    )]
     data_addr: SocketAddr,
     /// Accounts as `email:apikey,email:apikey`.
     #[arg(long, env = "UPSTASH_EMULATOR_ACCOUNTS", hide_env_values = true)]
@@ -49,7 +57,12 @@ struct Args {
     #[arg(long, env = "UPSTASH_EMULATOR_ADMIN_TOKEN", hide_env_values = true)]
     admin_token: Option<String>,
     /// Log format (logs go to stderr; stdout carries only the ready line).
-    #[arg(long, env = "UPSTASH_EMULATOR_LOG_FORMAT", value_enum, default_value = "text")]
+    #[arg(
+        long,
+        env = "UPSTASH_EMULATOR_LOG_FORMAT",
+        value_enum,
+        default_value = "text"
+    )]
     log_format: LogFormat,
 }
 
@@ -113,13 +126,14 @@ async fn main() -> anyhow::Result<()> {
 async fn shutdown_signal() {
     #[cfg(unix)]
     {
-        let mut term = match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
-            Ok(s) => s,
-            Err(_) => {
-                let _ = tokio::signal::ctrl_c().await;
-                return;
-            }
-        };
+        let mut term =
+            match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+                Ok(s) => s,
+                Err(_) => {
+                    let _ = tokio::signal::ctrl_c().await;
+                    return;
+                }
+            };
         tokio::select! {
             _ = tokio::signal::ctrl_c() => {}
             _ = term.recv() => {}

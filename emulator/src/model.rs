@@ -299,8 +299,14 @@ mod tests {
 
     #[test]
     fn plan_lookup() {
-        assert_eq!(plan_by_name("payg", false).unwrap().max_data_size, 107_374_182_400);
-        assert_eq!(plan_by_name("free", false).unwrap().max_data_size, 268_435_456);
+        assert_eq!(
+            plan_by_name("payg", false).unwrap().max_data_size,
+            107_374_182_400
+        );
+        assert_eq!(
+            plan_by_name("free", false).unwrap().max_data_size,
+            268_435_456
+        );
         assert!(plan_by_name("pro", false).is_none());
         assert_eq!(plan_by_name("pro", true).unwrap().kind, "pro");
         assert_eq!(plan_by_name("paid", true).unwrap().name, "fixed_250mb");

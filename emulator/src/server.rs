@@ -67,10 +67,11 @@ pub async fn serve(
                 kill: Arc::new(Notify::new()),
             };
             let kill = conn.kill.clone();
-            let svc = hyper::service::service_fn(move |mut req: http::Request<hyper::body::Incoming>| {
-                req.extensions_mut().insert(conn.clone());
-                router.clone().oneshot(req.map(Body::new))
-            });
+            let svc =
+                hyper::service::service_fn(move |mut req: http::Request<hyper::body::Incoming>| {
+                    req.extensions_mut().insert(conn.clone());
+                    router.clone().oneshot(req.map(Body::new))
+                });
             let builder = Builder::new(TokioExecutor::new());
             match tls {
                 Some(acceptor) => {
@@ -224,7 +225,9 @@ impl Exchange<'_> {
             let status = StatusCode::from_u16(status).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
             let body = match &spec.body {
                 Some(b) => Bytes::from(b.clone()),
-                None => Bytes::from(serde_json::to_vec(&(self.error_body)(status)).unwrap_or_default()),
+                None => {
+                    Bytes::from(serde_json::to_vec(&(self.error_body)(status)).unwrap_or_default())
+                }
             };
             let mut headers = vec![];
             if let Some(ra) = spec.retry_after

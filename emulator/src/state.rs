@@ -123,7 +123,13 @@ impl Database {
     pub fn to_wire(&self, style: &EndpointStyle, hide: bool) -> DatabaseWire {
         let m = &self.meta;
         let plan = m.plan();
-        let cred = |s: &str| if hide { MASKED.to_string() } else { s.to_string() };
+        let cred = |s: &str| {
+            if hide {
+                MASKED.to_string()
+            } else {
+                s.to_string()
+            }
+        };
         let mut all_members = vec![m.primary_region.clone()];
         all_members.extend(m.read_regions.iter().cloned());
         DatabaseWire {
@@ -245,7 +251,9 @@ impl State {
     }
 
     pub fn db_of_mut(&mut self, account: &str, id: &str) -> Option<&mut Database> {
-        self.databases.get_mut(id).filter(|d| d.meta.account == account)
+        self.databases
+            .get_mut(id)
+            .filter(|d| d.meta.account == account)
     }
 
     pub fn find_token(&self, token: &str) -> Option<TokenMatch> {
@@ -312,7 +320,12 @@ pub fn load(path: &Path) -> anyhow::Result<State> {
     let bytes = match std::fs::read(path) {
         Ok(b) => b,
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(State::default()),
-        Err(e) => return Err(anyhow::anyhow!("reading state file {}: {e}", path.display())),
+        Err(e) => {
+            return Err(anyhow::anyhow!(
+                "reading state file {}: {e}",
+                path.display()
+            ));
+        }
     };
     let p: Persisted = serde_json::from_slice(&bytes)
         .map_err(|e| anyhow::anyhow!("parsing state file {}: {e}", path.display()))?;
@@ -355,7 +368,10 @@ fn serialize(st: &State) -> serde_json::Result<Vec<u8>> {
 
 /// Writes atomically: a temporary file in the same directory, then rename.
 fn write_atomic(path: &Path, bytes: &[u8]) -> std::io::Result<()> {
-    let dir = path.parent().filter(|p| !p.as_os_str().is_empty()).unwrap_or(Path::new("."));
+    let dir = path
+        .parent()
+        .filter(|p| !p.as_os_str().is_empty())
+        .unwrap_or(Path::new("."));
     std::fs::create_dir_all(dir)?;
     let tmp = dir.join(format!(
         ".{}.tmp-{}",
@@ -484,7 +500,10 @@ mod tests {
         assert_eq!(v["database_type"], "Pay as You Go");
         assert_eq!(v["db_acl_enabled"], "false");
         assert!(v["securityAddons"]["ipWhitelisting"].is_boolean());
-        assert_eq!(v["all_members"], serde_json::json!(["us-east-1", "eu-west-1"]));
+        assert_eq!(
+            v["all_members"],
+            serde_json::json!(["us-east-1", "eu-west-1"])
+        );
         assert_eq!(v["db_disk_threshold"], 107_374_182_400u64);
         let text = serde_json::to_string(&db.to_wire(&style, true)).unwrap();
         assert!(text.contains("\"db_request_limit\":9223372036854775808"));
@@ -512,6 +531,11 @@ mod tests {
         let back = load(&path).unwrap();
         assert_eq!(back.databases[&id].keyspace.len(), 1);
         assert_eq!(back.next_order, 1);
-        assert!(load(&dir.path().join("missing.json")).unwrap().databases.is_empty());
+        assert!(
+            load(&dir.path().join("missing.json"))
+                .unwrap()
+                .databases
+                .is_empty()
+        );
     }
 }

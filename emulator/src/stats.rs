@@ -173,8 +173,15 @@ fn point(ms: i64, y: f64) -> Value {
 
 fn weekday(day: i64) -> &'static str {
     // 1970-01-01 was a Thursday.
-    ["Thursday", "Friday", "Saturday", "Sunday", "Monday", "Tuesday", "Wednesday"]
-        [day.rem_euclid(7) as usize]
+    [
+        "Thursday",
+        "Friday",
+        "Saturday",
+        "Sunday",
+        "Monday",
+        "Tuesday",
+        "Wednesday",
+    ][day.rem_euclid(7) as usize]
 }
 
 fn percentile(samples: &mut [f32], p: f64) -> f64 {
@@ -278,7 +285,11 @@ pub fn stats_body(inp: &StatsInput<'_>) -> Value {
         let x_ms = if i == POINTS - 1 { now } else { end * 60_000 };
         let mut agg = Bucket::default();
         let mut per_cmd: BTreeMap<&str, u64> = BTreeMap::new();
-        for b in t.minutes.iter().filter(|b| b.minute > start && b.minute <= end) {
+        for b in t
+            .minutes
+            .iter()
+            .filter(|b| b.minute > start && b.minute <= end)
+        {
             agg.commands += b.commands;
             agg.reads += b.reads;
             agg.writes += b.writes;
@@ -324,13 +335,22 @@ pub fn stats_body(inp: &StatsInput<'_>) -> Value {
         push("write_latency_99", percentile(&mut agg.write_samples, 0.99));
         for n in &names {
             let y = per_cmd.get(n.as_str()).copied().unwrap_or(0) as f64;
-            cmd_series.entry(n.clone()).or_default().push(point(x_ms, y));
+            cmd_series
+                .entry(n.clone())
+                .or_default()
+                .push(point(x_ms, y));
         }
     }
 
     // Daily aggregates: the last 5 days including today.
     let today = now.div_euclid(86_400_000);
-    let day_of = |d: i64| t.days.iter().find(|x| x.day == d).cloned().unwrap_or_default();
+    let day_of = |d: i64| {
+        t.days
+            .iter()
+            .find(|x| x.day == d)
+            .cloned()
+            .unwrap_or_default()
+    };
     let mut dailyrequests = vec![];
     let mut dailybilling = vec![];
     let mut bandwidths = vec![];
@@ -375,10 +395,19 @@ pub fn stats_body(inp: &StatsInput<'_>) -> Value {
     body.insert("dailybilling".into(), Value::Array(dailybilling));
     body.insert("dailybandwidth".into(), json!(today_agg.bandwidth));
     body.insert("bandwidths".into(), Value::Array(bandwidths));
-    body.insert("total_monthly_bandwidth".into(), json!(sum(|d| d.bandwidth)));
+    body.insert(
+        "total_monthly_bandwidth".into(),
+        json!(sum(|d| d.bandwidth)),
+    );
     body.insert("total_monthly_requests".into(), json!(sum(|d| d.commands)));
-    body.insert("total_monthly_read_requests".into(), json!(sum(|d| d.reads)));
-    body.insert("total_monthly_write_requests".into(), json!(sum(|d| d.writes)));
+    body.insert(
+        "total_monthly_read_requests".into(),
+        json!(sum(|d| d.reads)),
+    );
+    body.insert(
+        "total_monthly_write_requests".into(),
+        json!(sum(|d| d.writes)),
+    );
     body.insert("total_monthly_script_requests".into(), json!(0));
     body.insert("total_monthly_storage".into(), json!(inp.current_bytes));
     body.insert("current_storage".into(), json!(inp.current_bytes));
@@ -412,12 +441,19 @@ pub fn stats_body(inp: &StatsInput<'_>) -> Value {
 
 /// Applies control-API overrides: a series given as numbers becomes points ending now (one per
 /// sample width, or per day for daily series); anything else replaces the field verbatim.
-fn apply_overrides(body: &mut Map<String, Value>, overrides: &Map<String, Value>, now: i64, width: i64) {
+fn apply_overrides(
+    body: &mut Map<String, Value>,
+    overrides: &Map<String, Value>,
+    now: i64,
+    width: i64,
+) {
     let today = now.div_euclid(86_400_000);
     for (k, v) in overrides {
         let daily = SERIES_FIELDS.iter().find(|(n, _)| n == k).map(|(_, d)| *d);
         let value = match (daily, v) {
-            (Some(daily), Value::Array(items)) if items.iter().all(|i| i.is_number() || i.is_null()) => {
+            (Some(daily), Value::Array(items))
+                if items.iter().all(|i| i.is_number() || i.is_null()) =>
+            {
                 let n = items.len() as i64;
                 let pts: Vec<Value> = items
                     .iter()
@@ -454,8 +490,14 @@ mod tests {
     #[test]
     fn go_time_format() {
         assert_eq!(go_time(0), "1970-01-01 00:00:00 +0000 UTC");
-        assert_eq!(go_time(1_693_494_772_799), "2023-08-31 15:12:52.799 +0000 UTC");
-        assert_eq!(go_time(1_693_494_772_500), "2023-08-31 15:12:52.5 +0000 UTC");
+        assert_eq!(
+            go_time(1_693_494_772_799),
+            "2023-08-31 15:12:52.799 +0000 UTC"
+        );
+        assert_eq!(
+            go_time(1_693_494_772_500),
+            "2023-08-31 15:12:52.5 +0000 UTC"
+        );
     }
 
     #[test]

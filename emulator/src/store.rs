@@ -92,9 +92,9 @@ pub enum Kind {
 pub fn command_kind(name: &str) -> Option<Kind> {
     use Kind::*;
     Some(match name {
-        "GET" | "MGET" | "EXISTS" | "TTL" | "PTTL" | "STRLEN" | "TYPE" | "SCAN" | "KEYS" | "PING"
-        | "ECHO" | "INFO" | "DBSIZE" | "TIME" | "EXPIRETIME" | "PEXPIRETIME" | "RANDOMKEY"
-        | "GETRANGE" => Read,
+        "GET" | "MGET" | "EXISTS" | "TTL" | "PTTL" | "STRLEN" | "TYPE" | "SCAN" | "KEYS"
+        | "PING" | "ECHO" | "INFO" | "DBSIZE" | "TIME" | "EXPIRETIME" | "PEXPIRETIME"
+        | "RANDOMKEY" | "GETRANGE" => Read,
         "SET" | "SETEX" | "PSETEX" | "SETNX" | "GETSET" | "GETDEL" | "GETEX" | "APPEND" | "DEL"
         | "UNLINK" | "EXPIRE" | "PEXPIRE" | "EXPIREAT" | "PEXPIREAT" | "PERSIST" | "INCR"
         | "DECR" | "INCRBY" | "DECRBY" | "INCRBYFLOAT" | "MSET" | "MSETNX" | "FLUSHDB"
@@ -360,7 +360,10 @@ impl Keyspace {
         if v.len() as u64 > limits.max_entry_bytes {
             return Err(Reply::err("ERR max entry size exceeded"));
         }
-        let old = self.live(k, now_ms).map(|e| entry_size(k, &e.value)).unwrap_or(0);
+        let old = self
+            .live(k, now_ms)
+            .map(|e| entry_size(k, &e.value))
+            .unwrap_or(0);
         let new = entry_size(k, &v);
         if new > old {
             self.ensure_capacity(new - old, limits, now_ms)?;
@@ -456,7 +459,12 @@ impl Keyspace {
             },
             "TYPE" => match a {
                 [k] => Reply::Status(
-                    if self.live(k, now_ms).is_some() { "string" } else { "none" }.into(),
+                    if self.live(k, now_ms).is_some() {
+                        "string"
+                    } else {
+                        "none"
+                    }
+                    .into(),
                 ),
                 _ => wrong_args(&cmd),
             },
@@ -485,9 +493,18 @@ impl Keyspace {
                             cmd.to_ascii_lowercase()
                         ));
                     }
-                    let ms = if cmd == "SETEX" { t.saturating_mul(1000) } else { t };
-                    match self.write(k, v.clone(), Some(now_ms.saturating_add(ms)), limits, now_ms)
-                    {
+                    let ms = if cmd == "SETEX" {
+                        t.saturating_mul(1000)
+                    } else {
+                        t
+                    };
+                    match self.write(
+                        k,
+                        v.clone(),
+                        Some(now_ms.saturating_add(ms)),
+                        limits,
+                        now_ms,
+                    ) {
                         Ok(()) => Reply::ok(),
                         Err(e) => e,
                     }
@@ -642,14 +659,10 @@ impl Keyspace {
                 _ => wrong_args(&cmd),
             },
             "MSET" | "MSETNX" => {
-                if a.is_empty() || a.len() % 2 != 0 {
+                if a.is_empty() || !a.len().is_multiple_of(2) {
                     return wrong_args(&cmd);
                 }
-                if cmd == "MSETNX"
-                    && a
-                        .chunks(2)
-                        .any(|p| self.live(&p[0], now_ms).is_some())
-                {
+                if cmd == "MSETNX" && a.chunks(2).any(|p| self.live(&p[0], now_ms).is_some()) {
                     return Reply::Int(0);
                 }
                 for p in a.chunks(2) {
@@ -657,7 +670,11 @@ impl Keyspace {
                         return e;
                     }
                 }
-                if cmd == "MSET" { Reply::ok() } else { Reply::Int(1) }
+                if cmd == "MSET" {
+                    Reply::ok()
+                } else {
+                    Reply::Int(1)
+                }
             }
             "RENAME" | "RENAMENX" => match a {
                 [from, to] => {
@@ -669,7 +686,11 @@ impl Keyspace {
                     }
                     self.remove(from);
                     self.insert(to.clone(), e);
-                    if cmd == "RENAME" { Reply::ok() } else { Reply::Int(1) }
+                    if cmd == "RENAME" {
+                        Reply::ok()
+                    } else {
+                        Reply::Int(1)
+                    }
                 }
                 _ => wrong_args(&cmd),
             },
@@ -891,7 +912,9 @@ impl Keyspace {
         } else {
             match self.scan_cursors.remove(&cursor) {
                 Some(k) => Some(k),
-                None => return Reply::Array(vec![Reply::Bulk(b"0".to_vec()), Reply::Array(vec![])]),
+                None => {
+                    return Reply::Array(vec![Reply::Bulk(b"0".to_vec()), Reply::Array(vec![])]);
+                }
             }
         };
         let range: Box<dyn Iterator<Item = &Vec<u8>>> = match &start {
@@ -902,16 +925,14 @@ impl Keyspace {
                     .map(|(k, _)| k),
             ),
         };
-        let mut visited = 0usize;
         let mut last: Option<Vec<u8>> = None;
         let mut out = vec![];
         let mut more = false;
-        for k in range {
+        for (visited, k) in range.enumerate() {
             if visited == count {
                 more = true;
                 break;
             }
-            visited += 1;
             last = Some(k.clone());
             let type_ok = type_filter.as_deref().is_none_or(|t| t == "string");
             if type_ok && pattern.is_none_or(|p| glob_match(p, k)) {
@@ -1258,8 +1279,11 @@ mod tests {
         let mut cursor = "0".to_string();
         let mut seen = vec![];
         loop {
-            let Reply::Array(r) = run(&mut ks, 0, &["SCAN", &cursor, "MATCH", "key:*", "COUNT", "7"])
-            else {
+            let Reply::Array(r) = run(
+                &mut ks,
+                0,
+                &["SCAN", &cursor, "MATCH", "key:*", "COUNT", "7"],
+            ) else {
                 panic!()
             };
             let (Reply::Bulk(c), Reply::Array(keys)) = (&r[0], &r[1]) else {
@@ -1311,7 +1335,10 @@ mod tests {
         let mut ks = Keyspace::new();
         let args = |v: &[&str]| v.iter().map(|s| s.as_bytes().to_vec()).collect::<Vec<_>>();
         let info = InfoContext::default();
-        assert_eq!(ks.execute(&args(&["SET", "a", "12345"]), &small, &info, 0), Reply::ok());
+        assert_eq!(
+            ks.execute(&args(&["SET", "a", "12345"]), &small, &info, 0),
+            Reply::ok()
+        );
         assert_eq!(
             ks.execute(&args(&["SET", "b", "12345"]), &small, &info, 0),
             Reply::err("ERR DB capacity quota exceeded")
@@ -1320,7 +1347,10 @@ mod tests {
             eviction: true,
             ..small
         };
-        assert_eq!(ks.execute(&args(&["SET", "b", "12345"]), &evicting, &info, 0), Reply::ok());
+        assert_eq!(
+            ks.execute(&args(&["SET", "b", "12345"]), &evicting, &info, 0),
+            Reply::ok()
+        );
         assert_eq!(ks.counters.evicted_keys, 1);
         assert_eq!(ks.len(), 1);
     }
@@ -1339,7 +1369,10 @@ mod tests {
     #[test]
     fn json_encoding() {
         assert_eq!(Reply::ok().to_json(true), serde_json::json!("OK"));
-        assert_eq!(Reply::Status("PONG".into()).to_json(true), serde_json::json!("UE9ORw=="));
+        assert_eq!(
+            Reply::Status("PONG".into()).to_json(true),
+            serde_json::json!("UE9ORw==")
+        );
         assert_eq!(bulk("OK").to_json(true), serde_json::json!("T0s="));
         assert_eq!(bulk("v").to_json(false), serde_json::json!("v"));
         let mut out = vec![];

@@ -19,7 +19,9 @@ pub struct Tls {
 
 /// The calendar date `days` from today (negative = in the past), UTC.
 fn ymd(days: i64) -> (i32, u8, u8) {
-    let today = jiff::Timestamp::now().to_zoned(jiff::tz::TimeZone::UTC).date();
+    let today = jiff::Timestamp::now()
+        .to_zoned(jiff::tz::TimeZone::UTC)
+        .date();
     let d = today
         .checked_add(jiff::Span::new().days(days))
         .unwrap_or(today);
@@ -88,7 +90,9 @@ pub fn setup(existing: Option<StoredCa>, endpoint_domain: Option<&str>) -> anyho
     params.extended_key_usages = vec![ExtendedKeyUsagePurpose::ServerAuth];
     params.use_authority_key_identifier_extension = true;
     set_validity!(params, -1, 825);
-    let leaf = params.signed_by(&leaf_key, &issuer).context("signing leaf")?;
+    let leaf = params
+        .signed_by(&leaf_key, &issuer)
+        .context("signing leaf")?;
 
     let ca_der = rustls_pemfile_der(&ca.cert_pem)?;
     let chain = vec![leaf.der().clone(), ca_der];

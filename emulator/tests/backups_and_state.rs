@@ -16,7 +16,12 @@ async fn backup_create_list_restore_delete() {
     let db = env.create("bk").await;
     let id = db["database_id"].as_str().unwrap();
     env.data(&db, json!(["MSET", "a", "1", "b", "2"])).await;
-    let (st, v) = env.post(&format!("/v2/redis/create-backup/{id}"), json!({"name": "before"})).await;
+    let (st, v) = env
+        .post(
+            &format!("/v2/redis/create-backup/{id}"),
+            json!({"name": "before"}),
+        )
+        .await;
     assert_eq!((st, v), (StatusCode::OK, json!("OK")));
     let (st, list) = env.get(&format!("/v2/redis/list-backup/{id}")).await;
     assert_eq!(st, StatusCode::OK);
@@ -36,21 +41,53 @@ async fn backup_create_list_restore_delete() {
     env.data(&db, json!(["SET", "a", "changed"])).await;
     env.data(&db, json!(["DEL", "b"])).await;
     env.data(&db, json!(["SET", "c", "new"])).await;
-    let (st, v) = env.post(&format!("/v2/redis/restore-backup/{id}"), json!({"backup_id": backup_id})).await;
+    let (st, v) = env
+        .post(
+            &format!("/v2/redis/restore-backup/{id}"),
+            json!({"backup_id": backup_id}),
+        )
+        .await;
     assert_eq!((st, v), (StatusCode::OK, json!("OK")));
-    assert_eq!(env.data(&db, json!(["MGET", "a", "b", "c"])).await.1, json!({"result": ["1", "2", null]}));
+    assert_eq!(
+        env.data(&db, json!(["MGET", "a", "b", "c"])).await.1,
+        json!({"result": ["1", "2", null]})
+    );
 
-    let (st, v) = env.post(&format!("/v2/redis/restore-backup/{id}"), json!({"backup_id": "nope"})).await;
+    let (st, v) = env
+        .post(
+            &format!("/v2/redis/restore-backup/{id}"),
+            json!({"backup_id": "nope"}),
+        )
+        .await;
     assert_eq!((st, v), (StatusCode::NOT_FOUND, json!("backup not found")));
-    let (st, _) = env.post(&format!("/v2/redis/restore-backup/{id}"), json!({})).await;
+    let (st, _) = env
+        .post(&format!("/v2/redis/restore-backup/{id}"), json!({}))
+        .await;
     assert_eq!(st, StatusCode::BAD_REQUEST);
-    let (st, _) = env.post(&format!("/v2/redis/create-backup/{id}"), json!({})).await;
+    let (st, _) = env
+        .post(&format!("/v2/redis/create-backup/{id}"), json!({}))
+        .await;
     assert_eq!(st, StatusCode::BAD_REQUEST);
 
-    let (st, v) = env.call(Method::DELETE, &format!("/v2/redis/delete-backup/{id}/{backup_id}"), None).await;
+    let (st, v) = env
+        .call(
+            Method::DELETE,
+            &format!("/v2/redis/delete-backup/{id}/{backup_id}"),
+            None,
+        )
+        .await;
     assert_eq!((st, v), (StatusCode::OK, json!("OK")));
-    assert_eq!(env.get(&format!("/v2/redis/list-backup/{id}")).await.1, json!([]));
-    let (st, v) = env.call(Method::DELETE, &format!("/v2/redis/delete-backup/{id}/{backup_id}"), None).await;
+    assert_eq!(
+        env.get(&format!("/v2/redis/list-backup/{id}")).await.1,
+        json!([])
+    );
+    let (st, v) = env
+        .call(
+            Method::DELETE,
+            &format!("/v2/redis/delete-backup/{id}/{backup_id}"),
+            None,
+        )
+        .await;
     assert_eq!((st, v), (StatusCode::NOT_FOUND, json!("backup not found")));
 }
 
@@ -62,19 +99,51 @@ async fn daily_backup_accepts_patch_and_post() {
     let get = || async { env.get(&format!("/v2/redis/database/{id}")).await.1 };
     assert_eq!(get().await["daily_backup_enabled"], false);
     assert_eq!(get().await["next_daily_backup_time"], 0);
-    let (st, v) = env.call(Method::PATCH, &format!("/v2/redis/enable-dailybackup/{id}"), None).await;
+    let (st, v) = env
+        .call(
+            Method::PATCH,
+            &format!("/v2/redis/enable-dailybackup/{id}"),
+            None,
+        )
+        .await;
     assert_eq!((st, v), (StatusCode::OK, json!("OK")));
     let now = get().await;
     assert_eq!(now["daily_backup_enabled"], true);
-    assert!(now["next_daily_backup_time"].as_i64().unwrap() > now["creation_time"].as_i64().unwrap());
-    let (st, _) = env.call(Method::POST, &format!("/v2/redis/disable-dailybackup/{id}"), None).await;
+    assert!(
+        now["next_daily_backup_time"].as_i64().unwrap() > now["creation_time"].as_i64().unwrap()
+    );
+    let (st, _) = env
+        .call(
+            Method::POST,
+            &format!("/v2/redis/disable-dailybackup/{id}"),
+            None,
+        )
+        .await;
     assert_eq!(st, StatusCode::OK);
     assert_eq!(get().await["daily_backup_enabled"], false);
-    let (st, _) = env.call(Method::POST, &format!("/v2/redis/enable-dailybackup/{id}"), None).await;
+    let (st, _) = env
+        .call(
+            Method::POST,
+            &format!("/v2/redis/enable-dailybackup/{id}"),
+            None,
+        )
+        .await;
     assert_eq!(st, StatusCode::OK);
-    let (st, _) = env.call(Method::PATCH, &format!("/v2/redis/disable-dailybackup/{id}"), None).await;
+    let (st, _) = env
+        .call(
+            Method::PATCH,
+            &format!("/v2/redis/disable-dailybackup/{id}"),
+            None,
+        )
+        .await;
     assert_eq!(st, StatusCode::OK);
-    let (st, _) = env.call(Method::GET, &format!("/v2/redis/enable-dailybackup/{id}"), None).await;
+    let (st, _) = env
+        .call(
+            Method::GET,
+            &format!("/v2/redis/enable-dailybackup/{id}"),
+            None,
+        )
+        .await;
     assert_eq!(st, StatusCode::METHOD_NOT_ALLOWED);
 }
 
@@ -89,7 +158,11 @@ async fn state_file_keeps_databases_keys_backups_and_ca_across_restarts() {
     let id = db["database_id"].as_str().unwrap().to_string();
     env.data(&db, json!(["SET", "k", "v"])).await;
     env.data(&db, json!(["SET", "t", "x", "EX", 1000])).await;
-    env.post(&format!("/v2/redis/create-backup/{id}"), json!({"name": "b1"})).await;
+    env.post(
+        &format!("/v2/redis/create-backup/{id}"),
+        json!({"name": "b1"}),
+    )
+    .await;
     let ca = env.emu.ca_pem().to_string();
     env.emu.shutdown().await;
     assert!(state.exists());
@@ -103,9 +176,14 @@ async fn state_file_keeps_databases_keys_backups_and_ca_across_restarts() {
     // The data port changed (port 0), so the endpoint follows it; tokens still route.
     let (st, v) = env.data(&got, json!(["GET", "k"])).await;
     assert_eq!((st, v), (StatusCode::OK, json!({"result": "v"})));
-    let ttl = env.data(&got, json!(["TTL", "t"])).await.1["result"].as_i64().unwrap();
+    let ttl = env.data(&got, json!(["TTL", "t"])).await.1["result"]
+        .as_i64()
+        .unwrap();
     assert!(ttl > 900 && ttl <= 1000);
-    assert_eq!(env.get(&format!("/v2/redis/list-backup/{id}")).await.1[0]["name"], "b1");
+    assert_eq!(
+        env.get(&format!("/v2/redis/list-backup/{id}")).await.1[0]["name"],
+        "b1"
+    );
     // New databases get fresh list order after the loaded ones.
     let db2 = env.create("second").await;
     let (_, list) = env.get("/v2/redis/databases").await;
@@ -119,9 +197,16 @@ async fn corrupt_state_file_is_an_error_not_a_silent_reset() {
     std::fs::write(&state, "{garbage").unwrap();
     let mut cfg = config();
     cfg.state_file = Some(state.clone());
-    let err = upstash_emulator::Emulator::start(cfg).await.err().expect("refuses to start");
+    let err = upstash_emulator::Emulator::start(cfg)
+        .await
+        .err()
+        .expect("refuses to start");
     assert!(err.to_string().contains("state file"), "{err}");
-    assert_eq!(std::fs::read_to_string(&state).unwrap(), "{garbage", "left untouched");
+    assert_eq!(
+        std::fs::read_to_string(&state).unwrap(),
+        "{garbage",
+        "left untouched"
+    );
 }
 
 #[tokio::test]
@@ -131,7 +216,14 @@ async fn binary_prints_ready_line_and_serves() {
     let accounts = dir.path().join("accounts.txt");
     std::fs::write(&accounts, "# test accounts\nfile@example.com:file-key\n").unwrap();
     let mut child = Command::new(env!("CARGO_BIN_EXE_upstash-emulator"))
-        .args(["--api-addr", "127.0.0.1:0", "--data-addr", "127.0.0.1:0", "--log-format", "json"])
+        .args([
+            "--api-addr",
+            "127.0.0.1:0",
+            "--data-addr",
+            "127.0.0.1:0",
+            "--log-format",
+            "json",
+        ])
         .arg("--ca-out")
         .arg(&ca)
         .arg("--accounts-file")
@@ -142,22 +234,38 @@ async fn binary_prints_ready_line_and_serves() {
         .spawn()
         .unwrap();
     let mut line = String::new();
-    BufReader::new(child.stdout.take().unwrap()).read_line(&mut line).unwrap();
-    let ready: Value = serde_json::from_str(&line).unwrap_or_else(|_| panic!("ready line: {line:?}"));
+    BufReader::new(child.stdout.take().unwrap())
+        .read_line(&mut line)
+        .unwrap();
+    let ready: Value =
+        serde_json::from_str(&line).unwrap_or_else(|_| panic!("ready line: {line:?}"));
     assert_eq!(ready["ready"], true);
     let api = ready["api_url"].as_str().unwrap().to_string();
     let port: u16 = api.rsplit(':').next().unwrap().parse().unwrap();
     assert_ne!(port, 0);
-    assert!(ready["data_url"].as_str().unwrap().starts_with("https://localhost:"));
+    assert!(
+        ready["data_url"]
+            .as_str()
+            .unwrap()
+            .starts_with("https://localhost:")
+    );
     assert_eq!(ready["ca_file"], ca.to_str().unwrap());
-    assert_eq!(ready["accounts"], json!(["env@example.com", "file@example.com"]));
+    assert_eq!(
+        ready["accounts"],
+        json!(["env@example.com", "file@example.com"])
+    );
     let pem = std::fs::read_to_string(&ca).unwrap();
     let http = client_for(&pem);
-    for (email, key) in [("env@example.com", "env-key"), ("file@example.com", "file-key")] {
+    for (email, key) in [
+        ("env@example.com", "env-key"),
+        ("file@example.com", "file-key"),
+    ] {
         let r = http
             .post(format!("{api}/v2/redis/database"))
             .basic_auth(email, Some(key))
-            .json(&json!({"database_name": "bin", "region": "global", "primary_region": "us-east-1"}))
+            .json(
+                &json!({"database_name": "bin", "region": "global", "primary_region": "us-east-1"}),
+            )
             .send()
             .await
             .unwrap();
@@ -175,7 +283,10 @@ async fn binary_prints_ready_line_and_serves() {
     child.kill().unwrap();
     let out = child.wait_with_output().unwrap();
     let logs = String::from_utf8_lossy(&out.stderr);
-    assert!(logs.contains("\"endpoint\":\"create\""), "JSON logs: {logs}");
+    assert!(
+        logs.contains("\"endpoint\":\"create\""),
+        "JSON logs: {logs}"
+    );
     for secret in ["env-key", "file-key", "Basic "] {
         assert!(!logs.contains(secret), "{secret} leaked into logs");
     }

@@ -41,13 +41,16 @@ async fn tls_is_real_and_signed_by_the_written_ca() {
         .json(&json!(["PING"]))
         .send()
         .await;
-    assert!(err.is_err(), "a client without the CA must fail the handshake");
+    assert!(
+        err.is_err(),
+        "a client without the CA must fail the handshake"
+    );
     // Plain HTTP on the TLS port is not served.
     let plain = reqwest::Client::new()
         .get(format!("http://127.0.0.1:{}/", env.emu.data_addr().port()))
         .send()
         .await;
-    assert!(plain.map(|r| r.status().is_success()).unwrap_or(false) == false);
+    assert!(!plain.map(|r| r.status().is_success()).unwrap_or(false));
 }
 
 #[tokio::test]
@@ -59,34 +62,84 @@ async fn cache_client_commands() {
         let db = &db;
         async move { env.data(db, cmd).await }
     };
-    assert_eq!(run(json!(["SET", "user:1", "alice"])).await.1, json!({"result": "OK"}));
-    assert_eq!(run(json!(["GET", "user:1"])).await.1, json!({"result": "alice"}));
-    assert_eq!(run(json!(["GET", "missing"])).await.1, json!({"result": null}));
-    assert_eq!(run(json!(["SET", "user:1", "bob", "NX"])).await.1, json!({"result": null}));
-    assert_eq!(run(json!(["SET", "user:2", "carol", "EX", 100])).await.1, json!({"result": "OK"}));
-    assert_eq!(run(json!(["TTL", "user:2"])).await.1, json!({"result": 100}));
-    assert_eq!(run(json!(["SET", "tmp", 1, "PX", 60000, "XX"])).await.1, json!({"result": null}));
-    assert_eq!(run(json!(["EXISTS", "user:1", "user:2", "nope"])).await.1, json!({"result": 2}));
-    assert_eq!(run(json!(["EXPIRE", "user:1", 50])).await.1, json!({"result": 1}));
-    assert_eq!(run(json!(["INCR", "counter"])).await.1, json!({"result": 1}));
-    assert_eq!(run(json!(["INCRBY", "counter", 9])).await.1, json!({"result": 10}));
-    assert_eq!(run(json!(["MSET", "a", "1", "b", "2"])).await.1, json!({"result": "OK"}));
-    assert_eq!(run(json!(["MGET", "a", "b", "c"])).await.1, json!({"result": ["1", "2", null]}));
+    assert_eq!(
+        run(json!(["SET", "user:1", "alice"])).await.1,
+        json!({"result": "OK"})
+    );
+    assert_eq!(
+        run(json!(["GET", "user:1"])).await.1,
+        json!({"result": "alice"})
+    );
+    assert_eq!(
+        run(json!(["GET", "missing"])).await.1,
+        json!({"result": null})
+    );
+    assert_eq!(
+        run(json!(["SET", "user:1", "bob", "NX"])).await.1,
+        json!({"result": null})
+    );
+    assert_eq!(
+        run(json!(["SET", "user:2", "carol", "EX", 100])).await.1,
+        json!({"result": "OK"})
+    );
+    assert_eq!(
+        run(json!(["TTL", "user:2"])).await.1,
+        json!({"result": 100})
+    );
+    assert_eq!(
+        run(json!(["SET", "tmp", 1, "PX", 60000, "XX"])).await.1,
+        json!({"result": null})
+    );
+    assert_eq!(
+        run(json!(["EXISTS", "user:1", "user:2", "nope"])).await.1,
+        json!({"result": 2})
+    );
+    assert_eq!(
+        run(json!(["EXPIRE", "user:1", 50])).await.1,
+        json!({"result": 1})
+    );
+    assert_eq!(
+        run(json!(["INCR", "counter"])).await.1,
+        json!({"result": 1})
+    );
+    assert_eq!(
+        run(json!(["INCRBY", "counter", 9])).await.1,
+        json!({"result": 10})
+    );
+    assert_eq!(
+        run(json!(["MSET", "a", "1", "b", "2"])).await.1,
+        json!({"result": "OK"})
+    );
+    assert_eq!(
+        run(json!(["MGET", "a", "b", "c"])).await.1,
+        json!({"result": ["1", "2", null]})
+    );
     assert_eq!(run(json!(["DBSIZE"])).await.1, json!({"result": 5}));
     let (_, keys) = run(json!(["KEYS", "user:*"])).await;
     assert_eq!(keys, json!({"result": ["user:1", "user:2"]}));
     let (_, scan) = run(json!(["SCAN", "0", "MATCH", "*", "COUNT", 100])).await;
     assert_eq!(scan["result"][0], "0");
     assert_eq!(scan["result"][1].as_array().unwrap().len(), 5);
-    assert_eq!(run(json!(["DEL", "a", "b", "zz"])).await.1, json!({"result": 2}));
+    assert_eq!(
+        run(json!(["DEL", "a", "b", "zz"])).await.1,
+        json!({"result": 2})
+    );
     assert_eq!(run(json!(["PING"])).await.1, json!({"result": "PONG"}));
     // Errors: 400 with {"error"}.
     let (st, v) = run(json!(["INCR", "user:1"])).await;
     assert_eq!(st, StatusCode::BAD_REQUEST);
-    assert_eq!(v, json!({"error": "ERR value is not an integer or out of range"}));
+    assert_eq!(
+        v,
+        json!({"error": "ERR value is not an integer or out of range"})
+    );
     let (st, v) = run(json!(["GET"])).await;
     assert_eq!(st, StatusCode::BAD_REQUEST);
-    assert!(v["error"].as_str().unwrap().contains("wrong number of arguments"));
+    assert!(
+        v["error"]
+            .as_str()
+            .unwrap()
+            .contains("wrong number of arguments")
+    );
     let (st, v) = run(json!(["NOSUCHCMD", "x"])).await;
     assert_eq!(st, StatusCode::BAD_REQUEST);
     assert!(v["error"].is_string());
@@ -127,9 +180,20 @@ async fn path_style_query_token_and_body_argument() {
     let db = env.create("path").await;
     let url = Env::rest_url(&db);
     let token = db["rest_token"].as_str().unwrap();
-    let r = env.http.get(format!("{url}/set/foo/bar/EX/100?_token={token}")).send().await.unwrap();
+    let r = env
+        .http
+        .get(format!("{url}/set/foo/bar/EX/100?_token={token}"))
+        .send()
+        .await
+        .unwrap();
     assert_eq!(body_json(r).await.1, json!({"result": "OK"}));
-    let r = env.http.get(format!("{url}/get/foo")).bearer_auth(token).send().await.unwrap();
+    let r = env
+        .http
+        .get(format!("{url}/get/foo"))
+        .bearer_auth(token)
+        .send()
+        .await
+        .unwrap();
     assert_eq!(body_json(r).await.1, json!({"result": "bar"}));
     // Body = last argument, trailing args as query params.
     let r = env
@@ -156,11 +220,24 @@ async fn auth_errors_and_methods() {
     let env = start().await;
     let db = env.create("auth").await;
     let url = Env::rest_url(&db);
-    let r = env.http.post(&url).json(&json!(["PING"])).send().await.unwrap();
+    let r = env
+        .http
+        .post(&url)
+        .json(&json!(["PING"]))
+        .send()
+        .await
+        .unwrap();
     let (st, v) = body_json(r).await;
     assert_eq!(st, StatusCode::UNAUTHORIZED);
     assert!(v["error"].is_string());
-    let r = env.http.post(&url).bearer_auth("AXnotatoken").json(&json!(["PING"])).send().await.unwrap();
+    let r = env
+        .http
+        .post(&url)
+        .bearer_auth("AXnotatoken")
+        .json(&json!(["PING"]))
+        .send()
+        .await
+        .unwrap();
     assert_eq!(r.status(), StatusCode::UNAUTHORIZED);
     let r = env
         .http
@@ -195,9 +272,19 @@ async fn read_only_token_refuses_writes_scan_and_keys() {
         let db = &db;
         async move { env.data_with(db, "read_only_rest_token", "/", cmd).await }
     };
-    assert_eq!(ro(json!(["GET", "k"])).await, (StatusCode::OK, json!({"result": "v"})));
+    assert_eq!(
+        ro(json!(["GET", "k"])).await,
+        (StatusCode::OK, json!({"result": "v"}))
+    );
     assert_eq!(ro(json!(["DBSIZE"])).await.1, json!({"result": 1}));
-    for cmd in [json!(["SET", "k", "w"]), json!(["DEL", "k"]), json!(["INCR", "n"]), json!(["FLUSHDB"]), json!(["KEYS", "*"]), json!(["SCAN", "0"])] {
+    for cmd in [
+        json!(["SET", "k", "w"]),
+        json!(["DEL", "k"]),
+        json!(["INCR", "n"]),
+        json!(["FLUSHDB"]),
+        json!(["KEYS", "*"]),
+        json!(["SCAN", "0"]),
+    ] {
         let (st, v) = ro(cmd.clone()).await;
         assert_eq!(st, StatusCode::BAD_REQUEST, "{cmd}");
         let name = cmd[0].as_str().unwrap().to_ascii_lowercase();
@@ -206,10 +293,19 @@ async fn read_only_token_refuses_writes_scan_and_keys() {
             json!({"error": format!("NOPERM this user has no permissions to run the '{name}' command")})
         );
     }
-    assert_eq!(env.data(&db, json!(["GET", "k"])).await.1, json!({"result": "v"}), "nothing changed");
+    assert_eq!(
+        env.data(&db, json!(["GET", "k"])).await.1,
+        json!({"result": "v"}),
+        "nothing changed"
+    );
     // In a pipeline the refusal is per command.
     let (st, v) = env
-        .data_with(&db, "read_only_rest_token", "/pipeline", json!([["GET", "k"], ["SET", "k", "x"]]))
+        .data_with(
+            &db,
+            "read_only_rest_token",
+            "/pipeline",
+            json!([["GET", "k"], ["SET", "k", "x"]]),
+        )
         .await;
     assert_eq!(st, StatusCode::OK);
     assert_eq!(v[0], json!({"result": "v"}));
@@ -221,15 +317,33 @@ async fn pipeline_and_multi_exec() {
     let env = start().await;
     let db = env.create("pipe").await;
     let (st, v) = env
-        .data_with(&db, "rest_token", "/pipeline", json!([["SET", "a", 1], ["INCR", "a"], ["HSET", "h", "f", "v"], ["GET", "a"]]))
+        .data_with(
+            &db,
+            "rest_token",
+            "/pipeline",
+            json!([
+                ["SET", "a", 1],
+                ["INCR", "a"],
+                ["HSET", "h", "f", "v"],
+                ["GET", "a"]
+            ]),
+        )
         .await;
     assert_eq!(st, StatusCode::OK);
     assert_eq!(v[0], json!({"result": "OK"}));
     assert_eq!(v[1], json!({"result": 2}));
-    assert!(v[2]["error"].is_string(), "not atomic: one failure, others run");
+    assert!(
+        v[2]["error"].is_string(),
+        "not atomic: one failure, others run"
+    );
     assert_eq!(v[3], json!({"result": "2"}));
     let (st, v) = env
-        .data_with(&db, "rest_token", "/multi-exec", json!([["INCR", "a"], ["SET", "b", "x"], ["INCR", "b"]]))
+        .data_with(
+            &db,
+            "rest_token",
+            "/multi-exec",
+            json!([["INCR", "a"], ["SET", "b", "x"], ["INCR", "b"]]),
+        )
         .await;
     assert_eq!(st, StatusCode::OK);
     assert_eq!(v[0], json!({"result": 3}));
@@ -237,11 +351,19 @@ async fn pipeline_and_multi_exec() {
     assert!(v[2]["error"].is_string(), "runtime errors are per command");
     // An unsupported command discards the whole transaction.
     let (st, v) = env
-        .data_with(&db, "rest_token", "/multi-exec", json!([["INCR", "a"], ["NOPE"]]))
+        .data_with(
+            &db,
+            "rest_token",
+            "/multi-exec",
+            json!([["INCR", "a"], ["NOPE"]]),
+        )
         .await;
     assert_eq!(st, StatusCode::BAD_REQUEST);
     assert!(v["error"].as_str().unwrap().starts_with("ERR"));
-    assert_eq!(env.data(&db, json!(["GET", "a"])).await.1, json!({"result": "3"}));
+    assert_eq!(
+        env.data(&db, json!(["GET", "a"])).await.1,
+        json!({"result": "3"})
+    );
 }
 
 #[tokio::test]
@@ -252,29 +374,84 @@ async fn base64_encoding_sync_token_and_resp2() {
     let token = db["rest_token"].as_str().unwrap();
     let b64 = base64::engine::general_purpose::STANDARD;
     let send = |body: Value, path: &str, hdrs: Vec<(&'static str, &'static str)>| {
-        let mut req = env.http.post(format!("{url}{path}")).bearer_auth(token).json(&body);
+        let mut req = env
+            .http
+            .post(format!("{url}{path}"))
+            .bearer_auth(token)
+            .json(&body);
         for (k, v) in hdrs {
             req = req.header(k, v);
         }
         req.send()
     };
-    let r = send(json!(["SET", "k", "héllo"]), "/", vec![("Upstash-Encoding", "base64")]).await.unwrap();
-    let sync1: u64 = r.headers()["upstash-sync-token"].to_str().unwrap().parse().unwrap();
-    assert_eq!(body_json(r).await.1, json!({"result": "OK"}), "OK stays plain");
-    let r = send(json!(["GET", "k"]), "/", vec![("Upstash-Encoding", "base64")]).await.unwrap();
-    let sync2: u64 = r.headers()["upstash-sync-token"].to_str().unwrap().parse().unwrap();
+    let r = send(
+        json!(["SET", "k", "héllo"]),
+        "/",
+        vec![("Upstash-Encoding", "base64")],
+    )
+    .await
+    .unwrap();
+    let sync1: u64 = r.headers()["upstash-sync-token"]
+        .to_str()
+        .unwrap()
+        .parse()
+        .unwrap();
+    assert_eq!(
+        body_json(r).await.1,
+        json!({"result": "OK"}),
+        "OK stays plain"
+    );
+    let r = send(
+        json!(["GET", "k"]),
+        "/",
+        vec![("Upstash-Encoding", "base64")],
+    )
+    .await
+    .unwrap();
+    let sync2: u64 = r.headers()["upstash-sync-token"]
+        .to_str()
+        .unwrap()
+        .parse()
+        .unwrap();
     assert_eq!(sync1, sync2, "reads do not advance the sync token");
     let (_, v) = body_json(r).await;
     assert_eq!(v["result"], b64.encode("héllo".as_bytes()));
-    let r = send(json!([["PING"], ["INCR", "n"], ["MGET", "k", "zz"]]), "/pipeline", vec![("Upstash-Encoding", "base64")]).await.unwrap();
+    let r = send(
+        json!([["PING"], ["INCR", "n"], ["MGET", "k", "zz"]]),
+        "/pipeline",
+        vec![("Upstash-Encoding", "base64")],
+    )
+    .await
+    .unwrap();
     let (_, v) = body_json(r).await;
     assert_eq!(v[0]["result"], b64.encode("PONG"));
     assert_eq!(v[1]["result"], 1);
-    assert_eq!(v[2]["result"], json!([b64.encode("héllo".as_bytes()), null]));
-    let r = send(json!(["GET", "k"]), "/", vec![("Upstash-Response-Format", "resp2")]).await.unwrap();
+    assert_eq!(
+        v[2]["result"],
+        json!([b64.encode("héllo".as_bytes()), null])
+    );
+    let r = send(
+        json!(["GET", "k"]),
+        "/",
+        vec![("Upstash-Response-Format", "resp2")],
+    )
+    .await
+    .unwrap();
     assert_eq!(r.headers()["content-type"], "application/octet-stream");
-    assert_eq!(r.bytes().await.unwrap().as_ref(), "$6\r\nhéllo\r\n".as_bytes());
-    let r = send(json!(["GET", "k"]), "/", vec![("Upstash-Response-Format", "resp2"), ("Upstash-Encoding", "base64")]).await.unwrap();
+    assert_eq!(
+        r.bytes().await.unwrap().as_ref(),
+        "$6\r\nhéllo\r\n".as_bytes()
+    );
+    let r = send(
+        json!(["GET", "k"]),
+        "/",
+        vec![
+            ("Upstash-Response-Format", "resp2"),
+            ("Upstash-Encoding", "base64"),
+        ],
+    )
+    .await
+    .unwrap();
     assert_eq!(r.status(), StatusCode::BAD_REQUEST);
 }
 
@@ -284,14 +461,23 @@ async fn allowlist_is_enforced_on_the_data_plane() {
     let db = env.create("fw").await;
     let id = db["database_id"].as_str().unwrap();
     let path = format!("/v2/redis/update-allowlist/{id}");
-    env.post(&path, json!({"allowed_ips": ["10.0.0.0/8"]})).await;
+    env.post(&path, json!({"allowed_ips": ["10.0.0.0/8"]}))
+        .await;
     let (st, v) = env.data(&db, json!(["PING"])).await;
     assert_eq!(st, StatusCode::FORBIDDEN);
     assert!(v["error"].as_str().unwrap().contains("127.0.0.1"), "{v}");
-    env.post(&path, json!({"allowed_ips": ["10.0.0.0/8", "127.0.0.1/32"]})).await;
+    env.post(
+        &path,
+        json!({"allowed_ips": ["10.0.0.0/8", "127.0.0.1/32"]}),
+    )
+    .await;
     assert_eq!(env.data(&db, json!(["PING"])).await.0, StatusCode::OK);
     env.post(&path, json!({"allowed_ips": []})).await;
-    assert_eq!(env.data(&db, json!(["PING"])).await.0, StatusCode::OK, "empty list allows all");
+    assert_eq!(
+        env.data(&db, json!(["PING"])).await.0,
+        StatusCode::OK,
+        "empty list allows all"
+    );
 }
 
 #[tokio::test]
@@ -327,9 +513,20 @@ async fn real_traffic_reaches_the_stats_endpoint() {
     let disk = stats["diskusage"].as_array().unwrap();
     assert_eq!(disk.last().unwrap()["y"], 10.0);
     let billing = stats["total_monthly_billing"].as_f64().unwrap();
-    assert!(billing > 0.0 && billing < 0.001, "6 commands at $0.20/100K: {billing}");
+    assert!(
+        billing > 0.0 && billing < 0.001,
+        "6 commands at $0.20/100K: {billing}"
+    );
     let counts = stats["command_counts"].as_array().unwrap();
-    let get = counts.iter().find(|c| c["metric_identifier"] == "GET").unwrap();
-    let gets: f64 = get["data_points"].as_array().unwrap().iter().map(|p| p["y"].as_f64().unwrap()).sum();
+    let get = counts
+        .iter()
+        .find(|c| c["metric_identifier"] == "GET")
+        .unwrap();
+    let gets: f64 = get["data_points"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|p| p["y"].as_f64().unwrap())
+        .sum();
     assert_eq!(gets, 3.0);
 }

@@ -33,7 +33,12 @@ async fn create_returns_the_full_database_object() {
     assert_eq!(pw.len(), 32);
     assert!(pw.chars().all(|c| c.is_ascii_hexdigit()));
     assert!(db["rest_token"].as_str().unwrap().starts_with("AX"));
-    assert!(db["read_only_rest_token"].as_str().unwrap().starts_with("An"));
+    assert!(
+        db["read_only_rest_token"]
+            .as_str()
+            .unwrap()
+            .starts_with("An")
+    );
     // Loopback deviation: the endpoint is localhost:<data port>, so https:// + endpoint works.
     assert_eq!(
         db["endpoint"],
@@ -58,7 +63,11 @@ async fn request_limit_is_emitted_as_two_to_the_63() {
     let db = env.create("big").await;
     let text = env
         .http
-        .get(format!("{}/v2/redis/database/{}", env.api, db["database_id"].as_str().unwrap()))
+        .get(format!(
+            "{}/v2/redis/database/{}",
+            env.api,
+            db["database_id"].as_str().unwrap()
+        ))
         .basic_auth(EMAIL, Some(KEY))
         .send()
         .await
@@ -66,7 +75,10 @@ async fn request_limit_is_emitted_as_two_to_the_63() {
         .text()
         .await
         .unwrap();
-    assert!(text.contains("\"db_request_limit\":9223372036854775808"), "{text}");
+    assert!(
+        text.contains("\"db_request_limit\":9223372036854775808"),
+        "{text}"
+    );
 }
 
 #[tokio::test]
@@ -83,7 +95,10 @@ async fn create_accepts_both_request_generations() {
         .await;
     assert_eq!(st, StatusCode::OK, "{db}");
     assert_eq!(db["database_name"], "old-style");
-    assert_eq!(db["all_members"], json!(["eu-central-1", "us-east-1", "eu-west-1"]));
+    assert_eq!(
+        db["all_members"],
+        json!(["eu-central-1", "us-east-1", "eu-west-1"])
+    );
     assert_eq!(db["read_regions"], json!(["us-east-1", "eu-west-1"]));
     assert_eq!(db["type"], "paid");
     assert_eq!(db["db_disk_threshold"], 1_073_741_824u64);
@@ -128,29 +143,76 @@ async fn create_validation_errors_are_json_strings() {
             json!({"database_name": "x", "region": "eu-west-1", "primary_region": "eu-west-1"}),
             "regional db creation is deprecated",
         ),
-        (json!({"database_name": "x", "region": "global", "primary_region": "mars-1"}), "invalid primary region"),
-        (json!({"database_name": "x", "region": "global"}), "primary_region"),
-        (json!({"database_name": "", "region": "global", "primary_region": "us-east-1"}), "name"),
-        (json!({"region": "global", "primary_region": "us-east-1"}), "database_name"),
-        (json!({"database_name": "bad name!", "region": "global", "primary_region": "us-east-1"}), "name"),
-        (json!({"database_name": "x", "region": "global", "primary_region": "us-east-1", "plan": "gold"}), "invalid plan"),
-        (json!({"database_name": "x", "region": "global", "primary_region": "us-east-1", "read_regions": ["af-south-1"]}), "invalid read region"),
-        (json!({"database_name": "x", "region": "global", "primary_region": "us-east-1", "read_regions": ["us-central1"]}), "invalid read region"),
-        (json!({"database_name": "x", "region": "global", "primary_region": "us-east-1", "read_regions": ["us-east-1"]}), "read region"),
-        (json!({"database_name": "x", "platform": "azure", "primary_region": "us-east-1"}), "platform"),
-        (json!({"database_name": "x", "platform": "gcp", "primary_region": "us-east-1"}), "platform"),
-        (json!({"database_name": "x", "region": "global", "primary_region": "us-east-1", "plan": "free", "read_regions": ["eu-west-1", "us-west-1"]}), "read region"),
-        (json!({"database_name": "x", "region": "global", "primary_region": "us-east-1", "budget": "ten"}), "budget"),
+        (
+            json!({"database_name": "x", "region": "global", "primary_region": "mars-1"}),
+            "invalid primary region",
+        ),
+        (
+            json!({"database_name": "x", "region": "global"}),
+            "primary_region",
+        ),
+        (
+            json!({"database_name": "", "region": "global", "primary_region": "us-east-1"}),
+            "name",
+        ),
+        (
+            json!({"region": "global", "primary_region": "us-east-1"}),
+            "database_name",
+        ),
+        (
+            json!({"database_name": "bad name!", "region": "global", "primary_region": "us-east-1"}),
+            "name",
+        ),
+        (
+            json!({"database_name": "x", "region": "global", "primary_region": "us-east-1", "plan": "gold"}),
+            "invalid plan",
+        ),
+        (
+            json!({"database_name": "x", "region": "global", "primary_region": "us-east-1", "read_regions": ["af-south-1"]}),
+            "invalid read region",
+        ),
+        (
+            json!({"database_name": "x", "region": "global", "primary_region": "us-east-1", "read_regions": ["us-central1"]}),
+            "invalid read region",
+        ),
+        (
+            json!({"database_name": "x", "region": "global", "primary_region": "us-east-1", "read_regions": ["us-east-1"]}),
+            "read region",
+        ),
+        (
+            json!({"database_name": "x", "platform": "azure", "primary_region": "us-east-1"}),
+            "platform",
+        ),
+        (
+            json!({"database_name": "x", "platform": "gcp", "primary_region": "us-east-1"}),
+            "platform",
+        ),
+        (
+            json!({"database_name": "x", "region": "global", "primary_region": "us-east-1", "plan": "free", "read_regions": ["eu-west-1", "us-west-1"]}),
+            "read region",
+        ),
+        (
+            json!({"database_name": "x", "region": "global", "primary_region": "us-east-1", "budget": "ten"}),
+            "budget",
+        ),
     ];
     for (body, needle) in cases {
         let (st, v) = env.post("/v2/redis/database", body.clone()).await;
         assert_eq!(st, StatusCode::BAD_REQUEST, "{body} -> {v}");
-        let msg = v.as_str().unwrap_or_else(|| panic!("error body must be a JSON string: {v}"));
-        assert!(msg.contains(needle), "{body}: {msg:?} should mention {needle:?}");
+        let msg = v
+            .as_str()
+            .unwrap_or_else(|| panic!("error body must be a JSON string: {v}"));
+        assert!(
+            msg.contains(needle),
+            "{body}: {msg:?} should mention {needle:?}"
+        );
     }
     // Exact text for the regional case (PUL35).
     let (_, v) = env
-        .post("/v2/redis/database", json!({"database_name": "x", "region": "us-east-1", "primary_region": "us-east-1"}))
+        .post(
+            "/v2/redis/database",
+            json!({"database_name": "x", "region": "us-east-1", "primary_region": "us-east-1"}),
+        )
         .await;
     assert_eq!(v, s("regional db creation is deprecated"));
     // Invalid JSON.
@@ -178,9 +240,17 @@ async fn duplicate_names_are_allowed_and_list_keeps_creation_order() {
     assert_ne!(a["database_id"], b["database_id"]);
     let (st, list) = env.get("/v2/redis/databases").await;
     assert_eq!(st, StatusCode::OK);
-    let ids: Vec<&Value> = list.as_array().unwrap().iter().map(|d| &d["database_id"]).collect();
+    let ids: Vec<&Value> = list
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|d| &d["database_id"])
+        .collect();
     assert_eq!(ids, vec![&a["database_id"], &b["database_id"]]);
-    assert_eq!(list[0]["password"], a["password"], "list carries credentials");
+    assert_eq!(
+        list[0]["password"], a["password"],
+        "list carries credentials"
+    );
 }
 
 #[tokio::test]
@@ -191,7 +261,9 @@ async fn get_and_credentials_hide() {
     let (st, got) = env.get(&format!("/v2/redis/database/{id}")).await;
     assert_eq!(st, StatusCode::OK);
     assert_eq!(got["rest_token"], db["rest_token"]);
-    let (_, hidden) = env.get(&format!("/v2/redis/database/{id}?credentials=hide")).await;
+    let (_, hidden) = env
+        .get(&format!("/v2/redis/database/{id}?credentials=hide"))
+        .await;
     assert_eq!(hidden["password"], "***");
     assert_eq!(hidden["rest_token"], "***");
     assert_eq!(hidden["read_only_rest_token"], "***");
@@ -205,12 +277,19 @@ async fn auth_is_required_and_accounts_are_isolated() {
     let db = env.create("mine").await;
     let id = db["database_id"].as_str().unwrap();
     // No credentials / wrong key / unknown email / bearer → 401 {"error": "Unauthorized"}.
-    let r = env.http.get(format!("{}/v2/redis/databases", env.api)).send().await.unwrap();
+    let r = env
+        .http
+        .get(format!("{}/v2/redis/databases", env.api))
+        .send()
+        .await
+        .unwrap();
     let (st, v) = body_json(r).await;
     assert_eq!(st, StatusCode::UNAUTHORIZED);
     assert_eq!(v, json!({"error": "Unauthorized"}));
     for who in [(EMAIL, "wrong"), ("nobody@example.com", KEY)] {
-        let (st, _) = env.call_as(who, Method::GET, "/v2/redis/databases", None).await;
+        let (st, _) = env
+            .call_as(who, Method::GET, "/v2/redis/databases", None)
+            .await;
         assert_eq!(st, StatusCode::UNAUTHORIZED);
     }
     let r = env
@@ -223,7 +302,9 @@ async fn auth_is_required_and_accounts_are_isolated() {
     assert_eq!(r.status(), StatusCode::UNAUTHORIZED);
     // The other account sees nothing and gets 404 for our id.
     let other = (EMAIL2, KEY2);
-    let (_, list) = env.call_as(other, Method::GET, "/v2/redis/databases", None).await;
+    let (_, list) = env
+        .call_as(other, Method::GET, "/v2/redis/databases", None)
+        .await;
     assert_eq!(list, json!([]));
     for (m, p) in [
         (Method::GET, format!("/v2/redis/database/{id}")),
@@ -235,7 +316,11 @@ async fn auth_is_required_and_accounts_are_isolated() {
         assert_eq!(v, s("database not found"));
     }
     let (st, _) = env.get(&format!("/v2/redis/database/{id}")).await;
-    assert_eq!(st, StatusCode::OK, "still there after the other account's delete");
+    assert_eq!(
+        st,
+        StatusCode::OK,
+        "still there after the other account's delete"
+    );
 }
 
 #[tokio::test]
@@ -245,27 +330,95 @@ async fn unknown_id_is_404_database_not_found_everywhere() {
     let routes: Vec<(Method, String, Option<Value>)> = vec![
         (Method::GET, format!("/v2/redis/database/{id}"), None),
         (Method::DELETE, format!("/v2/redis/database/{id}"), None),
-        (Method::POST, format!("/v2/redis/rename/{id}"), Some(json!({"name": "n"}))),
+        (
+            Method::POST,
+            format!("/v2/redis/rename/{id}"),
+            Some(json!({"name": "n"})),
+        ),
         (Method::POST, format!("/v2/redis/reset-password/{id}"), None),
         (Method::POST, format!("/v2/redis/enable-tls/{id}"), None),
-        (Method::POST, format!("/v2/redis/enable-eviction/{id}"), None),
-        (Method::POST, format!("/v2/redis/disable-eviction/{id}"), None),
-        (Method::POST, format!("/v2/redis/enable-autoupgrade/{id}"), None),
-        (Method::POST, format!("/v2/redis/disable-autoupgrade/{id}"), None),
-        (Method::POST, format!("/v2/redis/{id}/change-plan"), Some(json!({"plan_name": "payg"}))),
-        (Method::POST, format!("/v2/redis/change-plan/{id}"), Some(json!({"plan": "payg"}))),
-        (Method::PATCH, format!("/v2/redis/update-budget/{id}"), Some(json!({"budget": 1}))),
-        (Method::POST, format!("/v2/redis/update-regions/{id}"), Some(json!({"read_regions": []}))),
+        (
+            Method::POST,
+            format!("/v2/redis/enable-eviction/{id}"),
+            None,
+        ),
+        (
+            Method::POST,
+            format!("/v2/redis/disable-eviction/{id}"),
+            None,
+        ),
+        (
+            Method::POST,
+            format!("/v2/redis/enable-autoupgrade/{id}"),
+            None,
+        ),
+        (
+            Method::POST,
+            format!("/v2/redis/disable-autoupgrade/{id}"),
+            None,
+        ),
+        (
+            Method::POST,
+            format!("/v2/redis/{id}/change-plan"),
+            Some(json!({"plan_name": "payg"})),
+        ),
+        (
+            Method::POST,
+            format!("/v2/redis/change-plan/{id}"),
+            Some(json!({"plan": "payg"})),
+        ),
+        (
+            Method::PATCH,
+            format!("/v2/redis/update-budget/{id}"),
+            Some(json!({"budget": 1})),
+        ),
+        (
+            Method::POST,
+            format!("/v2/redis/update-regions/{id}"),
+            Some(json!({"read_regions": []})),
+        ),
         (Method::GET, format!("/v2/redis/stats/{id}"), None),
         (Method::GET, format!("/v2/redis/list-backup/{id}"), None),
-        (Method::POST, format!("/v2/redis/create-backup/{id}"), Some(json!({"name": "b"}))),
-        (Method::POST, format!("/v2/redis/restore-backup/{id}"), Some(json!({"backup_id": "x"}))),
-        (Method::DELETE, format!("/v2/redis/delete-backup/{id}/x"), None),
-        (Method::PATCH, format!("/v2/redis/enable-dailybackup/{id}"), None),
-        (Method::POST, format!("/v2/redis/disable-dailybackup/{id}"), None),
-        (Method::POST, format!("/v2/redis/enable-prodpack/{id}"), None),
-        (Method::POST, format!("/v2/redis/disable-prodpack/{id}"), None),
-        (Method::POST, format!("/v2/redis/update-allowlist/{id}"), Some(json!({"allowed_ips": []}))),
+        (
+            Method::POST,
+            format!("/v2/redis/create-backup/{id}"),
+            Some(json!({"name": "b"})),
+        ),
+        (
+            Method::POST,
+            format!("/v2/redis/restore-backup/{id}"),
+            Some(json!({"backup_id": "x"})),
+        ),
+        (
+            Method::DELETE,
+            format!("/v2/redis/delete-backup/{id}/x"),
+            None,
+        ),
+        (
+            Method::PATCH,
+            format!("/v2/redis/enable-dailybackup/{id}"),
+            None,
+        ),
+        (
+            Method::POST,
+            format!("/v2/redis/disable-dailybackup/{id}"),
+            None,
+        ),
+        (
+            Method::POST,
+            format!("/v2/redis/enable-prodpack/{id}"),
+            None,
+        ),
+        (
+            Method::POST,
+            format!("/v2/redis/disable-prodpack/{id}"),
+            None,
+        ),
+        (
+            Method::POST,
+            format!("/v2/redis/update-allowlist/{id}"),
+            Some(json!({"allowed_ips": []})),
+        ),
     ];
     for (m, p, b) in routes {
         let (st, v) = env.call(m.clone(), &p, b).await;
@@ -283,9 +436,16 @@ async fn unknown_routes_and_wrong_methods() {
     let db = env.create("m").await;
     let id = db["database_id"].as_str().unwrap();
     // update-budget is PATCH only (trip-up 7); there is no disable-tls (trip-up 8).
-    let (st, _) = env.post(&format!("/v2/redis/update-budget/{id}"), json!({"budget": 5})).await;
+    let (st, _) = env
+        .post(
+            &format!("/v2/redis/update-budget/{id}"),
+            json!({"budget": 5}),
+        )
+        .await;
     assert_eq!(st, StatusCode::METHOD_NOT_ALLOWED);
-    let (st, _) = env.post(&format!("/v2/redis/disable-tls/{id}"), json!({})).await;
+    let (st, _) = env
+        .post(&format!("/v2/redis/disable-tls/{id}"), json!({}))
+        .await;
     assert_eq!(st, StatusCode::NOT_FOUND);
     let (st, _) = env.get("/v2/redis/database").await;
     assert_eq!(st, StatusCode::METHOD_NOT_ALLOWED);
@@ -296,11 +456,15 @@ async fn delete_then_gone() {
     let env = start().await;
     let db = env.create("d").await;
     let id = db["database_id"].as_str().unwrap();
-    let (st, v) = env.call(Method::DELETE, &format!("/v2/redis/database/{id}"), None).await;
+    let (st, v) = env
+        .call(Method::DELETE, &format!("/v2/redis/database/{id}"), None)
+        .await;
     assert_eq!((st, v), (StatusCode::OK, s("OK")));
     let (st, v) = env.get(&format!("/v2/redis/database/{id}")).await;
     assert_eq!((st, v), (StatusCode::NOT_FOUND, s("database not found")));
-    let (st, _) = env.call(Method::DELETE, &format!("/v2/redis/database/{id}"), None).await;
+    let (st, _) = env
+        .call(Method::DELETE, &format!("/v2/redis/database/{id}"), None)
+        .await;
     assert_eq!(st, StatusCode::NOT_FOUND);
     // Its tokens no longer open the data plane.
     let (st, _) = env.data(&db, json!(["PING"])).await;
@@ -312,19 +476,34 @@ async fn rename_reset_password_enable_tls_return_the_object() {
     let env = start().await;
     let db = env.create("before").await;
     let id = db["database_id"].as_str().unwrap();
-    let (st, v) = env.post(&format!("/v2/redis/rename/{id}"), json!({"name": "after"})).await;
+    let (st, v) = env
+        .post(&format!("/v2/redis/rename/{id}"), json!({"name": "after"}))
+        .await;
     assert_eq!(st, StatusCode::OK);
     assert_eq!(v["database_name"], "after");
     assert_eq!(v["database_id"], db["database_id"]);
-    let (st, v) = env.post(&format!("/v2/redis/rename/{id}"), json!({"name": ""})).await;
+    let (st, v) = env
+        .post(&format!("/v2/redis/rename/{id}"), json!({"name": ""}))
+        .await;
     assert_eq!(st, StatusCode::BAD_REQUEST);
     assert!(v.is_string());
-    let (st, _) = env.post(&format!("/v2/redis/rename/{id}"), json!({"database_name": "x"})).await;
+    let (st, _) = env
+        .post(
+            &format!("/v2/redis/rename/{id}"),
+            json!({"database_name": "x"}),
+        )
+        .await;
     assert_eq!(st, StatusCode::BAD_REQUEST, "rename uses `name`");
 
     let (st, _) = env.data(&db, json!(["SET", "k", "v"])).await;
     assert_eq!(st, StatusCode::OK);
-    let (st, reset) = env.call(Method::POST, &format!("/v2/redis/reset-password/{id}"), None).await;
+    let (st, reset) = env
+        .call(
+            Method::POST,
+            &format!("/v2/redis/reset-password/{id}"),
+            None,
+        )
+        .await;
     assert_eq!(st, StatusCode::OK);
     for f in ["password", "rest_token", "read_only_rest_token"] {
         assert_ne!(reset[f], db[f], "{f} must change");
@@ -332,12 +511,16 @@ async fn rename_reset_password_enable_tls_return_the_object() {
     // Old tokens are revoked at once; the new one sees the same data.
     let (st, v) = env.data(&db, json!(["GET", "k"])).await;
     assert_eq!(st, StatusCode::UNAUTHORIZED, "{v}");
-    let (st, v) = env.data_with(&db, "read_only_rest_token", "/", json!(["GET", "k"])).await;
+    let (st, v) = env
+        .data_with(&db, "read_only_rest_token", "/", json!(["GET", "k"]))
+        .await;
     assert_eq!(st, StatusCode::UNAUTHORIZED, "{v}");
     let (st, v) = env.data(&reset, json!(["GET", "k"])).await;
     assert_eq!((st, v), (StatusCode::OK, json!({"result": "v"})));
 
-    let (st, v) = env.post(&format!("/v2/redis/enable-tls/{id}"), json!({})).await;
+    let (st, v) = env
+        .post(&format!("/v2/redis/enable-tls/{id}"), json!({}))
+        .await;
     assert_eq!(st, StatusCode::OK);
     assert_eq!(v["tls"], true);
     assert_eq!(v["database_name"], "after");
@@ -349,27 +532,60 @@ async fn eviction_autoupgrade_prodpack_toggles() {
     let db = env.create("t").await;
     let id = db["database_id"].as_str().unwrap();
     let get = || async { env.get(&format!("/v2/redis/database/{id}")).await.1 };
-    assert_eq!(env.post(&format!("/v2/redis/enable-eviction/{id}"), json!({})).await.1, s("OK"));
+    assert_eq!(
+        env.post(&format!("/v2/redis/enable-eviction/{id}"), json!({}))
+            .await
+            .1,
+        s("OK")
+    );
     assert_eq!(get().await["eviction"], true);
-    assert_eq!(env.post(&format!("/v2/redis/enable-eviction/{id}"), json!({})).await.1, s("OK"));
-    assert_eq!(env.post(&format!("/v2/redis/disable-eviction/{id}"), json!({})).await.1, s("OK"));
+    assert_eq!(
+        env.post(&format!("/v2/redis/enable-eviction/{id}"), json!({}))
+            .await
+            .1,
+        s("OK")
+    );
+    assert_eq!(
+        env.post(&format!("/v2/redis/disable-eviction/{id}"), json!({}))
+            .await
+            .1,
+        s("OK")
+    );
     assert_eq!(get().await["db_eviction"], false);
 
-    let (st, v) = env.post(&format!("/v2/redis/enable-autoupgrade/{id}"), json!({})).await;
+    let (st, v) = env
+        .post(&format!("/v2/redis/enable-autoupgrade/{id}"), json!({}))
+        .await;
     assert_eq!((st, v), (StatusCode::OK, s("OK")));
     assert_eq!(get().await["auto_upgrade"], true);
-    let (st, v) = env.post(&format!("/v2/redis/enable-autoupgrade/{id}"), json!({})).await;
+    let (st, v) = env
+        .post(&format!("/v2/redis/enable-autoupgrade/{id}"), json!({}))
+        .await;
     assert_eq!(st, StatusCode::BAD_REQUEST);
     assert!(v.as_str().unwrap().contains("already enabled"), "{v}");
-    let (st, _) = env.post(&format!("/v2/redis/disable-autoupgrade/{id}"), json!({})).await;
+    let (st, _) = env
+        .post(&format!("/v2/redis/disable-autoupgrade/{id}"), json!({}))
+        .await;
     assert_eq!(st, StatusCode::OK);
-    let (st, v) = env.post(&format!("/v2/redis/disable-autoupgrade/{id}"), json!({})).await;
+    let (st, v) = env
+        .post(&format!("/v2/redis/disable-autoupgrade/{id}"), json!({}))
+        .await;
     assert_eq!(st, StatusCode::BAD_REQUEST);
     assert!(v.as_str().unwrap().contains("already disabled"), "{v}");
 
-    assert_eq!(env.post(&format!("/v2/redis/enable-prodpack/{id}"), json!({})).await.1, s("OK"));
+    assert_eq!(
+        env.post(&format!("/v2/redis/enable-prodpack/{id}"), json!({}))
+            .await
+            .1,
+        s("OK")
+    );
     assert_eq!(get().await["prod_pack_enabled"], true);
-    assert_eq!(env.post(&format!("/v2/redis/disable-prodpack/{id}"), json!({})).await.1, s("OK"));
+    assert_eq!(
+        env.post(&format!("/v2/redis/disable-prodpack/{id}"), json!({}))
+            .await
+            .1,
+        s("OK")
+    );
     assert_eq!(get().await["prod_pack_enabled"], false);
 }
 
@@ -381,7 +597,10 @@ async fn change_plan_both_paths_and_bodies() {
     let get = || async { env.get(&format!("/v2/redis/database/{id}")).await.1 };
     // Spec path + plan_name.
     let (st, v) = env
-        .post(&format!("/v2/redis/{id}/change-plan"), json!({"plan_name": "fixed_250mb", "auto_upgrade": true}))
+        .post(
+            &format!("/v2/redis/{id}/change-plan"),
+            json!({"plan_name": "fixed_250mb", "auto_upgrade": true}),
+        )
         .await;
     assert_eq!((st, v), (StatusCode::OK, s("OK")));
     let now = get().await;
@@ -390,16 +609,33 @@ async fn change_plan_both_paths_and_bodies() {
     assert_eq!(now["auto_upgrade"], true);
     assert!(now["last_plan_upgrade_time"].as_i64().unwrap() > 0);
     // Old path + CLI body {"plan": "free|payg|pro|paid"}.
-    let (st, _) = env.post(&format!("/v2/redis/change-plan/{id}"), json!({"plan": "free"})).await;
+    let (st, _) = env
+        .post(
+            &format!("/v2/redis/change-plan/{id}"),
+            json!({"plan": "free"}),
+        )
+        .await;
     assert_eq!(st, StatusCode::OK);
     assert_eq!(get().await["type"], "free");
-    let (st, _) = env.post(&format!("/v2/redis/change-plan/{id}"), json!({"plan": "payg"})).await;
+    let (st, _) = env
+        .post(
+            &format!("/v2/redis/change-plan/{id}"),
+            json!({"plan": "payg"}),
+        )
+        .await;
     assert_eq!(st, StatusCode::OK);
     assert_eq!(get().await["database_type"], "Pay as You Go");
-    let (st, v) = env.post(&format!("/v2/redis/{id}/change-plan"), json!({"plan_name": "platinum"})).await;
+    let (st, v) = env
+        .post(
+            &format!("/v2/redis/{id}/change-plan"),
+            json!({"plan_name": "platinum"}),
+        )
+        .await;
     assert_eq!(st, StatusCode::BAD_REQUEST);
     assert!(v.as_str().unwrap().contains("invalid plan"));
-    let (st, _) = env.post(&format!("/v2/redis/{id}/change-plan"), json!({})).await;
+    let (st, _) = env
+        .post(&format!("/v2/redis/{id}/change-plan"), json!({}))
+        .await;
     assert_eq!(st, StatusCode::BAD_REQUEST);
 }
 
@@ -408,24 +644,70 @@ async fn update_budget_and_regions() {
     let env = start().await;
     let db = env.create("b").await;
     let id = db["database_id"].as_str().unwrap();
-    let (st, v) = env.call(Method::PATCH, &format!("/v2/redis/update-budget/{id}"), Some(json!({"budget": 75}))).await;
+    let (st, v) = env
+        .call(
+            Method::PATCH,
+            &format!("/v2/redis/update-budget/{id}"),
+            Some(json!({"budget": 75})),
+        )
+        .await;
     assert_eq!((st, v), (StatusCode::OK, s("OK")));
-    assert_eq!(env.get(&format!("/v2/redis/database/{id}")).await.1["budget"], 75);
-    let (st, _) = env.call(Method::PATCH, &format!("/v2/redis/update-budget/{id}"), Some(json!({}))).await;
+    assert_eq!(
+        env.get(&format!("/v2/redis/database/{id}")).await.1["budget"],
+        75
+    );
+    let (st, _) = env
+        .call(
+            Method::PATCH,
+            &format!("/v2/redis/update-budget/{id}"),
+            Some(json!({})),
+        )
+        .await;
     assert_eq!(st, StatusCode::BAD_REQUEST);
-    let (st, _) = env.call(Method::PATCH, &format!("/v2/redis/update-budget/{id}"), Some(json!({"budget": -1}))).await;
+    let (st, _) = env
+        .call(
+            Method::PATCH,
+            &format!("/v2/redis/update-budget/{id}"),
+            Some(json!({"budget": -1})),
+        )
+        .await;
     assert_eq!(st, StatusCode::BAD_REQUEST);
 
-    let (st, v) = env.post(&format!("/v2/redis/update-regions/{id}"), json!({"read_regions": ["eu-west-1", "ap-south-1"]})).await;
+    let (st, v) = env
+        .post(
+            &format!("/v2/redis/update-regions/{id}"),
+            json!({"read_regions": ["eu-west-1", "ap-south-1"]}),
+        )
+        .await;
     assert_eq!((st, v), (StatusCode::OK, s("OK")));
     let got = env.get(&format!("/v2/redis/database/{id}")).await.1;
     assert_eq!(got["read_regions"], json!(["eu-west-1", "ap-south-1"]));
-    assert_eq!(got["all_members"], json!(["us-east-1", "eu-west-1", "ap-south-1"]));
+    assert_eq!(
+        got["all_members"],
+        json!(["us-east-1", "eu-west-1", "ap-south-1"])
+    );
     // Replaces the whole set.
-    env.post(&format!("/v2/redis/update-regions/{id}"), json!({"read_regions": []})).await;
-    assert_eq!(env.get(&format!("/v2/redis/database/{id}")).await.1["read_regions"], json!([]));
-    for bad in [json!(["us-east-1"]), json!(["af-south-1"]), json!(["europe-west1"]), json!(["nowhere"])] {
-        let (st, v) = env.post(&format!("/v2/redis/update-regions/{id}"), json!({"read_regions": bad})).await;
+    env.post(
+        &format!("/v2/redis/update-regions/{id}"),
+        json!({"read_regions": []}),
+    )
+    .await;
+    assert_eq!(
+        env.get(&format!("/v2/redis/database/{id}")).await.1["read_regions"],
+        json!([])
+    );
+    for bad in [
+        json!(["us-east-1"]),
+        json!(["af-south-1"]),
+        json!(["europe-west1"]),
+        json!(["nowhere"]),
+    ] {
+        let (st, v) = env
+            .post(
+                &format!("/v2/redis/update-regions/{id}"),
+                json!({"read_regions": bad}),
+            )
+            .await;
         assert_eq!(st, StatusCode::BAD_REQUEST, "{bad}");
         assert!(v.is_string());
     }
@@ -436,12 +718,18 @@ async fn move_to_team_reports_unknown_team() {
     let env = start().await;
     let db = env.create("m").await;
     let (st, v) = env
-        .post("/v2/redis/move-to-team", json!({"team_id": "t-1", "database_id": db["database_id"]}))
+        .post(
+            "/v2/redis/move-to-team",
+            json!({"team_id": "t-1", "database_id": db["database_id"]}),
+        )
         .await;
     assert_eq!(st, StatusCode::NOT_FOUND);
     assert!(v.as_str().unwrap().contains("team not found"));
     let (st, v) = env
-        .post("/v2/redis/move-to-team", json!({"team_id": "t-1", "database_id": "nope"}))
+        .post(
+            "/v2/redis/move-to-team",
+            json!({"team_id": "t-1", "database_id": "nope"}),
+        )
         .await;
     assert_eq!((st, v), (StatusCode::NOT_FOUND, s("database not found")));
 }
@@ -452,17 +740,28 @@ async fn allowlist_is_reflected_and_validated() {
     let db = env.create("a").await;
     let id = db["database_id"].as_str().unwrap();
     let (st, v) = env
-        .post(&format!("/v2/redis/update-allowlist/{id}"), json!({"allowed_ips": ["10.1.0.0/16", "192.168.1.7"]}))
+        .post(
+            &format!("/v2/redis/update-allowlist/{id}"),
+            json!({"allowed_ips": ["10.1.0.0/16", "192.168.1.7"]}),
+        )
         .await;
     assert_eq!((st, v), (StatusCode::OK, s("OK")));
     let got = env.get(&format!("/v2/redis/database/{id}")).await.1;
-    assert_eq!(got["allowed_ip_ranges"], json!(["10.1.0.0/16", "192.168.1.7/32"]));
+    assert_eq!(
+        got["allowed_ip_ranges"],
+        json!(["10.1.0.0/16", "192.168.1.7/32"])
+    );
     assert_eq!(got["securityAddons"]["ipWhitelisting"], true);
     let (st, v) = env
-        .post(&format!("/v2/redis/update-allowlist/{id}"), json!({"allowed_ips": ["300.1.1.1/8"]}))
+        .post(
+            &format!("/v2/redis/update-allowlist/{id}"),
+            json!({"allowed_ips": ["300.1.1.1/8"]}),
+        )
         .await;
     assert_eq!(st, StatusCode::BAD_REQUEST);
     assert!(v.as_str().unwrap().contains("300.1.1.1/8"));
-    let (st, _) = env.post(&format!("/v2/redis/update-allowlist/{id}"), json!({})).await;
+    let (st, _) = env
+        .post(&format!("/v2/redis/update-allowlist/{id}"), json!({}))
+        .await;
     assert_eq!(st, StatusCode::BAD_REQUEST);
 }

@@ -16,18 +16,18 @@ fn clients_dir() -> PathBuf {
 }
 
 async fn run(cmd: &mut Command, what: &str) -> std::process::Output {
-    let out = cmd
-        .stdin(Stdio::null())
+    cmd.stdin(Stdio::null())
         .output()
         .await
-        .unwrap_or_else(|e| panic!("{what}: cannot run ({e}); Node.js 20+ and npm are required"));
-    out
+        .unwrap_or_else(|e| panic!("{what}: cannot run ({e}); Node.js 20+ and npm are required"))
 }
 
 async fn ensure_node_modules() {
     let dir = clients_dir();
     let installed = dir.join("node_modules/@upstash/cli/package.json").exists()
-        && dir.join("node_modules/@upstash/redis/package.json").exists();
+        && dir
+            .join("node_modules/@upstash/redis/package.json")
+            .exists();
     if installed {
         return;
     }
@@ -72,19 +72,37 @@ async fn official_cli_and_upstash_redis_work_unchanged() {
     .await;
     let stdout = String::from_utf8_lossy(&out.stdout);
     let stderr = String::from_utf8_lossy(&out.stderr);
-    assert!(out.status.success(), "node --test failed:\n{stdout}\n{stderr}");
-    assert!(stdout.contains("pass 3") || stdout.contains("ℹ pass 3"), "{stdout}");
+    assert!(
+        out.status.success(),
+        "node --test failed:\n{stdout}\n{stderr}"
+    );
+    assert!(
+        stdout.contains("pass 3") || stdout.contains("ℹ pass 3"),
+        "{stdout}"
+    );
 
     // The clients really talked to the emulator, as the configured account.
     let calls = env.calls("?plane=api").await;
     for op in ["create", "list", "get", "reset-password", "delete"] {
         assert!(
-            calls.iter().any(|c| c["endpoint"] == op && c["status"] == 200 && c["account"] == EMAIL),
+            calls
+                .iter()
+                .any(|c| c["endpoint"] == op && c["status"] == 200 && c["account"] == EMAIL),
             "no successful {op} call in the log"
         );
     }
     let data = env.calls("?plane=data").await;
-    for ep in ["data:set", "data:get", "data:incr", "data:pipeline", "data:multi-exec"] {
-        assert!(data.iter().any(|c| c["endpoint"] == ep && c["status"] == 200), "no {ep} call");
+    for ep in [
+        "data:set",
+        "data:get",
+        "data:incr",
+        "data:pipeline",
+        "data:multi-exec",
+    ] {
+        assert!(
+            data.iter()
+                .any(|c| c["endpoint"] == ep && c["status"] == 200),
+            "no {ep} call"
+        );
     }
 }

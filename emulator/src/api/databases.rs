@@ -43,7 +43,11 @@ pub fn validate_name(name: &str) -> Result<(), ApiError> {
 
 /// Read regions: valid codes (AWS without `af-south-1`), no duplicates, not the primary, an AWS
 /// primary, and at most one on the free plan.
-pub fn validate_read_regions(primary: &str, plan: &str, regions: &[String]) -> Result<(), ApiError> {
+pub fn validate_read_regions(
+    primary: &str,
+    plan: &str,
+    regions: &[String],
+) -> Result<(), ApiError> {
     for (i, r) in regions.iter().enumerate() {
         if !model::is_valid_read_region(r) {
             return Err(ApiError::bad_request(format!("invalid read region: {r}")));
@@ -83,7 +87,9 @@ pub fn list(ctx: &Ctx<'_>) -> ApiResult {
 
 pub fn get(ctx: &Ctx<'_>) -> ApiResult {
     let st = ctx.shared.lock();
-    let db = st.db_of(ctx.account, ctx.id()).ok_or_else(ApiError::db_not_found)?;
+    let db = st
+        .db_of(ctx.account, ctx.id())
+        .ok_or_else(ApiError::db_not_found)?;
     wire(ctx, db, hide(ctx))
 }
 
@@ -309,7 +315,8 @@ pub fn move_to_team(ctx: &Ctx<'_>) -> ApiResult {
     let b = ctx.body_obj()?;
     let db_id = opt_str(&b, "database_id")?
         .ok_or_else(|| ApiError::bad_request("database_id is required"))?;
-    let team = opt_str(&b, "team_id")?.ok_or_else(|| ApiError::bad_request("team_id is required"))?;
+    let team =
+        opt_str(&b, "team_id")?.ok_or_else(|| ApiError::bad_request("team_id is required"))?;
     if ctx.shared.lock().db_of(ctx.account, &db_id).is_none() {
         return Err(ApiError::db_not_found());
     }
@@ -360,7 +367,11 @@ mod tests {
     #[test]
     fn read_regions() {
         let v = |p: &str, plan: &str, r: &[&str]| {
-            validate_read_regions(p, plan, &r.iter().map(|s| s.to_string()).collect::<Vec<_>>())
+            validate_read_regions(
+                p,
+                plan,
+                &r.iter().map(|s| s.to_string()).collect::<Vec<_>>(),
+            )
         };
         assert!(v("us-east-1", "payg", &["eu-west-1", "us-west-2"]).is_ok());
         assert!(v("us-east-1", "payg", &["us-east-1"]).is_err());

@@ -214,9 +214,7 @@ impl Ctx<'_> {
             Ok(_) => Err(ApiError::bad_request(
                 "invalid request body: expected a JSON object",
             )),
-            Err(e) => Err(ApiError::bad_request(format!(
-                "invalid request body: {e}"
-            ))),
+            Err(e) => Err(ApiError::bad_request(format!("invalid request body: {e}"))),
         }
     }
 }
@@ -262,7 +260,11 @@ pub(crate) mod fields {
             None | Some(Value::Null) => Ok(None),
             Some(Value::Array(items)) => items
                 .iter()
-                .map(|i| i.as_str().map(str::to_string).ok_or_else(|| wrong(k, "a list of strings")))
+                .map(|i| {
+                    i.as_str()
+                        .map(str::to_string)
+                        .ok_or_else(|| wrong(k, "a list of strings"))
+                })
                 .collect::<Result<Vec<_>, _>>()
                 .map(Some),
             Some(_) => Err(wrong(k, "a list of strings")),
@@ -413,23 +415,57 @@ mod tests {
     fn routes() {
         let r = |m: Method, p: &str| resolve(&m, p);
         assert_eq!(r(Method::GET, "/v2/redis/databases").unwrap().op, Op::List);
-        assert_eq!(r(Method::POST, "/v2/redis/database").unwrap().op, Op::Create);
+        assert_eq!(
+            r(Method::POST, "/v2/redis/database").unwrap().op,
+            Op::Create
+        );
         let g = r(Method::GET, "/v2/redis/database/abc").unwrap();
         assert_eq!((g.op, g.id.as_deref()), (Op::Get, Some("abc")));
-        assert_eq!(r(Method::DELETE, "/v2/redis/database/abc").unwrap().op, Op::Delete);
-        assert_eq!(r(Method::POST, "/v2/redis/abc/change-plan").unwrap().op, Op::ChangePlan);
-        assert_eq!(r(Method::POST, "/v2/redis/change-plan/abc").unwrap().op, Op::ChangePlan);
-        assert_eq!(r(Method::PATCH, "/v2/redis/update-budget/abc").unwrap().op, Op::UpdateBudget);
+        assert_eq!(
+            r(Method::DELETE, "/v2/redis/database/abc").unwrap().op,
+            Op::Delete
+        );
+        assert_eq!(
+            r(Method::POST, "/v2/redis/abc/change-plan").unwrap().op,
+            Op::ChangePlan
+        );
+        assert_eq!(
+            r(Method::POST, "/v2/redis/change-plan/abc").unwrap().op,
+            Op::ChangePlan
+        );
+        assert_eq!(
+            r(Method::PATCH, "/v2/redis/update-budget/abc").unwrap().op,
+            Op::UpdateBudget
+        );
         assert_eq!(
             r(Method::POST, "/v2/redis/update-budget/abc"),
             Err(RouteError::MethodNotAllowed)
         );
-        assert_eq!(r(Method::POST, "/v2/redis/enable-dailybackup/a").unwrap().op, Op::EnableDailyBackup);
-        assert_eq!(r(Method::PATCH, "/v2/redis/enable-dailybackup/a").unwrap().op, Op::EnableDailyBackup);
+        assert_eq!(
+            r(Method::POST, "/v2/redis/enable-dailybackup/a")
+                .unwrap()
+                .op,
+            Op::EnableDailyBackup
+        );
+        assert_eq!(
+            r(Method::PATCH, "/v2/redis/enable-dailybackup/a")
+                .unwrap()
+                .op,
+            Op::EnableDailyBackup
+        );
         let d = r(Method::DELETE, "/v2/redis/delete-backup/a/b").unwrap();
         assert_eq!(d.backup_id.as_deref(), Some("b"));
-        assert_eq!(r(Method::GET, "/v2/redis/nope/a"), Err(RouteError::NotFound));
-        assert_eq!(r(Method::GET, "/v2/redis/database//"), Err(RouteError::NotFound));
-        assert_eq!(r(Method::GET, "/v1/redis/databases"), Err(RouteError::NotFound));
+        assert_eq!(
+            r(Method::GET, "/v2/redis/nope/a"),
+            Err(RouteError::NotFound)
+        );
+        assert_eq!(
+            r(Method::GET, "/v2/redis/database//"),
+            Err(RouteError::NotFound)
+        );
+        assert_eq!(
+            r(Method::GET, "/v1/redis/databases"),
+            Err(RouteError::NotFound)
+        );
     }
 }

@@ -67,7 +67,12 @@ impl Env {
         body_json(req.send().await.unwrap()).await
     }
 
-    pub async fn call(&self, method: Method, path: &str, body: Option<Value>) -> (StatusCode, Value) {
+    pub async fn call(
+        &self,
+        method: Method,
+        path: &str,
+        body: Option<Value>,
+    ) -> (StatusCode, Value) {
         self.call_as((EMAIL, KEY), method, path, body).await
     }
 
@@ -100,7 +105,13 @@ impl Env {
         self.data_with(db, "rest_token", "/", cmd).await
     }
 
-    pub async fn data_with(&self, db: &Value, token_field: &str, path: &str, body: Value) -> (StatusCode, Value) {
+    pub async fn data_with(
+        &self,
+        db: &Value,
+        token_field: &str,
+        path: &str,
+        body: Value,
+    ) -> (StatusCode, Value) {
         let r = self
             .http
             .post(format!("{}{}", Self::rest_url(db), path))
@@ -112,8 +123,15 @@ impl Env {
         body_json(r).await
     }
 
-    pub async fn control(&self, method: Method, path: &str, body: Option<Value>) -> (StatusCode, Value) {
-        let mut req = self.http.request(method, format!("{}/_emulator{}", self.api, path));
+    pub async fn control(
+        &self,
+        method: Method,
+        path: &str,
+        body: Option<Value>,
+    ) -> (StatusCode, Value) {
+        let mut req = self
+            .http
+            .request(method, format!("{}/_emulator{}", self.api, path));
         if let Some(b) = body {
             req = req.json(&b);
         }
@@ -127,7 +145,9 @@ impl Env {
     }
 
     pub async fn calls(&self, query: &str) -> Vec<Value> {
-        let (_, v) = self.control(Method::GET, &format!("/calls{query}"), None).await;
+        let (_, v) = self
+            .control(Method::GET, &format!("/calls{query}"), None)
+            .await;
         v.as_array().unwrap().clone()
     }
 }
