@@ -325,9 +325,9 @@ impl RunningEmulator {
         self.shutdown.clone()
     }
     /// Stops serving, saves the state file, and waits for the listeners to close.
-    pub async fn shutdown(self) {
+    pub async fn shutdown(mut self) {
         self.shutdown.cancel();
-        for t in self.tasks {
+        for t in std::mem::take(&mut self.tasks) {
             let _ = t.await;
         }
     }
@@ -335,6 +335,13 @@ impl RunningEmulator {
     pub async fn wait(self) {
         self.shutdown.cancelled().await;
         self.shutdown().await;
+    }
+}
+
+impl Drop for RunningEmulator {
+    /// Dropping stops the listeners (without waiting for the final state-file save).
+    fn drop(&mut self) {
+        self.shutdown.cancel();
     }
 }
 

@@ -273,23 +273,23 @@ pub fn stats_body(inp: &StatsInput<'_>) -> Value {
         .collect();
     // Gauge carried forward from before the window.
     let first_minute = now_minute - (POINTS - 1) * width - width;
-    let mut gauge = t
-        .minutes
-        .iter()
-        .rev()
-        .find(|b| b.minute <= first_minute)
+    // Buckets are in minute order: skip to the window once instead of scanning per point.
+    let lo = t.minutes.partition_point(|b| b.minute <= first_minute);
+    let mut gauge = lo
+        .checked_sub(1)
+        .and_then(|i| t.minutes.get(i))
         .map_or((0, 0), |b| (b.keys, b.bytes));
+    let mut next = lo;
     for i in 0..POINTS {
         let end = now_minute - (POINTS - 1 - i) * width;
-        let start = end - width; // (start, end]
         let x_ms = if i == POINTS - 1 { now } else { end * 60_000 };
         let mut agg = Bucket::default();
         let mut per_cmd: BTreeMap<&str, u64> = BTreeMap::new();
-        for b in t
-            .minutes
-            .iter()
-            .filter(|b| b.minute > start && b.minute <= end)
-        {
+        let first = next;
+        while next < t.minutes.len() && t.minutes[next].minute <= end {
+            next += 1;
+        }
+        for b in t.minutes.range(first..next) {
             agg.commands += b.commands;
             agg.reads += b.reads;
             agg.writes += b.writes;
@@ -498,6 +498,57 @@ mod tests {
             go_time(1_693_494_772_500),
             "2023-08-31 15:12:52.5 +0000 UTC"
         );
+    }
+
+    #[test]
+    fn windows_bucket_older_traffic() {
+        let mut t = Traffic::default();
+        let now = 1_700_000_000_000;
+        for (ago_min, hits) in [(150, 100), (30, 10), (5, 1)] {
+            t.record(
+                now - ago_min * 60_000,
+                &CommandSample {
+                    name: "GET",
+                    write: false,
+                    hits,
+                    misses: 0,
+                    latency_ms: 1.0,
+                    bytes: 1,
+                },
+            );
+            t.record_gauges(now - ago_min * 60_000, hits, hits);
+        }
+        let plan = crate::model::plan_by_name("payg", false).unwrap();
+        let overrides = Map::new();
+        let body = |minutes| {
+            stats_body(&StatsInput {
+                traffic: &t,
+                plan,
+                prod_pack: false,
+                current_keys: 7,
+                current_bytes: 7,
+                now_ms: now,
+                period_minutes: minutes,
+                overrides: &overrides,
+            })
+        };
+        let ys = |b: &Value, k: &str| {
+            b[k].as_array()
+                .unwrap()
+                .iter()
+                .map(|p| p["y"].as_f64().unwrap())
+                .collect::<Vec<_>>()
+        };
+        let hour = body(60);
+        assert_eq!(ys(&hour, "hits").iter().sum::<f64>(), 11.0);
+        // Gauges carry forward: 100 before the window, 10 from 30 minutes ago, now 7.
+        let keys = ys(&hour, "keyspace");
+        assert_eq!(keys[0], 100.0);
+        assert_eq!(keys[45], 10.0);
+        assert_eq!(keys[59], 7.0);
+        let three = body(180);
+        assert_eq!(ys(&three, "hits").iter().sum::<f64>(), 111.0);
+        assert_eq!(three["hits"].as_array().unwrap().len(), 60);
     }
 
     #[test]
