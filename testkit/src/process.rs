@@ -281,3 +281,45 @@ pub fn cargo_bin(name: &str) -> PathBuf {
     built.insert(name.to_string(), path.clone());
     path
 }
+
+#[cfg(test)]
+mod tests {
+    use super::Process;
+    use std::time::Duration;
+
+    #[tokio::test]
+    async fn captures_output_and_stops_on_drop() {
+        let mut process = Process::spawn(
+            "sh-test",
+            "sh",
+            [
+                "-c",
+                "echo \"started $GREETING\"; echo oops >&2; exec sleep 60",
+            ],
+            &[("GREETING", "hello")],
+        )
+        .unwrap();
+        let logs = process
+            .wait_for_log("started hello", Duration::from_secs(10))
+            .await;
+        assert!(
+            process
+                .log_path()
+                .starts_with(crate::target_dir().join("test-logs"))
+        );
+        let pid = process.id() as libc::pid_t;
+        assert!(process.try_wait().is_none(), "still running: {logs}");
+        process.wait_for_log("oops", Duration::from_secs(10)).await;
+        drop(process);
+        // SAFETY: signal 0 only checks whether the pid exists.
+        let alive = unsafe { libc::kill(pid, 0) } == 0;
+        assert!(!alive, "the process survived its drop");
+    }
+
+    #[tokio::test]
+    #[should_panic(expected = "exited (exit status: 3) before logging \"never\"")]
+    async fn wait_for_log_reports_an_early_exit() {
+        let mut process = Process::spawn("sh-exit", "sh", ["-c", "exit 3"], &[]).unwrap();
+        process.wait_for_log("never", Duration::from_secs(10)).await;
+    }
+}

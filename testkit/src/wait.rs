@@ -58,15 +58,18 @@ where
     R: WaitOutcome,
 {
     let started = Instant::now();
+    let mut last = String::new();
     loop {
         let remaining = timeout.saturating_sub(started.elapsed());
-        let last = match tokio::time::timeout(remaining, check()).await {
+        match tokio::time::timeout(remaining, check()).await {
             Ok(outcome) => match outcome.into_result() {
                 Ok(value) => return value,
-                Err(reason) => reason,
+                Err(reason) => last = reason,
             },
-            Err(_) => "(the last check was still running)".to_string(),
-        };
+            // Keep the reason the previous check gave, if any.
+            Err(_) if last.is_empty() => last = "the check itself did not finish".to_string(),
+            Err(_) => {}
+        }
         if started.elapsed() >= timeout {
             if last.is_empty() {
                 panic!("timed out after {timeout:?} waiting for {what}");
@@ -150,5 +153,32 @@ where
         Ok(Ok(obj)) => obj,
         Ok(Err(e)) => panic!("watch failed while waiting for {what}: {e}"),
         Err(_) => panic!("timed out after {timeout:?} waiting for {what}"),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::wait_for;
+    use std::time::Duration;
+
+    #[tokio::test]
+    async fn returns_the_value_once_ready() {
+        let mut calls = 0;
+        let value = wait_for("the third call", Duration::from_secs(5), || {
+            calls += 1;
+            let n = calls;
+            async move { (n >= 3).then_some(n) }
+        })
+        .await;
+        assert_eq!(value, 3);
+    }
+
+    #[tokio::test]
+    #[should_panic(expected = "timed out after 300ms waiting for nothing; last: still 42")]
+    async fn times_out_naming_what_and_the_last_error() {
+        wait_for("nothing", Duration::from_millis(300), || async {
+            Err::<(), _>("still 42")
+        })
+        .await;
     }
 }
