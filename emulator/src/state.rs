@@ -103,13 +103,13 @@ pub struct EndpointStyle {
 }
 
 impl EndpointStyle {
-    /// `<slug>.<domain>` on port 443 exactly like Upstash; `<slug>.<domain>:<port>` on other
-    /// ports; `localhost:<port>` without a domain (no DNS name exists on loopback).
+    /// `<slug>.<domain>` exactly like Upstash when a domain is set and the data plane listens on
+    /// 443; otherwise `localhost:<port>` (no DNS name exists on loopback), so that
+    /// `"https://" + endpoint` always reaches the emulator.
     pub fn endpoint(&self, slug: &str) -> String {
         match &self.domain {
             Some(d) if self.data_port == 443 => format!("{slug}.{d}"),
-            Some(d) => format!("{slug}.{d}:{}", self.data_port),
-            None => format!("localhost:{}", self.data_port),
+            _ => format!("localhost:{}", self.data_port),
         }
     }
 }
@@ -486,6 +486,11 @@ mod tests {
             data_port: 443,
         };
         assert_eq!(s.endpoint("a-b-1"), "a-b-1.upstash.io");
+        let s = EndpointStyle {
+            domain: Some("upstash.io".into()),
+            data_port: 8443,
+        };
+        assert_eq!(s.endpoint("a-b-1"), "localhost:8443");
     }
 
     #[test]

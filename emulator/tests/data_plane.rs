@@ -530,3 +530,60 @@ async fn real_traffic_reaches_the_stats_endpoint() {
         .sum();
     assert_eq!(gets, 3.0);
 }
+
+#[tokio::test]
+async fn endpoint_domain_on_443_looks_like_upstash_and_is_in_the_certificate() {
+    // A private loopback address so port 443 does not collide with anything else.
+    let ip = std::net::Ipv4Addr::new(127, 44, 3, rand_octet());
+    let addr = std::net::SocketAddr::from((ip, 443));
+    let mut cfg = config();
+    cfg.data_addr = addr;
+    cfg.endpoint_domain = Some("upstash.test".into());
+    let emu = match upstash_emulator::Emulator::start(cfg).await {
+        Ok(e) => e,
+        Err(e) if format!("{e:#}").contains("ermission denied") => {
+            eprintln!("cannot bind port 443 here (not root); endpoint-domain test not run");
+            return;
+        }
+        Err(e) => panic!("{e:#}"),
+    };
+    let http = client_for(emu.ca_pem());
+    let r = http
+        .post(format!("{}/v2/redis/database", emu.api_url()))
+        .basic_auth(EMAIL, Some(KEY))
+        .json(&json!({"database_name": "dns", "region": "global", "primary_region": "us-east-1"}))
+        .send()
+        .await
+        .unwrap();
+    let (_, db) = body_json(r).await;
+    let endpoint = db["endpoint"].as_str().unwrap().to_string();
+    let slug = endpoint
+        .strip_suffix(".upstash.test")
+        .expect("<slug>.upstash.test");
+    let parts: Vec<&str> = slug.split('-').collect();
+    assert_eq!(parts.len(), 3, "{slug}");
+    assert!(
+        parts[2].len() == 5 && parts[2].chars().all(|c| c.is_ascii_digit()),
+        "{slug}"
+    );
+    // Resolve the advertised name to the listener: the wildcard SAN must verify.
+    let resolving = reqwest::Client::builder()
+        .tls_built_in_root_certs(false)
+        .add_root_certificate(reqwest::Certificate::from_pem(emu.ca_pem().as_bytes()).unwrap())
+        .resolve(&endpoint, addr)
+        .build()
+        .unwrap();
+    let r = resolving
+        .post(format!("https://{endpoint}"))
+        .bearer_auth(db["rest_token"].as_str().unwrap())
+        .json(&json!(["PING"]))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(body_json(r).await.1, json!({"result": "PONG"}));
+    emu.shutdown().await;
+}
+
+fn rand_octet() -> u8 {
+    (std::process::id() % 200) as u8 + 20
+}
