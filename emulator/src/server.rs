@@ -182,15 +182,28 @@ impl Exchange<'_> {
             fault: fault.map(|f| f.id),
             duration_ms: started.elapsed().as_secs_f64() * 1000.0,
         };
-        tracing::info!(
-            plane = self.plane,
-            method = %self.method,
-            path = %self.path,
-            endpoint = %self.endpoint,
-            status,
-            fault = fault.map(|f| f.id),
-            "request"
-        );
+        // Developer API calls at info; data-plane requests (far more numerous) at debug.
+        if self.plane == "api" {
+            tracing::info!(
+                plane = self.plane,
+                method = %self.method,
+                path = %self.path,
+                endpoint = %self.endpoint,
+                status,
+                fault = fault.map(|f| f.id),
+                "request"
+            );
+        } else {
+            tracing::debug!(
+                plane = self.plane,
+                method = %self.method,
+                path = %self.path,
+                endpoint = %self.endpoint,
+                status,
+                fault = fault.map(|f| f.id),
+                "request"
+            );
+        }
         self.shared.calls_lock().push(call);
     }
 
