@@ -9,7 +9,7 @@ use crate::ids;
 use crate::state::{Backup, Database, now_ms};
 
 fn ok() -> ApiResult {
-    Ok(Value::String("OK".into()))
+    Ok(Value::String("OK".into()).into())
 }
 
 fn with_db<T>(
@@ -36,7 +36,7 @@ pub fn list(ctx: &Ctx<'_>) -> ApiResult {
             .iter()
             .map(|b| serde_json::to_value(db.backup_wire(b)).unwrap_or(Value::Null))
             .collect();
-        Ok(Value::Array(items))
+        Ok(Value::Array(items).into())
     })
 }
 

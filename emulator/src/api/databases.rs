@@ -4,7 +4,7 @@
 use serde_json::{Map, Value};
 
 use super::fields::{opt_bool, opt_i64, opt_str, opt_str_list};
-use super::{ApiError, ApiResult, Ctx};
+use super::{ApiError, ApiResult, Ctx, Success};
 use crate::ids;
 use crate::model::{self, GCP_REGIONS};
 use crate::state::{Database, DbMeta, now_ms};
@@ -12,12 +12,17 @@ use crate::stats::Traffic;
 use crate::store::Keyspace;
 
 fn ok() -> ApiResult {
-    Ok(Value::String("OK".into()))
+    Ok(Value::String("OK".into()).into())
+}
+
+fn raw<T: serde::Serialize>(v: &T) -> ApiResult {
+    serde_json::to_vec(v)
+        .map(Success::Raw)
+        .map_err(|e| ApiError::bad_request(e.to_string()))
 }
 
 fn wire(ctx: &Ctx<'_>, db: &Database, hide: bool) -> ApiResult {
-    serde_json::to_value(db.to_wire(&ctx.shared.settings.endpoint, hide))
-        .map_err(|e| ApiError::bad_request(e.to_string()))
+    raw(&db.to_wire(&ctx.shared.settings.endpoint, hide))
 }
 
 fn hide(ctx: &Ctx<'_>) -> bool {
@@ -75,14 +80,15 @@ pub fn validate_read_regions(
 }
 
 pub fn list(ctx: &Ctx<'_>) -> ApiResult {
-    let st = ctx.shared.lock();
     let hide = hide(ctx);
-    let items = st
-        .list(ctx.account)
-        .into_iter()
-        .map(|d| wire(ctx, d, hide))
-        .collect::<Result<Vec<_>, _>>()?;
-    Ok(Value::Array(items))
+    let items: Vec<_> = {
+        let st = ctx.shared.lock();
+        st.list(ctx.account)
+            .into_iter()
+            .map(|d| d.to_wire(&ctx.shared.settings.endpoint, hide))
+            .collect()
+    };
+    raw(&items)
 }
 
 pub fn get(ctx: &Ctx<'_>) -> ApiResult {

@@ -188,7 +188,20 @@ impl ApiError {
     }
 }
 
-pub type ApiResult = Result<Value, ApiError>;
+/// A successful answer: a JSON value, or JSON already serialized (large lists are serialized
+/// straight from their wire structs, outside the state lock).
+pub enum Success {
+    Json(Value),
+    Raw(Vec<u8>),
+}
+
+impl From<Value> for Success {
+    fn from(v: Value) -> Self {
+        Success::Json(v)
+    }
+}
+
+pub type ApiResult = Result<Success, ApiError>;
 
 /// What an operation gets.
 pub struct Ctx<'a> {
@@ -400,7 +413,12 @@ pub async fn dispatch(
             query: &query,
         };
         match perform(&ctx) {
-            Ok(v) => Outcome::json(StatusCode::OK, &v),
+            Ok(Success::Json(v)) => Outcome::json(StatusCode::OK, &v),
+            Ok(Success::Raw(b)) => Outcome {
+                status: StatusCode::OK,
+                body: Bytes::from(b),
+                headers: vec![],
+            },
             Err(e) => error_outcome(e.status, &e.message),
         }
     })

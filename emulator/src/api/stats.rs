@@ -1,6 +1,6 @@
 //! `GET /v2/redis/stats/{id}` (reference §3).
 
-use super::{ApiError, ApiResult, Ctx};
+use super::{ApiError, ApiResult, Ctx, Success};
 use crate::state::now_ms;
 use crate::stats::{StatsInput, period_minutes, stats_body};
 
@@ -15,7 +15,7 @@ pub fn stats(ctx: &Ctx<'_>) -> ApiResult {
     })?;
     let now = now_ms();
     let live_keys = db.keyspace.len() as u64;
-    Ok(stats_body(&StatsInput {
+    Ok(Success::Json(stats_body(&StatsInput {
         traffic: &db.traffic,
         plan: db.meta.plan(),
         prod_pack: db.meta.prod_pack_enabled,
@@ -24,5 +24,5 @@ pub fn stats(ctx: &Ctx<'_>) -> ApiResult {
         now_ms: now,
         period_minutes: minutes,
         overrides: &db.stats_overrides,
-    }))
+    })))
 }
