@@ -6,7 +6,7 @@ use std::collections::VecDeque;
 use serde::{Deserialize, Serialize};
 
 /// Oldest entries are dropped past this many.
-const MAX_ENTRIES: usize = 200_000;
+const MAX_ENTRIES: usize = 100_000;
 
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
 pub struct Call {

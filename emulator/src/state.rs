@@ -382,7 +382,7 @@ fn write_atomic(path: &Path, bytes: &[u8]) -> std::io::Result<()> {
     std::fs::rename(&tmp, path)
 }
 
-/// Saves the state file after mutations (debounced by 50 ms).
+/// Saves the state file after mutations (debounced by 200 ms).
 pub struct Persister {
     path: PathBuf,
     dirty: Notify,
@@ -421,7 +421,7 @@ impl Persister {
             tokio::select! {
                 _ = self.dirty.notified() => {
                     tokio::select! {
-                        _ = tokio::time::sleep(Duration::from_millis(50)) => {}
+                        _ = tokio::time::sleep(Duration::from_millis(200)) => {}
                         _ = shutdown.cancelled() => {}
                     }
                     self.save_now(&state);
