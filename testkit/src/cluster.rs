@@ -71,9 +71,11 @@ impl Cluster {
         fs::create_dir_all(&logs_dir)
             .map_err(|e| format!("creating {}: {e}", logs_dir.display()))?;
         let log_path = logs_dir.join(format!("testenv-{}.log", std::process::id()));
-        let log = fs::File::create(&log_path)
+        // testenv appends component logs to the same file: open it in append mode too, or
+        // the two writers would overwrite each other.
+        let log_err = fs::File::create(&log_path)
+            .and_then(|_| fs::OpenOptions::new().append(true).open(&log_path))
             .map_err(|e| format!("creating {}: {e}", log_path.display()))?;
-        let log_err = log.try_clone().map_err(|e| e.to_string())?;
 
         let mut cmd = Command::new(&bin);
         cmd.arg("--log-file").arg(&log_path);
