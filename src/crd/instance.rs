@@ -1,0 +1,461 @@
+//! `CacheInstance`: one Upstash Redis database and its connection Secret.
+// Each `printcolumn(...)` repeats `type_ = ...`; clippy mistakes that for a duplicated attribute.
+#![allow(clippy::duplicated_attributes)]
+
+use std::collections::BTreeMap;
+
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::{Condition, Time};
+use kube::{CustomResource, KubeSchema};
+use serde::{Deserialize, Serialize};
+
+use super::common::{DeletionPolicy, DurationString, LocalRef, Plan, ReadRegion, Region};
+
+/// Annotation that requests a password rotation now: set it to a new value (a timestamp or any
+/// unique string); the operator rotates once per distinct value and records it in
+/// `status.rotation.lastRequest`.
+pub const ROTATE_ANNOTATION: &str = "cache.upstash-operator.dev/rotate-password";
+
+/// An Upstash Redis database provisioned and kept in line with this spec, plus a connection
+/// Secret with the variables applications read.
+#[derive(CustomResource, KubeSchema, Serialize, Deserialize, Clone, Debug, PartialEq)]
+#[kube(
+    group = "cache.upstash-operator.dev",
+    version = "v1alpha1",
+    kind = "CacheInstance",
+    plural = "cacheinstances",
+    singular = "cacheinstance",
+    namespaced,
+    status = "CacheInstanceStatus",
+    derive = "PartialEq",
+    shortname = "ucache",
+    category = "upstash",
+    doc = "An Upstash Redis database managed from Kubernetes: the operator creates it through the Upstash Developer API, keeps plan, budget, regions and eviction in line with the spec, and writes a connection Secret for applications.",
+    printcolumn(
+        name = "Ready",
+        type_ = "string",
+        json_path = r#".status.conditions[?(@.type=="Ready")].status"#,
+        description = "Whether the database is usable and its Secret is written"
+    ),
+    printcolumn(
+        name = "Reason",
+        type_ = "string",
+        json_path = r#".status.conditions[?(@.type=="Ready")].reason"#,
+        description = "Why the instance is or is not ready"
+    ),
+    printcolumn(
+        name = "Region",
+        type_ = "string",
+        json_path = ".spec.primaryRegion",
+        description = "Primary region"
+    ),
+    printcolumn(
+        name = "Plan",
+        type_ = "string",
+        json_path = ".status.plan",
+        description = "Plan the database is on"
+    ),
+    printcolumn(
+        name = "Secret",
+        type_ = "string",
+        json_path = ".status.binding.name",
+        description = "Connection Secret"
+    ),
+    printcolumn(
+        name = "Age",
+        type_ = "date",
+        json_path = ".metadata.creationTimestamp"
+    ),
+    printcolumn(
+        name = "Endpoint",
+        type_ = "string",
+        json_path = ".status.endpoint",
+        priority = 1,
+        description = "Database endpoint host"
+    ),
+    printcolumn(
+        name = "Database",
+        type_ = "string",
+        json_path = ".status.databaseId",
+        priority = 1,
+        description = "Upstash database id"
+    )
+)]
+#[x_kube(
+    validation = Rule::new("!has(self.readRegions) || !self.readRegions.exists(r, r == self.primaryRegion)")
+        .message("readRegions must not contain the primaryRegion: the primary already serves reads")
+        .field_path(".readRegions")
+        .reason(Reason::FieldValueInvalid),
+    validation = Rule::new("!has(self.plan) || self.plan != 'free' || !has(self.readRegions) || size(self.readRegions) <= 1")
+        .message("the free plan allows at most one read region")
+        .field_path(".readRegions")
+        .reason(Reason::FieldValueForbidden),
+    validation = Rule::new("has(self.databaseName) == has(oldSelf.databaseName) && (!has(self.databaseName) || self.databaseName == oldSelf.databaseName)")
+        .message("databaseName is immutable: it identifies the Upstash database. To use another name, create a new CacheInstance and delete this one (set deletionPolicy: Retain first to keep the old database)")
+        .field_path(".databaseName")
+        .reason(Reason::FieldValueForbidden),
+    validation = Rule::new("has(self.adopt) == has(oldSelf.adopt) && (!has(self.adopt) || self.adopt == oldSelf.adopt)")
+        .message("adopt is immutable: adoption is decided when the CacheInstance is created. To adopt another database, create a new CacheInstance")
+        .field_path(".adopt")
+        .reason(Reason::FieldValueForbidden),
+)]
+#[serde(rename_all = "camelCase")]
+pub struct CacheInstanceSpec {
+    /// Name of the Upstash database. When omitted the operator derives a stable name from the
+    /// namespace, the CacheInstance name and its UID (`<namespace>-<name>-<uid prefix>`), which
+    /// lets it recognise its own database after a crash. Immutable.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(length(min = 1, max = 64), pattern(r"^[A-Za-z0-9][A-Za-z0-9_.-]*$"))]
+    pub database_name: Option<String>,
+
+    /// Region of the primary replica, where writes go: one of the 14 AWS regions (`us-east-1`,
+    /// `eu-west-1`, ...) or 4 GCP regions (`us-central1`, `us-east4`, `europe-west1`,
+    /// `asia-northeast1`). Immutable: Upstash cannot move a primary; to change it, create a new
+    /// CacheInstance and delete this one (set deletionPolicy: Retain first to keep the data).
+    #[x_kube(validation = Rule::new("self == oldSelf")
+        .message("primaryRegion is immutable: Upstash cannot move a database's primary. To change it, create a new CacheInstance in the new region and delete this one (set deletionPolicy: Retain first to keep the old database)")
+        .reason(Reason::FieldValueForbidden))]
+    pub primary_region: Region,
+
+    /// Regions holding read replicas (AWS regions except `af-south-1`). Must not contain the
+    /// primary region. Changing the list adds or removes replicas on the live database.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(length(max = 13))]
+    #[x_kube(merge_strategy = ListMerge::Set)]
+    pub read_regions: Option<Vec<ReadRegion>>,
+
+    /// Upstash plan: `free`, `payg` (pay as you go, the default), or a fixed plan from
+    /// `fixed_250mb` to `fixed_500gb`. Changing it changes the plan of the live database.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub plan: Option<Plan>,
+
+    /// Monthly budget in USD that Upstash enforces for pay-as-you-go databases (the database is
+    /// throttled instead of billed past it). Omit to leave the budget as Upstash sets it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(range(min = 0, max = 1_000_000))]
+    pub budget: Option<i64>,
+
+    /// Evict keys when the database reaches its data limit instead of rejecting writes. Omit to
+    /// leave the setting as it is (new databases start without eviction).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub eviction: Option<bool>,
+
+    /// Let Upstash move the database to the next plan when it outgrows the current one. Omit to
+    /// leave the setting as it is.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub auto_upgrade: Option<bool>,
+
+    /// Enable Upstash's Prod Pack add-on (uptime SLA, monitoring, role-based access; billed per
+    /// database). Omit to leave the setting as it is.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub prod_pack: Option<bool>,
+
+    /// Prefix applications put in front of every key, published as `REDIS_KEY_PREFIX` in the
+    /// connection Secret (for example `unite-hub:`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(length(max = 128))]
+    pub key_prefix: Option<String>,
+
+    /// The connection Secret written next to the CacheInstance.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub secret: Option<ConnectionSecretSpec>,
+
+    /// Scheduled and on-demand rotation of the database password and REST tokens. Annotate the
+    /// CacheInstance with `cache.upstash-operator.dev/rotate-password=<new value>` to rotate now.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub password_rotation: Option<PasswordRotationSpec>,
+
+    /// What happens to the Upstash database when this CacheInstance is deleted: `Delete` removes
+    /// it, `Retain` keeps it (and its data) in the Upstash account. When omitted, the selecting
+    /// CachePolicy's `guardrails.defaultDeletionPolicy` applies, else the operator's default
+    /// (`Delete` unless configured otherwise).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub deletion_policy: Option<DeletionPolicy>,
+
+    /// Take over an existing Upstash database instead of creating one. Without this block the
+    /// operator never touches a database it did not create. Immutable.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub adopt: Option<AdoptSpec>,
+
+    /// Upstash account credentials for this instance. Omit to use the namespace's
+    /// `upstash-credentials` Secret if it exists, else the operator-wide credentials.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub credentials: Option<CredentialsRef>,
+
+    /// The CachePolicy (same namespace) that monitors and guards this instance. Omit to let
+    /// policies select the instance by label; with neither, the operator's default thresholds
+    /// apply.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub policy_ref: Option<LocalRef>,
+}
+
+/// A set of keys written to the connection Secret.
+#[derive(
+    Clone,
+    Copy,
+    Debug,
+    PartialEq,
+    Eq,
+    Hash,
+    PartialOrd,
+    Ord,
+    Serialize,
+    Deserialize,
+    schemars::JsonSchema,
+)]
+pub enum SecretPreset {
+    /// `UPSTASH_REDIS_REST_URL`, `UPSTASH_REDIS_REST_TOKEN`, `REDIS_URL`, `REDIS_PASSWORD`,
+    /// `REDIS_KEY_PREFIX`, `REDIS_TLS_ENABLED`.
+    Env,
+    /// Service Binding keys: `type`, `provider`, `host`, `port`, `username`, `password`, `uri`,
+    /// `ssl`; the Secret gets type `servicebinding.io/redis`.
+    ServiceBinding,
+}
+
+/// The connection Secret.
+#[derive(KubeSchema, Serialize, Deserialize, Clone, Debug, PartialEq, Default)]
+#[serde(rename_all = "camelCase")]
+pub struct ConnectionSecretSpec {
+    /// Name of the Secret, in the CacheInstance's namespace. Defaults to the CacheInstance's
+    /// name. The operator never overwrites a Secret it does not own.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(
+        length(min = 1, max = 253),
+        pattern(r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?(\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*$")
+    )]
+    pub name: Option<String>,
+
+    /// Key sets to write: `Env` (the variables apps already use: `UPSTASH_REDIS_REST_URL`,
+    /// `UPSTASH_REDIS_REST_TOKEN`, `REDIS_URL`, `REDIS_PASSWORD`, `REDIS_KEY_PREFIX`,
+    /// `REDIS_TLS_ENABLED`) and/or `ServiceBinding` (`type`, `provider`, `host`, `port`,
+    /// `username`, `password`, `uri`, `ssl`, with Secret type `servicebinding.io/redis`).
+    /// Defaults to `[Env]`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(length(min = 1, max = 2))]
+    #[x_kube(merge_strategy = ListMerge::Set)]
+    pub presets: Option<Vec<SecretPreset>>,
+
+    /// Extra keys rendered from templates, for apps that expect other names. Keys are Secret data
+    /// keys; values are templates with `{{ restUrl }}`, `{{ restToken }}`, `{{ readOnlyRestToken }}`,
+    /// `{{ host }}`, `{{ port }}`, `{{ password }}`, `{{ redisUrl }}`, `{{ keyPrefix }}`,
+    /// `{{ databaseId }}` and `{{ databaseName }}`, e.g. `CACHE_URL: "{{ redisUrl }}/0"`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[x_kube(validation = Rule::new("self.all(k, k.matches('^[-._a-zA-Z0-9]+$') && size(k) <= 253)")
+        .message("template keys must be valid Secret data keys (letters, digits, '-', '_' and '.')"))]
+    #[schemars(extend("maxProperties" = 64))]
+    pub templates: Option<BTreeMap<String, String>>,
+
+    /// A second Secret holding only read-only credentials (`UPSTASH_REDIS_REST_URL`,
+    /// `UPSTASH_REDIS_REST_TOKEN` set to the read-only REST token, and `REDIS_KEY_PREFIX`), for
+    /// workloads that must not write.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub read_only: Option<ReadOnlySecretSpec>,
+
+    /// Labels added to the Secret(s).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub labels: Option<BTreeMap<String, String>>,
+
+    /// Annotations added to the Secret(s).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub annotations: Option<BTreeMap<String, String>>,
+}
+
+/// The read-only connection Secret.
+#[derive(KubeSchema, Serialize, Deserialize, Clone, Debug, PartialEq)]
+#[serde(rename_all = "camelCase")]
+pub struct ReadOnlySecretSpec {
+    /// Name of the read-only Secret, in the CacheInstance's namespace. Must differ from the main
+    /// Secret's name.
+    #[schemars(
+        length(min = 1, max = 253),
+        pattern(r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?(\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*$")
+    )]
+    pub name: String,
+}
+
+/// Password rotation.
+#[derive(KubeSchema, Serialize, Deserialize, Clone, Debug, PartialEq, Default)]
+#[serde(rename_all = "camelCase")]
+pub struct PasswordRotationSpec {
+    /// Rotate this often, e.g. `90d` (units s, m, h, d, w; at least 1h). Omit for on-demand
+    /// rotation only.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub every: Option<DurationString>,
+
+    /// Workloads in the same namespace restarted after each rotation (by changing an annotation
+    /// on their pod template), so they pick up the new credentials.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(length(max = 32))]
+    pub restart: Option<Vec<RestartTarget>>,
+}
+
+/// Kinds of workloads that can be restarted after a rotation.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize, schemars::JsonSchema)]
+pub enum WorkloadKind {
+    Deployment,
+    StatefulSet,
+    DaemonSet,
+}
+
+/// A workload restarted after rotation.
+#[derive(KubeSchema, Serialize, Deserialize, Clone, Debug, PartialEq)]
+#[serde(rename_all = "camelCase")]
+pub struct RestartTarget {
+    /// `Deployment`, `StatefulSet` or `DaemonSet`.
+    pub kind: WorkloadKind,
+    /// Name of the workload, in the CacheInstance's namespace.
+    #[schemars(
+        length(min = 1, max = 253),
+        pattern(r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?(\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*$")
+    )]
+    pub name: String,
+}
+
+/// Adoption of an existing Upstash database.
+#[derive(KubeSchema, Serialize, Deserialize, Clone, Debug, PartialEq)]
+#[serde(rename_all = "camelCase")]
+#[x_kube(validation = Rule::new("has(self.databaseId) != (has(self.byName) && self.byName)")
+    .message("set exactly one of adopt.databaseId or adopt.byName: true"))]
+pub struct AdoptSpec {
+    /// Id of the Upstash database to adopt (the UUID shown in the Upstash console).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(length(min = 1, max = 64), pattern(r"^[A-Za-z0-9-]+$"))]
+    pub database_id: Option<String>,
+
+    /// Adopt the database whose name equals `spec.databaseName`; adoption stops with a
+    /// condition if no database or more than one has that name.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub by_name: Option<bool>,
+}
+
+/// Where to read Upstash credentials from.
+#[derive(KubeSchema, Serialize, Deserialize, Clone, Debug, PartialEq)]
+#[serde(rename_all = "camelCase")]
+pub struct CredentialsRef {
+    /// Secret in the CacheInstance's namespace holding the account email and Developer API key.
+    pub secret_ref: CredentialsSecretRef,
+}
+
+/// A Secret holding Upstash credentials.
+#[derive(KubeSchema, Serialize, Deserialize, Clone, Debug, PartialEq)]
+#[serde(rename_all = "camelCase")]
+pub struct CredentialsSecretRef {
+    /// Name of the Secret.
+    #[schemars(
+        length(min = 1, max = 253),
+        pattern(r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?(\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*$")
+    )]
+    pub name: String,
+    /// Key holding the Upstash account email. Defaults to `email`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(length(min = 1, max = 253), pattern(r"^[-._a-zA-Z0-9]+$"))]
+    pub email_key: Option<String>,
+    /// Key holding the Developer API key. Defaults to `apiKey`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(length(min = 1, max = 253), pattern(r"^[-._a-zA-Z0-9]+$"))]
+    pub api_key_key: Option<String>,
+}
+
+/// Observed state of a CacheInstance. Fast-moving figures (hit rate, memory) are Prometheus
+/// metrics, not status, so status changes only when something changes state.
+#[derive(KubeSchema, Serialize, Deserialize, Clone, Debug, PartialEq, Default)]
+#[serde(rename_all = "camelCase")]
+pub struct CacheInstanceStatus {
+    /// The `metadata.generation` the status describes.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub observed_generation: Option<i64>,
+
+    /// `Ready` summarises the others: `Provisioned` (the database exists), `Synced` (its settings
+    /// match the spec), `SecretReady` (the connection Secret is written), `PolicyCompliant`
+    /// (guardrails allow the spec) and `Healthy` (no monitoring alert is firing).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    #[schemars(schema_with = "super::common::conditions_schema")]
+    pub conditions: Vec<Condition>,
+
+    /// Upstash database id.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub database_id: Option<String>,
+
+    /// Upstash database name.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub database_name: Option<String>,
+
+    /// Endpoint host of the database; the REST URL is `https://<endpoint>`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub endpoint: Option<String>,
+
+    /// Database state as Upstash reports it (`active`, `suspended`, `passive`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub state: Option<String>,
+
+    /// Plan the database is on.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub plan: Option<String>,
+
+    /// The connection Secret, as the Service Binding specification expects it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub binding: Option<Binding>,
+
+    /// Password rotation bookkeeping.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub rotation: Option<RotationStatus>,
+
+    /// Monitoring alerts currently firing.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    #[x_kube(merge_strategy = ListMerge::Map(vec!["type".into()]))]
+    pub alerts: Vec<FiringAlert>,
+
+    /// The CachePolicy applied to this instance.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub policy: Option<String>,
+
+    /// Set while a database create call is in flight, so that a restarted operator recognises
+    /// the database it created instead of creating a second one.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub pending_create: Option<PendingCreate>,
+}
+
+/// Name of the Secret holding connection details.
+#[derive(KubeSchema, Serialize, Deserialize, Clone, Debug, PartialEq)]
+pub struct Binding {
+    /// Secret name, in the same namespace.
+    pub name: String,
+}
+
+/// Password rotation bookkeeping.
+#[derive(KubeSchema, Serialize, Deserialize, Clone, Debug, PartialEq, Default)]
+#[serde(rename_all = "camelCase")]
+pub struct RotationStatus {
+    /// When the password was last rotated (or the database created).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub last_rotation_time: Option<Time>,
+    /// When the next scheduled rotation is due.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub next_rotation_time: Option<Time>,
+    /// The last value of the rotate-password annotation that was acted on.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub last_request: Option<String>,
+}
+
+/// A firing monitoring alert.
+#[derive(KubeSchema, Serialize, Deserialize, Clone, Debug, PartialEq)]
+#[serde(rename_all = "camelCase")]
+pub struct FiringAlert {
+    /// Alert type: `HitRateLow`, `MemoryHigh`, `ErrorRateHigh`, `LatencyHigh`,
+    /// `ConnectionFailing` or `BudgetNearlyExhausted`.
+    #[serde(rename = "type")]
+    pub type_: String,
+    /// When the alert started firing.
+    pub since: Time,
+    /// The value and threshold when the alert fired.
+    pub message: String,
+}
+
+/// A create call in flight.
+#[derive(KubeSchema, Serialize, Deserialize, Clone, Debug, PartialEq)]
+#[serde(rename_all = "camelCase")]
+pub struct PendingCreate {
+    /// Database name sent to Upstash.
+    pub database_name: String,
+    /// When the create call started.
+    pub started: Time,
+}

@@ -1,0 +1,6 @@
+//! Integration tests against a real control plane (see `testkit`) and the Upstash emulator.
+//!
+//! One test binary, so one control plane serves every test; each test works in its own namespace.
+
+mod crds;
+mod support;

@@ -1,0 +1,112 @@
+//! Helpers shared by the integration tests.
+
+use std::{path::PathBuf, time::Duration};
+
+use k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::CustomResourceDefinition;
+use kube::{
+    Api, Client,
+    api::{Patch, PatchParams},
+};
+
+/// Field manager the tests use when they apply manifests, as `kubectl apply --server-side` would.
+pub const TEST_MANAGER: &str = "integration-tests";
+
+/// Path of a file in the repository.
+pub fn repo_path(relative: &str) -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join(relative)
+}
+
+/// Parses a (possibly multi-document) YAML file into JSON values.
+pub fn read_yaml_documents(relative: &str) -> Vec<serde_json::Value> {
+    let text = std::fs::read_to_string(repo_path(relative))
+        .unwrap_or_else(|e| panic!("reading {relative}: {e}"));
+    serde_saphyr::from_multiple::<serde_json::Value>(&text)
+        .unwrap_or_else(|e| panic!("parsing {relative}: {e}"))
+        .into_iter()
+        .filter(|v| !v.is_null())
+        .collect()
+}
+
+/// Applies the committed `crds/*.yaml` (idempotent) and waits until both are Established.
+pub async fn install_crds(client: &Client) {
+    let api: Api<CustomResourceDefinition> = Api::all(client.clone());
+    let mut names = Vec::new();
+    for entry in std::fs::read_dir(repo_path("crds")).unwrap() {
+        let path = entry.unwrap().path();
+        let relative = format!("crds/{}", path.file_name().unwrap().to_string_lossy());
+        for doc in read_yaml_documents(&relative) {
+            let crd: CustomResourceDefinition = serde_json::from_value(doc).unwrap();
+            let name = crd.metadata.name.clone().unwrap();
+            api.patch(
+                &name,
+                &PatchParams::apply(TEST_MANAGER).force(),
+                &Patch::Apply(&crd),
+            )
+            .await
+            .unwrap_or_else(|e| panic!("applying CRD {name}: {e}"));
+            names.push(name);
+        }
+    }
+    assert_eq!(names.len(), 2, "expected two CRDs in crds/");
+    for name in names {
+        let what = format!("CRD {name} to be Established");
+        testkit::wait_for(&what, Duration::from_secs(30), || async {
+            let crd = api.get(&name).await.ok()?;
+            crd.status?
+                .conditions?
+                .iter()
+                .any(|c| c.type_ == "Established" && c.status == "True")
+                .then_some(())
+        })
+        .await;
+    }
+}
+
+/// Applies a manifest in `namespace` with server-side apply and strict field validation, as
+/// `kubectl apply --server-side` does. Returns the API server's error, if any.
+pub async fn apply_manifest(
+    client: &Client,
+    namespace: &str,
+    manifest: &serde_json::Value,
+) -> Result<serde_json::Value, kube::Error> {
+    let api_version = manifest["apiVersion"].as_str().expect("apiVersion");
+    let kind = manifest["kind"].as_str().expect("kind");
+    let name = manifest["metadata"]["name"]
+        .as_str()
+        .expect("metadata.name");
+    let (group, version) = api_version.split_once('/').unwrap_or(("", api_version));
+    let gvk = kube::api::GroupVersionKind::gvk(group, version, kind);
+    let (resource, _) = kube::discovery::pinned_kind(client, &gvk)
+        .await
+        .unwrap_or_else(|e| panic!("discovering {api_version}/{kind}: {e}"));
+    let api: Api<kube::api::DynamicObject> =
+        Api::namespaced_with(client.clone(), namespace, &resource);
+    let params = PatchParams::apply(TEST_MANAGER).validation_strict();
+    api.patch(name, &params, &Patch::Apply(manifest))
+        .await
+        .map(|o| serde_json::to_value(o).unwrap())
+}
+
+/// Creates a manifest in `namespace` with a plain POST and strict field validation, as
+/// `kubectl create` does.
+pub async fn create_manifest(
+    client: &Client,
+    namespace: &str,
+    manifest: &serde_json::Value,
+) -> Result<serde_json::Value, kube::Error> {
+    let api_version = manifest["apiVersion"].as_str().expect("apiVersion");
+    let kind = manifest["kind"].as_str().expect("kind");
+    let (group, version) = api_version.split_once('/').unwrap_or(("", api_version));
+    let gvk = kube::api::GroupVersionKind::gvk(group, version, kind);
+    let (resource, _) = kube::discovery::pinned_kind(client, &gvk)
+        .await
+        .unwrap_or_else(|e| panic!("discovering {api_version}/{kind}: {e}"));
+    let request = http::Request::post(format!(
+        "/apis/{api_version}/namespaces/{namespace}/{}?fieldValidation=Strict",
+        resource.plural
+    ))
+    .header("Content-Type", "application/json")
+    .body(serde_json::to_vec(manifest).unwrap())
+    .unwrap();
+    client.request(request).await
+}
