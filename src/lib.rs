@@ -6,3 +6,5 @@
 
 pub mod crd;
 pub mod crdgen;
+pub mod metrics;
+pub mod upstash;

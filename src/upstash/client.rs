@@ -1,0 +1,530 @@
+//! The Developer API client.
+//!
+//! One [`UpstashClient`] per process holds the HTTP connection pool, the global rate limit and
+//! the circuit breaker; [`UpstashClient::with_credentials`] binds it to an account, giving an
+//! [`UpstashApi`] with one method per endpoint. Every call has a timeout, is counted in
+//! `upstash_api_requests_total`, and idempotent calls are retried a few times with backoff
+//! (`min(attempt * 50 ms, 2 s)`), honouring `Retry-After`. Creates and password resets are never
+//! retried blindly: a lost answer must be resolved by looking, not by repeating.
+
+use std::{fmt, num::NonZeroU32, sync::Arc, time::Duration};
+
+use governor::{DefaultDirectRateLimiter, Quota, RateLimiter};
+use reqwest::{Method, StatusCode};
+use secrecy::{ExposeSecret, SecretString};
+use serde::de::DeserializeOwned;
+
+use super::{
+    breaker::{BreakerConfig, CircuitBreaker},
+    error::UpstashError,
+    types::{CreateDatabase, Database, DatabaseStats},
+};
+use crate::metrics::{ApiRequestLabels, EndpointLabels, Metrics};
+
+/// Settings of the shared client.
+#[derive(Debug, Clone)]
+pub struct ClientConfig {
+    /// Base URL of the Developer API, `https://api.upstash.com` in production.
+    pub base_url: url::Url,
+    /// Timeout of each HTTP request.
+    pub timeout: Duration,
+    /// Requests per second across all instances and accounts.
+    pub rate_limit_per_second: u32,
+    /// Burst above the steady rate.
+    pub rate_limit_burst: u32,
+    /// Attempts for idempotent calls (1 = no retry).
+    pub attempts: u32,
+    /// Longest `Retry-After` the client waits in place before giving the error back.
+    pub max_inline_wait: Duration,
+    pub breaker: BreakerConfig,
+    /// Extra CA certificates (PEM) to trust, e.g. a local emulator's.
+    pub extra_ca_pem: Option<Vec<u8>>,
+}
+
+impl Default for ClientConfig {
+    fn default() -> Self {
+        Self {
+            base_url: url::Url::parse("https://api.upstash.com").expect("static URL"),
+            timeout: Duration::from_secs(30),
+            rate_limit_per_second: 20,
+            rate_limit_burst: 40,
+            attempts: 3,
+            max_inline_wait: Duration::from_secs(5),
+            breaker: BreakerConfig::default(),
+            extra_ca_pem: None,
+        }
+    }
+}
+
+/// Upstash account credentials: the account email and a Developer API key. `Debug` and
+/// `Display` never show the key.
+#[derive(Clone)]
+pub struct Credentials {
+    pub email: String,
+    pub api_key: SecretString,
+}
+
+impl fmt::Debug for Credentials {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Credentials")
+            .field("email", &self.email)
+            .field("api_key", &"<redacted>")
+            .finish()
+    }
+}
+
+impl PartialEq for Credentials {
+    fn eq(&self, other: &Self) -> bool {
+        self.email == other.email && self.api_key.expose_secret() == other.api_key.expose_secret()
+    }
+}
+
+/// The process-wide client.
+#[derive(Clone)]
+pub struct UpstashClient {
+    inner: Arc<Inner>,
+}
+
+struct Inner {
+    http: reqwest::Client,
+    config: ClientConfig,
+    limiter: DefaultDirectRateLimiter,
+    breaker: Arc<CircuitBreaker>,
+    metrics: Arc<Metrics>,
+}
+
+/// Builds an HTTP client that trusts the public roots plus `extra_ca_pem`.
+pub fn http_client(
+    timeout: Duration,
+    extra_ca_pem: Option<&[u8]>,
+) -> Result<reqwest::Client, reqwest::Error> {
+    let mut builder = reqwest::Client::builder()
+        .timeout(timeout)
+        .connect_timeout(timeout.min(Duration::from_secs(10)))
+        .pool_idle_timeout(Duration::from_secs(60))
+        .user_agent(concat!("upstash-operator/", env!("CARGO_PKG_VERSION")));
+    if let Some(pem) = extra_ca_pem {
+        for cert in reqwest::Certificate::from_pem_bundle(pem)? {
+            builder = builder.add_root_certificate(cert);
+        }
+    }
+    builder.build()
+}
+
+impl UpstashClient {
+    pub fn new(config: ClientConfig, metrics: Arc<Metrics>) -> Result<Self, reqwest::Error> {
+        let http = http_client(config.timeout, config.extra_ca_pem.as_deref())?;
+        let per_second = NonZeroU32::new(config.rate_limit_per_second.max(1)).expect("nonzero");
+        let burst = NonZeroU32::new(config.rate_limit_burst.max(1)).expect("nonzero");
+        let limiter = RateLimiter::direct(Quota::per_second(per_second).allow_burst(burst));
+        let breaker = Arc::new(CircuitBreaker::new(config.breaker));
+        Ok(Self {
+            inner: Arc::new(Inner {
+                http,
+                config,
+                limiter,
+                breaker,
+                metrics,
+            }),
+        })
+    }
+
+    /// The circuit breaker shared by every call.
+    pub fn breaker(&self) -> &Arc<CircuitBreaker> {
+        &self.inner.breaker
+    }
+
+    /// The Developer API base URL.
+    pub fn base_url(&self) -> &url::Url {
+        &self.inner.config.base_url
+    }
+
+    /// Binds the client to an account.
+    pub fn with_credentials(&self, credentials: Credentials) -> UpstashApi {
+        UpstashApi {
+            client: self.clone(),
+            credentials,
+        }
+    }
+}
+
+/// Whether a call may be repeated when its answer is lost or it failed transiently.
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Idempotence {
+    Retry,
+    Once,
+}
+
+/// The Developer API for one account.
+#[derive(Clone)]
+pub struct UpstashApi {
+    client: UpstashClient,
+    credentials: Credentials,
+}
+
+impl fmt::Debug for UpstashApi {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("UpstashApi")
+            .field("base_url", &self.client.base_url().as_str())
+            .field("email", &self.credentials.email)
+            .finish()
+    }
+}
+
+impl UpstashApi {
+    /// Every database of the account.
+    pub async fn list_databases(&self) -> Result<Vec<Database>, UpstashError> {
+        self.call(
+            Method::GET,
+            "list",
+            "/v2/redis/databases",
+            None,
+            Idempotence::Retry,
+        )
+        .await
+    }
+
+    /// One database with its credentials; `None` if it does not exist.
+    pub async fn get_database(&self, id: &str) -> Result<Option<Database>, UpstashError> {
+        let path = format!("/v2/redis/database/{}", segment(id));
+        not_found_as_none(
+            self.call(Method::GET, "get", &path, None, Idempotence::Retry)
+                .await,
+        )
+    }
+
+    /// Creates a database. Not retried: if the answer is lost, the caller looks the database up
+    /// by name.
+    pub async fn create_database(
+        &self,
+        request: &CreateDatabase,
+    ) -> Result<Database, UpstashError> {
+        let body =
+            serde_json::to_value(request).map_err(|e| UpstashError::Decode(e.to_string()))?;
+        self.call(
+            Method::POST,
+            "create",
+            "/v2/redis/database",
+            Some(body),
+            Idempotence::Once,
+        )
+        .await
+    }
+
+    /// Deletes a database. `Ok(false)` if it was already gone.
+    pub async fn delete_database(&self, id: &str) -> Result<bool, UpstashError> {
+        let path = format!("/v2/redis/database/{}", segment(id));
+        match self
+            .call::<serde_json::Value>(Method::DELETE, "delete", &path, None, Idempotence::Retry)
+            .await
+        {
+            Ok(_) => Ok(true),
+            Err(UpstashError::NotFound { .. }) => Ok(false),
+            Err(e) => Err(e),
+        }
+    }
+
+    /// Resets the password and both REST tokens; the old ones stop working.
+    pub async fn reset_password(&self, id: &str) -> Result<Database, UpstashError> {
+        let path = format!("/v2/redis/reset-password/{}", segment(id));
+        self.call(
+            Method::POST,
+            "reset-password",
+            &path,
+            Some(serde_json::json!({})),
+            Idempotence::Once,
+        )
+        .await
+    }
+
+    /// Replaces the set of read regions.
+    pub async fn update_regions(
+        &self,
+        id: &str,
+        read_regions: &[String],
+    ) -> Result<(), UpstashError> {
+        let path = format!("/v2/redis/update-regions/{}", segment(id));
+        let body = serde_json::json!({ "read_regions": read_regions });
+        self.call_ok(Method::POST, "update-regions", &path, Some(body))
+            .await
+    }
+
+    /// Moves the database to another plan.
+    pub async fn change_plan(&self, id: &str, plan: &str) -> Result<(), UpstashError> {
+        let path = format!("/v2/redis/{}/change-plan", segment(id));
+        let body = serde_json::json!({ "plan_name": plan });
+        self.call_ok(Method::POST, "change-plan", &path, Some(body))
+            .await
+    }
+
+    /// Sets the monthly budget in USD.
+    pub async fn update_budget(&self, id: &str, budget: i64) -> Result<(), UpstashError> {
+        let path = format!("/v2/redis/update-budget/{}", segment(id));
+        let body = serde_json::json!({ "budget": budget });
+        self.call_ok(Method::PATCH, "update-budget", &path, Some(body))
+            .await
+    }
+
+    /// Turns eviction on or off.
+    pub async fn set_eviction(&self, id: &str, on: bool) -> Result<(), UpstashError> {
+        let endpoint = if on {
+            "enable-eviction"
+        } else {
+            "disable-eviction"
+        };
+        let path = format!("/v2/redis/{endpoint}/{}", segment(id));
+        self.call_ok(Method::POST, endpoint, &path, None).await
+    }
+
+    /// Turns automatic plan upgrades on or off. "Already enabled/disabled" counts as success.
+    pub async fn set_auto_upgrade(&self, id: &str, on: bool) -> Result<(), UpstashError> {
+        let endpoint = if on {
+            "enable-autoupgrade"
+        } else {
+            "disable-autoupgrade"
+        };
+        let path = format!("/v2/redis/{endpoint}/{}", segment(id));
+        match self.call_ok(Method::POST, endpoint, &path, None).await {
+            Err(UpstashError::Rejected { message, .. })
+                if message.contains("already enabled") || message.contains("already disabled") =>
+            {
+                Ok(())
+            }
+            other => other,
+        }
+    }
+
+    /// Turns the Prod Pack add-on on or off.
+    pub async fn set_prod_pack(&self, id: &str, on: bool) -> Result<(), UpstashError> {
+        let endpoint = if on {
+            "enable-prodpack"
+        } else {
+            "disable-prodpack"
+        };
+        let path = format!("/v2/redis/{endpoint}/{}", segment(id));
+        self.call_ok(Method::POST, endpoint, &path, None).await
+    }
+
+    /// Usage statistics of a database.
+    pub async fn stats(&self, id: &str) -> Result<DatabaseStats, UpstashError> {
+        let path = format!("/v2/redis/stats/{}", segment(id));
+        self.call(Method::GET, "stats", &path, None, Idempotence::Retry)
+            .await
+    }
+
+    async fn call_ok(
+        &self,
+        method: Method,
+        endpoint: &'static str,
+        path: &str,
+        body: Option<serde_json::Value>,
+    ) -> Result<(), UpstashError> {
+        self.call::<serde_json::Value>(method, endpoint, path, body, Idempotence::Retry)
+            .await
+            .map(|_| ())
+    }
+
+    async fn call<T: DeserializeOwned>(
+        &self,
+        method: Method,
+        endpoint: &'static str,
+        path: &str,
+        body: Option<serde_json::Value>,
+        idempotence: Idempotence,
+    ) -> Result<T, UpstashError> {
+        let inner = &self.client.inner;
+        let attempts = match idempotence {
+            Idempotence::Retry => inner.config.attempts.max(1),
+            Idempotence::Once => 1,
+        };
+        let mut attempt = 1;
+        loop {
+            let result = self.send_once(&method, endpoint, path, body.as_ref()).await;
+            let error = match result {
+                Ok(value) => return Ok(value),
+                Err(e) => e,
+            };
+            if attempt >= attempts
+                || !error.is_retryable()
+                || matches!(error, UpstashError::CircuitOpen(_))
+            {
+                return Err(error);
+            }
+            let backoff =
+                Duration::from_millis(50 * u64::from(attempt)).min(Duration::from_secs(2));
+            let wait = error.retry_after().unwrap_or(backoff).max(backoff);
+            if wait > inner.config.max_inline_wait {
+                return Err(error);
+            }
+            tracing::debug!(endpoint, attempt, wait_ms = wait.as_millis() as u64, error = %error, "retrying Upstash call");
+            tokio::time::sleep(wait).await;
+            attempt += 1;
+        }
+    }
+
+    async fn send_once<T: DeserializeOwned>(
+        &self,
+        method: &Method,
+        endpoint: &'static str,
+        path: &str,
+        body: Option<&serde_json::Value>,
+    ) -> Result<T, UpstashError> {
+        let inner = &self.client.inner;
+        let permit = match inner.breaker.try_acquire() {
+            Ok(permit) => permit,
+            Err(wait) => {
+                self.count(endpoint, "circuit_open");
+                return Err(UpstashError::CircuitOpen(wait));
+            }
+        };
+        inner.limiter.until_ready().await;
+        let url = inner
+            .config
+            .base_url
+            .join(path)
+            .map_err(|e| UpstashError::Transport(format!("bad URL for {endpoint}: {e}")))?;
+        let mut request = inner
+            .http
+            .request(method.clone(), url)
+            .basic_auth(
+                &self.credentials.email,
+                Some(self.credentials.api_key.expose_secret()),
+            )
+            .header(reqwest::header::ACCEPT, "application/json");
+        if let Some(body) = body {
+            request = request.json(body);
+        }
+        let started = std::time::Instant::now();
+        let outcome = self.exchange(request).await;
+        inner
+            .metrics
+            .api_request_duration_seconds
+            .get_or_create(&EndpointLabels {
+                endpoint: endpoint.to_string(),
+            })
+            .observe(started.elapsed().as_secs_f64());
+        let code = match &outcome {
+            Ok((status, _, _)) => status.as_u16().to_string(),
+            Err(UpstashError::Timeout(_)) => "timeout".to_string(),
+            Err(_) => "error".to_string(),
+        };
+        self.count(endpoint, &code);
+        let result = outcome.and_then(|(status, retry_after, text)| {
+            if status.is_success() {
+                serde_json::from_str::<T>(&text).map_err(|e| {
+                    UpstashError::Decode(format!("{endpoint}: {e} (body of {} bytes)", text.len()))
+                })
+            } else {
+                Err(UpstashError::from_response(
+                    status.as_u16(),
+                    &text,
+                    retry_after,
+                ))
+            }
+        });
+        let healthy = match &result {
+            Ok(_) => true,
+            Err(e) => !e.counts_as_outage(),
+        };
+        inner.breaker.record(permit, healthy);
+        inner
+            .metrics
+            .breaker_state
+            .set(inner.breaker.state().as_gauge());
+        result
+    }
+
+    /// Sends the request; returns the status, `Retry-After` (seconds form) and the body.
+    async fn exchange(
+        &self,
+        request: reqwest::RequestBuilder,
+    ) -> Result<(StatusCode, Option<Duration>, String), UpstashError> {
+        let timeout = self.client.inner.config.timeout;
+        let response = request
+            .send()
+            .await
+            .map_err(|e| transport_error(e, timeout))?;
+        let status = response.status();
+        let retry_after = response
+            .headers()
+            .get(reqwest::header::RETRY_AFTER)
+            .and_then(|v| v.to_str().ok())
+            .and_then(|v| v.trim().parse::<u64>().ok())
+            .map(Duration::from_secs);
+        let text = response
+            .text()
+            .await
+            .map_err(|e| transport_error(e, timeout))?;
+        Ok((status, retry_after, text))
+    }
+
+    fn count(&self, endpoint: &str, code: &str) {
+        self.client
+            .inner
+            .metrics
+            .api_requests_total
+            .get_or_create(&ApiRequestLabels {
+                endpoint: endpoint.to_string(),
+                code: code.to_string(),
+            })
+            .inc();
+    }
+}
+
+fn transport_error(e: reqwest::Error, timeout: Duration) -> UpstashError {
+    if e.is_timeout() {
+        return UpstashError::Timeout(timeout);
+    }
+    let decode = e.is_decode() || e.is_body();
+    // The URL carries no secret, but messages stay short and stable without it.
+    let e = e.without_url();
+    let mut text = e.to_string();
+    let mut source = std::error::Error::source(&e);
+    while let Some(s) = source {
+        text.push_str(": ");
+        text.push_str(&s.to_string());
+        source = s.source();
+    }
+    if decode {
+        UpstashError::Decode(text)
+    } else {
+        UpstashError::Transport(text)
+    }
+}
+
+fn not_found_as_none<T>(result: Result<T, UpstashError>) -> Result<Option<T>, UpstashError> {
+    match result {
+        Ok(v) => Ok(Some(v)),
+        Err(UpstashError::NotFound { .. }) => Ok(None),
+        Err(e) => Err(e),
+    }
+}
+
+/// Percent-encodes an id for use as one path segment.
+fn segment(id: &str) -> String {
+    url::form_urlencoded::byte_serialize(id.as_bytes())
+        .collect::<String>()
+        .replace('+', "%20")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn credentials_never_print_the_key() {
+        let c = Credentials {
+            email: "ops@example.com".into(),
+            api_key: SecretString::from("k-123-very-secret"),
+        };
+        let shown = format!("{c:?}");
+        assert!(shown.contains("ops@example.com"));
+        assert!(!shown.contains("k-123"));
+    }
+
+    #[test]
+    fn ids_are_one_path_segment() {
+        assert_eq!(segment("96ad0856-03b1"), "96ad0856-03b1");
+        assert_eq!(segment("../x y"), "..%2Fx%20y");
+    }
+}

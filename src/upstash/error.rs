@@ -1,0 +1,167 @@
+//! Errors from Upstash calls, classified so the reconciler knows whether to retry.
+
+use std::time::Duration;
+
+/// A failed Upstash call. Messages carry what Upstash said, never credentials.
+#[derive(Debug, Clone, thiserror::Error)]
+pub enum UpstashError {
+    /// The account email or API key was rejected (401/403).
+    #[error("Upstash rejected the credentials ({status}): {message}")]
+    Unauthorized { status: u16, message: String },
+    /// The database (or other object) does not exist (404).
+    #[error("not found: {message}")]
+    NotFound { message: String },
+    /// Upstash refused the request as invalid (400 and other 4xx).
+    #[error("Upstash refused the request ({status}): {message}")]
+    Rejected { status: u16, message: String },
+    /// Too many requests (429); `retry_after` from the `Retry-After` header when present.
+    #[error("Upstash is rate limiting requests{}", retry_after.map(|d| format!(" (retry after {}s)", d.as_secs())).unwrap_or_default())]
+    RateLimited { retry_after: Option<Duration> },
+    /// Upstash failed (5xx).
+    #[error("Upstash failed ({status}): {message}")]
+    Server { status: u16, message: String },
+    /// No answer within the timeout.
+    #[error("Upstash did not answer within {0:?}")]
+    Timeout(Duration),
+    /// The connection failed or broke off.
+    #[error("could not reach Upstash: {0}")]
+    Transport(String),
+    /// The answer was not what the API documents (for example a truncated body).
+    #[error("unexpected answer from Upstash: {0}")]
+    Decode(String),
+    /// The circuit breaker is open after repeated failures; no call was made.
+    #[error("Upstash calls are paused for {0:?} after repeated failures (circuit breaker open)")]
+    CircuitOpen(Duration),
+}
+
+impl UpstashError {
+    /// Whether trying again later may succeed without anyone changing anything.
+    pub fn is_retryable(&self) -> bool {
+        !matches!(
+            self,
+            UpstashError::Unauthorized { .. }
+                | UpstashError::NotFound { .. }
+                | UpstashError::Rejected { .. }
+        )
+    }
+
+    /// Whether the failure says something about Upstash's health (and so counts for the
+    /// circuit breaker) rather than about the request.
+    pub fn counts_as_outage(&self) -> bool {
+        matches!(
+            self,
+            UpstashError::Server { .. }
+                | UpstashError::Timeout(_)
+                | UpstashError::Transport(_)
+                | UpstashError::Decode(_)
+                | UpstashError::RateLimited { .. }
+        )
+    }
+
+    /// How long Upstash asked us to wait, if it did.
+    pub fn retry_after(&self) -> Option<Duration> {
+        match self {
+            UpstashError::RateLimited { retry_after } => *retry_after,
+            UpstashError::CircuitOpen(d) => Some(*d),
+            _ => None,
+        }
+    }
+
+    /// A short, fixed label for metrics and condition reasons.
+    pub fn label(&self) -> &'static str {
+        match self {
+            UpstashError::Unauthorized { .. } => "Unauthorized",
+            UpstashError::NotFound { .. } => "NotFound",
+            UpstashError::Rejected { .. } => "Rejected",
+            UpstashError::RateLimited { .. } => "RateLimited",
+            UpstashError::Server { .. } => "ServerError",
+            UpstashError::Timeout(_) => "Timeout",
+            UpstashError::Transport(_) => "Unreachable",
+            UpstashError::Decode(_) => "BadResponse",
+            UpstashError::CircuitOpen(_) => "CircuitOpen",
+        }
+    }
+
+    /// Builds the error for a non-success HTTP answer from its status, body and `Retry-After`.
+    pub fn from_response(status: u16, body: &str, retry_after: Option<Duration>) -> Self {
+        let message = error_message(body);
+        match status {
+            401 | 403 => UpstashError::Unauthorized { status, message },
+            404 => UpstashError::NotFound { message },
+            429 => UpstashError::RateLimited { retry_after },
+            500..=599 => UpstashError::Server { status, message },
+            _ => UpstashError::Rejected { status, message },
+        }
+    }
+}
+
+/// Extracts the human message from an Upstash error body: a JSON string (`"database not
+/// found"`), an object with `error` or `message`, or plain text.
+pub fn error_message(body: &str) -> String {
+    let trimmed = body.trim();
+    let message = match serde_json::from_str::<serde_json::Value>(trimmed) {
+        Ok(serde_json::Value::String(s)) => s,
+        Ok(serde_json::Value::Object(map)) => map
+            .get("error")
+            .or_else(|| map.get("message"))
+            .and_then(|v| v.as_str())
+            .map(str::to_string)
+            .unwrap_or_else(|| trimmed.to_string()),
+        _ => trimmed.to_string(),
+    };
+    let mut message: String = message.chars().filter(|c| !c.is_control()).collect();
+    if message.len() > 300 {
+        let mut end = 300;
+        while !message.is_char_boundary(end) {
+            end -= 1;
+        }
+        message.truncate(end);
+        message.push('…');
+    }
+    if message.is_empty() {
+        "(empty body)".to_string()
+    } else {
+        message
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn error_bodies_in_every_shape() {
+        assert_eq!(
+            error_message(r#""database not found""#),
+            "database not found"
+        );
+        assert_eq!(error_message(r#"{"error":"Unauthorized"}"#), "Unauthorized");
+        assert_eq!(
+            error_message(r#"{"code":"x","message":"bad plan"}"#),
+            "bad plan"
+        );
+        assert_eq!(error_message("plain text\n"), "plain text");
+        assert_eq!(error_message(""), "(empty body)");
+        assert_eq!(error_message(&"x".repeat(1000)).chars().count(), 301);
+    }
+
+    #[test]
+    fn classification() {
+        let e = UpstashError::from_response(404, r#""database not found""#, None);
+        assert!(matches!(e, UpstashError::NotFound { .. }));
+        assert!(!e.is_retryable());
+        let e = UpstashError::from_response(429, "", Some(Duration::from_secs(3)));
+        assert_eq!(e.retry_after(), Some(Duration::from_secs(3)));
+        assert!(e.is_retryable() && e.counts_as_outage());
+        let e = UpstashError::from_response(401, r#"{"error":"Unauthorized"}"#, None);
+        assert_eq!(e.label(), "Unauthorized");
+        assert!(!e.counts_as_outage());
+        let e = UpstashError::from_response(503, "down", None);
+        assert!(e.is_retryable() && e.counts_as_outage());
+        let e = UpstashError::from_response(400, r#""invalid region""#, None);
+        assert_eq!(
+            e.to_string(),
+            "Upstash refused the request (400): invalid region"
+        );
+    }
+}
