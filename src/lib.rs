@@ -4,7 +4,18 @@
 //! `CachePolicy` watches the instances it selects and raises Events when thresholds are crossed.
 #![forbid(unsafe_code)]
 
+pub mod cli;
+pub mod controller;
 pub mod crd;
 pub mod crdgen;
+pub mod credentials;
+pub mod error;
+pub mod guardrails;
+pub mod http;
 pub mod metrics;
+pub mod operator;
+pub mod policies;
+pub mod telemetry;
 pub mod upstash;
+
+pub use error::{Error, Result};

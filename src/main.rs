@@ -1,1 +1,19 @@
-fn main() {}
+//! The operator binary: parse flags, set up logging, run.
+
+use clap::Parser;
+use upstash_operator::{cli::Args, operator, telemetry};
+
+#[tokio::main]
+async fn main() {
+    let args = Args::parse();
+    if let Err(e) = telemetry::init(args.log_format, &args.log_level) {
+        eprintln!("upstash-operator: invalid log settings: {e}");
+        std::process::exit(2);
+    }
+    if let Err(e) = operator::run(args).await {
+        let code = e.downcast_ref::<operator::Fatal>().map_or(1, |f| f.code);
+        tracing::error!(err = format!("{e:#}"), "upstash-operator stopped");
+        eprintln!("upstash-operator: {e:#}");
+        std::process::exit(code);
+    }
+}

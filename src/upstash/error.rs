@@ -15,7 +15,7 @@ pub enum UpstashError {
     #[error("Upstash refused the request ({status}): {message}")]
     Rejected { status: u16, message: String },
     /// Too many requests (429); `retry_after` from the `Retry-After` header when present.
-    #[error("Upstash is rate limiting requests{}", retry_after.map(|d| format!(" (retry after {}s)", d.as_secs())).unwrap_or_default())]
+    #[error("Upstash is rate limiting requests (429)")]
     RateLimited { retry_after: Option<Duration> },
     /// Upstash failed (5xx).
     #[error("Upstash failed ({status}): {message}")]
@@ -30,7 +30,7 @@ pub enum UpstashError {
     #[error("unexpected answer from Upstash: {0}")]
     Decode(String),
     /// The circuit breaker is open after repeated failures; no call was made.
-    #[error("Upstash calls are paused for {0:?} after repeated failures (circuit breaker open)")]
+    #[error("Upstash calls are paused after repeated failures (circuit breaker open)")]
     CircuitOpen(Duration),
 }
 

@@ -121,11 +121,11 @@ impl Database {
 
 /// Splits `host[:port]`, tolerating IPv6 literals in brackets.
 pub fn split_host_port(endpoint: &str) -> (&str, Option<u16>) {
-    if let Some(rest) = endpoint.strip_prefix('[') {
-        if let Some((host, after)) = rest.split_once(']') {
-            let port = after.strip_prefix(':').and_then(|p| p.parse().ok());
-            return (host, port);
-        }
+    if let Some(rest) = endpoint.strip_prefix('[')
+        && let Some((host, after)) = rest.split_once(']')
+    {
+        let port = after.strip_prefix(':').and_then(|p| p.parse().ok());
+        return (host, port);
     }
     match endpoint.rsplit_once(':') {
         Some((host, port)) if !host.contains(':') => match port.parse() {

@@ -1,0 +1,309 @@
+//! What the Upstash database should look like according to the spec, and the calls that bring
+//! an observed database there (pure: no I/O).
+
+use crate::{
+    crd::{CacheInstance, Plan},
+    upstash::{CreateDatabase, Database},
+};
+
+/// Longest database name the operator derives.
+const DERIVED_NAME_MAX: usize = 64;
+
+/// The database name: `spec.databaseName`, else `<namespace>-<name>-<first 8 hex of the UID>`.
+/// The UID part makes the derived name unique to this object, so a database with that name is
+/// recognisably ours after a crash, and a retained database is never picked up by a new object
+/// of the same name.
+pub fn database_name(instance: &CacheInstance) -> String {
+    if let Some(name) = &instance.spec.database_name {
+        return name.clone();
+    }
+    derived_name(instance)
+}
+
+/// The derived name, whether or not `spec.databaseName` is set.
+pub fn derived_name(instance: &CacheInstance) -> String {
+    let ns = instance.metadata.namespace.as_deref().unwrap_or("default");
+    let name = instance.metadata.name.as_deref().unwrap_or("cache");
+    let uid: String = instance
+        .metadata
+        .uid
+        .as_deref()
+        .unwrap_or_default()
+        .chars()
+        .filter(|c| c.is_ascii_hexdigit())
+        .take(8)
+        .collect::<String>()
+        .to_ascii_lowercase();
+    let mut base = format!("{ns}-{name}");
+    let room = DERIVED_NAME_MAX - uid.len() - 1;
+    if base.len() > room {
+        base.truncate(room);
+    }
+    let base = base.trim_end_matches(['-', '.']);
+    format!("{base}-{uid}")
+}
+
+/// Whether `name` is the derived name of this object (and therefore ours).
+pub fn is_derived_name_of(name: &str, instance: &CacheInstance) -> bool {
+    name == derived_name(instance)
+}
+
+/// Read regions the spec asks for, sorted.
+pub fn desired_read_regions(instance: &CacheInstance) -> Vec<String> {
+    let mut regions: Vec<String> = instance
+        .spec
+        .read_regions
+        .iter()
+        .flatten()
+        .map(|r| r.as_str().to_string())
+        .collect();
+    regions.sort();
+    regions.dedup();
+    regions
+}
+
+/// The create request for this spec.
+pub fn create_request(instance: &CacheInstance) -> CreateDatabase {
+    let spec = &instance.spec;
+    CreateDatabase {
+        database_name: database_name(instance),
+        platform: spec.primary_region.platform().to_string(),
+        primary_region: spec.primary_region.as_str().to_string(),
+        read_regions: desired_read_regions(instance),
+        plan: spec.plan.unwrap_or(Plan::DEFAULT).as_str().to_string(),
+        budget: spec.budget,
+        eviction: spec.eviction,
+        auto_upgrade: spec.auto_upgrade,
+        prod_pack_enabled: spec.prod_pack,
+        tls: true,
+    }
+}
+
+/// One call that brings a setting in line with the spec.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Change {
+    ReadRegions(Vec<String>),
+    Plan(Plan),
+    Budget(i64),
+    Eviction(bool),
+    AutoUpgrade(bool),
+    ProdPack(bool),
+}
+
+impl Change {
+    /// The spec field the change serves, for Events and logs.
+    pub fn field(&self) -> &'static str {
+        match self {
+            Change::ReadRegions(_) => "readRegions",
+            Change::Plan(_) => "plan",
+            Change::Budget(_) => "budget",
+            Change::Eviction(_) => "eviction",
+            Change::AutoUpgrade(_) => "autoUpgrade",
+            Change::ProdPack(_) => "prodPack",
+        }
+    }
+
+    /// Applies the change to a local copy of the database, as Upstash will.
+    pub fn apply_to(&self, db: &mut Database) {
+        match self {
+            Change::ReadRegions(r) => db.read_regions = r.clone(),
+            Change::Plan(p) => {
+                db.plan_type = match p {
+                    Plan::Free => "free",
+                    Plan::Payg => "payg",
+                    _ => "paid",
+                }
+                .to_string();
+                db.db_disk_threshold = p.data_limit_bytes();
+            }
+            Change::Budget(b) => db.budget = *b,
+            Change::Eviction(e) => db.eviction = *e,
+            Change::AutoUpgrade(a) => db.auto_upgrade = *a,
+            Change::ProdPack(p) => db.prod_pack_enabled = *p,
+        }
+    }
+}
+
+/// The calls needed to bring `db` in line with the spec; empty when it already is. Fields the
+/// spec leaves out are left as they are, except the plan (default `payg`) and the read regions
+/// (default none).
+pub fn changes(instance: &CacheInstance, db: &Database) -> Vec<Change> {
+    let spec = &instance.spec;
+    let mut out = Vec::new();
+    let want_regions = desired_read_regions(instance);
+    let mut have_regions = db.read_regions.clone();
+    have_regions.sort();
+    have_regions.dedup();
+    if want_regions != have_regions {
+        out.push(Change::ReadRegions(want_regions));
+    }
+    let want_plan = spec.plan.unwrap_or(Plan::DEFAULT);
+    if db.plan() != Some(want_plan) {
+        out.push(Change::Plan(want_plan));
+    }
+    if let Some(budget) = spec.budget
+        && db.budget != budget
+    {
+        out.push(Change::Budget(budget));
+    }
+    if let Some(e) = spec.eviction
+        && db.eviction != e
+    {
+        out.push(Change::Eviction(e));
+    }
+    if let Some(a) = spec.auto_upgrade
+        && db.auto_upgrade != a
+    {
+        out.push(Change::AutoUpgrade(a));
+    }
+    if let Some(p) = spec.prod_pack
+        && db.prod_pack_enabled != p
+    {
+        out.push(Change::ProdPack(p));
+    }
+    out
+}
+
+/// Whether an existing database can be taken over by this spec: same primary region.
+pub fn adoption_conflict(instance: &CacheInstance, db: &Database) -> Option<String> {
+    let want = instance.spec.primary_region.as_str();
+    if !db.primary_region.is_empty() && db.primary_region != want {
+        return Some(format!(
+            "database {} has primary region {}, but spec.primaryRegion is {want}",
+            db.database_id, db.primary_region
+        ));
+    }
+    None
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn instance(name: &str, spec: serde_json::Value) -> CacheInstance {
+        serde_json::from_value(serde_json::json!({
+            "apiVersion": "cache.upstash-operator.dev/v1alpha1",
+            "kind": "CacheInstance",
+            "metadata": {"name": name, "namespace": "crm", "uid": "3F2A9C1D-0000-4000-8000-000000000000"},
+            "spec": spec,
+        }))
+        .unwrap()
+    }
+
+    fn db_like(i: &CacheInstance) -> Database {
+        let req = create_request(i);
+        Database {
+            database_id: "id".into(),
+            database_name: req.database_name,
+            plan_type: "payg".into(),
+            primary_region: req.primary_region,
+            read_regions: req.read_regions,
+            budget: req.budget.unwrap_or(0),
+            eviction: req.eviction.unwrap_or(false),
+            auto_upgrade: req.auto_upgrade.unwrap_or(false),
+            prod_pack_enabled: req.prod_pack_enabled.unwrap_or(false),
+            db_disk_threshold: 100_000_000_000,
+            ..Default::default()
+        }
+    }
+
+    #[test]
+    fn derived_names_are_stable_unique_and_bounded() {
+        let i = instance("orders", serde_json::json!({"primaryRegion": "us-east-1"}));
+        assert_eq!(database_name(&i), "crm-orders-3f2a9c1d");
+        assert!(is_derived_name_of("crm-orders-3f2a9c1d", &i));
+        let long = instance(
+            &"x".repeat(200),
+            serde_json::json!({"primaryRegion": "us-east-1"}),
+        );
+        let name = database_name(&long);
+        assert_eq!(name.len(), 64);
+        assert!(name.ends_with("-3f2a9c1d"));
+        let named = instance(
+            "orders",
+            serde_json::json!({"primaryRegion": "us-east-1", "databaseName": "prod"}),
+        );
+        assert_eq!(database_name(&named), "prod");
+    }
+
+    #[test]
+    fn create_request_follows_the_spec() {
+        let i = instance(
+            "crm",
+            serde_json::json!({
+                "primaryRegion": "us-central1", "plan": "fixed_1gb", "budget": 50,
+                "eviction": true, "readRegions": ["eu-west-1", "us-east-1"]
+            }),
+        );
+        let r = create_request(&i);
+        assert_eq!(r.platform, "gcp");
+        assert_eq!(r.plan, "fixed_1gb");
+        assert_eq!(r.read_regions, ["eu-west-1", "us-east-1"]);
+        assert_eq!(r.budget, Some(50));
+        assert_eq!(r.eviction, Some(true));
+        assert_eq!(r.auto_upgrade, None);
+    }
+
+    #[test]
+    fn a_database_matching_the_spec_needs_no_call() {
+        let i = instance(
+            "crm",
+            serde_json::json!({
+                "primaryRegion": "us-east-1", "budget": 50, "eviction": true, "readRegions": ["eu-west-1"]
+            }),
+        );
+        assert!(changes(&i, &db_like(&i)).is_empty());
+    }
+
+    #[test]
+    fn each_difference_is_one_change() {
+        let i = instance(
+            "crm",
+            serde_json::json!({
+                "primaryRegion": "us-east-1", "budget": 50, "eviction": true, "autoUpgrade": true,
+                "prodPack": false, "plan": "fixed_5gb", "readRegions": ["eu-west-1"]
+            }),
+        );
+        let mut db = db_like(&i);
+        db.budget = 500;
+        db.read_regions = vec![];
+        db.eviction = false;
+        let c = changes(&i, &db);
+        assert_eq!(
+            c,
+            vec![
+                Change::ReadRegions(vec!["eu-west-1".into()]),
+                Change::Plan(Plan::Fixed5Gb),
+                Change::Budget(50),
+                Change::Eviction(true),
+                Change::AutoUpgrade(true),
+            ]
+        );
+        for change in &c {
+            change.apply_to(&mut db);
+        }
+        assert!(
+            changes(&i, &db).is_empty(),
+            "applying the changes converges"
+        );
+    }
+
+    #[test]
+    fn unset_fields_are_left_alone() {
+        let i = instance("crm", serde_json::json!({"primaryRegion": "us-east-1"}));
+        let mut db = db_like(&i);
+        db.budget = 999;
+        db.eviction = true;
+        db.auto_upgrade = true;
+        assert!(changes(&i, &db).is_empty());
+    }
+
+    #[test]
+    fn adoption_requires_the_same_primary() {
+        let i = instance("crm", serde_json::json!({"primaryRegion": "us-east-1"}));
+        let mut db = db_like(&i);
+        assert!(adoption_conflict(&i, &db).is_none());
+        db.primary_region = "eu-west-1".into();
+        assert!(adoption_conflict(&i, &db).unwrap().contains("eu-west-1"));
+    }
+}

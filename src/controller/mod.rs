@@ -1,0 +1,257 @@
+//! The controllers and what they share.
+
+pub mod conditions;
+pub mod desired;
+pub mod instance;
+pub mod secret;
+
+use std::{
+    collections::HashMap,
+    sync::{Arc, Mutex},
+    time::Duration,
+};
+
+use futures::StreamExt;
+use k8s_openapi::api::core::v1::Secret;
+use kube::{
+    Api, Client, Resource, ResourceExt,
+    runtime::{
+        Controller,
+        controller::{Action, Config as ControllerConfig},
+        events::{Event, EventType, Recorder, Reporter},
+        reflector::ObjectRef,
+        watcher,
+    },
+};
+use rand::Rng;
+
+use crate::{
+    crd::{CacheInstance, DeletionPolicy},
+    credentials::CredentialResolver,
+    error::Error,
+    metrics::{ControllerLabels, Metrics},
+    policies::Policies,
+    upstash::UpstashClient,
+};
+
+/// Finalizer that guards the Upstash database of a CacheInstance.
+pub const FINALIZER: &str = "cache.upstash-operator.dev/cleanup";
+/// Field manager of every write the operator makes.
+pub const FIELD_MANAGER: &str = "upstash-operator";
+/// `controller` label of the CacheInstance reconciler's metrics.
+pub const INSTANCE_CONTROLLER: &str = "cacheinstance";
+/// `reportingController` of Events.
+pub const REPORTING_CONTROLLER: &str = "cache.upstash-operator.dev/operator";
+
+/// Operator-wide settings the reconcilers need.
+#[derive(Debug, Clone)]
+pub struct Settings {
+    pub resync: Duration,
+    pub default_deletion_policy: DeletionPolicy,
+    pub concurrency: u16,
+}
+
+impl Settings {
+    /// The resync interval with ±10% jitter, so that many instances do not resync in lockstep.
+    pub fn jittered_resync(&self) -> Duration {
+        jitter(self.resync, 0.1)
+    }
+}
+
+/// `base` scaled by a random factor in `[1 - spread, 1 + spread]`.
+pub fn jitter(base: Duration, spread: f64) -> Duration {
+    let factor = rand::rng().random_range((1.0 - spread)..=(1.0 + spread));
+    base.mul_f64(factor)
+}
+
+/// Everything a reconcile needs.
+pub struct Context {
+    pub client: Client,
+    pub upstash: UpstashClient,
+    pub credentials: CredentialResolver,
+    pub recorder: Recorder,
+    pub metrics: Arc<Metrics>,
+    pub policies: Policies,
+    pub config: Settings,
+    /// Consecutive failures per object, for exponential backoff.
+    failures: Mutex<HashMap<ObjectRef<CacheInstance>, u32>>,
+}
+
+impl Context {
+    pub fn new(
+        client: Client,
+        upstash: UpstashClient,
+        credentials: CredentialResolver,
+        reporter: Reporter,
+        metrics: Arc<Metrics>,
+        policies: Policies,
+        config: Settings,
+    ) -> Self {
+        Self {
+            recorder: Recorder::new(client.clone(), reporter),
+            client,
+            upstash,
+            credentials,
+            metrics,
+            policies,
+            config,
+            failures: Mutex::default(),
+        }
+    }
+
+    /// Publishes an Event about `obj` in the background (Events are best effort and must not
+    /// slow a reconcile down or fail it).
+    pub fn publish<K: Resource<DynamicType = ()>>(
+        &self,
+        obj: &K,
+        type_: EventType,
+        reason: &str,
+        action: &str,
+        note: &str,
+    ) {
+        let reference = obj.object_ref(&());
+        let recorder = self.recorder.clone();
+        let mut note = note.to_string();
+        if note.len() > 1000 {
+            let mut end = 1000;
+            while !note.is_char_boundary(end) {
+                end -= 1;
+            }
+            note.truncate(end);
+        }
+        let event = Event {
+            type_,
+            reason: reason.to_string(),
+            note: Some(note),
+            action: action.to_string(),
+            secondary: None,
+        };
+        tokio::spawn(async move {
+            if let Err(e) = recorder.publish(&event, &reference).await {
+                tracing::warn!(error = %e, reason = %event.reason, "could not publish Event");
+            }
+        });
+    }
+
+    fn record_success(&self, obj: &CacheInstance) {
+        self.failures
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .remove(&ObjectRef::from_obj(obj));
+    }
+
+    fn record_failure(&self, obj: &CacheInstance) -> u32 {
+        let mut failures = self.failures.lock().unwrap_or_else(|e| e.into_inner());
+        let count = failures.entry(ObjectRef::from_obj(obj)).or_insert(0);
+        *count = count.saturating_add(1);
+        *count
+    }
+}
+
+/// Per-object exponential backoff: 2 s, 4 s, 8 s, ... up to 5 minutes, with jitter; at least
+/// what Upstash asked for with `Retry-After`.
+pub fn backoff(failures: u32, retry_after: Option<Duration>) -> Duration {
+    let exp = 2u64.saturating_pow(failures.min(16));
+    let base = Duration::from_secs(exp).min(Duration::from_secs(300));
+    jitter(base, 0.2).max(retry_after.unwrap_or_default())
+}
+
+fn error_policy(obj: Arc<CacheInstance>, error: &Error, ctx: Arc<Context>) -> Action {
+    let failures = ctx.record_failure(&obj);
+    let wait = backoff(failures, error.retry_after());
+    tracing::warn!(
+        object = %format!("{}/{}", obj.namespace().unwrap_or_default(), obj.name_any()),
+        err = %error,
+        reason = error.metric_label(),
+        retry_in_s = wait.as_secs(),
+        "reconcile failed"
+    );
+    Action::requeue(wait)
+}
+
+/// Runs the CacheInstance controller for one scope (`None` = all namespaces) until `shutdown`.
+pub async fn run_instances(
+    ctx: Arc<Context>,
+    namespace: Option<String>,
+    shutdown: impl std::future::Future<Output = ()> + Send + Sync + 'static,
+    warm: tokio::sync::oneshot::Sender<()>,
+) {
+    let client = ctx.client.clone();
+    let (instances, secrets): (Api<CacheInstance>, Api<Secret>) = match &namespace {
+        Some(ns) => (
+            Api::namespaced(client.clone(), ns),
+            Api::namespaced(client, ns),
+        ),
+        None => (Api::all(client.clone()), Api::all(client)),
+    };
+    let secret_selector = format!("{}={}", secret::MANAGED_BY.0, secret::MANAGED_BY.1);
+    let concurrency = ctx.config.concurrency;
+    ctx.metrics
+        .max_concurrent_reconciles
+        .get_or_create(&ControllerLabels {
+            controller: INSTANCE_CONTROLLER.into(),
+        })
+        .set(i64::from(concurrency));
+    let controller = Controller::new(
+        instances,
+        watcher::Config::default().any_semantic().page_size(100),
+    )
+    .owns(
+        secrets,
+        watcher::Config::default()
+            .labels(&secret_selector)
+            .any_semantic(),
+    )
+    .with_config(ControllerConfig::default().concurrency(concurrency))
+    .graceful_shutdown_on(shutdown);
+    let store = controller.store();
+    tokio::spawn(async move {
+        if store.wait_until_ready().await.is_ok() {
+            let _ = warm.send(());
+        }
+    });
+    controller
+        .run(
+            |obj, ctx: Arc<Context>| async move {
+                let result = instance::reconcile(obj.clone(), ctx.clone()).await;
+                if result.is_ok() {
+                    ctx.record_success(&obj);
+                }
+                result
+            },
+            error_policy,
+            ctx,
+        )
+        .for_each(|result| async move {
+            if let Err(e) = result {
+                tracing::debug!(err = %e, "controller event");
+            }
+        })
+        .await;
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn backoff_grows_and_caps() {
+        let one = backoff(1, None);
+        assert!(
+            one >= Duration::from_millis(1600) && one <= Duration::from_millis(2400),
+            "{one:?}"
+        );
+        let many = backoff(30, None);
+        assert!(many <= Duration::from_secs(360), "{many:?}");
+        assert!(many >= Duration::from_secs(240), "{many:?}");
+        assert!(backoff(1, Some(Duration::from_secs(30))) >= Duration::from_secs(30));
+    }
+
+    #[test]
+    fn jitter_stays_in_range() {
+        for _ in 0..100 {
+            let d = jitter(Duration::from_secs(100), 0.1);
+            assert!(d >= Duration::from_secs(90) && d <= Duration::from_secs(110));
+        }
+    }
+}

@@ -1,0 +1,463 @@
+//! The connection Secret(s) a CacheInstance gets, built from the database's connection details
+//! (pure: no I/O), plus the ownership checks that keep the operator off Secrets it does not own.
+
+use std::collections::BTreeMap;
+
+use k8s_openapi::{
+    ByteString,
+    api::core::v1::Secret,
+    apimachinery::pkg::apis::meta::v1::{ObjectMeta, OwnerReference},
+};
+use kube::Resource;
+use secrecy::{ExposeSecret, SecretString};
+use sha2::{Digest, Sha256};
+
+use crate::crd::{CacheInstance, SecretPreset};
+
+/// Label set on every Secret the operator writes.
+pub const MANAGED_BY: (&str, &str) = ("app.kubernetes.io/managed-by", "upstash-operator");
+/// Label naming the CacheInstance a Secret belongs to.
+pub const INSTANCE_LABEL: &str = "cache.upstash-operator.dev/instance";
+/// Secret type for Service Binding.
+pub const SERVICE_BINDING_TYPE: &str = "servicebinding.io/redis";
+
+/// What a connection Secret is made of. `Debug` shows no credential.
+#[derive(Clone)]
+pub struct ConnectionDetails {
+    pub database_id: String,
+    pub database_name: String,
+    /// `host` or `host:port` as Upstash (or a local emulator) advertises it.
+    pub endpoint: String,
+    /// TCP port of the Redis protocol (6379 for current databases).
+    pub port: u64,
+    pub password: SecretString,
+    pub rest_token: SecretString,
+    pub read_only_rest_token: SecretString,
+    pub key_prefix: String,
+}
+
+impl std::fmt::Debug for ConnectionDetails {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("ConnectionDetails")
+            .field("database_id", &self.database_id)
+            .field("endpoint", &self.endpoint)
+            .field("port", &self.port)
+            .finish_non_exhaustive()
+    }
+}
+
+impl ConnectionDetails {
+    pub fn host(&self) -> &str {
+        crate::upstash::types::split_host_port(&self.endpoint).0
+    }
+
+    /// `https://<endpoint>`.
+    pub fn rest_url(&self) -> String {
+        format!("https://{}", self.endpoint)
+    }
+
+    /// `rediss://default:<password>@<host>:<port>`.
+    pub fn redis_url(&self) -> String {
+        let host = self.host();
+        let host = if host.contains(':') {
+            format!("[{host}]")
+        } else {
+            host.to_string()
+        };
+        format!(
+            "rediss://default:{}@{host}:{}",
+            self.password.expose_secret(),
+            self.port
+        )
+    }
+
+    /// A short digest of the credentials, stamped on restarted workloads: it changes exactly
+    /// when the credentials do.
+    pub fn fingerprint(&self) -> String {
+        let mut hasher = Sha256::new();
+        for part in [
+            self.database_id.as_str(),
+            self.endpoint.as_str(),
+            self.password.expose_secret(),
+            self.rest_token.expose_secret(),
+            self.read_only_rest_token.expose_secret(),
+        ] {
+            hasher.update(part.as_bytes());
+            hasher.update([0]);
+        }
+        let digest = hasher.finalize();
+        digest.iter().take(8).map(|b| format!("{b:02x}")).collect()
+    }
+
+    fn template_context(&self) -> minijinja::Value {
+        minijinja::context! {
+            restUrl => self.rest_url(),
+            restToken => self.rest_token.expose_secret(),
+            readOnlyRestToken => self.read_only_rest_token.expose_secret(),
+            host => self.host(),
+            port => self.port,
+            password => self.password.expose_secret(),
+            redisUrl => self.redis_url(),
+            keyPrefix => self.key_prefix.as_str(),
+            databaseId => self.database_id.as_str(),
+            databaseName => self.database_name.as_str(),
+        }
+    }
+}
+
+/// A user template that does not render.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("template for key {key:?} does not render: {reason}")]
+pub struct TemplateError {
+    pub key: String,
+    pub reason: String,
+}
+
+/// Name of the main connection Secret: `spec.secret.name`, else the CacheInstance's name.
+pub fn secret_name(instance: &CacheInstance) -> String {
+    instance
+        .spec
+        .secret
+        .as_ref()
+        .and_then(|s| s.name.clone())
+        .unwrap_or_else(|| instance.metadata.name.clone().unwrap_or_default())
+}
+
+/// Name of the read-only Secret, if one is requested.
+pub fn read_only_secret_name(instance: &CacheInstance) -> Option<String> {
+    instance
+        .spec
+        .secret
+        .as_ref()
+        .and_then(|s| s.read_only.as_ref())
+        .map(|r| r.name.clone())
+}
+
+fn presets(instance: &CacheInstance) -> Vec<SecretPreset> {
+    instance
+        .spec
+        .secret
+        .as_ref()
+        .and_then(|s| s.presets.clone())
+        .filter(|p| !p.is_empty())
+        .unwrap_or_else(|| vec![SecretPreset::Env])
+}
+
+/// The data of the main connection Secret.
+pub fn connection_data(
+    instance: &CacheInstance,
+    details: &ConnectionDetails,
+) -> Result<BTreeMap<String, String>, TemplateError> {
+    let mut data = BTreeMap::new();
+    let presets = presets(instance);
+    if presets.contains(&SecretPreset::Env) {
+        data.insert("UPSTASH_REDIS_REST_URL".into(), details.rest_url());
+        data.insert(
+            "UPSTASH_REDIS_REST_TOKEN".into(),
+            details.rest_token.expose_secret().to_string(),
+        );
+        data.insert("REDIS_URL".into(), details.redis_url());
+        data.insert(
+            "REDIS_PASSWORD".into(),
+            details.password.expose_secret().to_string(),
+        );
+        data.insert("REDIS_KEY_PREFIX".into(), details.key_prefix.clone());
+        data.insert("REDIS_TLS_ENABLED".into(), "true".into());
+    }
+    if presets.contains(&SecretPreset::ServiceBinding) {
+        data.insert("type".into(), "redis".into());
+        data.insert("provider".into(), "upstash".into());
+        data.insert("host".into(), details.host().to_string());
+        data.insert("port".into(), details.port.to_string());
+        data.insert("username".into(), "default".into());
+        data.insert(
+            "password".into(),
+            details.password.expose_secret().to_string(),
+        );
+        data.insert("uri".into(), details.redis_url());
+        data.insert("ssl".into(), "true".into());
+    }
+    if let Some(templates) = instance
+        .spec
+        .secret
+        .as_ref()
+        .and_then(|s| s.templates.as_ref())
+    {
+        let mut env = minijinja::Environment::new();
+        env.set_undefined_behavior(minijinja::UndefinedBehavior::Strict);
+        let context = details.template_context();
+        for (key, template) in templates {
+            let rendered = env
+                .render_str(template, &context)
+                .map_err(|e| TemplateError {
+                    key: key.clone(),
+                    // minijinja's message names the problem and position, never the values.
+                    reason: e.to_string(),
+                })?;
+            data.insert(key.clone(), rendered);
+        }
+    }
+    Ok(data)
+}
+
+/// The data of the read-only Secret.
+pub fn read_only_data(details: &ConnectionDetails) -> BTreeMap<String, String> {
+    BTreeMap::from([
+        ("UPSTASH_REDIS_REST_URL".to_string(), details.rest_url()),
+        (
+            "UPSTASH_REDIS_REST_TOKEN".to_string(),
+            details.read_only_rest_token.expose_secret().to_string(),
+        ),
+        ("REDIS_KEY_PREFIX".to_string(), details.key_prefix.clone()),
+    ])
+}
+
+/// Secret type of the main Secret.
+pub fn secret_type(instance: &CacheInstance) -> &'static str {
+    if presets(instance).contains(&SecretPreset::ServiceBinding) {
+        SERVICE_BINDING_TYPE
+    } else {
+        "Opaque"
+    }
+}
+
+/// The owner reference every Secret of `instance` carries.
+pub fn owner_reference(instance: &CacheInstance) -> Option<OwnerReference> {
+    instance.controller_owner_ref(&())
+}
+
+/// A complete Secret object to apply.
+pub fn build_secret(
+    instance: &CacheInstance,
+    name: &str,
+    type_: &str,
+    data: BTreeMap<String, String>,
+) -> Secret {
+    let mut labels: BTreeMap<String, String> = instance
+        .spec
+        .secret
+        .as_ref()
+        .and_then(|s| s.labels.clone())
+        .unwrap_or_default();
+    labels.insert(MANAGED_BY.0.into(), MANAGED_BY.1.into());
+    labels.insert(
+        INSTANCE_LABEL.into(),
+        instance.metadata.name.clone().unwrap_or_default(),
+    );
+    let annotations = instance
+        .spec
+        .secret
+        .as_ref()
+        .and_then(|s| s.annotations.clone())
+        .filter(|a| !a.is_empty());
+    Secret {
+        metadata: ObjectMeta {
+            name: Some(name.to_string()),
+            namespace: instance.metadata.namespace.clone(),
+            labels: Some(labels),
+            annotations,
+            owner_references: owner_reference(instance).map(|o| vec![o]),
+            ..Default::default()
+        },
+        type_: Some(type_.to_string()),
+        data: Some(
+            data.into_iter()
+                .map(|(k, v)| (k, ByteString(v.into_bytes())))
+                .collect(),
+        ),
+        ..Default::default()
+    }
+}
+
+/// Who owns an existing Secret, as far as this CacheInstance is concerned.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Ownership {
+    /// No such Secret yet.
+    Absent,
+    /// Controlled by this CacheInstance.
+    Ours,
+    /// Someone else's: never touched.
+    Foreign,
+}
+
+pub fn ownership(existing: Option<&Secret>, instance: &CacheInstance) -> Ownership {
+    let Some(existing) = existing else {
+        return Ownership::Absent;
+    };
+    let uid = instance.metadata.uid.as_deref();
+    let ours = existing
+        .metadata
+        .owner_references
+        .as_ref()
+        .is_some_and(|refs| {
+            refs.iter()
+                .any(|r| Some(r.uid.as_str()) == uid && r.controller == Some(true))
+        });
+    if ours {
+        Ownership::Ours
+    } else {
+        Ownership::Foreign
+    }
+}
+
+/// Whether `existing` already matches `desired` (data, type, our labels and annotations, owner
+/// reference), so that no write is needed.
+pub fn up_to_date(existing: &Secret, desired: &Secret) -> bool {
+    let contains = |have: &Option<BTreeMap<String, String>>,
+                    want: &Option<BTreeMap<String, String>>| {
+        want.iter()
+            .flatten()
+            .all(|(k, v)| have.as_ref().and_then(|h| h.get(k)) == Some(v))
+    };
+    existing.type_.as_deref().unwrap_or("Opaque") == desired.type_.as_deref().unwrap_or("Opaque")
+        && existing.data == desired.data
+        && contains(&existing.metadata.labels, &desired.metadata.labels)
+        && contains(
+            &existing.metadata.annotations,
+            &desired.metadata.annotations,
+        )
+        && existing.metadata.owner_references == desired.metadata.owner_references
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn instance(spec: serde_json::Value) -> CacheInstance {
+        serde_json::from_value(serde_json::json!({
+            "apiVersion": "cache.upstash-operator.dev/v1alpha1",
+            "kind": "CacheInstance",
+            "metadata": {"name": "crm-cache", "namespace": "crm", "uid": "1234-uid"},
+            "spec": spec,
+        }))
+        .unwrap()
+    }
+
+    fn details() -> ConnectionDetails {
+        ConnectionDetails {
+            database_id: "db-1".into(),
+            database_name: "crm".into(),
+            endpoint: "eu1-fine-fox-12345.upstash.io".into(),
+            port: 6379,
+            password: SecretString::from("pw0123"),
+            rest_token: SecretString::from("AXtoken"),
+            read_only_rest_token: SecretString::from("Anro"),
+            key_prefix: "unite-hub:".into(),
+        }
+    }
+
+    #[test]
+    fn default_secret_has_exactly_the_guide_variables() {
+        let i = instance(serde_json::json!({"primaryRegion": "us-east-1"}));
+        let data = connection_data(&i, &details()).unwrap();
+        assert_eq!(
+            data.keys().collect::<Vec<_>>(),
+            [
+                "REDIS_KEY_PREFIX",
+                "REDIS_PASSWORD",
+                "REDIS_TLS_ENABLED",
+                "REDIS_URL",
+                "UPSTASH_REDIS_REST_TOKEN",
+                "UPSTASH_REDIS_REST_URL"
+            ]
+        );
+        assert_eq!(
+            data["UPSTASH_REDIS_REST_URL"],
+            "https://eu1-fine-fox-12345.upstash.io"
+        );
+        assert_eq!(
+            data["REDIS_URL"],
+            "rediss://default:pw0123@eu1-fine-fox-12345.upstash.io:6379"
+        );
+        assert_eq!(data["REDIS_TLS_ENABLED"], "true");
+        assert_eq!(data["REDIS_KEY_PREFIX"], "unite-hub:");
+        assert_eq!(secret_name(&i), "crm-cache");
+        assert_eq!(secret_type(&i), "Opaque");
+    }
+
+    #[test]
+    fn an_endpoint_with_a_port_keeps_it_in_the_rest_url_only() {
+        let mut d = details();
+        d.endpoint = "localhost:8443".into();
+        assert_eq!(d.rest_url(), "https://localhost:8443");
+        assert_eq!(d.redis_url(), "rediss://default:pw0123@localhost:6379");
+    }
+
+    #[test]
+    fn service_binding_and_templates() {
+        let i = instance(serde_json::json!({
+            "primaryRegion": "us-east-1",
+            "secret": {"name": "crm-redis", "presets": ["ServiceBinding"],
+                       "templates": {"CACHE_URL": "{{ redisUrl }}/0", "CACHE_HOST": "{{ host }}"}}
+        }));
+        let data = connection_data(&i, &details()).unwrap();
+        assert_eq!(data["type"], "redis");
+        assert_eq!(data["provider"], "upstash");
+        assert_eq!(data["port"], "6379");
+        assert_eq!(
+            data["CACHE_URL"],
+            "rediss://default:pw0123@eu1-fine-fox-12345.upstash.io:6379/0"
+        );
+        assert_eq!(data["CACHE_HOST"], "eu1-fine-fox-12345.upstash.io");
+        assert!(!data.contains_key("UPSTASH_REDIS_REST_URL"));
+        assert_eq!(secret_type(&i), SERVICE_BINDING_TYPE);
+        assert_eq!(secret_name(&i), "crm-redis");
+    }
+
+    #[test]
+    fn a_bad_template_is_an_error_naming_the_key() {
+        let i = instance(serde_json::json!({
+            "primaryRegion": "us-east-1",
+            "secret": {"templates": {"X": "{{ nosuchvar }}"}}
+        }));
+        let e = connection_data(&i, &details()).unwrap_err();
+        assert_eq!(e.key, "X");
+        assert!(!e.reason.contains("pw0123"));
+    }
+
+    #[test]
+    fn read_only_secret_has_only_the_read_only_token() {
+        let data = read_only_data(&details());
+        assert_eq!(data["UPSTASH_REDIS_REST_TOKEN"], "Anro");
+        assert!(
+            !data
+                .values()
+                .any(|v| v.contains("pw0123") || v.contains("AXtoken"))
+        );
+    }
+
+    #[test]
+    fn ownership_and_freshness() {
+        let i = instance(serde_json::json!({"primaryRegion": "us-east-1"}));
+        let desired = build_secret(
+            &i,
+            "crm-cache",
+            "Opaque",
+            connection_data(&i, &details()).unwrap(),
+        );
+        assert_eq!(ownership(None, &i), Ownership::Absent);
+        assert_eq!(ownership(Some(&desired), &i), Ownership::Ours);
+        let mut foreign = desired.clone();
+        foreign.metadata.owner_references = None;
+        assert_eq!(ownership(Some(&foreign), &i), Ownership::Foreign);
+        assert!(up_to_date(&desired, &desired));
+        let mut stale = desired.clone();
+        stale
+            .data
+            .as_mut()
+            .unwrap()
+            .insert("REDIS_PASSWORD".into(), ByteString(b"old".to_vec()));
+        assert!(!up_to_date(&stale, &desired));
+    }
+
+    #[test]
+    fn debug_and_fingerprint_hide_credentials() {
+        let d = details();
+        assert!(!format!("{d:?}").contains("pw0123"));
+        let f = d.fingerprint();
+        assert_eq!(f.len(), 16);
+        let mut rotated = details();
+        rotated.password = SecretString::from("new");
+        assert_ne!(rotated.fingerprint(), f);
+    }
+}

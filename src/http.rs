@@ -1,0 +1,81 @@
+//! The operator's own HTTP server: `/healthz` (alive), `/readyz` (watches warm),
+//! `/metrics` (Prometheus text) and `/status` (a JSON health page with cache figures and the
+//! circuit breaker's state).
+
+use std::{
+    net::SocketAddr,
+    sync::{
+        Arc,
+        atomic::{AtomicBool, Ordering},
+    },
+};
+
+use axum::{
+    Json, Router,
+    extract::State,
+    http::{StatusCode, header},
+    response::IntoResponse,
+    routing::get,
+};
+
+use crate::metrics::Metrics;
+
+/// Produces the `/status` document.
+pub type StatusFn = Arc<dyn Fn() -> serde_json::Value + Send + Sync>;
+
+/// Shared state of the HTTP server.
+#[derive(Clone)]
+pub struct AdminState {
+    pub ready: Arc<AtomicBool>,
+    pub metrics: Arc<Metrics>,
+    pub status: StatusFn,
+}
+
+/// The router, separate from the listener so tests can drive it.
+pub fn router(state: AdminState) -> Router {
+    Router::new()
+        .route("/healthz", get(|| async { "ok" }))
+        .route("/livez", get(|| async { "ok" }))
+        .route("/readyz", get(readyz))
+        .route("/metrics", get(metrics))
+        .route("/status", get(status))
+        .with_state(state)
+}
+
+async fn readyz(State(state): State<AdminState>) -> impl IntoResponse {
+    if state.ready.load(Ordering::Acquire) {
+        (StatusCode::OK, "ok")
+    } else {
+        (StatusCode::SERVICE_UNAVAILABLE, "caches are not warm yet")
+    }
+}
+
+async fn metrics(State(state): State<AdminState>) -> impl IntoResponse {
+    (
+        [(
+            header::CONTENT_TYPE,
+            "application/openmetrics-text; version=1.0.0; charset=utf-8",
+        )],
+        state.metrics.render(),
+    )
+}
+
+async fn status(State(state): State<AdminState>) -> impl IntoResponse {
+    Json((state.status)())
+}
+
+/// Serves the router on `addr` until `shutdown` resolves.
+pub async fn serve(
+    addr: SocketAddr,
+    state: AdminState,
+    shutdown: impl std::future::Future<Output = ()> + Send + 'static,
+) -> anyhow::Result<()> {
+    let listener = tokio::net::TcpListener::bind(addr)
+        .await
+        .map_err(|e| anyhow::anyhow!("cannot listen on {addr}: {e}"))?;
+    tracing::info!(address = %listener.local_addr()?, "serving /healthz /readyz /metrics /status");
+    axum::serve(listener, router(state))
+        .with_graceful_shutdown(shutdown)
+        .await?;
+    Ok(())
+}

@@ -1,0 +1,191 @@
+//! Wiring: builds the clients, the shared context and the controllers from the command line,
+//! and runs them with the HTTP server until a shutdown signal.
+
+use std::sync::{
+    Arc,
+    atomic::{AtomicBool, Ordering},
+};
+
+use anyhow::Context as _;
+use kube::{Api, Client, api::ListParams, runtime::events::Reporter};
+use tokio::sync::watch;
+
+use crate::{
+    cli::Args,
+    controller::{self, Context, REPORTING_CONTROLLER, Settings},
+    crd::CacheInstance,
+    credentials::CredentialResolver,
+    http::{self, AdminState},
+    metrics::Metrics,
+    policies,
+    upstash::{UpstashClient, breaker::BreakerConfig, client::ClientConfig},
+};
+
+/// Exit code when the CRDs are not installed.
+pub const EXIT_CRDS_MISSING: i32 = 3;
+
+/// A startup failure that should end the process with a specific exit code.
+#[derive(Debug, thiserror::Error)]
+#[error("{message}")]
+pub struct Fatal {
+    pub message: String,
+    pub code: i32,
+}
+
+/// Runs the operator until SIGTERM or SIGINT.
+pub async fn run(args: Args) -> anyhow::Result<()> {
+    let client = Client::try_default()
+        .await
+        .context("cannot configure a Kubernetes client (in-cluster config or KUBECONFIG)")?;
+    let namespaces = args.namespaces();
+    check_crds(&client, &namespaces).await?;
+
+    let metrics = Arc::new(Metrics::new());
+    let extra_ca = match &args.upstash_ca_file {
+        Some(path) => {
+            Some(std::fs::read(path).with_context(|| format!("reading {}", path.display()))?)
+        }
+        None => None,
+    };
+    let upstash = UpstashClient::new(
+        ClientConfig {
+            base_url: args.upstash_api_url.clone(),
+            timeout: args.upstash_timeout.duration()?,
+            rate_limit_per_second: args.upstash_rate_limit,
+            rate_limit_burst: args.upstash_rate_limit.saturating_mul(2),
+            breaker: BreakerConfig {
+                failure_threshold: args.breaker_failure_threshold.max(1),
+                reset_timeout: args.breaker_reset_timeout.duration()?,
+                success_threshold: args.breaker_success_threshold.max(1),
+            },
+            extra_ca_pem: extra_ca,
+            ..ClientConfig::default()
+        },
+        metrics.clone(),
+    )
+    .context("building the Upstash HTTP client")?;
+    let credentials = CredentialResolver::new(
+        client.clone(),
+        args.credentials_secret_ref(),
+        Some(args.namespace_credentials_secret.clone()),
+    );
+
+    let (shutdown_tx, shutdown_rx) = watch::channel(false);
+    tokio::spawn(async move {
+        wait_for_signal().await;
+        tracing::info!("shutting down");
+        let _ = shutdown_tx.send(true);
+    });
+    let shutdown = move || {
+        let mut rx = shutdown_rx.clone();
+        async move {
+            let _ = rx.wait_for(|stop| *stop).await;
+        }
+    };
+
+    let ready = Arc::new(AtomicBool::new(false));
+    let admin = AdminState {
+        ready: ready.clone(),
+        metrics: metrics.clone(),
+        status: {
+            let breaker = upstash.breaker().clone();
+            Arc::new(move || {
+                serde_json::json!({
+                    "status": "ok",
+                    "circuitBreaker": {"state": breaker.state().as_str()},
+                })
+            })
+        },
+    };
+    let http_task = tokio::spawn(http::serve(args.http_addr, admin, shutdown()));
+
+    let policies = policies::watch(&client, &namespaces);
+    let reporter = Reporter {
+        controller: REPORTING_CONTROLLER.to_string(),
+        instance: Some(args.identity()),
+    };
+    let ctx = Arc::new(Context::new(
+        client.clone(),
+        upstash,
+        credentials,
+        reporter,
+        metrics.clone(),
+        policies.clone(),
+        Settings {
+            resync: args.resync_interval.duration()?,
+            default_deletion_policy: args.default_deletion_policy,
+            concurrency: args.concurrency,
+        },
+    ));
+
+    let scopes: Vec<Option<String>> = if namespaces.is_empty() {
+        vec![None]
+    } else {
+        namespaces.iter().cloned().map(Some).collect()
+    };
+    let mut warm = Vec::new();
+    let mut controllers = Vec::new();
+    for scope in scopes {
+        let (tx, rx) = tokio::sync::oneshot::channel();
+        warm.push(rx);
+        controllers.push(tokio::spawn(controller::run_instances(
+            ctx.clone(),
+            scope,
+            shutdown(),
+            tx,
+        )));
+    }
+    tokio::spawn(async move {
+        for rx in warm {
+            let _ = rx.await;
+        }
+        policies.wait_until_ready().await;
+        ready.store(true, Ordering::Release);
+        tracing::info!("caches are warm; ready");
+    });
+    tracing::info!(
+        upstash_api = %args.upstash_api_url,
+        namespaces = %if namespaces.is_empty() { "*".to_string() } else { namespaces.join(",") },
+        concurrency = args.concurrency,
+        "upstash-operator started"
+    );
+    for c in controllers {
+        c.await?;
+    }
+    http_task.await??;
+    Ok(())
+}
+
+/// Fails with an install hint when the CRDs are missing.
+async fn check_crds(client: &Client, namespaces: &[String]) -> anyhow::Result<()> {
+    let api: Api<CacheInstance> = match namespaces.first() {
+        Some(ns) => Api::namespaced(client.clone(), ns),
+        None => Api::all(client.clone()),
+    };
+    match api.list_metadata(&ListParams::default().limit(1)).await {
+        Ok(_) => Ok(()),
+        Err(kube::Error::Api(status)) if status.code == 404 => Err(Fatal {
+            message: "the CacheInstance CRD is not installed: apply crds/ (kubectl apply --server-side -f crds/) or install the Helm chart with crds.install=true".into(),
+            code: EXIT_CRDS_MISSING,
+        }
+        .into()),
+        Err(e) => Err(anyhow::Error::new(e).context("listing CacheInstances")),
+    }
+}
+
+async fn wait_for_signal() {
+    let ctrl_c = tokio::signal::ctrl_c();
+    #[cfg(unix)]
+    {
+        let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
+            .expect("installing a SIGTERM handler");
+        tokio::select! {
+            _ = ctrl_c => {},
+            _ = term.recv() => {},
+        }
+    }
+    #[cfg(not(unix))]
+    {
+        let _ = ctrl_c.await;
+    }
+}
