@@ -268,6 +268,7 @@ mod tests {
         db.budget = 500;
         db.read_regions = vec![];
         db.eviction = false;
+        db.auto_upgrade = false;
         let c = changes(&i, &db);
         assert_eq!(
             c,
