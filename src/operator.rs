@@ -139,6 +139,7 @@ pub async fn run(args: Args) -> anyhow::Result<()> {
         for rx in warm {
             let _ = rx.await;
         }
+        tracing::debug!("CacheInstance caches are warm");
         policies.wait_until_ready().await;
         ready.store(true, Ordering::Release);
         tracing::info!("caches are warm; ready");

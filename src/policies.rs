@@ -25,7 +25,7 @@ impl Policies {
     /// Waits until every store has its initial list.
     pub async fn wait_until_ready(&self) {
         for store in &self.stores {
-            let _ = store.wait_until_ready().await;
+            wait_until_ready(store).await;
         }
     }
 
@@ -38,6 +38,28 @@ impl Policies {
         writer.apply_watcher_event(&watcher::Event::InitDone);
         Self {
             stores: vec![reader],
+        }
+    }
+}
+
+/// Waits until `store` has its initial list.
+///
+/// `Store::wait_until_ready` keeps only the most recent waiter's waker, so a second waiter (the
+/// controller waits on the same store) may never be woken; polling again re-checks the state.
+pub async fn wait_until_ready<K>(store: &Store<K>)
+where
+    K: kube::Resource + Clone + 'static,
+    K::DynamicType: Eq + std::hash::Hash + Clone,
+{
+    loop {
+        match tokio::time::timeout(
+            std::time::Duration::from_millis(200),
+            store.wait_until_ready(),
+        )
+        .await
+        {
+            Ok(_) => return,
+            Err(_) => continue,
         }
     }
 }

@@ -206,9 +206,8 @@ pub async fn run_instances(
     .graceful_shutdown_on(shutdown);
     let store = controller.store();
     tokio::spawn(async move {
-        if store.wait_until_ready().await.is_ok() {
-            let _ = warm.send(());
-        }
+        crate::policies::wait_until_ready(&store).await;
+        let _ = warm.send(());
     });
     controller
         .run(

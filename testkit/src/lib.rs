@@ -51,7 +51,9 @@
 //! ```
 
 mod cluster;
+pub mod emulator;
 mod namespace;
+pub mod operator;
 mod process;
 mod token;
 mod wait;

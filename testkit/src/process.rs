@@ -195,6 +195,16 @@ impl Process {
         }
     }
 
+    /// Kills the process at once (SIGKILL), as a crash would, and waits for it.
+    pub fn kill(&mut self) -> Option<ExitStatus> {
+        if let Some(status) = self.try_wait() {
+            return Some(status);
+        }
+        let _ = self.child.kill();
+        self.status = self.child.wait().ok();
+        self.status
+    }
+
     /// Stops the process: SIGTERM, then SIGKILL if it is still running after 5 s.
     /// Returns how it ended.
     pub fn stop(&mut self) -> Option<ExitStatus> {

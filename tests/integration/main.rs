@@ -3,4 +3,5 @@
 //! One test binary, so one control plane serves every test; each test works in its own namespace.
 
 mod crds;
+mod lifecycle;
 mod support;

@@ -110,3 +110,108 @@ pub async fn create_manifest(
     .unwrap();
     client.request(request).await
 }
+
+/// An emulator and an operator watching `ns`, with the credentials Secret in place.
+pub struct Stack {
+    pub emulator: testkit::emulator::Emulator,
+    pub operator: testkit::operator::Operator,
+}
+
+/// Starts an emulator and an operator for the test namespace `ns` (CRDs installed).
+pub async fn start_stack(ns: &testkit::TestNamespace, extra_args: &[&str]) -> Stack {
+    let cluster = ns.cluster();
+    let client = ns.client().await;
+    install_crds(&client).await;
+    testkit::operator::write_credentials(&client, ns.name()).await;
+    let emulator = testkit::emulator::Emulator::start().await;
+    let operator = start_operator(ns, &emulator, extra_args).await;
+    let _ = cluster;
+    Stack { emulator, operator }
+}
+
+/// Starts (another) operator for `ns` against `emulator`.
+pub async fn start_operator(
+    ns: &testkit::TestNamespace,
+    emulator: &testkit::emulator::Emulator,
+    extra_args: &[&str],
+) -> testkit::operator::Operator {
+    testkit::operator::Operator::start(testkit::operator::OperatorConfig {
+        kubeconfig: ns.cluster().kubeconfig_path(),
+        emulator,
+        namespace: ns.name(),
+        args: extra_args.iter().map(|s| s.to_string()).collect(),
+    })
+    .await
+}
+
+/// Decoded data of a Secret.
+pub fn secret_data(
+    secret: &k8s_openapi::api::core::v1::Secret,
+) -> std::collections::BTreeMap<String, String> {
+    secret
+        .data
+        .iter()
+        .flatten()
+        .map(|(k, v)| {
+            (
+                k.clone(),
+                String::from_utf8(v.0.clone()).expect("UTF-8 Secret value"),
+            )
+        })
+        .collect()
+}
+
+/// Runs one Redis command through the REST data API, as `@upstash/redis` does.
+pub async fn rest_command(
+    rest_url: &str,
+    token: &str,
+    ca_file: &std::path::Path,
+    command: serde_json::Value,
+) -> (u16, serde_json::Value) {
+    let ca = reqwest::Certificate::from_pem(&std::fs::read(ca_file).unwrap()).unwrap();
+    let http = reqwest::Client::builder()
+        .add_root_certificate(ca)
+        .build()
+        .unwrap();
+    let response = http
+        .post(rest_url)
+        .bearer_auth(token)
+        .json(&command)
+        .send()
+        .await
+        .expect("REST request");
+    let status = response.status().as_u16();
+    (
+        status,
+        response.json().await.unwrap_or(serde_json::Value::Null),
+    )
+}
+
+/// Events about object `name` in `namespace` as `(reason, type, note)`, oldest first.
+pub async fn events_for(
+    client: &Client,
+    namespace: &str,
+    name: &str,
+) -> Vec<(String, String, String)> {
+    use k8s_openapi::api::events::v1::Event;
+    let api: Api<Event> = Api::namespaced(client.clone(), namespace);
+    let mut events: Vec<Event> = api
+        .list(&Default::default())
+        .await
+        .map(|l| l.items)
+        .unwrap_or_default()
+        .into_iter()
+        .filter(|e| e.regarding.as_ref().and_then(|r| r.name.as_deref()) == Some(name))
+        .collect();
+    events.sort_by_key(|e| e.metadata.creation_timestamp.clone().map(|t| t.0));
+    events
+        .into_iter()
+        .map(|e| {
+            (
+                e.reason.unwrap_or_default(),
+                e.type_.unwrap_or_default(),
+                e.note.unwrap_or_default(),
+            )
+        })
+        .collect()
+}
