@@ -12,6 +12,7 @@ pub mod credentials;
 pub mod error;
 pub mod guardrails;
 pub mod http;
+pub mod leader;
 pub mod metrics;
 pub mod operator;
 pub mod policies;
