@@ -16,6 +16,7 @@ use crate::{
     crd::CacheInstance,
     credentials::CredentialResolver,
     http::{self, AdminState},
+    leader::{LeaderElector, LeaseConfig},
     metrics::Metrics,
     policies,
     upstash::{UpstashClient, breaker::BreakerConfig, client::ClientConfig},
@@ -23,6 +24,8 @@ use crate::{
 
 /// Exit code when the CRDs are not installed.
 pub const EXIT_CRDS_MISSING: i32 = 3;
+/// Exit code when this replica loses the leader Lease (the new leader carries on).
+pub const EXIT_LEADERSHIP_LOST: i32 = 4;
 
 /// A startup failure that should end the process with a specific exit code.
 #[derive(Debug, thiserror::Error)]
@@ -99,6 +102,25 @@ pub async fn run(args: Args) -> anyhow::Result<()> {
     };
     let http_task = tokio::spawn(http::serve(args.http_addr, admin, shutdown()));
 
+    // Leader election: a standby waits here until it holds the Lease. It answers /readyz
+    // meanwhile, so that rollouts of several replicas finish.
+    let leadership = if args.leader_election {
+        let elector = LeaderElector::new(client.clone(), LeaseConfig::from_args(&args)?);
+        ready.store(true, Ordering::Release);
+        let leadership = tokio::select! {
+            acquired = elector.acquire() => acquired?,
+            _ = shutdown() => {
+                http_task.await??;
+                return Ok(());
+            }
+        };
+        ready.store(false, Ordering::Release);
+        metrics.leader.set(1);
+        Some(leadership)
+    } else {
+        None
+    };
+
     let policies = policies::watch(&client, &namespaces);
     let reporter = Reporter {
         controller: REPORTING_CONTROLLER.to_string(),
@@ -150,8 +172,29 @@ pub async fn run(args: Args) -> anyhow::Result<()> {
         concurrency = args.concurrency,
         "upstash-operator started"
     );
-    for c in controllers {
-        c.await?;
+    let run_controllers = async {
+        for c in controllers {
+            c.await?;
+        }
+        anyhow::Ok(())
+    };
+    match &leadership {
+        Some(leadership) => tokio::select! {
+            done = run_controllers => done?,
+            _ = leadership.lost() => {
+                metrics.leader.set(0);
+                return Err(Fatal {
+                    message: "lost the leader Lease; exiting so that only the new leader acts".into(),
+                    code: EXIT_LEADERSHIP_LOST,
+                }
+                .into());
+            }
+        },
+        None => run_controllers.await?,
+    }
+    if let Some(leadership) = leadership {
+        metrics.leader.set(0);
+        leadership.release().await;
     }
     http_task.await??;
     Ok(())
