@@ -14,6 +14,7 @@ pub mod guardrails;
 pub mod http;
 pub mod leader;
 pub mod metrics;
+pub mod monitor;
 pub mod operator;
 pub mod policies;
 pub mod telemetry;

@@ -1,12 +1,16 @@
 //! Wiring: builds the clients, the shared context and the controllers from the command line,
 //! and runs them with the HTTP server until a shutdown signal.
 
-use std::sync::{
-    Arc,
-    atomic::{AtomicBool, Ordering},
+use std::{
+    sync::{
+        Arc,
+        atomic::{AtomicBool, Ordering},
+    },
+    time::Duration,
 };
 
 use anyhow::Context as _;
+use k8s_openapi::api::core::v1::ObjectReference;
 use kube::{Api, Client, api::ListParams, runtime::events::Reporter};
 use tokio::sync::watch;
 
@@ -18,6 +22,7 @@ use crate::{
     http::{self, AdminState},
     leader::{LeaderElector, LeaseConfig},
     metrics::Metrics,
+    monitor::{self, Monitor, MonitorSettings, probe::Prober},
     policies,
     upstash::{UpstashClient, breaker::BreakerConfig, client::ClientConfig},
 };
@@ -44,7 +49,7 @@ pub async fn run(args: Args) -> anyhow::Result<()> {
     check_crds(&client, &namespaces).await?;
 
     let metrics = Arc::new(Metrics::new());
-    let extra_ca = match &args.upstash_ca_file {
+    let extra_ca: Option<Vec<u8>> = match &args.upstash_ca_file {
         Some(path) => {
             Some(std::fs::read(path).with_context(|| format!("reading {}", path.display()))?)
         }
@@ -61,7 +66,7 @@ pub async fn run(args: Args) -> anyhow::Result<()> {
                 reset_timeout: args.breaker_reset_timeout.duration()?,
                 success_threshold: args.breaker_success_threshold.max(1),
             },
-            extra_ca_pem: extra_ca,
+            extra_ca_pem: extra_ca.clone(),
             ..ClientConfig::default()
         },
         metrics.clone(),
@@ -86,18 +91,57 @@ pub async fn run(args: Args) -> anyhow::Result<()> {
         }
     };
 
+    let policies = policies::watch(&client, &namespaces);
+    let reporter = Reporter {
+        controller: REPORTING_CONTROLLER.to_string(),
+        instance: Some(args.identity()),
+    };
+    let ctx = Arc::new(Context::new(
+        client.clone(),
+        upstash,
+        credentials,
+        reporter,
+        metrics.clone(),
+        policies.clone(),
+        Settings {
+            resync: args.resync_interval.duration()?,
+            default_deletion_policy: args.default_deletion_policy,
+            concurrency: args.concurrency,
+        },
+    ));
+    let scopes: Vec<Option<String>> = if namespaces.is_empty() {
+        vec![None]
+    } else {
+        namespaces.iter().cloned().map(Some).collect()
+    };
+    let controllers: Vec<_> = scopes
+        .iter()
+        .map(|scope| controller::instance_controller(&ctx, scope.as_deref(), shutdown()))
+        .collect();
+    let prober = Prober::new(
+        args.upstash_timeout
+            .duration()?
+            .min(Duration::from_secs(10)),
+        extra_ca.as_deref(),
+        3,
+    )
+    .context("building the data-plane HTTP client")?;
+    let monitor = Monitor::new(
+        ctx.clone(),
+        controllers.iter().map(|c| c.store()).collect(),
+        MonitorSettings {
+            default_thresholds: args.default_thresholds,
+        },
+        prober,
+    );
+
     let ready = Arc::new(AtomicBool::new(false));
     let admin = AdminState {
         ready: ready.clone(),
         metrics: metrics.clone(),
         status: {
-            let breaker = upstash.breaker().clone();
-            Arc::new(move || {
-                serde_json::json!({
-                    "status": "ok",
-                    "circuitBreaker": {"state": breaker.state().as_str()},
-                })
-            })
+            let monitor = monitor.clone();
+            Arc::new(move || monitor.status_page())
         },
     };
     let http_task = tokio::spawn(http::serve(args.http_addr, admin, shutdown()));
@@ -121,41 +165,21 @@ pub async fn run(args: Args) -> anyhow::Result<()> {
         None
     };
 
-    let policies = policies::watch(&client, &namespaces);
-    let reporter = Reporter {
-        controller: REPORTING_CONTROLLER.to_string(),
-        instance: Some(args.identity()),
+    let own = ObjectReference {
+        api_version: Some("v1".into()),
+        kind: Some("Pod".into()),
+        name: Some(args.identity()),
+        namespace: Some(args.own_namespace()),
+        ..Default::default()
     };
-    let ctx = Arc::new(Context::new(
-        client.clone(),
-        upstash,
-        credentials,
-        reporter,
-        metrics.clone(),
-        policies.clone(),
-        Settings {
-            resync: args.resync_interval.duration()?,
-            default_deletion_policy: args.default_deletion_policy,
-            concurrency: args.concurrency,
-        },
-    ));
-
-    let scopes: Vec<Option<String>> = if namespaces.is_empty() {
-        vec![None]
-    } else {
-        namespaces.iter().cloned().map(Some).collect()
-    };
+    tokio::spawn(monitor::watch_breaker(ctx.clone(), own));
+    let monitor_task = tokio::spawn(monitor.run(shutdown()));
     let mut warm = Vec::new();
-    let mut controllers = Vec::new();
-    for scope in scopes {
+    let mut tasks = Vec::new();
+    for c in controllers {
         let (tx, rx) = tokio::sync::oneshot::channel();
         warm.push(rx);
-        controllers.push(tokio::spawn(controller::run_instances(
-            ctx.clone(),
-            scope,
-            shutdown(),
-            tx,
-        )));
+        tasks.push(tokio::spawn(controller::run_instances(c, ctx.clone(), tx)));
     }
     tokio::spawn(async move {
         for rx in warm {
@@ -173,9 +197,10 @@ pub async fn run(args: Args) -> anyhow::Result<()> {
         "upstash-operator started"
     );
     let run_controllers = async {
-        for c in controllers {
-            c.await?;
+        for t in tasks {
+            t.await?;
         }
+        monitor_task.await?;
         anyhow::Ok(())
     };
     match &leadership {

@@ -26,7 +26,7 @@ use kube::{
 use rand::Rng;
 
 use crate::{
-    crd::{CacheInstance, DeletionPolicy},
+    crd::{CacheInstance, CachePolicy, DeletionPolicy},
     credentials::CredentialResolver,
     error::Error,
     metrics::{ControllerLabels, Metrics},
@@ -169,41 +169,70 @@ fn error_policy(obj: Arc<CacheInstance>, error: &Error, ctx: Arc<Context>) -> Ac
     Action::requeue(wait)
 }
 
-/// Runs the CacheInstance controller for one scope (`None` = all namespaces) until `shutdown`.
-pub async fn run_instances(
-    ctx: Arc<Context>,
-    namespace: Option<String>,
+/// Builds the CacheInstance controller for one scope (`None` = all namespaces). Its store is
+/// available through `Controller::store` before it runs.
+pub fn instance_controller(
+    ctx: &Context,
+    namespace: Option<&str>,
     shutdown: impl std::future::Future<Output = ()> + Send + Sync + 'static,
+) -> Controller<CacheInstance> {
+    let client = ctx.client.clone();
+    let (instances, secrets, policies): (Api<CacheInstance>, Api<Secret>, Api<CachePolicy>) =
+        match namespace {
+            Some(ns) => (
+                Api::namespaced(client.clone(), ns),
+                Api::namespaced(client.clone(), ns),
+                Api::namespaced(client, ns),
+            ),
+            None => (
+                Api::all(client.clone()),
+                Api::all(client.clone()),
+                Api::all(client),
+            ),
+        };
+    let secret_selector = format!("{}={}", secret::MANAGED_BY.0, secret::MANAGED_BY.1);
+    let controller = Controller::new(
+        instances,
+        watcher::Config::default().any_semantic().page_size(100),
+    );
+    let store = controller.store();
+    controller
+        .owns(
+            secrets,
+            watcher::Config::default()
+                .labels(&secret_selector)
+                .any_semantic(),
+        )
+        // A policy change can change guardrails and deletion defaults of its namespace's instances.
+        .watches(
+            policies,
+            watcher::Config::default().any_semantic(),
+            move |policy: CachePolicy| {
+                let ns = policy.namespace();
+                store
+                    .state()
+                    .into_iter()
+                    .filter(|i| i.namespace() == ns)
+                    .map(|i| ObjectRef::from_obj(i.as_ref()))
+                    .collect::<Vec<_>>()
+            },
+        )
+        .with_config(ControllerConfig::default().concurrency(ctx.config.concurrency))
+        .graceful_shutdown_on(shutdown)
+}
+
+/// Runs a controller built by [`instance_controller`]; `warm` fires once its cache is filled.
+pub async fn run_instances(
+    controller: Controller<CacheInstance>,
+    ctx: Arc<Context>,
     warm: tokio::sync::oneshot::Sender<()>,
 ) {
-    let client = ctx.client.clone();
-    let (instances, secrets): (Api<CacheInstance>, Api<Secret>) = match &namespace {
-        Some(ns) => (
-            Api::namespaced(client.clone(), ns),
-            Api::namespaced(client, ns),
-        ),
-        None => (Api::all(client.clone()), Api::all(client)),
-    };
-    let secret_selector = format!("{}={}", secret::MANAGED_BY.0, secret::MANAGED_BY.1);
-    let concurrency = ctx.config.concurrency;
     ctx.metrics
         .max_concurrent_reconciles
         .get_or_create(&ControllerLabels {
             controller: INSTANCE_CONTROLLER.into(),
         })
-        .set(i64::from(concurrency));
-    let controller = Controller::new(
-        instances,
-        watcher::Config::default().any_semantic().page_size(100),
-    )
-    .owns(
-        secrets,
-        watcher::Config::default()
-            .labels(&secret_selector)
-            .any_semantic(),
-    )
-    .with_config(ControllerConfig::default().concurrency(concurrency))
-    .graceful_shutdown_on(shutdown);
+        .set(i64::from(ctx.config.concurrency));
     let store = controller.store();
     tokio::spawn(async move {
         crate::policies::wait_until_ready(&store).await;
