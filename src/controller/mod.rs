@@ -227,12 +227,17 @@ pub async fn run_instances(
     ctx: Arc<Context>,
     warm: tokio::sync::oneshot::Sender<()>,
 ) {
-    ctx.metrics
+    let labels = ControllerLabels {
+        controller: INSTANCE_CONTROLLER.into(),
+    };
+    let metrics = &ctx.metrics;
+    metrics
         .max_concurrent_reconciles
-        .get_or_create(&ControllerLabels {
-            controller: INSTANCE_CONTROLLER.into(),
-        })
+        .get_or_create(&labels)
         .set(i64::from(ctx.config.concurrency));
+    // Start the series at zero so that dashboards and alerts see them before the first error.
+    let _ = metrics.reconcile_errors_total.get_or_create(&labels);
+    let _ = metrics.active_workers.get_or_create(&labels);
     let store = controller.store();
     tokio::spawn(async move {
         crate::policies::wait_until_ready(&store).await;

@@ -174,6 +174,7 @@ impl Monitor {
             }
             let selection = guardrails::select(&instance, policies.iter().map(|p| p.as_ref()));
             let Some(thresholds) = self.thresholds_for(&selection) else {
+                tracing::trace!(object = %key, "not monitored: no policy applies");
                 continue;
             };
             let state = states
@@ -193,6 +194,7 @@ impl Monitor {
                 continue;
             }
             state.in_flight = true;
+            tracing::debug!(object = %key, policy = ?selection.policy().map(|p| p.name_any()), "sampling");
             state.next_due = Some(now + crate::controller::jitter(thresholds.interval, 0.1));
             let this = self.clone();
             let permits = self.permits.clone();

@@ -4,4 +4,5 @@
 
 mod crds;
 mod lifecycle;
+mod monitoring;
 mod support;
