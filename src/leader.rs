@@ -282,7 +282,11 @@ impl LeaderElector {
                     namespace: Some(self.config.namespace.clone()),
                     ..ObjectMeta::default()
                 },
-                spec: Some(self.held_spec(None, true)),
+                spec: Some(LeaseSpec {
+                    // The first holder is no transition.
+                    lease_transitions: Some(0),
+                    ..self.held_spec(None, true)
+                }),
             };
             return match self.api.create(&PostParams::default(), &lease).await {
                 Ok(created) => Ok(Some(created)),

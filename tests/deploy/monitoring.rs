@@ -1,0 +1,216 @@
+//! The PrometheusRule alerts and the Grafana dashboard: every query parses as PromQL and uses
+//! only metrics the operator exports, under the names its `/metrics` endpoint uses.
+
+use std::collections::BTreeSet;
+
+use promql_parser::{
+    parser::{self, Expr},
+    util::{ExprVisitor, walk_expr},
+};
+use serde_json::Value;
+
+use crate::support::{of_kind, one, render};
+
+/// Metric names the operator serves on `/metrics` (counters with `_total`, histograms with
+/// `_bucket`, `_sum` and `_count`), plus the `up` series Prometheus adds to every target.
+fn exported_metrics() -> BTreeSet<String> {
+    use upstash_operator::metrics::{ApiRequestLabels, EndpointLabels, InstanceLabels, Metrics};
+    // Families without a series are not rendered: give every family one.
+    let m = Metrics::new();
+    drop(m.reconcile_started("cacheinstance"));
+    m.reconcile_finished("cacheinstance", "success");
+    m.reconcile_failed("cacheinstance", "Upstash");
+    m.max_concurrent_reconciles
+        .get_or_create(&upstash_operator::metrics::ControllerLabels {
+            controller: "cacheinstance".into(),
+        })
+        .set(8);
+    m.leader.set(1);
+    m.breaker_state.set(0);
+    m.api_requests_total
+        .get_or_create(&ApiRequestLabels {
+            endpoint: "list".into(),
+            code: "200".into(),
+        })
+        .inc();
+    m.api_request_duration_seconds
+        .get_or_create(&EndpointLabels {
+            endpoint: "list".into(),
+        })
+        .observe(0.1);
+    let instance = InstanceLabels {
+        namespace: "ns".into(),
+        name: "cache".into(),
+    };
+    m.instance_ready.get_or_create(&instance).set(1);
+    m.instance_hit_ratio.get_or_create(&instance).set(0.9);
+    m.instance_memory_used_bytes
+        .get_or_create(&instance)
+        .set(1.0);
+    m.instance_memory_limit_bytes
+        .get_or_create(&instance)
+        .set(2.0);
+    m.instance_monthly_cost_usd
+        .get_or_create(&instance)
+        .set(3.0);
+    m.instance_latency_p95_seconds
+        .get_or_create(&instance)
+        .set(0.01);
+    m.instance_firing_alerts.get_or_create(&instance).set(0);
+    let text = m.render();
+    let mut names = BTreeSet::from(["up".to_string()]);
+    for line in text.lines() {
+        let Some(rest) = line.strip_prefix("# TYPE ") else {
+            continue;
+        };
+        let mut parts = rest.split_whitespace();
+        let (Some(name), Some(kind)) = (parts.next(), parts.next()) else {
+            continue;
+        };
+        match kind {
+            "counter" => {
+                names.insert(format!("{name}_total"));
+            }
+            "histogram" => {
+                for suffix in ["_bucket", "_sum", "_count"] {
+                    names.insert(format!("{name}{suffix}"));
+                }
+            }
+            _ => {
+                names.insert(name.to_string());
+            }
+        }
+    }
+    assert!(
+        names.contains("upstash_cache_hit_ratio")
+            && names.contains("controller_runtime_reconcile_total"),
+        "unexpected /metrics names: {names:?}"
+    );
+    names
+}
+
+struct MetricNames(BTreeSet<String>);
+
+impl ExprVisitor for MetricNames {
+    type Error = ();
+    fn pre_visit(&mut self, expr: &Expr) -> Result<bool, ()> {
+        match expr {
+            Expr::VectorSelector(vs) => self.0.extend(vs.name.clone()),
+            Expr::MatrixSelector(ms) => self.0.extend(ms.vs.name.clone()),
+            _ => {}
+        }
+        Ok(true)
+    }
+}
+
+/// Parses a query and returns the metric names it selects.
+fn metrics_of(query: &str) -> BTreeSet<String> {
+    let expr = parser::parse(query).unwrap_or_else(|e| panic!("invalid PromQL {query:?}: {e}"));
+    let mut names = MetricNames(BTreeSet::new());
+    walk_expr(&mut names, &expr).unwrap();
+    assert!(!names.0.is_empty(), "{query:?} selects no metric");
+    names.0
+}
+
+#[test]
+fn prometheus_rule_queries_parse_and_use_exported_metrics() {
+    let exported = exported_metrics();
+    let docs = render("uo", "ops", &["ci/monitoring-values.yaml"], &[]);
+    let rule = one(&docs, "PrometheusRule");
+    let mut alerts = BTreeSet::new();
+    for group in rule["spec"]["groups"].as_array().unwrap() {
+        for r in group["rules"].as_array().unwrap() {
+            let alert = r["alert"].as_str().expect("alert rules only").to_string();
+            let expr = r["expr"].as_str().unwrap();
+            for name in metrics_of(expr) {
+                assert!(exported.contains(&name), "{alert}: unknown metric {name}");
+            }
+            assert!(r["annotations"]["summary"].is_string(), "{alert}");
+            assert!(r["annotations"]["description"].is_string(), "{alert}");
+            assert!(r["labels"]["severity"].is_string(), "{alert}");
+            alerts.insert(alert);
+        }
+    }
+    for expected in [
+        "UpstashCacheHitRateLow",
+        "UpstashCacheMemoryHigh",
+        "UpstashCacheLatencyHigh",
+        "UpstashCacheAlertsFiring",
+        "UpstashOperatorDown",
+        "UpstashOperatorNoLeader",
+        "UpstashApiCircuitOpen",
+    ] {
+        assert!(alerts.contains(expected), "missing alert {expected}");
+    }
+    // The thresholds come from the values (the ci file sets the hit rate to 75).
+    let hit = rule["spec"]["groups"][0]["rules"][0]["expr"]
+        .as_str()
+        .unwrap();
+    assert!(hit.ends_with("< 75"), "{hit}");
+    // Without leader election there is no leader metric to alert on.
+    let single = render(
+        "uo",
+        "ops",
+        &[],
+        &[
+            "prometheusRule.enabled=true",
+            "leaderElection.enabled=false",
+        ],
+    );
+    let text = serde_json::to_string(one(&single, "PrometheusRule")).unwrap();
+    assert!(!text.contains("UpstashOperatorNoLeader"));
+}
+
+#[test]
+fn dashboard_queries_parse_and_use_exported_metrics() {
+    let exported = exported_metrics();
+    let docs = render("uo", "ops", &[], &["grafanaDashboard.enabled=true"]);
+    let cm = of_kind(&docs, "ConfigMap")[0];
+    let dashboard: Value =
+        serde_json::from_str(cm["data"]["upstash-operator.json"].as_str().unwrap()).unwrap();
+    let mut used = BTreeSet::new();
+    let mut titles = Vec::new();
+    for panel in dashboard["panels"].as_array().unwrap() {
+        if panel["type"] == "row" {
+            continue;
+        }
+        titles.push(panel["title"].as_str().unwrap().to_string());
+        let targets = panel["targets"].as_array().unwrap();
+        assert!(!targets.is_empty(), "{}", panel["title"]);
+        for target in targets {
+            // Grafana's variables, as Grafana substitutes them.
+            let expr = target["expr"]
+                .as_str()
+                .unwrap()
+                .replace("$__rate_interval", "5m")
+                .replace("$namespace", ".*");
+            used.extend(metrics_of(&expr));
+        }
+    }
+    for name in &used {
+        assert!(
+            exported.contains(name),
+            "the dashboard queries unknown metric {name}"
+        );
+    }
+    // Hit rate, memory, cost, alerts, reconcile and Upstash API rates are all on it.
+    for metric in [
+        "upstash_cache_hit_ratio",
+        "upstash_cache_memory_used_bytes",
+        "upstash_cache_monthly_cost_usd",
+        "upstash_cache_firing_alerts",
+        "controller_runtime_reconcile_total",
+        "upstash_api_requests_total",
+    ] {
+        assert!(
+            used.contains(metric),
+            "the dashboard does not show {metric}"
+        );
+    }
+    let unique: BTreeSet<_> = titles.iter().collect();
+    assert_eq!(
+        unique.len(),
+        titles.len(),
+        "duplicate panel titles: {titles:?}"
+    );
+}
