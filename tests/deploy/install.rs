@@ -469,3 +469,84 @@ async fn namespaced_install_is_confined_to_its_namespaces() {
     );
     operator.process.stop();
 }
+
+/// `helm install`, `helm upgrade` and `helm uninstall` with the helm binary against the real API
+/// server, as users run them (CRDs off: the other tests share CRDs that Helm does not own).
+#[tokio::test]
+async fn helm_installs_upgrades_and_uninstalls_the_release() {
+    use k8s_openapi::api::{apps::v1::Deployment, rbac::v1::ClusterRole};
+    let cluster = testkit::cluster().await;
+    let ns = cluster.namespace("helm").await;
+    let kubeconfig = cluster.kubeconfig_path().to_string_lossy().into_owned();
+    let chart = crate::support::chart_dir().to_string_lossy().into_owned();
+    let release = ns.name().to_string();
+    let helm = |args: &[&str]| {
+        let mut all = vec![
+            "--kubeconfig",
+            kubeconfig.as_str(),
+            "--namespace",
+            ns.name(),
+        ];
+        all.extend_from_slice(args);
+        let out = crate::support::helm(&all);
+        assert!(out.success, "helm {args:?}:\n{}{}", out.stdout, out.stderr);
+        out.stdout
+    };
+    helm(&[
+        "install",
+        &release,
+        &chart,
+        "--set",
+        "crds.install=false",
+        "--set",
+        "upstash.credentials.create=true",
+        "--set",
+        "upstash.credentials.email=ops@example.com",
+        "--set",
+        "upstash.credentials.apiKey=helm-test-key",
+    ]);
+    let client = ns.client().await;
+    let deployments: Api<Deployment> = Api::namespaced(client.clone(), ns.name());
+    let name = format!("{release}-upstash-operator");
+    let deployment = deployments.get(&name).await.expect("the Deployment");
+    assert_eq!(deployment.spec.unwrap().replicas, Some(1));
+    Api::<Secret>::namespaced(client.clone(), ns.name())
+        .get(&format!("{name}-credentials"))
+        .await
+        .expect("the credentials Secret");
+    let status = helm(&["status", &release]);
+    assert!(status.contains("STATUS: deployed"), "{status}");
+    assert!(
+        status.contains("kubectl wait --for=condition=Ready"),
+        "NOTES: {status}"
+    );
+
+    helm(&[
+        "upgrade",
+        &release,
+        &chart,
+        "--reuse-values",
+        "--set",
+        "replicaCount=2",
+        "--set",
+        "podDisruptionBudget.enabled=true",
+    ]);
+    let deployment = deployments.get(&name).await.unwrap();
+    assert_eq!(deployment.spec.unwrap().replicas, Some(2));
+
+    helm(&["uninstall", &release]);
+    testkit::wait_for(
+        "the release's objects to be deleted",
+        Duration::from_secs(30),
+        || async {
+            let gone = deployments.get_opt(&name).await.ok()?.is_none()
+                && Api::<ClusterRole>::all(client.clone())
+                    .get_opt(&name)
+                    .await
+                    .ok()?
+                    .is_none();
+            gone.then_some(())
+        },
+    )
+    .await;
+}
