@@ -134,6 +134,19 @@ pub fn violations(instance: &CacheInstance, policy: &CachePolicy) -> Vec<String>
             policy.name_any()
         ));
     }
+    if g.require_allowed_ips == Some(true) && spec.allowed_ips.as_ref().is_none_or(|a| a.is_empty())
+    {
+        out.push(format!(
+            "CachePolicy {} requires spec.allowedIPs to list the networks allowed to connect",
+            policy.name_any()
+        ));
+    }
+    if g.require_daily_backup == Some(true) && spec.daily_backup != Some(true) {
+        out.push(format!(
+            "CachePolicy {} requires spec.dailyBackup: true",
+            policy.name_any()
+        ));
+    }
     out
 }
 

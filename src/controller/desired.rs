@@ -88,6 +88,8 @@ pub enum Change {
     Eviction(bool),
     AutoUpgrade(bool),
     ProdPack(bool),
+    AllowedIps(Vec<String>),
+    DailyBackup(bool),
 }
 
 impl Change {
@@ -100,6 +102,8 @@ impl Change {
             Change::Eviction(_) => "eviction",
             Change::AutoUpgrade(_) => "autoUpgrade",
             Change::ProdPack(_) => "prodPack",
+            Change::AllowedIps(_) => "allowedIPs",
+            Change::DailyBackup(_) => "dailyBackup",
         }
     }
 
@@ -120,6 +124,8 @@ impl Change {
             Change::Eviction(e) => db.eviction = *e,
             Change::AutoUpgrade(a) => db.auto_upgrade = *a,
             Change::ProdPack(p) => db.prod_pack_enabled = *p,
+            Change::AllowedIps(ips) => db.allowed_ip_ranges = ips.clone(),
+            Change::DailyBackup(d) => db.daily_backup_enabled = *d,
         }
     }
 }
@@ -161,6 +167,40 @@ pub fn changes(instance: &CacheInstance, db: &Database) -> Vec<Change> {
     {
         out.push(Change::ProdPack(p));
     }
+    let want_ips = desired_allowed_ips(instance);
+    if want_ips != normalize_ips(&db.allowed_ip_ranges) {
+        out.push(Change::AllowedIps(want_ips));
+    }
+    if let Some(d) = spec.daily_backup
+        && db.daily_backup_enabled != d
+    {
+        out.push(Change::DailyBackup(d));
+    }
+    out
+}
+
+/// The allow-list the spec asks for, normalised like Upstash stores it.
+pub fn desired_allowed_ips(instance: &CacheInstance) -> Vec<String> {
+    normalize_ips(instance.spec.allowed_ips.as_deref().unwrap_or_default())
+}
+
+/// Canonical, sorted, de-duplicated CIDR strings: a bare address becomes a /32 (or /128), host
+/// bits are cleared (`10.1.2.3/8` is `10.0.0.0/8`). Unparsable entries are kept verbatim so
+/// that a difference is still noticed.
+pub fn normalize_ips(entries: &[String]) -> Vec<String> {
+    let mut out: Vec<String> = entries
+        .iter()
+        .map(|e| {
+            let e = e.trim();
+            e.parse::<ipnet::IpNet>()
+                .map(|n| n.trunc())
+                .or_else(|_| e.parse::<std::net::IpAddr>().map(ipnet::IpNet::from))
+                .map(|n| n.to_string())
+                .unwrap_or_else(|_| e.to_string())
+        })
+        .collect();
+    out.sort();
+    out.dedup();
     out
 }
 
@@ -297,6 +337,34 @@ mod tests {
         db.eviction = true;
         db.auto_upgrade = true;
         assert!(changes(&i, &db).is_empty());
+    }
+
+    #[test]
+    fn allow_lists_compare_in_canonical_form() {
+        assert_eq!(
+            normalize_ips(&[
+                "10.1.2.3/8".into(),
+                "203.0.113.7".into(),
+                "10.0.0.0/8".into()
+            ]),
+            ["10.0.0.0/8", "203.0.113.7/32"]
+        );
+        let i = instance(
+            "crm",
+            serde_json::json!({"primaryRegion": "us-east-1", "allowedIPs": ["203.0.113.7", "10.0.0.0/8"]}),
+        );
+        let mut db = db_like(&i);
+        assert_eq!(
+            changes(&i, &db),
+            vec![Change::AllowedIps(vec![
+                "10.0.0.0/8".into(),
+                "203.0.113.7/32".into()
+            ])]
+        );
+        db.allowed_ip_ranges = vec!["203.0.113.7/32".into(), "10.0.0.0/8".into()];
+        assert!(changes(&i, &db).is_empty());
+        let open = instance("crm", serde_json::json!({"primaryRegion": "us-east-1"}));
+        assert_eq!(changes(&open, &db), vec![Change::AllowedIps(vec![])]);
     }
 
     #[test]

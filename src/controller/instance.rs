@@ -35,7 +35,7 @@ use super::{
 use crate::{
     crd::{
         Binding, CacheInstance, CacheInstanceStatus, DeletionPolicy, PendingCreate,
-        ROTATE_ANNOTATION, RotationStatus, WorkloadKind,
+        ROTATE_ANNOTATION, RequestResult, RotationStatus, WorkloadKind,
     },
     error::{Error, Result},
     guardrails::{self, Selection},
@@ -166,6 +166,11 @@ impl Run<'_> {
         } else {
             self.sync_settings(&upstash, &mut db).await?;
         }
+
+        // On-demand backup and restore, once per request id.
+        self.run_requests(&upstash, &db).await?;
+        self.status.allowed_ips = Some(desired::normalize_ips(&db.allowed_ip_ranges));
+        self.status.daily_backup = Some(db.daily_backup_enabled);
 
         // Credentials: rotation, then the Secret(s) and restarts.
         self.rotate_if_due(&upstash, &mut db).await?;
@@ -537,6 +542,8 @@ impl Run<'_> {
                 Change::Eviction(e) => upstash.set_eviction(&id, *e).await?,
                 Change::AutoUpgrade(a) => upstash.set_auto_upgrade(&id, *a).await?,
                 Change::ProdPack(p) => upstash.set_prod_pack(&id, *p).await?,
+                Change::AllowedIps(ips) => upstash.update_allowlist(&id, ips).await?,
+                Change::DailyBackup(d) => upstash.set_daily_backup(&id, *d).await?,
             }
             change.apply_to(db);
         }
@@ -574,6 +581,129 @@ impl Run<'_> {
             "Synced",
             "the database's settings match the spec",
         ));
+        Ok(())
+    }
+
+    /// Takes the requested backup and performs the requested restore, each once per request id;
+    /// the outcome goes to `status.backup` / `status.restore` and an Event.
+    async fn run_requests(&mut self, upstash: &UpstashApi, db: &Database) -> Result<()> {
+        let id = db.database_id.as_str();
+        if let Some(request) = self.obj.spec.backup.clone()
+            && self
+                .status
+                .backup
+                .as_ref()
+                .is_none_or(|r| r.request_id != request.request_id)
+        {
+            let name = request.request_id.clone();
+            // A backup with this name may exist already from an attempt whose answer was lost.
+            let mut taken = upstash
+                .list_backups(id)
+                .await?
+                .into_iter()
+                .find(|b| b.name == name);
+            if taken.is_none() {
+                match upstash.create_backup(id, &name).await {
+                    Ok(()) => {
+                        taken = upstash
+                            .list_backups(id)
+                            .await?
+                            .into_iter()
+                            .find(|b| b.name == name)
+                    }
+                    Err(e) if !e.is_retryable() => {
+                        let message = format!("backup {name} failed: {e}");
+                        self.event(EventType::Warning, "BackupFailed", "Backup", &message);
+                        self.status.backup = Some(request_result(
+                            &request.request_id,
+                            false,
+                            None,
+                            Some(name),
+                            message,
+                        ));
+                        return Ok(());
+                    }
+                    Err(e) => return Err(e.into()),
+                }
+            }
+            let Some(backup) = taken else {
+                return Err(UpstashError::Decode(format!(
+                    "backup {name} was taken but is not listed"
+                ))
+                .into());
+            };
+            let message = format!("took backup {name} ({})", backup.backup_id);
+            self.event(EventType::Normal, "BackupTaken", "Backup", &message);
+            self.status.backup = Some(request_result(
+                &request.request_id,
+                true,
+                Some(backup.backup_id),
+                Some(name),
+                message,
+            ));
+        }
+        if let Some(request) = self.obj.spec.restore.clone()
+            && self
+                .status
+                .restore
+                .as_ref()
+                .is_none_or(|r| r.request_id != request.request_id)
+        {
+            let backups = upstash.list_backups(id).await?;
+            let found = match (&request.backup_id, &request.backup_name) {
+                (Some(bid), _) => backups.into_iter().find(|b| &b.backup_id == bid),
+                (None, Some(name)) => backups.into_iter().find(|b| &b.name == name),
+                (None, None) => None,
+            };
+            let wanted = request
+                .backup_id
+                .clone()
+                .or(request.backup_name.clone())
+                .unwrap_or_default();
+            let Some(backup) = found else {
+                let message = format!(
+                    "restore {}: no backup {wanted} exists for database {id}",
+                    request.request_id
+                );
+                self.event(EventType::Warning, "RestoreFailed", "Restore", &message);
+                self.status.restore = Some(request_result(
+                    &request.request_id,
+                    false,
+                    None,
+                    Some(wanted),
+                    message,
+                ));
+                return Ok(());
+            };
+            match upstash.restore_backup(id, &backup.backup_id).await {
+                Ok(()) => {
+                    let message = format!(
+                        "restored backup {} ({}) into database {id}",
+                        backup.name, backup.backup_id
+                    );
+                    self.event(EventType::Normal, "Restored", "Restore", &message);
+                    self.status.restore = Some(request_result(
+                        &request.request_id,
+                        true,
+                        Some(backup.backup_id),
+                        Some(backup.name),
+                        message,
+                    ));
+                }
+                Err(e) if !e.is_retryable() => {
+                    let message = format!("restore of backup {} failed: {e}", backup.name);
+                    self.event(EventType::Warning, "RestoreFailed", "Restore", &message);
+                    self.status.restore = Some(request_result(
+                        &request.request_id,
+                        false,
+                        Some(backup.backup_id),
+                        Some(backup.name),
+                        message,
+                    ));
+                }
+                Err(e) => return Err(e.into()),
+            }
+        }
         Ok(())
     }
 
@@ -981,6 +1111,23 @@ impl Run<'_> {
 
     fn event(&self, type_: EventType, reason: &str, action: &str, note: &str) {
         self.ctx.publish(self.obj, type_, reason, action, note);
+    }
+}
+
+fn request_result(
+    request_id: &str,
+    ok: bool,
+    backup_id: Option<String>,
+    backup_name: Option<String>,
+    message: String,
+) -> RequestResult {
+    RequestResult {
+        request_id: request_id.to_string(),
+        result: if ok { "Succeeded" } else { "Failed" }.to_string(),
+        backup_id,
+        backup_name,
+        message,
+        time: Time(Timestamp::now()),
     }
 }
 

@@ -176,6 +176,32 @@ pub struct CacheInstanceSpec {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub adopt: Option<AdoptSpec>,
 
+    /// IP addresses or CIDR ranges allowed to connect to the database (for example
+    /// `10.0.0.0/8`, `203.0.113.7`). Empty or omitted allows every address.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(length(max = 100), inner(length(max = 64)))]
+    #[x_kube(
+        validation = Rule::new("self.all(c, isCIDR(c) || isIP(c))")
+            .message("allowedIPs entries must be IP addresses or CIDR ranges such as 10.0.0.0/8"),
+        merge_strategy = ListMerge::Set
+    )]
+    #[serde(rename = "allowedIPs")]
+    pub allowed_ips: Option<Vec<String>>,
+
+    /// Let Upstash take a backup every day. Omit to leave the setting as it is.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub daily_backup: Option<bool>,
+
+    /// An on-demand backup: set `requestId` to a new value to take one backup named after it.
+    /// It runs once per request id; the result is in `status.backup`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub backup: Option<BackupRequest>,
+
+    /// An on-demand restore: set `requestId` to a new value to restore the named backup once,
+    /// replacing the data in the database. The result is in `status.restore`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub restore: Option<RestoreRequest>,
+
     /// Upstash account credentials for this instance. Omit to use the namespace's
     /// `upstash-credentials` Secret if it exists, else the operator-wide credentials.
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -327,6 +353,34 @@ pub struct AdoptSpec {
     pub by_name: Option<bool>,
 }
 
+/// An on-demand backup.
+#[derive(KubeSchema, Serialize, Deserialize, Clone, Debug, PartialEq)]
+#[serde(rename_all = "camelCase")]
+pub struct BackupRequest {
+    /// A new value takes a new backup, named after this id.
+    #[schemars(length(min = 1, max = 63), pattern(r"^[A-Za-z0-9][A-Za-z0-9_.-]*$"))]
+    pub request_id: String,
+}
+
+/// An on-demand restore.
+#[derive(KubeSchema, Serialize, Deserialize, Clone, Debug, PartialEq)]
+#[serde(rename_all = "camelCase")]
+#[x_kube(validation = Rule::new("has(self.backupName) != has(self.backupId)")
+    .message("set exactly one of restore.backupName or restore.backupId"))]
+pub struct RestoreRequest {
+    /// A new value restores once.
+    #[schemars(length(min = 1, max = 63), pattern(r"^[A-Za-z0-9][A-Za-z0-9_.-]*$"))]
+    pub request_id: String,
+    /// Name of the backup to restore (an on-demand backup is named after its request id).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(length(min = 1, max = 128))]
+    pub backup_name: Option<String>,
+    /// Upstash id of the backup to restore.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(length(min = 1, max = 64))]
+    pub backup_id: Option<String>,
+}
+
 /// Where to read Upstash credentials from.
 #[derive(KubeSchema, Serialize, Deserialize, Clone, Debug, PartialEq)]
 #[serde(rename_all = "camelCase")]
@@ -408,6 +462,23 @@ pub struct CacheInstanceStatus {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub policy: Option<String>,
 
+    /// IP ranges the database accepts connections from; empty means every address.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[serde(rename = "allowedIPs")]
+    pub allowed_ips: Option<Vec<String>>,
+
+    /// Whether Upstash takes a daily backup.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub daily_backup: Option<bool>,
+
+    /// The last on-demand backup.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub backup: Option<RequestResult>,
+
+    /// The last on-demand restore.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub restore: Option<RequestResult>,
+
     /// Set while a database create call is in flight, so that a restarted operator recognises
     /// the database it created instead of creating a second one.
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -448,6 +519,26 @@ pub struct FiringAlert {
     pub since: Time,
     /// The value and threshold when the alert fired.
     pub message: String,
+}
+
+/// The outcome of an on-demand backup or restore.
+#[derive(KubeSchema, Serialize, Deserialize, Clone, Debug, PartialEq)]
+#[serde(rename_all = "camelCase")]
+pub struct RequestResult {
+    /// The request id acted on.
+    pub request_id: String,
+    /// `Succeeded` or `Failed`.
+    pub result: String,
+    /// Upstash id of the backup taken or restored.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub backup_id: Option<String>,
+    /// Name of the backup.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub backup_name: Option<String>,
+    /// What happened.
+    pub message: String,
+    /// When it finished.
+    pub time: Time,
 }
 
 /// A create call in flight.

@@ -203,6 +203,17 @@ pub struct Guardrails {
     /// Require `spec.eviction: true`, so a full cache evicts instead of rejecting writes.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub require_eviction: Option<bool>,
+    /// Require a non-empty `spec.allowedIPs`, so the database is reachable only from known
+    /// networks.
+    #[serde(
+        default,
+        skip_serializing_if = "Option::is_none",
+        rename = "requireAllowedIPs"
+    )]
+    pub require_allowed_ips: Option<bool>,
+    /// Require `spec.dailyBackup: true`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub require_daily_backup: Option<bool>,
     /// Deletion policy for selected instances that do not set `spec.deletionPolicy`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub default_deletion_policy: Option<DeletionPolicy>,

@@ -17,7 +17,7 @@ use serde::de::DeserializeOwned;
 use super::{
     breaker::{BreakerConfig, CircuitBreaker},
     error::UpstashError,
-    types::{CreateDatabase, Database, DatabaseStats},
+    types::{Backup, CreateDatabase, Database, DatabaseStats},
 };
 use crate::metrics::{ApiRequestLabels, EndpointLabels, Metrics};
 
@@ -303,6 +303,66 @@ impl UpstashApi {
         };
         let path = format!("/v2/redis/{endpoint}/{}", segment(id));
         self.call_ok(Method::POST, endpoint, &path, None).await
+    }
+
+    /// Replaces the IP allow-list; an empty list allows every address.
+    pub async fn update_allowlist(
+        &self,
+        id: &str,
+        allowed_ips: &[String],
+    ) -> Result<(), UpstashError> {
+        let path = format!("/v2/redis/update-allowlist/{}", segment(id));
+        let body = serde_json::json!({ "allowed_ips": allowed_ips });
+        self.call_ok(Method::POST, "update-allowlist", &path, Some(body))
+            .await
+    }
+
+    /// Turns daily backups on or off.
+    pub async fn set_daily_backup(&self, id: &str, on: bool) -> Result<(), UpstashError> {
+        let endpoint = if on {
+            "enable-dailybackup"
+        } else {
+            "disable-dailybackup"
+        };
+        let path = format!("/v2/redis/{endpoint}/{}", segment(id));
+        self.call_ok(Method::PATCH, endpoint, &path, None).await
+    }
+
+    /// Backups of a database.
+    pub async fn list_backups(&self, id: &str) -> Result<Vec<Backup>, UpstashError> {
+        let path = format!("/v2/redis/list-backup/{}", segment(id));
+        self.call(Method::GET, "list-backup", &path, None, Idempotence::Retry)
+            .await
+    }
+
+    /// Takes a backup named `name`. Not retried: the caller looks for it by name instead.
+    pub async fn create_backup(&self, id: &str, name: &str) -> Result<(), UpstashError> {
+        let path = format!("/v2/redis/create-backup/{}", segment(id));
+        let body = serde_json::json!({ "name": name });
+        self.call::<serde_json::Value>(
+            Method::POST,
+            "create-backup",
+            &path,
+            Some(body),
+            Idempotence::Once,
+        )
+        .await
+        .map(|_| ())
+    }
+
+    /// Replaces the database's data with a backup. Not retried.
+    pub async fn restore_backup(&self, id: &str, backup_id: &str) -> Result<(), UpstashError> {
+        let path = format!("/v2/redis/restore-backup/{}", segment(id));
+        let body = serde_json::json!({ "backup_id": backup_id });
+        self.call::<serde_json::Value>(
+            Method::POST,
+            "restore-backup",
+            &path,
+            Some(body),
+            Idempotence::Once,
+        )
+        .await
+        .map(|_| ())
     }
 
     /// Usage statistics of a database.

@@ -156,6 +156,18 @@ pub struct CreateDatabase {
     pub tls: bool,
 }
 
+/// A backup as `list-backup` returns it.
+#[derive(Debug, Clone, Deserialize, Default, PartialEq)]
+pub struct Backup {
+    pub backup_id: String,
+    #[serde(default)]
+    pub name: String,
+    #[serde(default)]
+    pub state: String,
+    #[serde(default, deserialize_with = "lenient_u64")]
+    pub creation_time: u64,
+}
+
 /// One point of a stats series.
 #[derive(Debug, Clone, Deserialize, Default, PartialEq)]
 pub struct Point {

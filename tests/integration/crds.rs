@@ -257,6 +257,28 @@ fn invalid_manifests() -> Vec<Invalid> {
             message: "unknown field",
         },
         Invalid {
+            what: "an allow-list entry that is not an address",
+            before: None,
+            create: false,
+            manifest: instance(
+                "bad-cidr",
+                json!({"primaryRegion": "us-east-1", "allowedIPs": ["10.0.0.0/8", "office-network"]}),
+            ),
+            field: "spec.allowedIPs",
+            message: "IP addresses or CIDR ranges",
+        },
+        Invalid {
+            what: "a restore naming both a backup id and a name",
+            before: None,
+            create: false,
+            manifest: instance(
+                "bad-restore",
+                json!({"primaryRegion": "us-east-1", "restore": {"requestId": "r1", "backupId": "x", "backupName": "y"}}),
+            ),
+            field: "spec.restore",
+            message: "exactly one of restore.backupName or restore.backupId",
+        },
+        Invalid {
             what: "hit rate of 150 percent",
             before: None,
             create: false,

@@ -5,4 +5,5 @@
 mod crds;
 mod lifecycle;
 mod monitoring;
+mod protection;
 mod support;
