@@ -209,7 +209,7 @@ impl fmt::Debug for LeaderElector {
 
 /// Outcome of one write attempt.
 enum Attempt {
-    Won(Lease),
+    Won(Box<Lease>),
     Lost,
 }
 
@@ -303,7 +303,7 @@ impl LeaderElector {
             Instant::now(),
         ) {
             Decision::Take { transition } => match self.write(current, transition).await? {
-                Attempt::Won(lease) => Ok(Some(lease)),
+                Attempt::Won(lease) => Ok(Some(*lease)),
                 Attempt::Lost => {
                     *observed = None;
                     Ok(None)
@@ -352,7 +352,7 @@ impl LeaderElector {
             .replace(&self.config.name, &PostParams::default(), &current)
             .await
         {
-            Ok(lease) => Ok(Attempt::Won(lease)),
+            Ok(lease) => Ok(Attempt::Won(Box::new(lease))),
             Err(kube::Error::Api(s)) if s.code == 409 => Ok(Attempt::Lost),
             Err(e) => Err(e),
         }
@@ -445,7 +445,7 @@ impl LeaderElector {
         lease: &Lease,
     ) -> Result<Option<Lease>, (kube::Error, Option<Lease>)> {
         match self.write(lease.clone(), false).await {
-            Ok(Attempt::Won(renewed)) => Ok(Some(renewed)),
+            Ok(Attempt::Won(renewed)) => Ok(Some(*renewed)),
             Ok(Attempt::Lost) => {
                 let latest = self
                     .api
