@@ -787,3 +787,101 @@ async fn upstash_failing_for_a_while_backs_off_then_converges() {
     assert!(ready.status.unwrap().database_id.is_some());
     assert_eq!(stack.emulator.databases().await.len(), 1);
 }
+
+#[tokio::test]
+async fn existing_databases_are_adopted_only_when_asked() {
+    let cluster = testkit::cluster().await;
+    let ns = cluster.namespace("adopt").await;
+    let stack = start_stack(&ns, &[]).await;
+    let client = ns.client().await;
+    let create = |name: &str| {
+        stack.emulator.developer_api(
+            reqwest::Method::POST,
+            "/v2/redis/database",
+            Some(json!({"database_name": name, "platform": "aws", "primary_region": "us-east-1", "plan": "payg"})),
+        )
+    };
+    let (code, legacy) = create("legacy-sessions").await;
+    assert_eq!(code, 200);
+    let (_, by_name) = create("legacy-carts").await;
+
+    // Same name, no adoption requested: reported, never taken over, nothing created.
+    apply_manifest(
+        &client,
+        ns.name(),
+        &instance(
+            "clash",
+            json!({"primaryRegion": "us-east-1", "databaseName": "legacy-sessions"}),
+        ),
+    )
+    .await
+    .unwrap();
+    let api: Api<CacheInstance> = Api::namespaced(client.clone(), ns.name());
+    let obj =
+        testkit::wait_for_condition(&api, "clash", "Provisioned", "False", READY_TIMEOUT).await;
+    let cond = obj
+        .status
+        .unwrap()
+        .conditions
+        .into_iter()
+        .find(|c| c.type_ == "Provisioned")
+        .unwrap();
+    assert_eq!(cond.reason, "NameTaken");
+    assert!(
+        cond.message.contains("spec.adopt.byName"),
+        "{}",
+        cond.message
+    );
+
+    // Adoption by id and by name.
+    apply_manifest(
+        &client,
+        ns.name(),
+        &instance(
+            "by-id",
+            json!({"primaryRegion": "us-east-1", "adopt": {"databaseId": legacy["database_id"]}, "deletionPolicy": "Retain", "budget": 10}),
+        ),
+    )
+    .await
+    .unwrap();
+    apply_manifest(
+        &client,
+        ns.name(),
+        &instance(
+            "by-name",
+            json!({"primaryRegion": "us-east-1", "databaseName": "legacy-carts", "adopt": {"byName": true}}),
+        ),
+    )
+    .await
+    .unwrap();
+    let adopted = wait_ready(&api, "by-id").await.status.unwrap();
+    assert_eq!(
+        adopted.database_id.as_ref(),
+        legacy["database_id"].as_str().map(String::from).as_ref()
+    );
+    let adopted = wait_ready(&api, "by-name").await.status.unwrap();
+    assert_eq!(
+        adopted.database_id.as_ref(),
+        by_name["database_id"].as_str().map(String::from).as_ref()
+    );
+    // The spec is enforced on the adopted database, and the Secret carries its credentials.
+    let db = stack
+        .emulator
+        .database(legacy["database_id"].as_str().unwrap())
+        .await
+        .unwrap();
+    assert_eq!(db["budget"], 10);
+    let data = secret_data(
+        &Api::<Secret>::namespaced(client.clone(), ns.name())
+            .get("by-id")
+            .await
+            .unwrap(),
+    );
+    assert_eq!(data["REDIS_PASSWORD"], db["password"].as_str().unwrap());
+    let events = crate::support::events_for(&client, ns.name(), "by-id").await;
+    assert!(events.iter().any(|e| e.0 == "Adopted"), "{events:?}");
+    assert!(
+        stack.emulator.calls_to("create").await.len() == 2,
+        "only the two test databases were created"
+    );
+}
