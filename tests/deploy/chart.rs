@@ -50,6 +50,12 @@ fn renders_with_defaults_and_every_ci_values_file() {
     );
     for file in ci_values_files() {
         let docs = render("uo", "ops", &[&file], &[]);
+        // No randomness: Argo CD re-renders on every comparison.
+        assert_eq!(
+            docs,
+            render("uo", "ops", &[&file], &[]),
+            "{file} renders differently twice"
+        );
         for doc in &docs {
             let kind = doc["kind"].as_str().unwrap_or_default();
             let name = doc["metadata"]["name"].as_str().unwrap_or_default();
@@ -658,4 +664,41 @@ async fn the_operator_pod_is_admitted_under_the_restricted_standard() {
     });
     let err = apply(&client, &pod, true).await.unwrap_err();
     assert!(err.to_string().contains("violates PodSecurity"), "{err}");
+}
+
+/// The chart's README documents every value.
+#[test]
+fn the_readme_lists_every_value() {
+    fn leaves(prefix: &str, value: &Value, out: &mut Vec<String>) {
+        match value {
+            Value::Object(map) if !map.is_empty() && !prefix.ends_with("labels") => {
+                for (k, v) in map {
+                    let key = if prefix.is_empty() {
+                        k.clone()
+                    } else {
+                        format!("{prefix}.{k}")
+                    };
+                    leaves(&key, v, out);
+                }
+            }
+            _ => out.push(prefix.to_string()),
+        }
+    }
+    let values = parse_documents(
+        &std::fs::read_to_string(repo_path("charts/upstash-operator/values.yaml")).unwrap(),
+    )
+    .remove(0);
+    let readme = std::fs::read_to_string(repo_path("charts/upstash-operator/README.md")).unwrap();
+    let mut keys = Vec::new();
+    leaves("", &values, &mut keys);
+    assert!(keys.len() > 60, "{keys:?}");
+    let missing: Vec<_> = keys
+        .iter()
+        .filter(|k| !k.starts_with("containerSecurityContext.capabilities"))
+        .filter(|k| !readme.contains(&format!("| `{k}` |")))
+        .collect();
+    assert!(
+        missing.is_empty(),
+        "charts/upstash-operator/README.md lacks {missing:?}"
+    );
 }

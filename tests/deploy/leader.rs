@@ -93,7 +93,7 @@ async fn a_standby_takes_over_after_expiry_or_release() {
         .unwrap();
     let took = crashed.elapsed();
     assert!(
-        took <= Duration::from_secs(3) + Duration::from_millis(1500),
+        took <= Duration::from_secs(3) + Duration::from_secs(2),
         "takeover after {took:?} with a 3s lease"
     );
     assert!(
