@@ -16,7 +16,7 @@ use k8s_openapi::{
 };
 use kube::{
     Api, Resource, ResourceExt,
-    api::{DeleteParams, Patch, PatchParams},
+    api::{ApiResource, DeleteParams, DynamicObject, Patch, PatchParams},
     runtime::{
         controller::Action,
         events::EventType,
@@ -930,48 +930,27 @@ impl Run<'_> {
         let params = PatchParams::default();
         let mut restarted = Vec::new();
         for target in targets {
-            let client = self.ctx.client.clone();
-            let ns = self.namespace.as_str();
-            let current = match target.kind {
-                WorkloadKind::Deployment => Api::<Deployment>::namespaced(client, ns)
-                    .get_opt(&target.name)
-                    .await?
-                    .map(|d| template_annotation(d.spec.and_then(|s| s.template.metadata))),
-                WorkloadKind::StatefulSet => Api::<StatefulSet>::namespaced(client, ns)
-                    .get_opt(&target.name)
-                    .await?
-                    .map(|d| template_annotation(d.spec.and_then(|s| s.template.metadata))),
-                WorkloadKind::DaemonSet => Api::<DaemonSet>::namespaced(client, ns)
-                    .get_opt(&target.name)
-                    .await?
-                    .map(|d| template_annotation(d.spec.and_then(|s| s.template.metadata))),
+            let resource = match target.kind {
+                WorkloadKind::Deployment => ApiResource::erase::<Deployment>(&()),
+                WorkloadKind::StatefulSet => ApiResource::erase::<StatefulSet>(&()),
+                WorkloadKind::DaemonSet => ApiResource::erase::<DaemonSet>(&()),
             };
-            let Some(current) = current else {
+            let api: Api<DynamicObject> =
+                Api::namespaced_with(self.ctx.client.clone(), &self.namespace, &resource);
+            let Some(workload) = api.get_opt(&target.name).await? else {
                 tracing::debug!(kind = ?target.kind, name = %target.name, "restart target not found");
                 continue;
             };
-            if current.as_deref() == Some(fingerprint.as_str()) {
+            let current = workload
+                .data
+                .pointer("/spec/template/metadata/annotations")
+                .and_then(|a| a.get(RESTART_ANNOTATION))
+                .and_then(|v| v.as_str());
+            if current == Some(fingerprint.as_str()) {
                 continue;
             }
-            let client = self.ctx.client.clone();
-            let patch = Patch::Merge(&patch);
-            match target.kind {
-                WorkloadKind::Deployment => {
-                    Api::<Deployment>::namespaced(client, ns)
-                        .patch(&target.name, &params, &patch)
-                        .await?;
-                }
-                WorkloadKind::StatefulSet => {
-                    Api::<StatefulSet>::namespaced(client, ns)
-                        .patch(&target.name, &params, &patch)
-                        .await?;
-                }
-                WorkloadKind::DaemonSet => {
-                    Api::<DaemonSet>::namespaced(client, ns)
-                        .patch(&target.name, &params, &patch)
-                        .await?;
-                }
-            }
+            api.patch(&target.name, &params, &Patch::Merge(&patch))
+                .await?;
             restarted.push(format!("{:?}/{}", target.kind, target.name));
         }
         if !restarted.is_empty() {
@@ -1129,12 +1108,6 @@ fn request_result(
         message,
         time: Time(Timestamp::now()),
     }
-}
-
-fn template_annotation(
-    meta: Option<k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta>,
-) -> Option<String> {
-    meta?.annotations?.get(RESTART_ANNOTATION).cloned()
 }
 
 /// Small helpers on the condition list being built.
