@@ -1,0 +1,254 @@
+//! `upstash-bench`: benchmarks at scale and a chaos run of upstash-operator, with real parts
+//! only (the real control plane from `tools/testenv`, the release-built operator) and the
+//! Upstash emulator as the one stand-in. Run it through `scripts/bench.sh`, which builds
+//! everything first; see `BENCHMARKS.md` for the results and how to read them.
+
+mod chaos;
+mod common;
+mod lower_bound;
+mod observe;
+mod report;
+mod scale;
+mod stack;
+mod stats;
+
+use std::{fmt::Write as _, path::PathBuf, time::Duration};
+
+use anyhow::Context as _;
+use clap::{Parser, ValueEnum};
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+enum Mode {
+    /// N = 100 and 1,000 (or `--n`): convergence, steady state, deletion.
+    Scale,
+    /// N = 200 (or `--n`) with SIGKILLs and failing Upstash calls.
+    Chaos,
+    /// Both.
+    All,
+}
+
+/// Benchmarks at scale and a chaos run of upstash-operator.
+#[derive(Debug, Parser)]
+#[command(name = "upstash-bench")]
+struct Args {
+    #[arg(value_enum, default_value = "all")]
+    mode: Mode,
+    /// Instances: the scale runs (comma separated), or the chaos run's N with `chaos`.
+    #[arg(long, value_delimiter = ',')]
+    n: Vec<usize>,
+    /// Instances of the chaos run with `all`.
+    #[arg(long, default_value_t = 200)]
+    chaos_n: usize,
+    /// Latency the emulator adds to every Developer API call.
+    #[arg(long, default_value_t = 50)]
+    latency_ms: u64,
+    /// The operator's `--concurrency`.
+    #[arg(long, default_value_t = 8)]
+    concurrency: u16,
+    /// The operator's `--upstash-rate-limit` (requests per second).
+    #[arg(long, default_value_t = 20)]
+    upstash_rate_limit: u32,
+    /// `--resync-interval` of the steady-state phase, in seconds.
+    #[arg(long, default_value_t = 30)]
+    resync_interval: u64,
+    /// Resync intervals the steady-state window lasts.
+    #[arg(long, default_value_t = 3)]
+    steady_intervals: u32,
+    /// Extra operator flag (repeatable), e.g. `--operator-arg=--default-thresholds=false`.
+    #[arg(long = "operator-arg", allow_hyphen_values = true)]
+    operator_args: Vec<String>,
+    /// CacheInstance POSTs and DELETEs the bench sends at a time.
+    #[arg(long, default_value_t = 16)]
+    parallel: usize,
+    /// Longest wait for all Ready / all gone, in seconds.
+    #[arg(long, default_value_t = 1800)]
+    timeout: u64,
+    /// Chaos: share of Developer API calls that fail.
+    #[arg(long, default_value_t = 0.2)]
+    fault_rate: f64,
+    /// Chaos: SIGKILLs while provisioning.
+    #[arg(long, default_value_t = 6)]
+    kills: u32,
+    /// Chaos: SIGKILLs while deleting.
+    #[arg(long, default_value_t = 3)]
+    delete_kills: u32,
+    /// Chaos: a kill comes between this and `--kill-after-max-ms` after the previous start.
+    #[arg(long, default_value_t = 500)]
+    kill_after_min_ms: u64,
+    #[arg(long, default_value_t = 6000)]
+    kill_after_max_ms: u64,
+    /// Chaos: the operator's `--upstash-timeout`, in seconds (timeout faults hold requests
+    /// until the client gives up).
+    #[arg(long, default_value_t = 3)]
+    upstash_timeout: u64,
+    /// Chaos: random seed (default: random, printed).
+    #[arg(long)]
+    seed: Option<u64>,
+    /// Where results go (default `$CARGO_TARGET_DIR/bench` or `target/bench`).
+    #[arg(long)]
+    out: Option<PathBuf>,
+    /// Directory of the release binaries (default: this executable's).
+    #[arg(long)]
+    bin_dir: Option<PathBuf>,
+}
+
+/// `nproc`, memory, CPU model and kernel.
+fn machine() -> String {
+    let cpus = std::thread::available_parallelism().map_or(0, |n| n.get());
+    let mem_kb: u64 = std::fs::read_to_string("/proc/meminfo")
+        .ok()
+        .and_then(|m| {
+            m.lines()
+                .find(|l| l.starts_with("MemTotal:"))?
+                .split_whitespace()
+                .nth(1)?
+                .parse()
+                .ok()
+        })
+        .unwrap_or(0);
+    let model = std::fs::read_to_string("/proc/cpuinfo")
+        .ok()
+        .and_then(|c| {
+            c.lines()
+                .find(|l| l.starts_with("model name"))?
+                .split_once(':')
+                .map(|(_, v)| v.trim().to_string())
+        })
+        .unwrap_or_else(|| "unknown".into());
+    let kernel = std::fs::read_to_string("/proc/sys/kernel/osrelease")
+        .map(|s| s.trim().to_string())
+        .unwrap_or_default();
+    format!(
+        "{cpus} CPUs (nproc), {:.1} GiB memory, {model}, Linux {kernel}",
+        mem_kb as f64 / 1024.0 / 1024.0
+    )
+}
+
+fn out_dir(args: &Args) -> PathBuf {
+    args.out
+        .clone()
+        .unwrap_or_else(|| testkit::target_dir().join("bench"))
+}
+
+fn stamp() -> String {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_secs().to_string())
+        .unwrap_or_default()
+}
+
+#[tokio::main]
+async fn main() -> anyhow::Result<()> {
+    let args = Args::parse();
+    let bins = stack::Binaries::locate(args.bin_dir.as_deref())?;
+    let out = out_dir(&args);
+    std::fs::create_dir_all(&out).with_context(|| format!("creating {}", out.display()))?;
+    let machine = machine();
+    eprintln!("bench: {machine}");
+    let cluster = testkit::cluster().await;
+    let mut markdown = format!(
+        "Machine: {machine}. Kubernetes {} (tools/testenv).\n\n",
+        cluster.version()
+    );
+    let mut failed = false;
+
+    if matches!(args.mode, Mode::Scale | Mode::All) {
+        let ns = if args.n.is_empty() {
+            vec![100, 1000]
+        } else {
+            args.n.clone()
+        };
+        let mut results = Vec::new();
+        for n in ns {
+            let cfg = scale::ScaleConfig {
+                n,
+                latency_ms: args.latency_ms,
+                concurrency: args.concurrency,
+                rate_limit: args.upstash_rate_limit,
+                converge_resync: Duration::from_secs(600),
+                steady_resync: Duration::from_secs(args.resync_interval),
+                steady_intervals: args.steady_intervals,
+                extra_args: args.operator_args.clone(),
+                client_parallelism: args.parallel,
+                ready_timeout: Duration::from_secs(args.timeout),
+            };
+            let result = scale::run(cluster, &bins, cfg).await?;
+            let path = out.join(format!("scale-{n}-{}.json", stamp()));
+            std::fs::write(&path, serde_json::to_vec_pretty(&result)?)?;
+            eprintln!("bench: wrote {}", path.display());
+            results.push(result);
+        }
+        let table = report::scale_markdown(&results);
+        let _ = writeln!(markdown, "## Scale\n\n{table}");
+        let mut targets = String::new();
+        for r in &results {
+            let hwm = r.operator.values().map(|p| p.hwm).max().unwrap_or_default();
+            let steady = r.calls.get("steady").map_or(0, |c| c.mutating);
+            let writes: u64 = r
+                .changes
+                .get("steady")
+                .map_or(0, |c| c.by_manager.values().flat_map(|m| m.values()).sum());
+            let _ = writeln!(
+                targets,
+                "- N = {}: Ready within 3× the bound: {} ({:.2}×); RSS under 64 MiB: {} ({:.1} MiB); steady state zero mutating calls: {} ({steady}); zero writes: {} ({writes})",
+                r.config.n,
+                yes(r.ratio <= 3.0),
+                r.ratio,
+                yes(hwm < 64 * 1024 * 1024),
+                stats::mib(hwm),
+                yes(steady == 0),
+                yes(writes == 0),
+            );
+        }
+        let _ = writeln!(markdown, "Targets:\n\n{targets}");
+    }
+
+    if matches!(args.mode, Mode::Chaos | Mode::All) {
+        let n = match (args.mode, args.n.first()) {
+            (Mode::Chaos, Some(n)) => *n,
+            _ => args.chaos_n,
+        };
+        let seed = args.seed.unwrap_or_else(rand::random);
+        let cfg = chaos::ChaosConfig {
+            n,
+            latency_ms: args.latency_ms,
+            concurrency: args.concurrency,
+            rate_limit: args.upstash_rate_limit,
+            upstash_timeout: Duration::from_secs(args.upstash_timeout),
+            fault_rate: args.fault_rate,
+            provision_kills: args.kills,
+            delete_kills: args.delete_kills,
+            kill_after_min: Duration::from_millis(args.kill_after_min_ms),
+            kill_after_max: Duration::from_millis(
+                args.kill_after_max_ms.max(args.kill_after_min_ms),
+            ),
+            seed,
+            extra_args: args.operator_args.clone(),
+            client_parallelism: args.parallel,
+            timeout: Duration::from_secs(args.timeout),
+        };
+        let result = chaos::run(cluster, &bins, cfg).await?;
+        let path = out.join(format!("chaos-{n}-{}.json", stamp()));
+        std::fs::write(&path, serde_json::to_vec_pretty(&result)?)?;
+        eprintln!("bench: wrote {}", path.display());
+        let _ = writeln!(
+            markdown,
+            "## Chaos (seed {seed})\n\n{}",
+            report::chaos_markdown(&result)
+        );
+        failed |= !result.problems.is_empty();
+    }
+
+    let path = out.join(format!("results-{}.md", stamp()));
+    std::fs::write(&path, &markdown)?;
+    println!("{markdown}");
+    eprintln!("bench: wrote {}", path.display());
+    if failed {
+        std::process::exit(1);
+    }
+    Ok(())
+}
+
+fn yes(b: bool) -> &'static str {
+    if b { "met" } else { "NOT met" }
+}

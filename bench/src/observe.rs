@@ -1,0 +1,807 @@
+//! What a run measures, each from outside the operator:
+//!
+//! * [`ProcSampler`]: RSS (`VmRSS`, `VmHWM`) and CPU (`utime + stime`) from `/proc`;
+//! * [`ApiserverMetrics`]: `apiserver_request_total` from the API server's `/metrics`;
+//! * [`CallCollector`]: the emulator's call log (`GET /_emulator/calls`), by endpoint;
+//! * [`Recorder`]: a watch on the CacheInstances and the operator's Secrets that counts every
+//!   `resourceVersion` change, attributes it to field managers through `managedFields`, and
+//!   records when each instance was first seen Ready.
+//!
+//! Every counter is kept per phase (`converge`, `settle`, `steady`, `delete`, ...).
+
+use std::{
+    collections::{BTreeMap, HashMap},
+    sync::{
+        Arc, Mutex,
+        atomic::{AtomicU32, Ordering},
+    },
+    time::{Duration, Instant},
+};
+
+use futures::StreamExt;
+use kube::{
+    Api, Client,
+    api::{ApiResource, DynamicObject, GroupVersionKind},
+    runtime::watcher,
+};
+use serde::Serialize;
+use serde_json::Value;
+
+use crate::stack::Emulator;
+
+// ---------------------------------------------------------------------------------------------
+// /proc
+
+/// Every pid in `/proc`.
+pub fn all_pids() -> Vec<u32> {
+    std::fs::read_dir("/proc")
+        .map(|d| {
+            d.filter_map(|e| e.ok()?.file_name().to_str()?.parse().ok())
+                .collect()
+        })
+        .unwrap_or_default()
+}
+
+/// `(comm, ppid)` of a process.
+pub fn comm_and_ppid(pid: u32) -> Option<(String, u32)> {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+    let open = stat.find('(')?;
+    let close = stat.rfind(')')?;
+    let comm = stat[open + 1..close].to_string();
+    let rest: Vec<&str> = stat[close + 2..].split_whitespace().collect();
+    Some((comm, rest.get(1)?.parse().ok()?))
+}
+
+/// CPU seconds (user + system) a process has used.
+pub fn cpu_seconds(pid: u32) -> Option<f64> {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+    let close = stat.rfind(')')?;
+    let fields: Vec<&str> = stat[close + 2..].split_whitespace().collect();
+    // Fields after the command: state(0) ppid(1) ... utime(11) stime(12).
+    let utime: f64 = fields.get(11)?.parse().ok()?;
+    let stime: f64 = fields.get(12)?.parse().ok()?;
+    Some((utime + stime) / clock_ticks())
+}
+
+fn clock_ticks() -> f64 {
+    // SAFETY: sysconf has no memory effects.
+    let ticks = unsafe { libc::sysconf(libc::_SC_CLK_TCK) };
+    if ticks > 0 { ticks as f64 } else { 100.0 }
+}
+
+/// `(VmRSS, VmHWM)` in bytes.
+pub fn rss(pid: u32) -> Option<(u64, u64)> {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).ok()?;
+    let field = |name: &str| -> Option<u64> {
+        let line = status.lines().find(|l| l.starts_with(name))?;
+        let kb: u64 = line.split_whitespace().nth(1)?.parse().ok()?;
+        Some(kb * 1024)
+    };
+    Some((field("VmRSS:")?, field("VmHWM:")?))
+}
+
+/// Memory and CPU of one process in one phase.
+#[derive(Debug, Clone, Default, Serialize)]
+pub struct ProcPhase {
+    /// Largest sampled `VmRSS`.
+    pub peak_rss: u64,
+    /// `VmHWM` at the end of the phase (peak since the process started).
+    pub hwm: u64,
+    /// `VmRSS` at the end of the phase.
+    pub last_rss: u64,
+    /// CPU seconds used during the phase (summed over restarts).
+    pub cpu_s: f64,
+}
+
+#[derive(Default)]
+struct ProcState {
+    phases: BTreeMap<String, ProcPhase>,
+    /// pid → CPU seconds at the last sample.
+    last_cpu: HashMap<u32, f64>,
+}
+
+/// Samples one (possibly restarting) process every 100 ms.
+#[derive(Clone)]
+pub struct ProcSampler {
+    pid: Arc<AtomicU32>,
+    phase: Phase,
+    state: Arc<Mutex<ProcState>>,
+}
+
+impl ProcSampler {
+    pub fn start(pid: Arc<AtomicU32>, phase: Phase) -> Self {
+        let this = Self {
+            pid,
+            phase,
+            state: Arc::default(),
+        };
+        let sampler = this.clone();
+        tokio::spawn(async move {
+            loop {
+                sampler.sample();
+                tokio::time::sleep(Duration::from_millis(100)).await;
+            }
+        });
+        this
+    }
+
+    /// Takes one sample now (also called at phase changes).
+    pub fn sample(&self) {
+        let pid = self.pid.load(Ordering::Relaxed);
+        if pid == 0 {
+            return;
+        }
+        let phase = self.phase.get();
+        let mut st = self.state.lock().unwrap();
+        let cpu = cpu_seconds(pid);
+        let mem = rss(pid);
+        // A new process starts from zero CPU.
+        let before = st.last_cpu.get(&pid).copied().unwrap_or(0.0);
+        let entry = st.phases.entry(phase).or_default();
+        if let Some(cpu) = cpu {
+            entry.cpu_s += (cpu - before).max(0.0);
+        }
+        if let Some((rss, hwm)) = mem {
+            entry.peak_rss = entry.peak_rss.max(rss);
+            entry.hwm = hwm;
+            entry.last_rss = rss;
+        }
+        if let Some(cpu) = cpu {
+            st.last_cpu.insert(pid, cpu);
+        }
+    }
+
+    pub fn phases(&self) -> BTreeMap<String, ProcPhase> {
+        self.sample();
+        self.state.lock().unwrap().phases.clone()
+    }
+}
+
+/// CPU seconds of a fixed set of processes, read at phase boundaries.
+pub fn cpu_of(pids: &[u32]) -> f64 {
+    pids.iter().filter_map(|p| cpu_seconds(*p)).sum()
+}
+
+// ---------------------------------------------------------------------------------------------
+// Phases
+
+/// The current phase, shared by every collector.
+#[derive(Clone, Default)]
+pub struct Phase(Arc<Mutex<String>>);
+
+impl Phase {
+    pub fn get(&self) -> String {
+        self.0.lock().unwrap().clone()
+    }
+    fn set(&self, name: &str) {
+        *self.0.lock().unwrap() = name.to_string();
+    }
+}
+
+// ---------------------------------------------------------------------------------------------
+// kube-apiserver /metrics
+
+/// `apiserver_request_total` summed by `(verb, resource[/subresource])`.
+pub type RequestCounts = BTreeMap<(String, String), f64>;
+
+/// Reads `apiserver_request_total` for the resources the operator touches.
+pub struct ApiserverMetrics {
+    client: Client,
+}
+
+/// Resources whose requests are counted.
+const COUNTED_RESOURCES: [&str; 4] = ["cacheinstances", "secrets", "events", "cachepolicies"];
+
+impl ApiserverMetrics {
+    pub fn new(client: Client) -> Self {
+        Self { client }
+    }
+
+    pub async fn snapshot(&self) -> anyhow::Result<RequestCounts> {
+        let request = http::Request::get("/metrics").body(Vec::new())?;
+        let text = self.client.request_text(request).await?;
+        Ok(parse_request_totals(&text))
+    }
+}
+
+/// Parses the Prometheus text of `/metrics` into request counts.
+pub fn parse_request_totals(text: &str) -> RequestCounts {
+    let mut out = RequestCounts::new();
+    for line in text.lines() {
+        let Some(rest) = line.strip_prefix("apiserver_request_total{") else {
+            continue;
+        };
+        let Some(close) = rest.rfind('}') else {
+            continue;
+        };
+        let labels = parse_labels(&rest[..close]);
+        let Ok(value) = rest[close + 1..].trim().parse::<f64>() else {
+            continue;
+        };
+        let resource = labels.get("resource").cloned().unwrap_or_default();
+        if !COUNTED_RESOURCES.contains(&resource.as_str()) {
+            continue;
+        }
+        let sub = labels.get("subresource").cloned().unwrap_or_default();
+        let what = if sub.is_empty() {
+            resource
+        } else {
+            format!("{resource}/{sub}")
+        };
+        let verb = labels.get("verb").cloned().unwrap_or_default();
+        *out.entry((verb, what)).or_default() += value;
+    }
+    out
+}
+
+fn parse_labels(s: &str) -> BTreeMap<String, String> {
+    let mut out = BTreeMap::new();
+    let mut rest = s;
+    while let Some(eq) = rest.find("=\"") {
+        let key = rest[..eq].trim_start_matches(',').trim().to_string();
+        let after = &rest[eq + 2..];
+        let mut end = 0;
+        let bytes = after.as_bytes();
+        while end < bytes.len() {
+            if bytes[end] == b'\\' {
+                end += 2;
+                continue;
+            }
+            if bytes[end] == b'"' {
+                break;
+            }
+            end += 1;
+        }
+        out.insert(key, after[..end.min(after.len())].to_string());
+        rest = &after[(end + 1).min(after.len())..];
+    }
+    out
+}
+
+/// `after - before`, dropping zero rows.
+pub fn diff_counts(before: &RequestCounts, after: &RequestCounts) -> RequestCounts {
+    after
+        .iter()
+        .map(|(k, v)| (k.clone(), v - before.get(k).copied().unwrap_or(0.0)))
+        .filter(|(_, v)| *v > 0.0)
+        .collect()
+}
+
+/// Whether a verb writes.
+pub fn is_mutating(verb: &str) -> bool {
+    matches!(
+        verb,
+        "POST" | "PUT" | "PATCH" | "APPLY" | "DELETE" | "DELETECOLLECTION" | "CREATE" | "UPDATE"
+    )
+}
+
+// ---------------------------------------------------------------------------------------------
+// The emulator's call log
+
+/// Upstash calls in one phase.
+#[derive(Debug, Clone, Default, Serialize)]
+pub struct CallPhase {
+    /// Developer API calls by operation.
+    pub by_endpoint: BTreeMap<String, u64>,
+    /// Developer API calls by method.
+    pub by_method: BTreeMap<String, u64>,
+    /// Developer API answers by status class (`2xx`, `4xx`, `5xx`, `0` = none sent).
+    pub by_status: BTreeMap<String, u64>,
+    /// Calls a fault rule applied to.
+    pub faulted: u64,
+    /// Data-plane requests (the monitor's probes).
+    pub data_plane: u64,
+    /// Developer API calls that change something (not GET).
+    pub mutating: u64,
+    /// `create` calls that were performed (a database came out of them).
+    pub creates_performed: u64,
+}
+
+#[derive(Default)]
+struct CallState {
+    since: u64,
+    phases: BTreeMap<String, CallPhase>,
+}
+
+/// Follows the emulator's call log every second.
+#[derive(Clone)]
+pub struct CallCollector {
+    emulator: Arc<Emulator>,
+    phase: Phase,
+    state: Arc<tokio::sync::Mutex<CallState>>,
+}
+
+impl CallCollector {
+    pub fn start(emulator: Arc<Emulator>, phase: Phase) -> Self {
+        let this = Self {
+            emulator,
+            phase,
+            state: Arc::default(),
+        };
+        let poller = this.clone();
+        tokio::spawn(async move {
+            loop {
+                tokio::time::sleep(Duration::from_secs(1)).await;
+                if let Err(e) = poller.collect().await {
+                    eprintln!("bench: reading the call log: {e:#}");
+                }
+            }
+        });
+        this
+    }
+
+    /// Reads new entries and books them on the current phase.
+    pub async fn collect(&self) -> anyhow::Result<()> {
+        let mut st = self.state.lock().await;
+        let calls = self.emulator.calls_since(st.since).await?;
+        let phase = self.phase.get();
+        let entry = st.phases.entry(phase).or_default();
+        let mut last = None;
+        for c in &calls {
+            last = c["seq"].as_u64().or(last);
+            if c["plane"] != "api" {
+                entry.data_plane += 1;
+                continue;
+            }
+            let endpoint = c["endpoint"].as_str().unwrap_or("?").to_string();
+            let method = c["method"].as_str().unwrap_or("?").to_string();
+            let status = c["status"].as_u64().unwrap_or(0);
+            let class = if status == 0 {
+                "none".to_string()
+            } else {
+                format!("{}xx", status / 100)
+            };
+            if method != "GET" {
+                entry.mutating += 1;
+            }
+            if c["fault"].is_u64() {
+                entry.faulted += 1;
+            }
+            if endpoint == "create" && c["database_id"].is_string() {
+                entry.creates_performed += 1;
+            }
+            *entry.by_endpoint.entry(endpoint).or_default() += 1;
+            *entry.by_method.entry(method).or_default() += 1;
+            *entry.by_status.entry(class).or_default() += 1;
+        }
+        if let Some(seq) = last {
+            st.since = seq;
+        }
+        Ok(())
+    }
+
+    pub async fn phases(&self) -> BTreeMap<String, CallPhase> {
+        let _ = self.collect().await;
+        self.state.lock().await.phases.clone()
+    }
+}
+
+// ---------------------------------------------------------------------------------------------
+// Watching the objects
+
+/// The CacheInstance resource.
+pub fn cache_instance_resource() -> ApiResource {
+    ApiResource::from_gvk_with_plural(
+        &GroupVersionKind::gvk("cache.upstash-operator.dev", "v1alpha1", "CacheInstance"),
+        "cacheinstances",
+    )
+}
+
+/// The Secret resource.
+pub fn secret_resource() -> ApiResource {
+    ApiResource::from_gvk_with_plural(&GroupVersionKind::gvk("", "v1", "Secret"), "secrets")
+}
+
+/// What the watch knows about one object.
+#[derive(Debug, Clone, Default)]
+struct Seen {
+    rv: String,
+    /// `(manager, operation, subresource)` → time of its last write.
+    managers: BTreeMap<(String, String, String), String>,
+    ready: bool,
+    healthy: bool,
+    first_ready: Option<Duration>,
+    created: Option<Duration>,
+}
+
+/// Object changes seen by the watch in one phase.
+#[derive(Debug, Clone, Default, Serialize)]
+pub struct ChangePhase {
+    /// `kind` → `manager` → number of new resourceVersions.
+    pub by_manager: BTreeMap<String, BTreeMap<String, u64>>,
+    /// `kind` → creations / updates / deletions.
+    pub created: BTreeMap<String, u64>,
+    pub updated: BTreeMap<String, u64>,
+    pub deleted: BTreeMap<String, u64>,
+}
+
+#[derive(Default)]
+struct RecState {
+    objects: HashMap<(String, String), Seen>,
+    phases: BTreeMap<String, ChangePhase>,
+    ready: usize,
+    healthy: usize,
+    instances: usize,
+    /// When the last resourceVersion change happened.
+    last_change: Option<Instant>,
+}
+
+/// Watches CacheInstances and the operator's Secrets in one namespace.
+#[derive(Clone)]
+pub struct Recorder {
+    start: Instant,
+    phase: Phase,
+    state: Arc<Mutex<RecState>>,
+}
+
+/// Field managers whose writes count as the operator's.
+pub const OPERATOR_MANAGERS: [&str; 2] = ["upstash-operator", "upstash-operator/monitor"];
+
+impl Recorder {
+    pub async fn start(
+        client: Client,
+        namespace: &str,
+        start: Instant,
+        phase: Phase,
+    ) -> anyhow::Result<Self> {
+        let this = Self {
+            start,
+            phase,
+            state: Arc::default(),
+        };
+        let instances: Api<DynamicObject> =
+            Api::namespaced_with(client.clone(), namespace, &cache_instance_resource());
+        let secrets: Api<DynamicObject> =
+            Api::namespaced_with(client, namespace, &secret_resource());
+        let (tx, mut rx) = tokio::sync::mpsc::channel::<()>(2);
+        for (kind, api, config) in [
+            ("CacheInstance", instances, watcher::Config::default()),
+            (
+                "Secret",
+                secrets,
+                watcher::Config::default().labels("app.kubernetes.io/managed-by=upstash-operator"),
+            ),
+        ] {
+            let rec = this.clone();
+            let tx = tx.clone();
+            tokio::spawn(async move {
+                let mut stream = watcher(api, config).boxed();
+                let mut told = false;
+                while let Some(event) = stream.next().await {
+                    match event {
+                        Ok(watcher::Event::Apply(o) | watcher::Event::InitApply(o)) => {
+                            rec.apply(kind, &o)
+                        }
+                        Ok(watcher::Event::Delete(o)) => rec.delete(kind, &o),
+                        Ok(watcher::Event::InitDone) if !told => {
+                            told = true;
+                            let _ = tx.send(()).await;
+                        }
+                        Ok(_) => {}
+                        Err(e) => eprintln!("bench: {kind} watch: {e}"),
+                    }
+                }
+            });
+        }
+        // Both watches have their initial list.
+        for _ in 0..2 {
+            rx.recv().await;
+        }
+        Ok(this)
+    }
+
+    /// Records when the bench created an instance.
+    pub fn created(&self, name: &str) {
+        let at = self.start.elapsed();
+        let mut st = self.state.lock().unwrap();
+        let seen = st
+            .objects
+            .entry(("CacheInstance".into(), name.into()))
+            .or_default();
+        seen.created.get_or_insert(at);
+    }
+
+    fn apply(&self, kind: &str, obj: &DynamicObject) {
+        let name = obj.metadata.name.clone().unwrap_or_default();
+        let rv = obj.metadata.resource_version.clone().unwrap_or_default();
+        let managers: BTreeMap<(String, String, String), String> = obj
+            .metadata
+            .managed_fields
+            .iter()
+            .flatten()
+            .map(|m| {
+                (
+                    (
+                        m.manager.clone().unwrap_or_default(),
+                        m.operation.clone().unwrap_or_default(),
+                        m.subresource.clone().unwrap_or_default(),
+                    ),
+                    m.time.as_ref().map(|t| t.0.to_string()).unwrap_or_default(),
+                )
+            })
+            .collect();
+        let (ready, healthy) = if kind == "CacheInstance" {
+            (
+                condition(&obj.data, "Ready") == Some("True"),
+                condition(&obj.data, "Healthy").is_some(),
+            )
+        } else {
+            (false, false)
+        };
+        let phase = self.phase.get();
+        let at = self.start.elapsed();
+        let mut st = self.state.lock().unwrap();
+        let key = (kind.to_string(), name);
+        let existed = st.objects.get(&key).is_some_and(|s| !s.rv.is_empty());
+        let seen = st.objects.entry(key).or_default();
+        if seen.rv == rv {
+            return; // a relist
+        }
+        // Who wrote: managers whose entry is new or has a new time; else the latest one.
+        let mut writers: Vec<String> = managers
+            .iter()
+            .filter(|(k, t)| seen.managers.get(*k) != Some(*t))
+            .map(|((m, _, _), _)| m.clone())
+            .collect();
+        if writers.is_empty() {
+            let latest = managers.values().max().cloned().unwrap_or_default();
+            writers = managers
+                .iter()
+                .filter(|(_, t)| **t == latest)
+                .map(|((m, _, _), _)| m.clone())
+                .collect();
+        }
+        writers.sort();
+        writers.dedup();
+        if std::env::var_os("BENCH_DEBUG_WATCH").is_some() {
+            eprintln!(
+                "watch {kind} {} rv {rv} -> {writers:?} status {}",
+                key_name(obj),
+                obj.data
+                    .get("status")
+                    .map(|s| s.to_string())
+                    .unwrap_or_default()
+            );
+        }
+        let writer = if writers.is_empty() {
+            "unknown".to_string()
+        } else {
+            writers.join("+")
+        };
+        let was_ready = seen.ready;
+        let was_healthy = seen.healthy;
+        seen.rv = rv;
+        seen.managers = managers;
+        seen.ready = ready;
+        seen.healthy = healthy;
+        if ready && seen.first_ready.is_none() {
+            seen.first_ready = Some(at);
+        }
+        if kind == "CacheInstance" {
+            if !existed {
+                st.instances += 1;
+            }
+            st.ready = st.ready + usize::from(ready) - usize::from(was_ready);
+            st.healthy = st.healthy + usize::from(healthy) - usize::from(was_healthy);
+        }
+        st.last_change = Some(Instant::now());
+        let p = st.phases.entry(phase).or_default();
+        if existed {
+            *p.updated.entry(kind.to_string()).or_default() += 1;
+        } else {
+            *p.created.entry(kind.to_string()).or_default() += 1;
+        }
+        *p.by_manager
+            .entry(kind.to_string())
+            .or_default()
+            .entry(writer)
+            .or_default() += 1;
+    }
+
+    fn delete(&self, kind: &str, obj: &DynamicObject) {
+        let name = obj.metadata.name.clone().unwrap_or_default();
+        let phase = self.phase.get();
+        let mut st = self.state.lock().unwrap();
+        if let Some(seen) = st.objects.remove(&(kind.to_string(), name))
+            && kind == "CacheInstance"
+        {
+            st.instances -= 1;
+            st.ready -= usize::from(seen.ready);
+            st.healthy -= usize::from(seen.healthy);
+        }
+        st.last_change = Some(Instant::now());
+        *st.phases
+            .entry(phase)
+            .or_default()
+            .deleted
+            .entry(kind.to_string())
+            .or_default() += 1;
+    }
+
+    /// `(instances, ready, healthy)` as last seen.
+    pub fn counts(&self) -> (usize, usize, usize) {
+        let st = self.state.lock().unwrap();
+        (st.instances, st.ready, st.healthy)
+    }
+
+    /// Time since the last change of any watched object.
+    pub fn quiet_for(&self) -> Duration {
+        self.state
+            .lock()
+            .unwrap()
+            .last_change
+            .map_or(Duration::MAX, |t| t.elapsed())
+    }
+
+    /// Creation-to-first-Ready of every instance that has both, in seconds.
+    pub fn ready_latencies(&self) -> Vec<f64> {
+        let st = self.state.lock().unwrap();
+        st.objects
+            .iter()
+            .filter(|((k, _), _)| k == "CacheInstance")
+            .filter_map(|(_, s)| Some((s.first_ready? - s.created?).as_secs_f64()))
+            .collect()
+    }
+
+    /// The latest first-Ready time, from the run's start.
+    pub fn last_first_ready(&self) -> Option<Duration> {
+        let st = self.state.lock().unwrap();
+        st.objects
+            .iter()
+            .filter(|((k, _), _)| k == "CacheInstance")
+            .filter_map(|(_, s)| s.first_ready)
+            .max()
+    }
+
+    pub fn phases(&self) -> BTreeMap<String, ChangePhase> {
+        self.state.lock().unwrap().phases.clone()
+    }
+}
+
+fn key_name(obj: &DynamicObject) -> String {
+    obj.metadata.name.clone().unwrap_or_default()
+}
+
+/// Status of condition `type_` in `status.conditions`.
+fn condition<'a>(data: &'a Value, type_: &str) -> Option<&'a str> {
+    data.pointer("/status/conditions")?
+        .as_array()?
+        .iter()
+        .find(|c| c["type"] == type_)?
+        .get("status")?
+        .as_str()
+}
+
+// ---------------------------------------------------------------------------------------------
+// All collectors together
+
+/// The collectors of one run, switched between phases together.
+pub struct Observers {
+    pub phase: Phase,
+    pub operator: ProcSampler,
+    pub calls: CallCollector,
+    pub apiserver: ApiserverMetrics,
+    /// Phase → API server request counts during it.
+    pub requests: BTreeMap<String, RequestCounts>,
+    /// Phase → CPU seconds of the emulator and of the control plane.
+    pub other_cpu: BTreeMap<String, (f64, f64)>,
+    /// Phase → wall-clock seconds.
+    pub durations: BTreeMap<String, f64>,
+    current: Option<PhaseMark>,
+    emulator_pid: u32,
+    control_plane: Vec<u32>,
+}
+
+struct PhaseMark {
+    name: String,
+    started: Instant,
+    requests: RequestCounts,
+    emulator_cpu: f64,
+    control_plane_cpu: f64,
+}
+
+impl Observers {
+    #[allow(clippy::too_many_arguments)]
+    pub fn new(
+        phase: Phase,
+        operator: ProcSampler,
+        calls: CallCollector,
+        apiserver: ApiserverMetrics,
+        emulator_pid: u32,
+        control_plane: Vec<u32>,
+    ) -> Self {
+        Self {
+            phase,
+            operator,
+            calls,
+            apiserver,
+            requests: BTreeMap::new(),
+            other_cpu: BTreeMap::new(),
+            durations: BTreeMap::new(),
+            current: None,
+            emulator_pid,
+            control_plane,
+        }
+    }
+
+    /// Ends the current phase (if any) and starts `name` (`None`: just end).
+    pub async fn enter(&mut self, name: Option<&str>) -> anyhow::Result<()> {
+        // Book what happened so far on the phase that is ending.
+        let _ = self.calls.collect().await;
+        self.operator.sample();
+        let requests = self.apiserver.snapshot().await?;
+        let emulator_cpu = cpu_of(&[self.emulator_pid]);
+        let control_plane_cpu = cpu_of(&self.control_plane);
+        if let Some(mark) = self.current.take() {
+            self.durations
+                .insert(mark.name.clone(), mark.started.elapsed().as_secs_f64());
+            self.requests
+                .insert(mark.name.clone(), diff_counts(&mark.requests, &requests));
+            self.other_cpu.insert(
+                mark.name,
+                (
+                    emulator_cpu - mark.emulator_cpu,
+                    control_plane_cpu - mark.control_plane_cpu,
+                ),
+            );
+        }
+        if let Some(name) = name {
+            self.phase.set(name);
+            self.current = Some(PhaseMark {
+                name: name.to_string(),
+                started: Instant::now(),
+                requests,
+                emulator_cpu,
+                control_plane_cpu,
+            });
+        } else {
+            self.phase.set("after");
+        }
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn parses_request_totals() {
+        let text = r#"# HELP apiserver_request_total x
+apiserver_request_total{code="201",component="apiserver",dry_run="",group="cache.upstash-operator.dev",resource="cacheinstances",scope="resource",subresource="",verb="POST",version="v1alpha1"} 5
+apiserver_request_total{code="200",component="apiserver",dry_run="",group="cache.upstash-operator.dev",resource="cacheinstances",scope="resource",subresource="status",verb="APPLY",version="v1alpha1"} 7
+apiserver_request_total{code="200",component="apiserver",dry_run="",group="",resource="secrets",scope="resource",subresource="",verb="APPLY",version="v1"} 2
+apiserver_request_total{code="409",component="apiserver",dry_run="",group="",resource="secrets",scope="resource",subresource="",verb="APPLY",version="v1"} 1
+apiserver_request_total{code="200",component="apiserver",dry_run="",group="",resource="pods",scope="resource",subresource="",verb="GET",version="v1"} 9
+"#;
+        let counts = parse_request_totals(text);
+        assert_eq!(counts[&("POST".into(), "cacheinstances".into())], 5.0);
+        assert_eq!(
+            counts[&("APPLY".into(), "cacheinstances/status".into())],
+            7.0
+        );
+        assert_eq!(counts[&("APPLY".into(), "secrets".into())], 3.0);
+        assert_eq!(counts.len(), 3);
+        let later = parse_request_totals(&text.replace("} 5", "} 8"));
+        let d = diff_counts(&counts, &later);
+        assert_eq!(d.len(), 1);
+        assert_eq!(d[&("POST".into(), "cacheinstances".into())], 3.0);
+    }
+
+    #[test]
+    fn labels_with_escapes() {
+        let l = parse_labels(r#"a="x",b="y\"z",c="""#);
+        assert_eq!(l["a"], "x");
+        assert_eq!(l["b"], r#"y\"z"#);
+        assert_eq!(l["c"], "");
+    }
+
+    #[test]
+    fn reads_own_process() {
+        let me = std::process::id();
+        assert!(cpu_seconds(me).is_some());
+        let (rss, hwm) = rss(me).unwrap();
+        assert!(rss > 0 && hwm >= rss);
+        assert!(comm_and_ppid(me).is_some());
+    }
+}
