@@ -1,9 +1,11 @@
 //! The lower bound on convergence time implied by the configured Upstash latency, the
 //! operator's reconcile concurrency and its global Upstash rate limit.
 //!
-//! Each instance needs a chain of `k` Upstash calls before it can be Ready (`list` to look for
-//! a database it may already have created, then `create`, whose answer carries the
-//! credentials), and each call takes at least the added latency `L`. With `C` reconciles at a
+//! Each instance needs a chain of `k` Upstash calls before it can be Ready, and each call takes
+//! at least the added latency `L`. For a new instance with a derived database name `k = 1`:
+//! `create`, whose answer carries the credentials (the operator lists the account first only
+//! when a create attempt is already recorded, the name was chosen by the user, or the object is
+//! old enough to have lost its status). Deleting takes `k = 1` (`delete`). With `C` reconciles at a
 //! time, `N` instances take at least `ceil(N / C)` rounds of `k × L`:
 //!
 //! ```text

@@ -95,6 +95,8 @@ fn fmt_fmap(m: &BTreeMap<String, f64>, per: f64) -> String {
 
 /// A number with few decimals.
 fn num(v: f64) -> String {
+    // Differences of equal counters give -0.
+    let v = if v == 0.0 { 0.0 } else { v };
     if (v == v.trunc() && v.abs() < 1e9) || v.abs() >= 100.0 {
         format!("{v:.0}")
     } else if v.abs() >= 10.0 {

@@ -68,7 +68,8 @@ impl ScaleConfig {
         args
     }
 
-    /// The convergence bound: `list` and `create` on each instance's critical path.
+    /// The convergence bound for `calls_per_instance` Upstash calls on each instance's critical
+    /// path (`create` alone for a new instance).
     pub fn bound_inputs(&self, calls_per_instance: u64) -> BoundInputs {
         BoundInputs {
             instances: self.n as u64,
@@ -254,7 +255,7 @@ pub async fn run(
     eprintln!("bench: all {n} deleted after {delete_s:.1}s");
     obs.enter(None).await?;
 
-    let bound_inputs = cfg.bound_inputs(2);
+    let bound_inputs = cfg.bound_inputs(1);
     let bound = lower_bound(bound_inputs);
     let delete_bound = lower_bound(cfg.bound_inputs(1));
     let databases_left = emulator.databases().await?.len();

@@ -4,7 +4,10 @@
 //! Steady state is quiet: one read of the database from Upstash, reads of the Secrets, and no
 //! write anywhere unless something differs. Events fire on transitions only.
 
-use std::{sync::Arc, time::Duration};
+use std::{
+    sync::Arc,
+    time::{Duration, Instant},
+};
 
 use k8s_openapi::{
     api::{
@@ -48,6 +51,11 @@ pub const RESTART_ANNOTATION: &str = "cache.upstash-operator.dev/credentials-has
 /// How long to wait for a database whose create answer was lost to show up in the list before
 /// creating again.
 const LOST_CREATE_GRACE: Duration = Duration::from_secs(30);
+
+/// Objects at least this old are listed for a database of their derived name before a create
+/// even when their status records no attempt (it may have been lost); younger ones are not,
+/// which keeps provisioning from listing the whole account once per new instance.
+const UNRECORDED_CREATE_AGE: Duration = Duration::from_secs(600);
 
 /// Shortest rotation interval accepted.
 const MIN_ROTATION: Duration = Duration::from_secs(3600);
@@ -99,6 +107,10 @@ struct Run<'a> {
     conds: Vec<Cond>,
     /// When to come back (rotation due, lost create grace, ...), besides the resync.
     requeue: Option<Duration>,
+    /// When the database this pass works with was read from Upstash.
+    read_at: Option<Instant>,
+    /// Whether this pass has re-read its status from the API server.
+    refreshed: bool,
 }
 
 async fn apply(obj: Arc<CacheInstance>, ctx: &Context) -> Result<Action> {
@@ -114,6 +126,8 @@ async fn apply(obj: Arc<CacheInstance>, ctx: &Context) -> Result<Action> {
         status: obj.status.clone().unwrap_or_default(),
         conds: Vec::new(),
         requeue: None,
+        read_at: None,
+        refreshed: false,
     };
     let outcome = run.converge().await;
     let ready = match &outcome {
@@ -189,6 +203,9 @@ impl Run<'_> {
 
         self.status.endpoint = Some(db.endpoint.clone());
         self.status.state = Some(db.state.clone()).filter(|s| !s.is_empty());
+        // Reused by reconciles that our own writes trigger (forgotten if this pass fails later).
+        let read_at = self.read_at.unwrap_or_else(Instant::now);
+        self.ctx.recent.record(self.obj, db.clone(), read_at);
         self.status.plan = db
             .plan()
             .map(|p| p.to_string())
@@ -294,7 +311,25 @@ impl Run<'_> {
         upstash: &UpstashApi,
         blocked: bool,
     ) -> Result<Option<Database>> {
+        if self.status.database_id.is_none()
+            && self.status.pending_create.is_none()
+            && self.obj.spec.adopt.is_none()
+            && !blocked
+        {
+            self.refresh_status().await?;
+        }
         if let Some(id) = self.status.database_id.clone() {
+            // Triggered by our own writes (or the monitor's) since the last read: nothing the
+            // database could have drifted in is worth a call before the next resync.
+            if let Some(db) = self.ctx.recent.reuse(self.obj, &id) {
+                self.read_at = self.ctx.recent.read_at(self.obj, &id);
+                self.provisioned(
+                    "Provisioned",
+                    format!("database {} ({}) exists", db.database_name, db.database_id),
+                );
+                return Ok(Some(db));
+            }
+            self.read_at = Some(Instant::now());
             if let Some(db) = upstash.get_database(&id).await? {
                 self.provisioned(
                     "Provisioned",
@@ -335,6 +370,46 @@ impl Run<'_> {
             return Ok(None);
         }
         self.find_own_or_create(upstash).await
+    }
+
+    /// The watch cache can lag behind this operator's own last status write (a trigger from the
+    /// Secret it just applied can come first), so a pass about to do something that must happen
+    /// once (create a database, rotate, back up, restore) first takes what the status records
+    /// from the API server's current copy: one quorum read, at most once per pass, and only
+    /// when the cached status says the action is due.
+    async fn refresh_status(&mut self) -> Result<()> {
+        if self.refreshed {
+            return Ok(());
+        }
+        self.refreshed = true;
+        let Some(fresh) = self.api.get_opt(&self.name).await?.and_then(|o| o.status) else {
+            return Ok(());
+        };
+        let cached = self.obj.status.clone().unwrap_or_default();
+        if fresh.database_id != cached.database_id
+            || fresh.pending_create != cached.pending_create
+            || fresh.rotation != cached.rotation
+            || fresh.backup != cached.backup
+            || fresh.restore != cached.restore
+        {
+            tracing::debug!(object = %self.name, "the cache lagged behind the last status write");
+        }
+        if self.status.database_id.is_none() {
+            self.status.database_id = fresh.database_id;
+        }
+        if self.status.pending_create.is_none() {
+            self.status.pending_create = fresh.pending_create;
+        }
+        if fresh.rotation.is_some() {
+            self.status.rotation = fresh.rotation;
+        }
+        if fresh.backup.is_some() {
+            self.status.backup = fresh.backup;
+        }
+        if fresh.restore.is_some() {
+            self.status.restore = fresh.restore;
+        }
+        Ok(())
     }
 
     async fn adopt(&mut self, upstash: &UpstashApi, id: Option<&str>) -> Result<Option<Database>> {
@@ -409,6 +484,9 @@ impl Run<'_> {
             .pending_create
             .clone()
             .filter(|p| p.database_name == name);
+        if pending.is_none() && !self.may_have_created_unrecorded(&name) {
+            return self.create(upstash).await;
+        }
         let matches: Vec<Database> = upstash
             .list_databases()
             .await?
@@ -478,6 +556,26 @@ impl Run<'_> {
                 Ok(None)
             }
         }
+    }
+
+    /// Whether a database named `name` may exist although the API server records no create
+    /// attempt, so that Upstash must be listed before creating. Every create is recorded in
+    /// `status.pendingCreate` first, so for a derived name (which carries this object's uid)
+    /// that takes a status lost after the fact; only objects older than
+    /// [`UNRECORDED_CREATE_AGE`] are checked for it. A name the user chose may belong to any
+    /// database of the account and is always checked.
+    fn may_have_created_unrecorded(&self, name: &str) -> bool {
+        if !desired::is_derived_name_of(name, self.obj) {
+            return true;
+        }
+        let age = self
+            .obj
+            .metadata
+            .creation_timestamp
+            .as_ref()
+            .map(|t| Timestamp::now().duration_since(t.0));
+        let limit = SignedDuration::try_from(UNRECORDED_CREATE_AGE).unwrap_or_default();
+        age.is_none_or(|a| a >= limit)
     }
 
     async fn create(&mut self, upstash: &UpstashApi) -> Result<Option<Database>> {
@@ -588,6 +686,22 @@ impl Run<'_> {
     /// the outcome goes to `status.backup` / `status.restore` and an Event.
     async fn run_requests(&mut self, upstash: &UpstashApi, db: &Database) -> Result<()> {
         let id = db.database_id.as_str();
+        let unserved = |wanted: Option<&str>, served: Option<&RequestResult>| {
+            wanted.is_some_and(|w| served.is_none_or(|r| r.request_id != w))
+        };
+        if unserved(
+            self.obj.spec.backup.as_ref().map(|r| r.request_id.as_str()),
+            self.status.backup.as_ref(),
+        ) || unserved(
+            self.obj
+                .spec
+                .restore
+                .as_ref()
+                .map(|r| r.request_id.as_str()),
+            self.status.restore.as_ref(),
+        ) {
+            self.refresh_status().await?;
+        }
         if let Some(request) = self.obj.spec.backup.clone()
             && self
                 .status
@@ -736,7 +850,32 @@ impl Run<'_> {
             .filter(|v| !v.is_empty())
     }
 
+    /// Whether the cached status says a rotation is requested or due.
+    fn rotation_due(&self) -> bool {
+        let every = self
+            .obj
+            .spec
+            .password_rotation
+            .as_ref()
+            .and_then(|r| r.every.as_ref())
+            .and_then(|e| e.duration().ok())
+            .and_then(|e| SignedDuration::try_from(e).ok());
+        let rotation = self.status.rotation.as_ref();
+        let request = self.rotate_request();
+        let requested =
+            request.is_some() && request != rotation.and_then(|r| r.last_request.clone());
+        let scheduled = match (every, rotation.and_then(|r| r.last_rotation_time.as_ref())) {
+            (Some(every), Some(last)) => Timestamp::now() >= last.0 + every,
+            _ => false,
+        };
+        requested || scheduled
+    }
+
     async fn rotate_if_due(&mut self, upstash: &UpstashApi, db: &mut Database) -> Result<()> {
+        if self.rotation_due() {
+            // Rotating twice would cut applications off twice: confirm on the current status.
+            self.refresh_status().await?;
+        }
         let every = self
             .obj
             .spec
@@ -1128,6 +1267,7 @@ async fn cleanup(obj: Arc<CacheInstance>, ctx: &Context) -> Result<Action> {
         guardrails::deletion_policy(&obj, selection.policy(), ctx.config.default_deletion_policy);
     ctx.metrics
         .forget_instance(&obj.namespace().unwrap_or_default(), &obj.name_any());
+    ctx.recent.forget(&obj);
     let status = obj.status.clone().unwrap_or_default();
     if policy == DeletionPolicy::Retain {
         if let Some(id) = &status.database_id {

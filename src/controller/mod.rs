@@ -3,6 +3,7 @@
 pub mod conditions;
 pub mod desired;
 pub mod instance;
+pub mod recent;
 pub mod secret;
 
 use std::{
@@ -73,6 +74,8 @@ pub struct Context {
     pub metrics: Arc<Metrics>,
     pub policies: Policies,
     pub config: Settings,
+    /// The database each object's last successful reconcile saw.
+    pub recent: recent::RecentReads,
     /// Consecutive failures per object, for exponential backoff.
     failures: Mutex<HashMap<ObjectRef<CacheInstance>, u32>>,
 }
@@ -94,6 +97,7 @@ impl Context {
             credentials,
             metrics,
             policies,
+            recent: recent::RecentReads::new(config.resync),
             config,
             failures: Mutex::default(),
         }
@@ -158,6 +162,8 @@ pub fn backoff(failures: u32, retry_after: Option<Duration>) -> Duration {
 
 fn error_policy(obj: Arc<CacheInstance>, error: &Error, ctx: Arc<Context>) -> Action {
     let failures = ctx.record_failure(&obj);
+    // The next attempt reads the database again.
+    ctx.recent.forget(&obj);
     let wait = backoff(failures, error.retry_after());
     tracing::warn!(
         object = %format!("{}/{}", obj.namespace().unwrap_or_default(), obj.name_any()),

@@ -65,6 +65,8 @@ struct InstanceState {
     in_flight: bool,
     database_id: String,
     db: Option<(Database, Instant)>,
+    /// Whether `db` was ever filled (afterwards, refreshes read Upstash themselves).
+    had_db: bool,
     alerts: BTreeMap<AlertKind, AlertState>,
     probe: ProbeWindow,
     report: Option<InstanceReport>,
@@ -249,17 +251,38 @@ impl Monitor {
         let (creds, _) = self.ctx.credentials.for_instance(instance).await?;
         let upstash = self.ctx.upstash.with_credentials(creds);
 
-        let cached = {
+        let (cached, had_db) = {
             let states = self.states.lock().unwrap_or_else(|e| e.into_inner());
-            states
-                .get(key)
-                .and_then(|s| s.db.clone())
-                .filter(|(db, at)| db.database_id == id && at.elapsed() < DB_REFRESH)
-                .map(|(db, _)| db)
+            let state = states.get(key);
+            (
+                state
+                    .and_then(|s| s.db.clone())
+                    .filter(|(db, at)| db.database_id == id && at.elapsed() < DB_REFRESH)
+                    .map(|(db, _)| db),
+                state.is_some_and(|s| s.had_db),
+            )
         };
         let db = match cached {
             Some(db) => Some(db),
-            None => self.fetch_db(&upstash, key, &id).await,
+            // The first view of a database comes from the reconciler's last read when that is
+            // recent: a new database costs no extra call.
+            None => match self
+                .ctx
+                .recent
+                .peek(instance, &id)
+                .filter(|(_, age)| !had_db && *age < DB_REFRESH)
+            {
+                Some((db, age)) => {
+                    let read_at = Instant::now().checked_sub(age).unwrap_or_else(Instant::now);
+                    let mut states = self.states.lock().unwrap_or_else(|e| e.into_inner());
+                    if let Some(state) = states.get_mut(key) {
+                        state.db = Some((db.clone(), read_at));
+                        state.had_db = true;
+                    }
+                    Some(db)
+                }
+                None => self.fetch_db(&upstash, key, &id).await,
+            },
         };
         let stats = match upstash.stats(&id).await {
             Ok(s) => Some(s),
@@ -427,6 +450,7 @@ impl Monitor {
                 let mut states = self.states.lock().unwrap_or_else(|e| e.into_inner());
                 if let Some(state) = states.get_mut(key) {
                     state.db = Some((db.clone(), Instant::now()));
+                    state.had_db = true;
                 }
                 Some(db)
             }
