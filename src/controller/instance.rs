@@ -311,11 +311,7 @@ impl Run<'_> {
         upstash: &UpstashApi,
         blocked: bool,
     ) -> Result<Option<Database>> {
-        if self.status.database_id.is_none()
-            && self.status.pending_create.is_none()
-            && self.obj.spec.adopt.is_none()
-            && !blocked
-        {
+        if self.status.database_id.is_none() && self.obj.spec.adopt.is_none() && !blocked {
             self.refresh_status().await?;
         }
         if let Some(id) = self.status.database_id.clone() {
@@ -395,10 +391,13 @@ impl Run<'_> {
             tracing::debug!(object = %self.name, "the cache lagged behind the last status write");
         }
         if self.status.database_id.is_none() {
-            self.status.database_id = fresh.database_id;
-        }
-        if self.status.pending_create.is_none() {
-            self.status.pending_create = fresh.pending_create;
+            if fresh.database_id.is_some() {
+                // The create finished (and cleared its pending record).
+                self.status.database_id = fresh.database_id;
+                self.status.pending_create = fresh.pending_create;
+            } else if fresh.pending_create.is_some() {
+                self.status.pending_create = fresh.pending_create;
+            }
         }
         if fresh.rotation.is_some() {
             self.status.rotation = fresh.rotation;
