@@ -69,6 +69,7 @@ pub struct Metrics {
     pub api_requests_total: Family<ApiRequestLabels, Counter>,
     pub api_request_duration_seconds: Family<EndpointLabels, Histogram>,
     pub breaker_state: Gauge,
+    pub monitor_interval_stretch: Gauge<f64, std::sync::atomic::AtomicU64>,
     pub instance_ready: Family<InstanceLabels, Gauge>,
     pub instance_hit_ratio: Family<InstanceLabels, Gauge<f64, std::sync::atomic::AtomicU64>>,
     pub instance_memory_used_bytes:
@@ -159,6 +160,13 @@ impl Metrics {
             "Circuit breaker around the Upstash API: 0 closed, 1 open, 2 half-open",
             breaker_state.clone(),
         );
+        let monitor_interval_stretch = Gauge::<f64, std::sync::atomic::AtomicU64>::default();
+        monitor_interval_stretch.set(1.0);
+        registry.register(
+            "upstash_monitor_interval_stretch",
+            "Factor the monitor stretches evaluation intervals by to stay within its share of the Upstash request rate (1 = as configured)",
+            monitor_interval_stretch.clone(),
+        );
         let instance_ready = Family::default();
         registry.register(
             "upstash_cache_ready",
@@ -213,6 +221,7 @@ impl Metrics {
             api_requests_total,
             api_request_duration_seconds,
             breaker_state,
+            monitor_interval_stretch,
             instance_ready,
             instance_hit_ratio,
             instance_memory_used_bytes,

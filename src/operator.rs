@@ -131,6 +131,8 @@ pub async fn run(args: Args) -> anyhow::Result<()> {
         controllers.iter().map(|c| c.store()).collect(),
         MonitorSettings {
             default_thresholds: args.default_thresholds,
+            request_budget_per_s: f64::from(args.upstash_rate_limit)
+                * monitor::REQUEST_BUDGET_SHARE,
         },
         prober,
     );

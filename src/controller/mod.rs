@@ -17,9 +17,10 @@ use k8s_openapi::api::core::v1::Secret;
 use kube::{
     Api, Client, Resource, ResourceExt,
     runtime::{
-        Controller,
+        Controller, WatchStreamExt,
         controller::{Action, Config as ControllerConfig},
         events::{Event, EventType, Recorder, Reporter},
+        reflector,
         reflector::ObjectRef,
         watcher,
     },
@@ -197,10 +198,19 @@ pub fn instance_controller(
             ),
         };
     let secret_selector = format!("{}={}", secret::MANAGED_BY.0, secret::MANAGED_BY.1);
-    let controller = Controller::new(
+    // The store keeps every CacheInstance for the reconciler and the monitor; managedFields
+    // (often more than half of an object) are never read, so they are dropped on the way in.
+    // `Controller::for_stream` is behind kube's `unstable-runtime-stream-control` feature.
+    let (reader, writer) = reflector::store();
+    let trigger = watcher(
         instances,
         watcher::Config::default().any_semantic().page_size(100),
-    );
+    )
+    .default_backoff()
+    .modify(|obj: &mut CacheInstance| obj.managed_fields_mut().clear())
+    .reflect(writer)
+    .applied_objects();
+    let controller = Controller::for_stream(trigger, reader);
     let store = controller.store();
     controller
         .owns(

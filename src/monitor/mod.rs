@@ -56,6 +56,22 @@ const PARALLEL_SAMPLES: usize = 16;
 pub struct MonitorSettings {
     /// Apply the guide's thresholds to instances no policy selects.
     pub default_thresholds: bool,
+    /// Upstash requests per second the monitor may use on average (a share of the operator's
+    /// rate limit, so that provisioning and drift checks are never starved). When the
+    /// instances' intervals would need more, every interval is stretched by the same factor.
+    pub request_budget_per_s: f64,
+}
+
+/// Share of the operator's Upstash rate limit the monitor plans for.
+pub const REQUEST_BUDGET_SHARE: f64 = 0.5;
+
+/// The factor intervals are stretched by so that `demand` (samples per second at the
+/// configured intervals, one Upstash call each) fits `budget` requests per second.
+pub fn interval_stretch(demand_per_s: f64, budget_per_s: f64) -> f64 {
+    if budget_per_s <= 0.0 || !demand_per_s.is_finite() {
+        return 1.0;
+    }
+    (demand_per_s / budget_per_s).max(1.0)
 }
 
 /// Per-instance monitoring state.
@@ -114,6 +130,8 @@ pub struct Monitor {
     states: Mutex<HashMap<ObjectRef<CacheInstance>, InstanceState>>,
     permits: Arc<Semaphore>,
     started: Instant,
+    /// The current [`interval_stretch`], as f64 bits.
+    stretch: std::sync::atomic::AtomicU64,
 }
 
 impl Monitor {
@@ -131,6 +149,7 @@ impl Monitor {
             states: Mutex::default(),
             permits: Arc::new(Semaphore::new(PARALLEL_SAMPLES)),
             started: Instant::now(),
+            stretch: std::sync::atomic::AtomicU64::new(1f64.to_bits()),
         })
     }
 
@@ -163,6 +182,8 @@ impl Monitor {
     fn schedule(self: &Arc<Self>) {
         let policies = self.ctx.policies.all();
         let instances = self.all_instances();
+        let stretch = self.stretch();
+        let mut demand = 0.0;
         let mut live = HashSet::new();
         let mut states = self.states.lock().unwrap_or_else(|e| e.into_inner());
         for instance in instances {
@@ -179,6 +200,8 @@ impl Monitor {
                 tracing::trace!(object = %key, "not monitored: no policy applies");
                 continue;
             };
+            demand += 1.0 / thresholds.interval.as_secs_f64().max(1.0);
+            let interval = thresholds.interval.mul_f64(stretch);
             let state = states
                 .entry(key.clone())
                 .or_insert_with(|| restore(&instance));
@@ -190,14 +213,14 @@ impl Monitor {
             let now = Instant::now();
             let due = *state.next_due.get_or_insert_with(|| {
                 // Spread the first samples over one interval.
-                now + crate::controller::jitter(thresholds.interval / 2, 1.0)
+                now + crate::controller::jitter(interval / 2, 1.0)
             });
             if state.in_flight || now < due {
                 continue;
             }
             state.in_flight = true;
             tracing::debug!(object = %key, policy = ?selection.policy().map(|p| p.name_any()), "sampling");
-            state.next_due = Some(now + crate::controller::jitter(thresholds.interval, 0.1));
+            state.next_due = Some(now + crate::controller::jitter(interval, 0.1));
             let this = self.clone();
             let permits = self.permits.clone();
             tokio::spawn(async move {
@@ -206,6 +229,26 @@ impl Monitor {
             });
         }
         states.retain(|k, _| live.contains(k));
+        drop(states);
+        let next = interval_stretch(demand, self.settings.request_budget_per_s);
+        if (next - stretch).abs() > 0.01 {
+            if next > 1.0 {
+                tracing::info!(
+                    stretch = format!("{next:.2}"),
+                    samples_per_s = format!("{demand:.1}"),
+                    budget_per_s = self.settings.request_budget_per_s,
+                    "monitoring intervals stretched to stay within the Upstash request budget"
+                );
+            }
+            self.stretch
+                .store(next.to_bits(), std::sync::atomic::Ordering::Relaxed);
+            self.ctx.metrics.monitor_interval_stretch.set(next);
+        }
+    }
+
+    /// The factor evaluation intervals are currently stretched by.
+    pub fn stretch(&self) -> f64 {
+        f64::from_bits(self.stretch.load(std::sync::atomic::Ordering::Relaxed))
     }
 
     fn thresholds_for(&self, selection: &Selection) -> Option<Thresholds> {
@@ -683,6 +726,7 @@ impl Monitor {
                 "memoryUsedBytes": reports.iter().filter_map(|r| r.memory_used_bytes).sum::<f64>(),
                 "monthlyCostUsd": reports.iter().filter_map(|r| r.monthly_cost_usd).sum::<f64>(),
                 "firingAlerts": firing,
+                "intervalStretch": self.stretch(),
             },
             "circuitBreaker": {
                 "state": breaker.state().as_str(),
@@ -883,5 +927,21 @@ pub async fn watch_breaker(ctx: Arc<Context>, own: ObjectReference) {
         if let Err(e) = ctx.recorder.publish(&event, &own).await {
             tracing::warn!(err = %e, "could not publish the circuit breaker Event");
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::interval_stretch;
+
+    #[test]
+    fn intervals_stretch_only_beyond_the_budget() {
+        // 100 instances every 60 s against 10 requests/s: within budget.
+        assert_eq!(interval_stretch(100.0 / 60.0, 10.0), 1.0);
+        // 1,000 instances every 60 s need 16.7 requests/s: intervals grow 1.67 times.
+        let s = interval_stretch(1000.0 / 60.0, 10.0);
+        assert!((s - 1000.0 / 600.0).abs() < 1e-9, "{s}");
+        // No budget configured: as configured.
+        assert_eq!(interval_stretch(50.0, 0.0), 1.0);
     }
 }
