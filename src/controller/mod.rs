@@ -162,9 +162,20 @@ pub fn backoff(failures: u32, retry_after: Option<Duration>) -> Duration {
 }
 
 fn error_policy(obj: Arc<CacheInstance>, error: &Error, ctx: Arc<Context>) -> Action {
-    let failures = ctx.record_failure(&obj);
     // The next attempt reads the database again.
     ctx.recent.forget(&obj);
+    if error.metric_label() == "CircuitOpen" {
+        // Nothing was tried: come back when the breaker lets a trial call through, without
+        // growing this object's backoff.
+        let wait = error.retry_after().unwrap_or(Duration::from_secs(1));
+        tracing::debug!(
+            object = %format!("{}/{}", obj.namespace().unwrap_or_default(), obj.name_any()),
+            retry_in_s = wait.as_secs(),
+            "Upstash calls paused by the circuit breaker"
+        );
+        return Action::requeue(wait + jitter(Duration::from_millis(500), 1.0));
+    }
+    let failures = ctx.record_failure(&obj);
     let wait = backoff(failures, error.retry_after());
     tracing::warn!(
         object = %format!("{}/{}", obj.namespace().unwrap_or_default(), obj.name_any()),
