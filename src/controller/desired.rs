@@ -1,10 +1,53 @@
 //! What the Upstash database should look like according to the spec, and the calls that bring
 //! an observed database there (pure: no I/O).
 
+use k8s_openapi::jiff::{SignedDuration, Timestamp};
+
 use crate::{
     crd::{CacheInstance, Plan},
     upstash::{CreateDatabase, Database},
 };
+
+/// Why a password rotation is due.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum RotationDue {
+    /// The rotate annotation carries a value not served yet.
+    Requested,
+    /// `passwordRotation.every` has passed since the last rotation.
+    Scheduled,
+}
+
+/// `spec.passwordRotation.every`, if set and valid.
+pub fn rotation_every(instance: &CacheInstance) -> Option<SignedDuration> {
+    instance
+        .spec
+        .password_rotation
+        .as_ref()
+        .and_then(|r| r.every.as_ref())
+        .and_then(|e| e.duration().ok())
+        .and_then(|e| SignedDuration::try_from(e).ok())
+}
+
+/// The next scheduled rotation and whether one is due at `now`: `last` is the last rotation
+/// (unknown: nothing is scheduled yet), `request` the rotate annotation's value and `served` the
+/// last request already served. A request wins over the schedule (it names the reason).
+pub fn rotation_plan(
+    every: Option<SignedDuration>,
+    last: Option<Timestamp>,
+    request: Option<&str>,
+    served: Option<&str>,
+    now: Timestamp,
+) -> (Option<Timestamp>, Option<RotationDue>) {
+    let next = every.zip(last).map(|(every, last)| last + every);
+    let due = if request.is_some() && request != served {
+        Some(RotationDue::Requested)
+    } else if next.is_some_and(|n| now >= n) {
+        Some(RotationDue::Scheduled)
+    } else {
+        None
+    };
+    (next, due)
+}
 
 /// Longest database name the operator derives.
 const DERIVED_NAME_MAX: usize = 64;
@@ -374,5 +417,68 @@ mod tests {
         assert!(adoption_conflict(&i, &db).is_none());
         db.primary_region = "eu-west-1".into();
         assert!(adoption_conflict(&i, &db).unwrap().contains("eu-west-1"));
+    }
+
+    fn at(s: &str) -> Timestamp {
+        s.parse().expect("a timestamp")
+    }
+
+    #[test]
+    fn rotation_is_scheduled_every_interval_after_the_last() {
+        let every = Some(SignedDuration::from_hours(24 * 30));
+        let last = Some(at("2026-10-01T00:00:00Z"));
+        let (next, due) = rotation_plan(every, last, None, None, at("2026-10-30T23:59:59Z"));
+        assert_eq!(next, Some(at("2026-10-31T00:00:00Z")));
+        assert_eq!(due, None);
+        let (_, due) = rotation_plan(every, last, None, None, at("2026-10-31T00:00:00Z"));
+        assert_eq!(due, Some(RotationDue::Scheduled));
+    }
+
+    #[test]
+    fn without_an_interval_or_a_last_rotation_nothing_is_scheduled() {
+        let now = at("2030-01-01T00:00:00Z");
+        let last = Some(at("2026-10-01T00:00:00Z"));
+        assert_eq!(rotation_plan(None, last, None, None, now), (None, None));
+        let every = Some(SignedDuration::from_hours(1));
+        assert_eq!(rotation_plan(every, None, None, None, now), (None, None));
+    }
+
+    #[test]
+    fn a_request_is_served_once_and_wins_over_the_schedule() {
+        let every = Some(SignedDuration::from_hours(1));
+        let last = Some(at("2026-10-01T00:00:00Z"));
+        let late = at("2026-10-01T05:00:00Z");
+        let (_, due) = rotation_plan(every, last, Some("r1"), None, late);
+        assert_eq!(due, Some(RotationDue::Requested));
+        let (_, due) = rotation_plan(every, last, Some("r1"), Some("r1"), late);
+        assert_eq!(
+            due,
+            Some(RotationDue::Scheduled),
+            "served: the schedule still applies"
+        );
+        let early = at("2026-10-01T00:30:00Z");
+        assert_eq!(
+            rotation_plan(every, last, Some("r1"), Some("r1"), early).1,
+            None
+        );
+        assert_eq!(
+            rotation_plan(every, last, Some("r2"), Some("r1"), early).1,
+            Some(RotationDue::Requested)
+        );
+    }
+
+    #[test]
+    fn every_comes_from_the_spec() {
+        let mut obj = CacheInstance::new(
+            "c",
+            serde_json::from_value(serde_json::json!({
+                "primaryRegion": "us-east-1",
+                "passwordRotation": {"every": "720h"}
+            }))
+            .expect("a valid spec"),
+        );
+        assert_eq!(rotation_every(&obj), Some(SignedDuration::from_hours(720)));
+        obj.spec.password_rotation = None;
+        assert_eq!(rotation_every(&obj), None);
     }
 }

@@ -851,23 +851,19 @@ impl Run<'_> {
 
     /// Whether the cached status says a rotation is requested or due.
     fn rotation_due(&self) -> bool {
-        let every = self
-            .obj
-            .spec
-            .password_rotation
-            .as_ref()
-            .and_then(|r| r.every.as_ref())
-            .and_then(|e| e.duration().ok())
-            .and_then(|e| SignedDuration::try_from(e).ok());
         let rotation = self.status.rotation.as_ref();
         let request = self.rotate_request();
-        let requested =
-            request.is_some() && request != rotation.and_then(|r| r.last_request.clone());
-        let scheduled = match (every, rotation.and_then(|r| r.last_rotation_time.as_ref())) {
-            (Some(every), Some(last)) => Timestamp::now() >= last.0 + every,
-            _ => false,
-        };
-        requested || scheduled
+        desired::rotation_plan(
+            desired::rotation_every(self.obj),
+            rotation
+                .and_then(|r| r.last_rotation_time.as_ref())
+                .map(|t| t.0),
+            request.as_deref(),
+            rotation.and_then(|r| r.last_request.as_deref()),
+            Timestamp::now(),
+        )
+        .1
+        .is_some()
     }
 
     async fn rotate_if_due(&mut self, upstash: &UpstashApi, db: &mut Database) -> Result<()> {
@@ -875,13 +871,7 @@ impl Run<'_> {
             // Rotating twice would cut applications off twice: confirm on the current status.
             self.refresh_status().await?;
         }
-        let every = self
-            .obj
-            .spec
-            .password_rotation
-            .as_ref()
-            .and_then(|r| r.every.as_ref())
-            .and_then(|e| e.duration().ok());
+        let every = desired::rotation_every(self.obj);
         let now = Timestamp::now();
         let request = self.rotate_request();
         let rotation = self
@@ -896,19 +886,22 @@ impl Run<'_> {
         if rotation.last_rotation_time.is_none() {
             rotation.last_rotation_time = Some(Time(last));
         }
-        let next = every
-            .and_then(|e| SignedDuration::try_from(e).ok())
-            .map(|e| last + e);
+        let (next, due) = desired::rotation_plan(
+            every,
+            Some(last),
+            request.as_deref(),
+            rotation.last_request.as_deref(),
+            now,
+        );
         rotation.next_rotation_time = next.map(Time);
-        let requested = request.is_some() && request != rotation.last_request;
-        let scheduled = next.is_some_and(|n| now >= n);
-        if !requested && !scheduled {
+        let Some(due) = due else {
             if let Some(n) = next {
                 let wait = n.duration_since(now).unsigned_abs();
                 self.requeue = Some(self.requeue.map_or(wait, |r| r.min(wait)));
             }
             return Ok(());
-        }
+        };
+        let requested = due == desired::RotationDue::Requested;
         let rotated = upstash.reset_password(&db.database_id).await?;
         let fresh = if rotated.has_credentials() {
             rotated
@@ -926,9 +919,7 @@ impl Run<'_> {
             .rotation
             .get_or_insert_with(RotationStatus::default);
         rotation.last_rotation_time = Some(Time(now));
-        rotation.next_rotation_time = every
-            .and_then(|e| SignedDuration::try_from(e).ok())
-            .map(|e| Time(now + e));
+        rotation.next_rotation_time = every.map(|e| Time(now + e));
         if requested {
             rotation.last_request = request;
         }
