@@ -20,10 +20,8 @@ use serde_json::{Value, json};
 
 use crate::{
     common::{create_instances, delete_instances, install_crds, instances_api, secs_flag},
-    observe::{
-        ApiserverMetrics, CallCollector, CallPhase, Observers, Phase, ProcSampler, Recorder,
-    },
-    stack::{Binaries, Emulator, Operator, OperatorSpec, control_plane_pids},
+    observe::{CallPhase, Observers, Phase, Recorder},
+    stack::{Binaries, Emulator, Operator, OperatorSpec},
 };
 
 /// Settings of the chaos run.
@@ -191,14 +189,7 @@ pub async fn run(
     let start = Instant::now();
     let phase = Phase::default();
     let recorder = Recorder::start(client.clone(), ns.name(), start, phase.clone()).await?;
-    let mut obs = Observers::new(
-        phase.clone(),
-        ProcSampler::start(operator.pid_handle(), phase.clone()),
-        CallCollector::start(emulator.clone(), phase.clone()),
-        ApiserverMetrics::new(client.clone()),
-        emulator.pid(),
-        control_plane_pids(),
-    );
+    let mut obs = Observers::attach(phase.clone(), &operator, emulator.clone(), client.clone());
     let api = instances_api(&client, ns.name());
 
     // Provisioning with kills.

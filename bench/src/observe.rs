@@ -701,26 +701,25 @@ struct PhaseMark {
 }
 
 impl Observers {
-    #[allow(clippy::too_many_arguments)]
-    pub fn new(
+    /// Observers of one run: the operator's process, the emulator's call log, the API server's
+    /// request counters, and the CPU of the emulator and the control plane.
+    pub fn attach(
         phase: Phase,
-        operator: ProcSampler,
-        calls: CallCollector,
-        apiserver: ApiserverMetrics,
-        emulator_pid: u32,
-        control_plane: Vec<u32>,
+        operator: &crate::stack::Operator,
+        emulator: Arc<Emulator>,
+        client: Client,
     ) -> Self {
         Self {
+            operator: ProcSampler::start(operator.pid_handle(), phase.clone()),
+            emulator_pid: emulator.pid(),
+            calls: CallCollector::start(emulator, phase.clone()),
+            apiserver: ApiserverMetrics::new(client),
+            control_plane: crate::stack::control_plane_pids(),
             phase,
-            operator,
-            calls,
-            apiserver,
             requests: BTreeMap::new(),
             other_cpu: BTreeMap::new(),
             durations: BTreeMap::new(),
             current: None,
-            emulator_pid,
-            control_plane,
         }
     }
 

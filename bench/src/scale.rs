@@ -27,11 +27,8 @@ use crate::{
         wait_until,
     },
     lower_bound::{Bound, BoundInputs, lower_bound},
-    observe::{
-        ApiserverMetrics, CallCollector, CallPhase, ChangePhase, Observers, Phase, ProcPhase,
-        ProcSampler, Recorder,
-    },
-    stack::{Binaries, Emulator, Operator, OperatorSpec, control_plane_pids},
+    observe::{CallPhase, ChangePhase, Observers, Phase, ProcPhase, Recorder},
+    stack::{Binaries, Emulator, Operator, OperatorSpec},
     stats::percentile,
 };
 
@@ -153,14 +150,7 @@ pub async fn run(
     let start = Instant::now();
     let phase = Phase::default();
     let recorder = Recorder::start(client.clone(), ns.name(), start, phase.clone()).await?;
-    let mut obs = Observers::new(
-        phase.clone(),
-        ProcSampler::start(operator.pid_handle(), phase.clone()),
-        CallCollector::start(emulator.clone(), phase.clone()),
-        ApiserverMetrics::new(client.clone()),
-        emulator.pid(),
-        control_plane_pids(),
-    );
+    let mut obs = Observers::attach(phase.clone(), &operator, emulator.clone(), client.clone());
     let api = instances_api(&client, ns.name());
 
     // 1. Converge.

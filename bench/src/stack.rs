@@ -16,9 +16,6 @@ use anyhow::{Context as _, bail};
 use serde_json::Value;
 use testkit::Process;
 
-/// Account the emulator accepts (the same as testkit's, so `write_credentials` fits).
-pub use testkit::emulator::{API_KEY, EMAIL};
-
 /// Where the release binaries are.
 #[derive(Debug, Clone)]
 pub struct Binaries {
@@ -60,70 +57,45 @@ pub fn free_port() -> u16 {
         .expect("a free port")
 }
 
-/// A running emulator and a client for its control API.
+/// A running emulator (started as testkit starts it, from the release binary) and a client for
+/// its control API that reports failures as errors instead of panicking.
 pub struct Emulator {
-    process: Process,
-    api_url: String,
-    ca_file: PathBuf,
+    inner: testkit::emulator::Emulator,
     http: reqwest::Client,
-    _dir: tempfile::TempDir,
 }
 
 impl Emulator {
     /// Starts the emulator with `latency_ms` added to every Developer API call.
     pub async fn start(bin: &Path, latency_ms: u64) -> anyhow::Result<Self> {
-        let dir = tempfile::tempdir()?;
-        let ca_file = dir.path().join("upstash-ca.pem");
-        let accounts = format!("{EMAIL}:{API_KEY}");
         let latency = latency_ms.to_string();
-        let mut process = Process::builder("bench-emulator", bin)
-            .env("RUST_LOG", "warn")
-            .args([
-                "--api-addr",
-                "127.0.0.1:0",
-                "--data-addr",
-                "127.0.0.1:0",
-                "--accounts",
-                &accounts,
-                "--latency-ms",
-                &latency,
-            ])
-            .arg("--ca-out")
-            .arg(&ca_file)
-            .spawn()?;
-        let logs = process
-            .wait_for_log("\"ready\":true", Duration::from_secs(30))
-            .await;
-        let ready: Value = logs
-            .lines()
-            .find(|l| l.contains("\"ready\":true"))
-            .and_then(|l| serde_json::from_str(l.trim()).ok())
-            .context("the emulator's ready line is JSON")?;
+        let inner = testkit::emulator::Emulator::start_from(
+            Process::builder("bench-emulator", bin)
+                .env("RUST_LOG", "warn")
+                .args(["--latency-ms", &latency]),
+        )
+        .await;
         Ok(Self {
-            api_url: ready["api_url"].as_str().context("api_url")?.to_string(),
-            ca_file,
+            inner,
             http: reqwest::Client::builder()
                 .timeout(Duration::from_secs(120))
                 .build()?,
-            process,
-            _dir: dir,
         })
     }
 
     pub fn api_url(&self) -> &str {
-        &self.api_url
+        self.inner.api_url()
     }
 
     pub fn ca_file(&self) -> &Path {
-        &self.ca_file
+        self.inner.ca_file()
     }
 
     pub fn pid(&self) -> u32 {
-        self.process.id()
+        self.inner.pid()
     }
 
     pub fn log_path(&self) -> &Path {
-        self.process.log_path()
+        self.inner.log_path()
     }
 
     async fn control(
@@ -132,7 +104,7 @@ impl Emulator {
         path: &str,
         body: Option<Value>,
     ) -> anyhow::Result<Value> {
-        let url = format!("{}/_emulator/{path}", self.api_url);
+        let url = format!("{}/_emulator/{path}", self.api_url());
         let mut request = self.http.request(method.clone(), &url);
         if let Some(body) = body {
             request = request.json(&body);

@@ -381,15 +381,6 @@ impl Run<'_> {
         let Some(fresh) = self.api.get_opt(&self.name).await?.and_then(|o| o.status) else {
             return Ok(());
         };
-        let cached = self.obj.status.clone().unwrap_or_default();
-        if fresh.database_id != cached.database_id
-            || fresh.pending_create != cached.pending_create
-            || fresh.rotation != cached.rotation
-            || fresh.backup != cached.backup
-            || fresh.restore != cached.restore
-        {
-            tracing::debug!(object = %self.name, "the cache lagged behind the last status write");
-        }
         if self.status.database_id.is_none() {
             if fresh.database_id.is_some() {
                 // The create finished (and cleared its pending record).

@@ -4,7 +4,7 @@ use std::{path::PathBuf, time::Duration};
 
 use serde_json::{Value, json};
 
-use crate::process::{Process, cargo_bin};
+use crate::process::{Process, ProcessBuilder, cargo_bin};
 
 /// Account the emulator accepts in tests.
 pub const EMAIL: &str = "ops@example.com";
@@ -29,10 +29,17 @@ impl Emulator {
 
     /// Starts an emulator with extra command-line arguments (e.g. `--latency-ms 50`).
     pub async fn start_with(extra: &[&str]) -> Self {
+        let bin = cargo_bin("upstash-emulator");
+        Self::start_from(Process::builder("upstash-emulator", bin).args(extra)).await
+    }
+
+    /// Starts the emulator `builder` describes (a program, a name, extra arguments and
+    /// environment), adding the loopback addresses, the test account and the CA output.
+    pub async fn start_from(builder: ProcessBuilder) -> Self {
         let dir = tempfile::tempdir().expect("temp dir");
         let ca_file = dir.path().join("upstash-ca.pem");
         let accounts = format!("{EMAIL}:{API_KEY}");
-        let mut process = Process::builder("upstash-emulator", cargo_bin("upstash-emulator"))
+        let mut process = builder
             .args([
                 "--api-addr",
                 "127.0.0.1:0",
@@ -43,7 +50,6 @@ impl Emulator {
             ])
             .arg("--ca-out")
             .arg(&ca_file)
-            .args(extra)
             .spawn()
             .expect("starting upstash-emulator");
         let logs = process
@@ -82,6 +88,16 @@ impl Emulator {
     /// The emulator's process (for its logs).
     pub fn process(&mut self) -> &mut Process {
         &mut self.process
+    }
+
+    /// The emulator's process id.
+    pub fn pid(&self) -> u32 {
+        self.process.id()
+    }
+
+    /// The emulator's log file.
+    pub fn log_path(&self) -> &std::path::Path {
+        self.process.log_path()
     }
 
     async fn control(&self, method: reqwest::Method, path: &str, body: Option<Value>) -> Value {
