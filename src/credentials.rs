@@ -145,6 +145,25 @@ fn extract(
     })
 }
 
+/// Why credentials for `email` (from `origin`) must not act on database `id`, recorded in
+/// `status.account` as belonging to `recorded`; `None` when they may. Upstash treats emails
+/// case-insensitively. A status without a recorded account (written before the operator kept
+/// one) is taken to match: the next successful pass records it.
+pub fn account_mismatch(
+    id: &str,
+    recorded: Option<&str>,
+    email: &str,
+    origin: &Origin,
+) -> Option<String> {
+    let recorded = recorded?;
+    if recorded.trim().eq_ignore_ascii_case(email.trim()) {
+        return None;
+    }
+    Some(format!(
+        "database {id} belongs to Upstash account {recorded}, but the credentials now come from {origin} for account {email}; the database is not read, changed, recreated or deleted until credentials for {recorded} are back"
+    ))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -195,5 +214,30 @@ mod tests {
         )
         .unwrap_err();
         assert_eq!(e.to_string(), "Secret ops/upstash key `apiKey` is empty");
+    }
+
+    #[test]
+    fn a_database_is_only_touched_with_its_own_account() {
+        assert_eq!(account_mismatch("db1", None, "a@b.c", &origin()), None);
+        assert_eq!(
+            account_mismatch(
+                "db1",
+                Some("Ops@Example.com"),
+                "ops@example.com ",
+                &origin()
+            ),
+            None
+        );
+        let why = account_mismatch(
+            "db1",
+            Some("ops@example.com"),
+            "team@example.com",
+            &origin(),
+        )
+        .unwrap();
+        assert_eq!(
+            why,
+            "database db1 belongs to Upstash account ops@example.com, but the credentials now come from Secret ops/upstash for account team@example.com; the database is not read, changed, recreated or deleted until credentials for ops@example.com are back"
+        );
     }
 }

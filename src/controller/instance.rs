@@ -40,6 +40,7 @@ use crate::{
         Binding, CacheInstance, CacheInstanceStatus, DeletionPolicy, PendingCreate,
         ROTATE_ANNOTATION, RequestResult, RotationStatus, WorkloadKind,
     },
+    credentials,
     error::{Error, Result},
     guardrails::{self, Selection},
     upstash::{Database, UpstashApi, UpstashError},
@@ -159,7 +160,26 @@ impl Run<'_> {
             guardrails::select(self.obj, self.ctx.policies.all().iter().map(|p| p.as_ref()));
         let blocked = self.check_policy(&selection);
         self.validate()?;
-        let (creds, _origin) = self.ctx.credentials.for_instance(self.obj).await?;
+        let (creds, origin) = self.ctx.credentials.for_instance(self.obj).await?;
+        // A database recorded under another account would look deleted to these credentials:
+        // stop before any call rather than create a replacement in the wrong account.
+        if let Some(id) = &self.status.database_id
+            && let Some(why) = credentials::account_mismatch(
+                id,
+                self.status.account.as_deref(),
+                &creds.email,
+                &origin,
+            )
+        {
+            self.conds.push(Cond::new(
+                conditions::PROVISIONED,
+                false,
+                "AccountChanged",
+                why,
+            ));
+            return Ok(());
+        }
+        let account = creds.email.clone();
         let upstash = self.ctx.upstash.with_credentials(creds);
 
         // The database.
@@ -168,6 +188,7 @@ impl Run<'_> {
         };
         self.status.database_id = Some(db.database_id.clone());
         self.status.database_name = Some(db.database_name.clone());
+        self.status.account = Some(account);
 
         // Settings.
         if blocked {
@@ -385,6 +406,7 @@ impl Run<'_> {
             if fresh.database_id.is_some() {
                 // The create finished (and cleared its pending record).
                 self.status.database_id = fresh.database_id;
+                self.status.account = fresh.account;
                 self.status.pending_create = fresh.pending_create;
             } else if fresh.pending_create.is_some() {
                 self.status.pending_create = fresh.pending_create;
@@ -1118,6 +1140,8 @@ impl Run<'_> {
         let is_ready = ready.status == Status::True;
         if !is_ready && ready.reason != "Provisioning" {
             self.warn_if_new(&ready.reason, &ready.message);
+        } else {
+            self.ctx.reported.healthy(self.obj);
         }
         self.conds.clear_type(conditions::READY);
         self.conds.push(ready);
@@ -1145,16 +1169,17 @@ impl Run<'_> {
         self.status.observed_generation = self.obj.metadata.generation;
     }
 
-    /// A Warning Event for a failure, unless `Ready` already reports this very failure.
+    /// A Warning Event for a failure, unless this process last reported this very failure for
+    /// the object or (when it has no record) `Ready` already reports it.
     fn warn_if_new(&self, reason: &str, message: &str) {
-        let previous = self
-            .obj
-            .status
-            .as_ref()
-            .and_then(|s| conditions::find(&s.conditions, conditions::READY).cloned());
-        if previous
-            .is_none_or(|c| c.status != "False" || c.reason != reason || c.message != message)
-        {
+        let new = self.ctx.reported.is_new(self.obj, reason, message, || {
+            self.obj
+                .status
+                .as_ref()
+                .and_then(|s| conditions::find(&s.conditions, conditions::READY))
+                .is_some_and(|c| c.status == "False" && c.reason == reason && c.message == message)
+        });
+        if new {
             self.event(EventType::Warning, reason, "Reconcile", message);
         }
     }
@@ -1249,6 +1274,7 @@ async fn cleanup(obj: Arc<CacheInstance>, ctx: &Context) -> Result<Action> {
     ctx.metrics
         .forget_instance(&obj.namespace().unwrap_or_default(), &obj.name_any());
     ctx.recent.forget(&obj);
+    ctx.reported.forget(&obj);
     let status = obj.status.clone().unwrap_or_default();
     if policy == DeletionPolicy::Retain {
         if let Some(id) = &status.database_id {
@@ -1266,7 +1292,22 @@ async fn cleanup(obj: Arc<CacheInstance>, ctx: &Context) -> Result<Action> {
     if ids.is_empty() && status.pending_create.is_none() {
         return Ok(Action::await_change());
     }
-    let (creds, _) = ctx.credentials.for_instance(&obj).await?;
+    let (creds, origin) = ctx.credentials.for_instance(&obj).await?;
+    if let Some(id) = &status.database_id
+        && let Some(why) =
+            credentials::account_mismatch(id, status.account.as_deref(), &creds.email, &origin)
+    {
+        // Deleting with these credentials would answer "not found" and leave the database
+        // running, and billed, in the other account: keep the finalizer until they are back.
+        ctx.publish(
+            obj.as_ref(),
+            EventType::Warning,
+            "DeletionBlocked",
+            "Delete",
+            &why,
+        );
+        return Err(Error::Credentials(why));
+    }
     let upstash = ctx.upstash.with_credentials(creds);
     if ids.is_empty() {
         // A create was in flight: delete what it may have left behind.

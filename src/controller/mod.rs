@@ -4,6 +4,7 @@ pub mod conditions;
 pub mod desired;
 pub mod instance;
 pub mod recent;
+pub mod reported;
 pub mod secret;
 
 use std::{
@@ -77,6 +78,8 @@ pub struct Context {
     pub config: Settings,
     /// The database each object's last successful reconcile saw.
     pub recent: recent::RecentReads,
+    /// The failure each object last reported, for one Warning Event per new failure.
+    pub reported: reported::ReportedFailures,
     /// Consecutive failures per object, for exponential backoff.
     failures: Mutex<HashMap<ObjectRef<CacheInstance>, u32>>,
 }
@@ -99,6 +102,7 @@ impl Context {
             metrics,
             policies,
             recent: recent::RecentReads::new(config.resync),
+            reported: reported::ReportedFailures::default(),
             config,
             failures: Mutex::default(),
         }

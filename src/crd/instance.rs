@@ -433,6 +433,12 @@ pub struct CacheInstanceStatus {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub database_name: Option<String>,
 
+    /// Upstash account (email) that owns the database. The operator reads, changes and deletes
+    /// the database only with this account's credentials: if the credentials Secret later names
+    /// another account, the instance reports `AccountChanged` and leaves the database alone.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub account: Option<String>,
+
     /// Endpoint host of the database; the REST URL is `https://<endpoint>`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub endpoint: Option<String>,

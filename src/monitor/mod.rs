@@ -291,7 +291,16 @@ impl Monitor {
             .as_ref()
             .and_then(|s| s.database_id.clone())
             .unwrap_or_default();
-        let (creds, _) = self.ctx.credentials.for_instance(instance).await?;
+        let (creds, origin) = self.ctx.credentials.for_instance(instance).await?;
+        let recorded = instance.status.as_ref().and_then(|s| s.account.as_deref());
+        if let Some(why) =
+            crate::credentials::account_mismatch(&id, recorded, &creds.email, &origin)
+        {
+            // The reconciler reports this as `AccountChanged`; sampling with the wrong account
+            // would only raise connection alerts on top.
+            tracing::debug!(object = %key, reason = %why, "not sampled");
+            return Ok(());
+        }
         let upstash = self.ctx.upstash.with_credentials(creds);
 
         let (cached, had_db) = {

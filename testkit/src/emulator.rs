@@ -168,6 +168,16 @@ impl Emulator {
         self.control(reqwest::Method::DELETE, "faults", None).await;
     }
 
+    /// Adds an account (for tests of per-namespace and per-instance credentials).
+    pub async fn add_account(&self, email: &str, api_key: &str) {
+        self.control(
+            reqwest::Method::POST,
+            "accounts",
+            Some(json!({"email": email, "api_key": api_key})),
+        )
+        .await;
+    }
+
     /// Merges stats overrides into a database's stats.
     pub async fn set_stats(&self, id: &str, stats: Value) {
         self.control(

@@ -609,6 +609,87 @@ async fn on_demand_rotation_rewrites_the_secret_and_restarts_the_deployment() {
 }
 
 #[tokio::test]
+async fn a_scheduled_rotation_runs_when_its_time_comes() {
+    let cluster = testkit::cluster().await;
+    let ns = cluster.namespace("schedule").await;
+    let stack = start_stack(&ns, &[]).await;
+    let client = ns.client().await;
+    apply_manifest(
+        &client,
+        ns.name(),
+        &instance(
+            "s",
+            json!({"primaryRegion": "us-east-1", "passwordRotation": {"every": "1h"}}),
+        ),
+    )
+    .await
+    .unwrap();
+    let api: Api<CacheInstance> = Api::namespaced(client.clone(), ns.name());
+    let ready = wait_ready(&api, "s").await;
+    let rotation = ready.status.as_ref().unwrap().rotation.clone().unwrap();
+    let created = rotation.last_rotation_time.unwrap().0;
+    let hour = jiff::SignedDuration::from_hours(1);
+    assert_eq!(rotation.next_rotation_time.unwrap().0, created + hour);
+    let secrets: Api<Secret> = Api::namespaced(client.clone(), ns.name());
+    let old = secret_data(&secrets.get("s").await.unwrap());
+    stack.emulator.clear_calls().await;
+
+    // The schedule's clock lives in status: move the last rotation 61 minutes back, as if the
+    // hour had passed.
+    let past = jiff::Timestamp::now()
+        .round(jiff::Unit::Second)
+        .unwrap()
+        .checked_sub(jiff::SignedDuration::from_mins(61))
+        .unwrap();
+    api.patch_status(
+        "s",
+        &PatchParams::default(),
+        &Patch::Merge(json!({"status": {"rotation": {
+            "lastRotationTime": past.to_string(),
+            "nextRotationTime": (past + hour).to_string(),
+        }}})),
+    )
+    .await
+    .unwrap();
+    let new = testkit::wait_for("the scheduled rotation", READY_TIMEOUT, || async {
+        let data = secret_data(&secrets.get("s").await.ok()?);
+        (data["REDIS_PASSWORD"] != old["REDIS_PASSWORD"]).then_some(data)
+    })
+    .await;
+    assert_ne!(
+        new["UPSTASH_REDIS_REST_TOKEN"],
+        old["UPSTASH_REDIS_REST_TOKEN"]
+    );
+    assert_eq!(stack.emulator.calls_to("reset-password").await.len(), 1);
+    let rotation = testkit::wait_for("status to record the rotation", READY_TIMEOUT, || async {
+        let r = api.get("s").await.ok()?.status?.rotation?;
+        (r.last_rotation_time.as_ref()?.0 > past + hour).then_some(r)
+    })
+    .await;
+    let last = rotation.last_rotation_time.unwrap().0;
+    assert_eq!(rotation.next_rotation_time.unwrap().0, last + hour);
+    assert_eq!(rotation.last_request, None, "not an on-demand rotation");
+    let events = crate::support::events_for(&client, ns.name(), "s").await;
+    let rotated: Vec<_> = events
+        .iter()
+        .filter(|(reason, _, _)| reason == "PasswordRotated")
+        .collect();
+    assert_eq!(rotated.len(), 1, "{events:?}");
+    assert!(rotated[0].2.ends_with("on schedule"), "{rotated:?}");
+
+    // The next one is an hour away: later passes leave the password alone.
+    api.patch(
+        "s",
+        &PatchParams::default(),
+        &Patch::Merge(json!({"metadata": {"labels": {"tier": "web"}}})),
+    )
+    .await
+    .unwrap();
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    assert_eq!(stack.emulator.calls_to("reset-password").await.len(), 1);
+}
+
+#[tokio::test]
 async fn a_lost_create_answer_and_a_restart_leave_exactly_one_database() {
     let cluster = testkit::cluster().await;
     let ns = cluster.namespace("lost").await;

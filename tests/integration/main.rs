@@ -3,6 +3,7 @@
 //! One test binary, so one control plane serves every test; each test works in its own namespace.
 
 mod crds;
+mod credentials;
 mod lifecycle;
 mod monitoring;
 mod protection;

@@ -1,0 +1,143 @@
+//! The failure each CacheInstance last reported with a Warning Event, so that the Event fires
+//! once per new failure.
+//!
+//! The `Ready` condition in the object's status records the failure too, but a reconcile can
+//! start from a cached copy that predates this operator's own last status write: kube-runtime
+//! runs a trigger that arrived during a pass right after it, before the watch has delivered that
+//! pass's status. What this process saw last is therefore the better judge; the status decides
+//! only for objects this process has not reconciled yet (after a restart or a leader change).
+
+use std::{
+    collections::HashMap,
+    hash::{DefaultHasher, Hash, Hasher},
+    sync::Mutex,
+};
+
+use kube::{ResourceExt, runtime::reflector::ObjectRef};
+
+use crate::crd::CacheInstance;
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+enum Outcome {
+    Healthy,
+    Failing { reason: String, message: u64 },
+}
+
+#[derive(Debug)]
+struct Entry {
+    uid: String,
+    outcome: Outcome,
+}
+
+/// Last reported outcome per object.
+#[derive(Default)]
+pub struct ReportedFailures {
+    entries: Mutex<HashMap<ObjectRef<CacheInstance>, Entry>>,
+}
+
+fn digest(message: &str) -> u64 {
+    let mut h = DefaultHasher::new();
+    message.hash(&mut h);
+    h.finish()
+}
+
+impl ReportedFailures {
+    /// Records that `obj` is failing with `reason`/`message` and returns whether that is news
+    /// worth a Warning Event. `status_shows_it` tells whether the object's cached status already
+    /// reports exactly this failure; it is consulted only when this process has no record.
+    pub fn is_new(
+        &self,
+        obj: &CacheInstance,
+        reason: &str,
+        message: &str,
+        status_shows_it: impl FnOnce() -> bool,
+    ) -> bool {
+        let failing = Outcome::Failing {
+            reason: reason.to_string(),
+            message: digest(message),
+        };
+        let uid = obj.uid().unwrap_or_default();
+        let mut entries = self.entries.lock().unwrap_or_else(|e| e.into_inner());
+        let new = match entries.get(&ObjectRef::from_obj(obj)) {
+            Some(entry) if entry.uid == uid => entry.outcome != failing,
+            _ => !status_shows_it(),
+        };
+        entries.insert(
+            ObjectRef::from_obj(obj),
+            Entry {
+                uid,
+                outcome: failing,
+            },
+        );
+        new
+    }
+
+    /// Records that the last pass over `obj` found nothing wrong: its next failure is news.
+    pub fn healthy(&self, obj: &CacheInstance) {
+        let mut entries = self.entries.lock().unwrap_or_else(|e| e.into_inner());
+        entries.insert(
+            ObjectRef::from_obj(obj),
+            Entry {
+                uid: obj.uid().unwrap_or_default(),
+                outcome: Outcome::Healthy,
+            },
+        );
+    }
+
+    /// Drops the record of a deleted object.
+    pub fn forget(&self, obj: &CacheInstance) {
+        let mut entries = self.entries.lock().unwrap_or_else(|e| e.into_inner());
+        entries.remove(&ObjectRef::from_obj(obj));
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::crd::CacheInstanceSpec;
+
+    fn instance(uid: &str) -> CacheInstance {
+        let spec: CacheInstanceSpec =
+            serde_json::from_value(serde_json::json!({"primaryRegion": "us-east-1"}))
+                .expect("a valid spec");
+        let mut obj = CacheInstance::new("cache", spec);
+        obj.metadata.namespace = Some("team".into());
+        obj.metadata.uid = Some(uid.into());
+        obj
+    }
+
+    #[test]
+    fn a_failure_is_news_once_even_when_the_status_lags() {
+        let r = ReportedFailures::default();
+        let obj = instance("u1");
+        // Nothing known here: the status decides.
+        assert!(!r.is_new(&obj, "UpstashUnauthorized", "rejected", || true));
+        let r = ReportedFailures::default();
+        assert!(r.is_new(&obj, "UpstashUnauthorized", "rejected", || false));
+        // The next pass starts from a copy without that status: still not news.
+        assert!(!r.is_new(&obj, "UpstashUnauthorized", "rejected", || false));
+        // Another message or reason is.
+        assert!(r.is_new(&obj, "UpstashUnauthorized", "rejected again", || true));
+        assert!(r.is_new(&obj, "UpstashUnavailable", "rejected again", || true));
+    }
+
+    #[test]
+    fn recovery_makes_the_same_failure_news_again() {
+        let r = ReportedFailures::default();
+        let obj = instance("u1");
+        assert!(r.is_new(&obj, "UpstashUnavailable", "timeout", || false));
+        r.healthy(&obj);
+        // A stale status still showing the old failure does not hide the new one.
+        assert!(r.is_new(&obj, "UpstashUnavailable", "timeout", || true));
+    }
+
+    #[test]
+    fn a_recreated_object_of_the_same_name_starts_afresh() {
+        let r = ReportedFailures::default();
+        assert!(r.is_new(&instance("u1"), "InvalidSpec", "bad", || false));
+        assert!(r.is_new(&instance("u2"), "InvalidSpec", "bad", || false));
+        // Forgotten: the status decides again.
+        r.forget(&instance("u2"));
+        assert!(!r.is_new(&instance("u2"), "InvalidSpec", "bad", || true));
+    }
+}

@@ -1,0 +1,307 @@
+//! Where an instance's Upstash credentials come from (its own `spec.credentials`, its
+//! namespace's Secret, the operator-wide Secret), and what happens when they change account.
+
+use std::time::Duration;
+
+use k8s_openapi::{ByteString, api::core::v1::Secret};
+use kube::{
+    Api,
+    api::{DeleteParams, Patch, PatchParams, PostParams},
+};
+use serde_json::{Value, json};
+use upstash_operator::crd::CacheInstance;
+
+use crate::support::{apply_manifest, events_for, install_crds, secret_data, start_operator};
+
+const TIMEOUT: Duration = Duration::from_secs(60);
+const TEAM: (&str, &str) = ("team@example.com", "team-key-7b1e");
+const BILLING: (&str, &str) = ("billing@example.com", "billing-key-52c0");
+
+fn instance(name: &str, spec: Value) -> Value {
+    json!({
+        "apiVersion": "cache.upstash-operator.dev/v1alpha1",
+        "kind": "CacheInstance",
+        "metadata": {"name": name},
+        "spec": spec,
+    })
+}
+
+fn credentials_secret(name: &str, pairs: &[(&str, &str)]) -> Secret {
+    Secret {
+        metadata: kube::api::ObjectMeta {
+            name: Some(name.to_string()),
+            ..Default::default()
+        },
+        data: Some(
+            pairs
+                .iter()
+                .map(|(k, v)| (k.to_string(), ByteString(v.as_bytes().to_vec())))
+                .collect(),
+        ),
+        ..Default::default()
+    }
+}
+
+/// The account owning the database recorded in `instance`'s status, as the emulator sees it.
+async fn owner(emulator: &testkit::emulator::Emulator, instance: &CacheInstance) -> String {
+    let id = instance
+        .status
+        .as_ref()
+        .unwrap()
+        .database_id
+        .clone()
+        .unwrap();
+    let db = emulator.database(&id).await.expect("the database exists");
+    db["account"].as_str().unwrap().to_string()
+}
+
+/// Changes an annotation so that the operator looks at the object now rather than at its next
+/// retry.
+async fn nudge(api: &Api<CacheInstance>, name: &str, value: &str) {
+    api.patch(
+        name,
+        &PatchParams::default(),
+        &Patch::Merge(json!({"metadata": {"annotations": {"test/nudge": value}}})),
+    )
+    .await
+    .unwrap();
+}
+
+fn ready_reason(instance: &CacheInstance) -> Option<(String, String, String)> {
+    let c = instance
+        .status
+        .as_ref()?
+        .conditions
+        .iter()
+        .find(|c| c.type_ == "Ready")?;
+    Some((c.status.clone(), c.reason.clone(), c.message.clone()))
+}
+
+#[tokio::test]
+async fn spec_namespace_and_operator_credentials_pick_the_account_and_a_changed_account_is_left_alone()
+ {
+    let cluster = testkit::cluster().await;
+    let ops = cluster.namespace("creds-ops").await;
+    let team = cluster.namespace("creds-team").await;
+    let client = ops.client().await;
+    install_crds(&client).await;
+    testkit::operator::write_credentials(&client, ops.name()).await;
+    let emulator = testkit::emulator::Emulator::start().await;
+    emulator.add_account(TEAM.0, TEAM.1).await;
+    emulator.add_account(BILLING.0, BILLING.1).await;
+    let _operator = start_operator(&ops, &emulator, &["--watch-namespaces", team.name()]).await;
+
+    let secrets: Api<Secret> = Api::namespaced(client.clone(), team.name());
+    // The team namespace's own account, under the default name and keys.
+    secrets
+        .create(
+            &PostParams::default(),
+            &credentials_secret(
+                testkit::operator::CREDENTIALS_SECRET,
+                &[("email", TEAM.0), ("apiKey", TEAM.1)],
+            ),
+        )
+        .await
+        .unwrap();
+    // Another account named by one instance, under custom keys.
+    secrets
+        .create(
+            &PostParams::default(),
+            &credentials_secret(
+                "billing-upstash",
+                &[("user", BILLING.0), ("token", BILLING.1)],
+            ),
+        )
+        .await
+        .unwrap();
+
+    let region = json!({"primaryRegion": "us-east-1"});
+    for (name, spec) in [
+        ("team-cache", region.clone()),
+        (
+            "billing-cache",
+            json!({"primaryRegion": "us-east-1", "credentials": {"secretRef": {"name": "billing-upstash", "emailKey": "user", "apiKeyKey": "token"}}}),
+        ),
+        (
+            "missing-cache",
+            json!({"primaryRegion": "us-east-1", "credentials": {"secretRef": {"name": "not-there-yet"}}}),
+        ),
+    ] {
+        apply_manifest(&client, team.name(), &instance(name, spec))
+            .await
+            .unwrap();
+    }
+    apply_manifest(&client, ops.name(), &instance("ops-cache", region.clone()))
+        .await
+        .unwrap();
+
+    let team_api: Api<CacheInstance> = Api::namespaced(client.clone(), team.name());
+    let ops_api: Api<CacheInstance> = Api::namespaced(client.clone(), ops.name());
+    let team_cache =
+        testkit::wait_for_condition(&team_api, "team-cache", "Ready", "True", TIMEOUT).await;
+    let billing_cache =
+        testkit::wait_for_condition(&team_api, "billing-cache", "Ready", "True", TIMEOUT).await;
+    let ops_cache =
+        testkit::wait_for_condition(&ops_api, "ops-cache", "Ready", "True", TIMEOUT).await;
+    assert_eq!(owner(&emulator, &team_cache).await, TEAM.0);
+    assert_eq!(owner(&emulator, &billing_cache).await, BILLING.0);
+    assert_eq!(owner(&emulator, &ops_cache).await, testkit::emulator::EMAIL);
+    for (instance, account) in [
+        (&team_cache, TEAM.0),
+        (&billing_cache, BILLING.0),
+        (&ops_cache, testkit::emulator::EMAIL),
+    ] {
+        assert_eq!(
+            instance.status.as_ref().unwrap().account.as_deref(),
+            Some(account)
+        );
+    }
+
+    // A named Secret that does not exist: a clear condition and no database anywhere.
+    let missing =
+        testkit::wait_for_condition(&team_api, "missing-cache", "Ready", "False", TIMEOUT).await;
+    let (_, reason, message) = ready_reason(&missing).unwrap();
+    assert_eq!(reason, "CredentialsMissing");
+    assert_eq!(
+        message,
+        format!(
+            "spec.credentials names Secret {}/not-there-yet, which does not exist",
+            team.name()
+        )
+    );
+    assert_eq!(emulator.databases().await.len(), 3);
+    // Once it exists, the instance provisions under that account.
+    secrets
+        .create(
+            &PostParams::default(),
+            &credentials_secret(
+                "not-there-yet",
+                &[("email", BILLING.0), ("apiKey", BILLING.1)],
+            ),
+        )
+        .await
+        .unwrap();
+    nudge(&team_api, "missing-cache", "1").await;
+    let provisioned =
+        testkit::wait_for_condition(&team_api, "missing-cache", "Ready", "True", TIMEOUT).await;
+    assert_eq!(owner(&emulator, &provisioned).await, BILLING.0);
+
+    // The namespace Secret is edited to name another account. To those credentials the team
+    // database looks deleted; the operator must not create a replacement there, rewrite the
+    // connection Secret, or give up the database on delete.
+    let connection_before = secret_data(&secrets.get("team-cache").await.unwrap());
+    let databases_before = emulator.databases().await.len();
+    secrets
+        .replace(
+            testkit::operator::CREDENTIALS_SECRET,
+            &PostParams::default(),
+            &{
+                let mut s = secrets
+                    .get(testkit::operator::CREDENTIALS_SECRET)
+                    .await
+                    .unwrap();
+                s.data =
+                    credentials_secret("", &[("email", BILLING.0), ("apiKey", BILLING.1)]).data;
+                s
+            },
+        )
+        .await
+        .unwrap();
+    nudge(&team_api, "team-cache", "1").await;
+    let changed = testkit::wait_for("team-cache to report AccountChanged", TIMEOUT, || async {
+        let obj = team_api.get("team-cache").await.ok()?;
+        let (status, reason, message) = ready_reason(&obj)?;
+        (status == "False" && reason == "AccountChanged").then_some(message)
+    })
+    .await;
+    let id = team_cache
+        .status
+        .as_ref()
+        .unwrap()
+        .database_id
+        .clone()
+        .unwrap();
+    assert_eq!(
+        changed,
+        format!(
+            "database {id} belongs to Upstash account {}, but the credentials now come from Secret {}/{} for account {}; the database is not read, changed, recreated or deleted until credentials for {} are back",
+            TEAM.0,
+            team.name(),
+            testkit::operator::CREDENTIALS_SECRET,
+            BILLING.0,
+            TEAM.0
+        )
+    );
+    assert_eq!(emulator.databases().await.len(), databases_before);
+    assert_eq!(
+        secret_data(&secrets.get("team-cache").await.unwrap()),
+        connection_before
+    );
+    let events = events_for(&client, team.name(), "team-cache").await;
+    assert_eq!(
+        events
+            .iter()
+            .filter(|(reason, kind, _)| reason == "AccountChanged" && kind == "Warning")
+            .count(),
+        1,
+        "{events:?}"
+    );
+
+    team_api
+        .delete("team-cache", &DeleteParams::default())
+        .await
+        .unwrap();
+    testkit::wait_for("the delete to be refused", TIMEOUT, || async {
+        events_for(&client, team.name(), "team-cache")
+            .await
+            .iter()
+            .any(|(reason, _, _)| reason == "DeletionBlocked")
+    })
+    .await;
+    assert!(emulator.database(&id).await.is_some());
+    assert!(team_api.get_opt("team-cache").await.unwrap().is_some());
+
+    // The right account back: the delete goes through, in that account.
+    secrets
+        .replace(
+            testkit::operator::CREDENTIALS_SECRET,
+            &PostParams::default(),
+            &{
+                let mut s = secrets
+                    .get(testkit::operator::CREDENTIALS_SECRET)
+                    .await
+                    .unwrap();
+                s.data = credentials_secret("", &[("email", TEAM.0), ("apiKey", TEAM.1)]).data;
+                s
+            },
+        )
+        .await
+        .unwrap();
+    nudge(&team_api, "team-cache", "2").await;
+    testkit::wait_for("team-cache to be deleted", TIMEOUT, || async {
+        team_api
+            .get_opt("team-cache")
+            .await
+            .ok()?
+            .is_none()
+            .then_some(())
+    })
+    .await;
+    assert!(emulator.database(&id).await.is_none());
+
+    // The others are deleted with their own accounts.
+    for name in ["billing-cache", "missing-cache"] {
+        team_api
+            .delete(name, &DeleteParams::default())
+            .await
+            .unwrap();
+    }
+    ops_api
+        .delete("ops-cache", &DeleteParams::default())
+        .await
+        .unwrap();
+    testkit::wait_for("every database to be deleted", TIMEOUT, || async {
+        emulator.databases().await.is_empty()
+    })
+    .await;
+}
