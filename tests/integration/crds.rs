@@ -2,25 +2,9 @@
 
 use serde_json::{Value, json};
 
-use crate::support::{apply_manifest, create_manifest, install_crds, read_yaml_documents};
-
-fn instance(name: &str, spec: Value) -> Value {
-    json!({
-        "apiVersion": "cache.upstash-operator.dev/v1alpha1",
-        "kind": "CacheInstance",
-        "metadata": {"name": name},
-        "spec": spec,
-    })
-}
-
-fn policy(name: &str, spec: Value) -> Value {
-    json!({
-        "apiVersion": "cache.upstash-operator.dev/v1alpha1",
-        "kind": "CachePolicy",
-        "metadata": {"name": name},
-        "spec": spec,
-    })
-}
+use crate::support::{
+    apply_manifest, create_manifest, install_crds, instance, policy, read_yaml_documents,
+};
 
 #[tokio::test]
 async fn crds_install_and_every_sample_applies() {

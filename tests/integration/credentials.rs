@@ -8,23 +8,16 @@ use kube::{
     Api,
     api::{DeleteParams, Patch, PatchParams, PostParams},
 };
-use serde_json::{Value, json};
+use serde_json::json;
 use upstash_operator::crd::CacheInstance;
 
-use crate::support::{apply_manifest, events_for, install_crds, secret_data, start_operator};
+use crate::support::{
+    apply_manifest, events_for, install_crds, instance, secret_data, start_operator,
+};
 
 const TIMEOUT: Duration = Duration::from_secs(60);
 const TEAM: (&str, &str) = ("team@example.com", "team-key-7b1e");
 const BILLING: (&str, &str) = ("billing@example.com", "billing-key-52c0");
-
-fn instance(name: &str, spec: Value) -> Value {
-    json!({
-        "apiVersion": "cache.upstash-operator.dev/v1alpha1",
-        "kind": "CacheInstance",
-        "metadata": {"name": name},
-        "spec": spec,
-    })
-}
 
 fn credentials_secret(name: &str, pairs: &[(&str, &str)]) -> Secret {
     Secret {
@@ -42,16 +35,28 @@ fn credentials_secret(name: &str, pairs: &[(&str, &str)]) -> Secret {
     }
 }
 
+/// Points the namespace's credentials Secret at another account, as a team editing it would.
+async fn switch_account(secrets: &Api<Secret>, (email, api_key): (&str, &str)) {
+    let name = testkit::operator::CREDENTIALS_SECRET;
+    let mut secret = secrets.get(name).await.unwrap();
+    secret.data = credentials_secret(name, &[("email", email), ("apiKey", api_key)]).data;
+    secrets
+        .replace(name, &PostParams::default(), &secret)
+        .await
+        .unwrap();
+}
+
+fn database_id(instance: &CacheInstance) -> String {
+    let status = instance.status.as_ref().expect("a status");
+    status.database_id.clone().expect("status.databaseId")
+}
+
 /// The account owning the database recorded in `instance`'s status, as the emulator sees it.
 async fn owner(emulator: &testkit::emulator::Emulator, instance: &CacheInstance) -> String {
-    let id = instance
-        .status
-        .as_ref()
-        .unwrap()
-        .database_id
-        .clone()
-        .unwrap();
-    let db = emulator.database(&id).await.expect("the database exists");
+    let db = emulator
+        .database(&database_id(instance))
+        .await
+        .expect("the database exists");
     db["account"].as_str().unwrap().to_string()
 }
 
@@ -93,16 +98,14 @@ async fn spec_namespace_and_operator_credentials_pick_the_account_and_a_changed_
 
     let secrets: Api<Secret> = Api::namespaced(client.clone(), team.name());
     // The team namespace's own account, under the default name and keys.
-    secrets
-        .create(
-            &PostParams::default(),
-            &credentials_secret(
-                testkit::operator::CREDENTIALS_SECRET,
-                &[("email", TEAM.0), ("apiKey", TEAM.1)],
-            ),
-        )
-        .await
-        .unwrap();
+    testkit::operator::write_credentials_with(
+        &client,
+        team.name(),
+        testkit::operator::CREDENTIALS_SECRET,
+        TEAM.0,
+        TEAM.1,
+    )
+    .await;
     // Another account named by one instance, under custom keys.
     secrets
         .create(
@@ -171,16 +174,14 @@ async fn spec_namespace_and_operator_credentials_pick_the_account_and_a_changed_
     );
     assert_eq!(emulator.databases().await.len(), 3);
     // Once it exists, the instance provisions under that account.
-    secrets
-        .create(
-            &PostParams::default(),
-            &credentials_secret(
-                "not-there-yet",
-                &[("email", BILLING.0), ("apiKey", BILLING.1)],
-            ),
-        )
-        .await
-        .unwrap();
+    testkit::operator::write_credentials_with(
+        &client,
+        team.name(),
+        "not-there-yet",
+        BILLING.0,
+        BILLING.1,
+    )
+    .await;
     nudge(&team_api, "missing-cache", "1").await;
     let provisioned =
         testkit::wait_for_condition(&team_api, "missing-cache", "Ready", "True", TIMEOUT).await;
@@ -191,22 +192,7 @@ async fn spec_namespace_and_operator_credentials_pick_the_account_and_a_changed_
     // connection Secret, or give up the database on delete.
     let connection_before = secret_data(&secrets.get("team-cache").await.unwrap());
     let databases_before = emulator.databases().await.len();
-    secrets
-        .replace(
-            testkit::operator::CREDENTIALS_SECRET,
-            &PostParams::default(),
-            &{
-                let mut s = secrets
-                    .get(testkit::operator::CREDENTIALS_SECRET)
-                    .await
-                    .unwrap();
-                s.data =
-                    credentials_secret("", &[("email", BILLING.0), ("apiKey", BILLING.1)]).data;
-                s
-            },
-        )
-        .await
-        .unwrap();
+    switch_account(&secrets, BILLING).await;
     nudge(&team_api, "team-cache", "1").await;
     let changed = testkit::wait_for("team-cache to report AccountChanged", TIMEOUT, || async {
         let obj = team_api.get("team-cache").await.ok()?;
@@ -214,13 +200,7 @@ async fn spec_namespace_and_operator_credentials_pick_the_account_and_a_changed_
         (status == "False" && reason == "AccountChanged").then_some(message)
     })
     .await;
-    let id = team_cache
-        .status
-        .as_ref()
-        .unwrap()
-        .database_id
-        .clone()
-        .unwrap();
+    let id = database_id(&team_cache);
     assert_eq!(
         changed,
         format!(
@@ -262,21 +242,7 @@ async fn spec_namespace_and_operator_credentials_pick_the_account_and_a_changed_
     assert!(team_api.get_opt("team-cache").await.unwrap().is_some());
 
     // The right account back: the delete goes through, in that account.
-    secrets
-        .replace(
-            testkit::operator::CREDENTIALS_SECRET,
-            &PostParams::default(),
-            &{
-                let mut s = secrets
-                    .get(testkit::operator::CREDENTIALS_SECRET)
-                    .await
-                    .unwrap();
-                s.data = credentials_secret("", &[("email", TEAM.0), ("apiKey", TEAM.1)]).data;
-                s
-            },
-        )
-        .await
-        .unwrap();
+    switch_account(&secrets, TEAM).await;
     nudge(&team_api, "team-cache", "2").await;
     testkit::wait_for("team-cache to be deleted", TIMEOUT, || async {
         team_api

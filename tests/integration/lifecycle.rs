@@ -11,21 +11,37 @@ use kube::{
 use serde_json::{Value, json};
 use upstash_operator::crd::CacheInstance;
 
-use crate::support::{TEST_MANAGER, apply_manifest, rest_command, secret_data, start_stack};
+use crate::support::{
+    TEST_MANAGER, apply_manifest, instance, rest_command, secret_data, start_stack,
+};
 
 const READY_TIMEOUT: Duration = Duration::from_secs(60);
 
-fn instance(name: &str, spec: Value) -> Value {
-    json!({
-        "apiVersion": "cache.upstash-operator.dev/v1alpha1",
-        "kind": "CacheInstance",
-        "metadata": {"name": name},
-        "spec": spec,
-    })
-}
-
 async fn wait_ready(api: &Api<CacheInstance>, name: &str) -> CacheInstance {
     testkit::wait_for_condition(api, name, "Ready", "True", READY_TIMEOUT).await
+}
+
+/// Waits for the connection Secret `name` to carry a new password, and checks that the REST
+/// token changed with it.
+async fn wait_rotated(
+    secrets: &Api<Secret>,
+    name: &str,
+    old: &std::collections::BTreeMap<String, String>,
+) -> std::collections::BTreeMap<String, String> {
+    let new = testkit::wait_for(
+        "the Secret to get new credentials",
+        READY_TIMEOUT,
+        || async {
+            let data = secret_data(&secrets.get(name).await.ok()?);
+            (data["REDIS_PASSWORD"] != old["REDIS_PASSWORD"]).then_some(data)
+        },
+    )
+    .await;
+    assert_ne!(
+        new["UPSTASH_REDIS_REST_TOKEN"],
+        old["UPSTASH_REDIS_REST_TOKEN"]
+    );
+    new
 }
 
 #[tokio::test]
@@ -564,15 +580,7 @@ async fn on_demand_rotation_rewrites_the_secret_and_restarts_the_deployment() {
     )
     .await
     .unwrap();
-    let new = testkit::wait_for("the Secret to change", READY_TIMEOUT, || async {
-        let data = secret_data(&secrets.get("r").await.ok()?);
-        (data["REDIS_PASSWORD"] != old["REDIS_PASSWORD"]).then_some(data)
-    })
-    .await;
-    assert_ne!(
-        new["UPSTASH_REDIS_REST_TOKEN"],
-        old["UPSTASH_REDIS_REST_TOKEN"]
-    );
+    let new = wait_rotated(&secrets, "r", &old).await;
     assert_eq!(stack.emulator.calls_to("reset-password").await.len(), 1);
 
     // The old token is refused, the new one works.
@@ -651,15 +659,15 @@ async fn a_scheduled_rotation_runs_when_its_time_comes() {
     )
     .await
     .unwrap();
-    let new = testkit::wait_for("the scheduled rotation", READY_TIMEOUT, || async {
-        let data = secret_data(&secrets.get("s").await.ok()?);
-        (data["REDIS_PASSWORD"] != old["REDIS_PASSWORD"]).then_some(data)
-    })
+    let new = wait_rotated(&secrets, "s", &old).await;
+    let (status, body) = rest_command(
+        &new["UPSTASH_REDIS_REST_URL"],
+        &new["UPSTASH_REDIS_REST_TOKEN"],
+        stack.emulator.ca_file(),
+        json!(["PING"]),
+    )
     .await;
-    assert_ne!(
-        new["UPSTASH_REDIS_REST_TOKEN"],
-        old["UPSTASH_REDIS_REST_TOKEN"]
-    );
+    assert_eq!((status, body), (200, json!({"result": "PONG"})));
     assert_eq!(stack.emulator.calls_to("reset-password").await.len(), 1);
     let rotation = testkit::wait_for("status to record the rotation", READY_TIMEOUT, || async {
         let r = api.get("s").await.ok()?.status?.rotation?;

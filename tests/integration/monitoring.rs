@@ -8,7 +8,7 @@ use kube::Api;
 use serde_json::{Value, json};
 use upstash_operator::crd::{CacheInstance, CachePolicy};
 
-use crate::support::{apply_manifest, events_for, start_stack};
+use crate::support::{apply_manifest, events_for, policy, start_stack};
 
 const TIMEOUT: Duration = Duration::from_secs(60);
 
@@ -17,15 +17,6 @@ fn instance(name: &str, labels: Value, spec: Value) -> Value {
         "apiVersion": "cache.upstash-operator.dev/v1alpha1",
         "kind": "CacheInstance",
         "metadata": {"name": name, "labels": labels},
-        "spec": spec,
-    })
-}
-
-fn policy(name: &str, spec: Value) -> Value {
-    json!({
-        "apiVersion": "cache.upstash-operator.dev/v1alpha1",
-        "kind": "CachePolicy",
-        "metadata": {"name": name},
         "spec": spec,
     })
 }

@@ -12,19 +12,10 @@ use serde_json::{Value, json};
 use upstash_operator::crd::{CacheInstance, CachePolicy};
 
 use crate::support::{
-    TEST_MANAGER, apply_manifest, events_for, rest_command, secret_data, start_stack,
+    TEST_MANAGER, apply_manifest, events_for, instance, rest_command, secret_data, start_stack,
 };
 
 const TIMEOUT: Duration = Duration::from_secs(60);
-
-fn instance(name: &str, spec: Value) -> Value {
-    json!({
-        "apiVersion": "cache.upstash-operator.dev/v1alpha1",
-        "kind": "CacheInstance",
-        "metadata": {"name": name},
-        "spec": spec,
-    })
-}
 
 /// Applies `spec` and waits until the operator has acted on this generation and is Ready.
 async fn apply_and_settle(

@@ -215,3 +215,23 @@ pub async fn events_for(
         })
         .collect()
 }
+
+/// A CacheInstance manifest.
+pub fn instance(name: &str, spec: serde_json::Value) -> serde_json::Value {
+    serde_json::json!({
+        "apiVersion": "cache.upstash-operator.dev/v1alpha1",
+        "kind": "CacheInstance",
+        "metadata": {"name": name},
+        "spec": spec,
+    })
+}
+
+/// A CachePolicy manifest.
+pub fn policy(name: &str, spec: serde_json::Value) -> serde_json::Value {
+    serde_json::json!({
+        "apiVersion": "cache.upstash-operator.dev/v1alpha1",
+        "kind": "CachePolicy",
+        "metadata": {"name": name},
+        "spec": spec,
+    })
+}
