@@ -13,12 +13,13 @@ pub struct Call {
     pub seq: u64,
     /// RFC 3339.
     pub time: String,
-    /// `api` (Developer API) or `data` (REST data API).
+    /// `api` (Developer API) or `data` (REST data API, or a RESP command).
     pub plane: String,
     /// Account email (Developer API) or `null`.
     pub account: Option<String>,
+    /// HTTP method, or `RESP` for a Redis-protocol command.
     pub method: String,
-    /// Path and query, with `_token` removed.
+    /// Path and query, with `_token` removed (empty for RESP).
     pub path: String,
     /// Stable operation name (`create`, `get`, ..., `data:get`, `data:pipeline`).
     pub endpoint: String,

@@ -5,6 +5,9 @@
 //! and `/multi-exec`. Auth: `Authorization: Bearer <token>` or `?_token=`. Responses are
 //! `{"result": ...}` / `{"error": "..."}`; `Upstash-Encoding: base64` and
 //! `Upstash-Response-Format: resp2` are honoured; `upstash-sync-token` is returned.
+//!
+//! [`execute`] is the transport-neutral core (checks, commands, stats); the RESP listener
+//! (`crate::resp`) runs its commands through it too.
 
 use std::net::IpAddr;
 use std::sync::Arc;
@@ -191,7 +194,7 @@ fn command_name(args: &[Vec<u8>]) -> String {
 }
 
 /// Checks that a command is known and allowed for the token; returns the error reply otherwise.
-fn precheck(args: &[Vec<u8>], read_only: bool) -> Result<Kind, Reply> {
+pub(crate) fn precheck(args: &[Vec<u8>], read_only: bool) -> Result<Kind, Reply> {
     let name = command_name(args);
     let Some(kind) = store::command_kind(&name) else {
         return Err(Reply::err(format!(
@@ -208,45 +211,103 @@ fn precheck(args: &[Vec<u8>], read_only: bool) -> Result<Kind, Reply> {
     Ok(kind)
 }
 
-struct Executed {
-    replies: Vec<Reply>,
-    sync: u64,
+/// Who runs a batch of commands, whatever the transport. (No `Debug`: it holds a password.)
+#[derive(Clone, Copy)]
+pub struct Caller<'a> {
+    /// The database the credentials named.
+    pub database_id: &'a str,
+    /// The read-only REST token was used.
+    pub read_only: bool,
+    /// The password a RESP connection authenticated with; checked against the database's current
+    /// password on every batch, so a reset password ends older sessions. `None` for REST (the
+    /// token lookup already proved the credentials current).
+    pub password: Option<&'a str>,
+    /// The client's address (checked against the allow-list).
+    pub peer: IpAddr,
 }
 
-/// Runs the commands against the database under the state lock.
-fn execute(
+/// The replies of a batch that ran.
+#[derive(Debug)]
+pub struct Executed {
+    /// One reply per command, in order (errors included).
+    pub replies: Vec<Reply>,
+    /// The read-your-writes sequence after the batch (`upstash-sync-token`).
+    pub sync: u64,
+}
+
+/// Why a batch was not run at all.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Refused {
+    /// The database does not exist (any more).
+    UnknownDatabase,
+    /// The connection's password is no longer the database's password.
+    WrongPassword,
+    /// The client's address is outside the database's allow-list.
+    IpNotAllowed(IpAddr),
+    /// The database is not `active` (the state is given).
+    NotActive(String),
+    /// The request is larger than the plan allows.
+    TooLarge,
+    /// A transaction was discarded because a command failed its precheck (the error is given).
+    Discarded(String),
+}
+
+impl Refused {
+    /// The HTTP status the REST API answers with.
+    pub fn status(&self) -> StatusCode {
+        match self {
+            Refused::UnknownDatabase | Refused::WrongPassword => StatusCode::UNAUTHORIZED,
+            Refused::IpNotAllowed(_) => StatusCode::FORBIDDEN,
+            Refused::NotActive(_) | Refused::TooLarge | Refused::Discarded(_) => {
+                StatusCode::BAD_REQUEST
+            }
+        }
+    }
+
+    /// The error text (the REST API's `error` field, a RESP error line).
+    pub fn message(&self) -> String {
+        match self {
+            Refused::UnknownDatabase => "Unauthorized".into(),
+            Refused::WrongPassword => WRONGPASS.into(),
+            Refused::IpNotAllowed(ip) => format!(
+                "ERR client IP {} is not in the allowed IP ranges of this database",
+                ip.to_canonical()
+            ),
+            Refused::NotActive(state) => format!("ERR database is {state}"),
+            Refused::TooLarge => "ERR max request size exceeded".into(),
+            Refused::Discarded(e) => e.clone(),
+        }
+    }
+}
+
+/// Redis's answer to credentials that name no user (AUTH, and a password reset under a session).
+pub const WRONGPASS: &str = "WRONGPASS invalid username-password pair or user is disabled.";
+
+/// Runs the commands against the database under the state lock: the transport-neutral core of the
+/// data plane, shared by the REST API and the RESP listener (checks, stats, limits, sync token).
+pub fn execute(
     shared: &Shared,
-    database_id: &str,
-    read_only: bool,
-    peer: IpAddr,
+    caller: &Caller<'_>,
     request_size: usize,
     parsed: &Parsed,
-) -> Result<Executed, Outcome> {
+) -> Result<Executed, Refused> {
+    let read_only = caller.read_only;
     let mut st = shared.lock();
-    let Some(db) = st.databases.get_mut(database_id) else {
-        return Err(error(StatusCode::UNAUTHORIZED, "Unauthorized"));
+    let Some(db) = st.databases.get_mut(caller.database_id) else {
+        return Err(Refused::UnknownDatabase);
     };
-    if !allowed(&db.meta.allowed_ip_ranges, peer) {
-        return Err(error(
-            StatusCode::FORBIDDEN,
-            &format!(
-                "ERR client IP {} is not in the allowed IP ranges of this database",
-                peer.to_canonical()
-            ),
-        ));
+    if caller.password.is_some_and(|p| p != db.meta.password) {
+        return Err(Refused::WrongPassword);
+    }
+    if !allowed(&db.meta.allowed_ip_ranges, caller.peer) {
+        return Err(Refused::IpNotAllowed(caller.peer));
     }
     if db.meta.state != "active" {
-        return Err(error(
-            StatusCode::BAD_REQUEST,
-            &format!("ERR database is {}", db.meta.state),
-        ));
+        return Err(Refused::NotActive(db.meta.state.clone()));
     }
     let plan = db.meta.plan();
     if request_size as u64 > plan.max_request_size {
-        return Err(error(
-            StatusCode::BAD_REQUEST,
-            "ERR max request size exceeded",
-        ));
+        return Err(Refused::TooLarge);
     }
     let limits = db.meta.limits();
     let cmds: Vec<&Vec<Vec<u8>>> = match parsed {
@@ -256,7 +317,7 @@ fn execute(
     if let Parsed::Multi(_) = parsed {
         for c in &cmds {
             if let Err(Reply::Error(e)) = precheck(c, read_only) {
-                return Err(error(StatusCode::BAD_REQUEST, &e));
+                return Err(Refused::Discarded(e));
             }
         }
     }
@@ -442,16 +503,15 @@ pub async fn handle(
             (false, false) => Encoding::Json,
         };
         let size = body.as_ref().map(|b| b.len()).unwrap_or(0) + uri.path().len();
-        match execute(
-            &shared2,
-            &found.database_id,
-            found.read_only,
+        let caller = Caller {
+            database_id: &found.database_id,
+            read_only: found.read_only,
+            password: None,
             peer,
-            size,
-            &parsed,
-        ) {
+        };
+        match execute(&shared2, &caller, size, &parsed) {
             Ok(ex) => render(&parsed, ex, enc),
-            Err(out) => out,
+            Err(refused) => error(refused.status(), &refused.message()),
         }
     })
     .await

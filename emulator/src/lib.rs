@@ -1,6 +1,7 @@
 //! upstash-emulator: a faithful local stand-in for Upstash — the Developer API under
-//! `/v2/redis/...`, database stats, and the REST data API over TLS — plus a control API under
-//! `/_emulator/` for tests (fault injection, stats overrides, call log).
+//! `/v2/redis/...`, database stats, the REST data API over TLS and the Redis protocol (RESP2) over
+//! TLS — plus a control API under `/_emulator/` for tests (fault injection, stats overrides, call
+//! log).
 //!
 //! ```no_run
 //! # async fn demo() -> anyhow::Result<()> {
@@ -18,6 +19,7 @@ pub mod data_plane;
 pub mod faults;
 pub mod ids;
 pub mod model;
+pub mod resp;
 pub mod server;
 pub mod state;
 pub mod stats;
@@ -50,6 +52,9 @@ pub struct Config {
     pub api_addr: SocketAddr,
     /// REST data API (HTTPS).
     pub data_addr: SocketAddr,
+    /// Redis protocol (RESP2 over TLS) of every database, routed by password; its port is the
+    /// databases' `port` in the Developer API.
+    pub resp_addr: SocketAddr,
     /// `(email, api_key)` pairs. Empty = the single [`DEFAULT_ACCOUNT`].
     pub accounts: Vec<(String, String)>,
     /// Where to write the CA certificate (PEM).
@@ -69,6 +74,7 @@ impl Default for Config {
         Config {
             api_addr: SocketAddr::from(([127, 0, 0, 1], 0)),
             data_addr: SocketAddr::from(([127, 0, 0, 1], 0)),
+            resp_addr: SocketAddr::from(([127, 0, 0, 1], 0)),
             accounts: vec![],
             ca_out: None,
             state_file: None,
@@ -191,6 +197,7 @@ pub struct Emulator;
 pub struct RunningEmulator {
     api_addr: SocketAddr,
     data_addr: SocketAddr,
+    resp_addr: SocketAddr,
     ca_pem: String,
     ca_file: Option<PathBuf>,
     shutdown: CancellationToken,
@@ -199,7 +206,7 @@ pub struct RunningEmulator {
 }
 
 impl Emulator {
-    /// Binds both listeners and starts serving.
+    /// Binds the listeners (API, REST data, RESP) and starts serving.
     pub async fn start(config: Config) -> anyhow::Result<RunningEmulator> {
         let mut state = match &config.state_file {
             Some(p) => state::load(p)?,
@@ -220,8 +227,12 @@ impl Emulator {
         let data_listener = TcpListener::bind(config.data_addr)
             .await
             .with_context(|| format!("binding the data address {}", config.data_addr))?;
+        let resp_listener = TcpListener::bind(config.resp_addr)
+            .await
+            .with_context(|| format!("binding the RESP address {}", config.resp_addr))?;
         let api_addr = api_listener.local_addr()?;
         let data_addr = data_listener.local_addr()?;
+        let resp_addr = resp_listener.local_addr()?;
 
         let tls = tls::setup(state.ca.take(), config.endpoint_domain.as_deref())?;
         state.ca = Some(tls.ca.clone());
@@ -249,6 +260,7 @@ impl Emulator {
                 endpoint: EndpointStyle {
                     domain: config.endpoint_domain.clone(),
                     data_port: data_addr.port(),
+                    resp_port: resp_addr.port(),
                 },
                 admin_token: config.admin_token.clone(),
                 started: Instant::now(),
@@ -275,16 +287,24 @@ impl Emulator {
             api_router,
             shutdown.clone(),
         )));
+        let acceptor = tokio_rustls::TlsAcceptor::from(tls.server_config);
         tasks.push(tokio::spawn(server::serve(
             data_listener,
-            Some(tokio_rustls::TlsAcceptor::from(tls.server_config)),
+            Some(acceptor.clone()),
             data_router,
             shutdown.clone(),
         )));
-        tracing::info!(%api_addr, %data_addr, "upstash-emulator listening");
+        tasks.push(tokio::spawn(resp::serve(
+            resp_listener,
+            acceptor,
+            shared.clone(),
+            shutdown.clone(),
+        )));
+        tracing::info!(%api_addr, %data_addr, %resp_addr, "upstash-emulator listening");
         Ok(RunningEmulator {
             api_addr,
             data_addr,
+            resp_addr,
             ca_pem,
             ca_file: config.ca_out.clone(),
             shutdown,
@@ -300,6 +320,10 @@ impl RunningEmulator {
     }
     pub fn data_addr(&self) -> SocketAddr {
         self.data_addr
+    }
+    /// The RESP listener (Redis protocol over TLS): `rediss://default:<password>@localhost:<port>`.
+    pub fn resp_addr(&self) -> SocketAddr {
+        self.resp_addr
     }
     /// `http://<api addr>` — the Developer API base URL (paths `/v2/redis/...`).
     pub fn api_url(&self) -> String {

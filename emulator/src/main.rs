@@ -1,5 +1,5 @@
-//! `upstash-emulator`: a local stand-in for Upstash (Developer API, stats, REST data API over TLS)
-//! with a control API for tests. See `emulator/README.md`.
+//! `upstash-emulator`: a local stand-in for Upstash (Developer API, stats, REST data API and Redis
+//! protocol over TLS) with a control API for tests. See `emulator/README.md`.
 
 use std::io::Write as _;
 use std::net::SocketAddr;
@@ -15,8 +15,8 @@ enum LogFormat {
     Text,
 }
 
-/// A faithful local Upstash: Developer API under /v2/redis, REST data API over TLS, and a control
-/// API under /_emulator for tests.
+/// A faithful local Upstash: Developer API under /v2/redis, REST data API and Redis protocol (RESP2)
+/// over TLS, and a control API under /_emulator for tests.
 #[derive(Debug, Parser)]
 #[command(name = "upstash-emulator", version)]
 struct Args {
@@ -34,6 +34,14 @@ struct Args {
         default_value = "127.0.0.1:8443"
     )]
     data_addr: SocketAddr,
+    /// Redis protocol listen address (RESP2 over TLS, all databases, routed by password); its port
+    /// is the databases' `port`. Port 0 (the default) picks a free port.
+    #[arg(
+        long,
+        env = "UPSTASH_EMULATOR_RESP_ADDR",
+        default_value = "127.0.0.1:0"
+    )]
+    resp_addr: SocketAddr,
     /// Accounts as `email:apikey,email:apikey`.
     #[arg(long, env = "UPSTASH_EMULATOR_ACCOUNTS", hide_env_values = true)]
     accounts: Option<String>,
@@ -92,6 +100,7 @@ async fn main() -> anyhow::Result<()> {
     let config = Config {
         api_addr: args.api_addr,
         data_addr: args.data_addr,
+        resp_addr: args.resp_addr,
         accounts,
         ca_out: args.ca_out.clone(),
         state_file: args.state_file.clone(),
@@ -105,6 +114,7 @@ async fn main() -> anyhow::Result<()> {
         "ready": true,
         "api_url": emu.api_url(),
         "data_url": emu.data_url(),
+        "resp_addr": emu.resp_addr().to_string(),
         "ca_file": emu.ca_file(),
         "accounts": accounts,
     });

@@ -99,7 +99,10 @@ pub struct Database {
 #[derive(Debug, Clone)]
 pub struct EndpointStyle {
     pub domain: Option<String>,
+    /// Port of the REST data API (HTTPS).
     pub data_port: u16,
+    /// Port of the RESP listener (Redis protocol over TLS), shown as the database's `port`.
+    pub resp_port: u16,
 }
 
 impl EndpointStyle {
@@ -138,7 +141,7 @@ impl Database {
             database_type: plan.display.to_string(),
             region: "global".into(),
             kind: plan.kind.to_string(),
-            port: 6379,
+            port: style.resp_port,
             creation_time: m.creation_time,
             state: m.state.clone(),
             password: cred(&m.password),
@@ -275,6 +278,18 @@ impl State {
                 None
             }
         })
+    }
+
+    /// The database whose Redis password this is (RESP `AUTH`); `None` for an empty or unknown
+    /// password.
+    pub fn find_password(&self, password: &str) -> Option<String> {
+        if password.is_empty() {
+            return None;
+        }
+        self.databases
+            .values()
+            .find(|d| d.meta.password == password)
+            .map(|d| d.meta.id.clone())
     }
 
     pub fn insert(&mut self, mut db: Database) {
@@ -479,16 +494,19 @@ mod tests {
         let s = EndpointStyle {
             domain: None,
             data_port: 8443,
+            resp_port: 6380,
         };
         assert_eq!(s.endpoint("a-b-1"), "localhost:8443");
         let s = EndpointStyle {
             domain: Some("upstash.io".into()),
             data_port: 443,
+            resp_port: 6379,
         };
         assert_eq!(s.endpoint("a-b-1"), "a-b-1.upstash.io");
         let s = EndpointStyle {
             domain: Some("upstash.io".into()),
             data_port: 8443,
+            resp_port: 6380,
         };
         assert_eq!(s.endpoint("a-b-1"), "localhost:8443");
     }
@@ -499,8 +517,12 @@ mod tests {
         let style = EndpointStyle {
             domain: None,
             data_port: 1,
+            resp_port: 6390,
         };
         let v = serde_json::to_value(db.to_wire(&style, false)).unwrap();
+        // `port` is the RESP listener's; `endpoint` stays the REST host:port.
+        assert_eq!(v["port"], 6390);
+        assert_eq!(v["endpoint"], "localhost:1");
         assert_eq!(v["type"], "payg");
         assert_eq!(v["database_type"], "Pay as You Go");
         assert_eq!(v["db_acl_enabled"], "false");
@@ -514,6 +536,19 @@ mod tests {
         assert!(text.contains("\"db_request_limit\":9223372036854775808"));
         assert!(text.contains("\"password\":\"***\""));
         assert!(!text.contains(&db.meta.rest_token));
+    }
+
+    #[test]
+    fn finds_databases_by_password() {
+        let mut st = State::default();
+        let db = sample_db("a@b.c");
+        let (id, pw) = (db.meta.id.clone(), db.meta.password.clone());
+        st.insert(db);
+        assert_eq!(st.find_password(&pw), Some(id.clone()));
+        assert_eq!(st.find_password("not-the-password"), None);
+        assert_eq!(st.find_password(""), None);
+        st.databases.get_mut(&id).unwrap().rotate_credentials();
+        assert_eq!(st.find_password(&pw), None);
     }
 
     #[test]

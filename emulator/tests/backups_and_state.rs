@@ -229,6 +229,7 @@ async fn binary_prints_ready_line_and_serves() {
         .arg("--accounts-file")
         .arg(&accounts)
         .env("UPSTASH_EMULATOR_ACCOUNTS", "env@example.com:env-key")
+        .env("RUST_LOG", "upstash_emulator=debug")
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())
         .spawn()
@@ -250,12 +251,16 @@ async fn binary_prints_ready_line_and_serves() {
             .starts_with("https://localhost:")
     );
     assert_eq!(ready["ca_file"], ca.to_str().unwrap());
+    // The RESP listener binds a free port by default and is reported too.
+    let resp_addr: std::net::SocketAddr = ready["resp_addr"].as_str().unwrap().parse().unwrap();
+    assert_ne!(resp_addr.port(), 0);
     assert_eq!(
         ready["accounts"],
         json!(["env@example.com", "file@example.com"])
     );
     let pem = std::fs::read_to_string(&ca).unwrap();
     let http = client_for(&pem);
+    let mut passwords = vec![];
     for (email, key) in [
         ("env@example.com", "env-key"),
         ("file@example.com", "file-key"),
@@ -271,6 +276,7 @@ async fn binary_prints_ready_line_and_serves() {
             .unwrap();
         let (st, db) = body_json(r).await;
         assert_eq!(st, StatusCode::OK);
+        assert_eq!(db["port"], resp_addr.port());
         let r = http
             .post(format!("https://{}", db["endpoint"].as_str().unwrap()))
             .bearer_auth(db["rest_token"].as_str().unwrap())
@@ -279,6 +285,20 @@ async fn binary_prints_ready_line_and_serves() {
             .await
             .unwrap();
         assert_eq!(body_json(r).await.1, json!({"result": "PONG"}));
+        // The Redis protocol with the password (which must not reach the debug logs).
+        let password = db["password"].as_str().unwrap();
+        passwords.push(password.to_string());
+        let client = redis::Client::build_with_tls(
+            format!("rediss://default:{password}@localhost:{}", resp_addr.port()),
+            redis::TlsCertificates {
+                client_tls: None,
+                root_cert: Some(pem.as_bytes().to_vec()),
+            },
+        )
+        .unwrap();
+        let mut con = client.get_multiplexed_async_connection().await.unwrap();
+        let pong: String = redis::cmd("PING").query_async(&mut con).await.unwrap();
+        assert_eq!(pong, "PONG");
     }
     child.kill().unwrap();
     let out = child.wait_with_output().unwrap();
@@ -287,7 +307,14 @@ async fn binary_prints_ready_line_and_serves() {
         logs.contains("\"endpoint\":\"create\""),
         "JSON logs: {logs}"
     );
-    for secret in ["env-key", "file-key", "Basic "] {
+    assert!(
+        logs.contains("\"method\":\"RESP\""),
+        "RESP commands are logged: {logs}"
+    );
+    for secret in ["env-key", "file-key", "Basic "]
+        .into_iter()
+        .chain(passwords.iter().map(String::as_str))
+    {
         assert!(!logs.contains(secret), "{secret} leaked into logs");
     }
 }

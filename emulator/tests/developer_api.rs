@@ -21,7 +21,8 @@ async fn create_returns_the_full_database_object() {
     assert_eq!(db["region"], "global");
     assert_eq!(db["type"], "payg");
     assert_eq!(db["database_type"], "Pay as You Go");
-    assert_eq!(db["port"], 6379);
+    // `port` is the RESP listener's (6379 on Upstash).
+    assert_eq!(db["port"], env.emu.resp_addr().port());
     assert_eq!(db["state"], "active");
     assert_eq!(db["tls"], true);
     assert_eq!(db["primary_region"], "us-east-1");

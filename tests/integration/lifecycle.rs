@@ -12,7 +12,7 @@ use serde_json::{Value, json};
 use upstash_operator::crd::CacheInstance;
 
 use crate::support::{
-    TEST_MANAGER, apply_manifest, instance, rest_command, secret_data, start_stack,
+    TEST_MANAGER, apply_manifest, instance, redis_connect, rest_command, secret_data, start_stack,
 };
 
 const READY_TIMEOUT: Duration = Duration::from_secs(60);
@@ -119,9 +119,10 @@ async fn apply_provisions_a_database_and_a_working_secret() {
         db["rest_token"].as_str().unwrap()
     );
     assert_eq!(data["REDIS_PASSWORD"], password);
+    let port = db["port"].as_u64().unwrap();
     assert_eq!(
         data["REDIS_URL"],
-        format!("rediss://default:{password}@{host}:6379")
+        format!("rediss://default:{password}@{host}:{port}")
     );
     assert_eq!(data["REDIS_KEY_PREFIX"], "unite-hub:");
     assert_eq!(data["REDIS_TLS_ENABLED"], "true");
@@ -137,6 +138,24 @@ async fn apply_provisions_a_database_and_a_working_secret() {
     assert_eq!((status, body), (200, json!({"result": "OK"})));
     let (_, body) = rest_command(url, token, ca, json!(["GET", "unite-hub:k"])).await;
     assert_eq!(body, json!({"result": "v1"}));
+    // And a Redis protocol client with REDIS_URL, on the same data.
+    let mut redis = redis_connect(&data["REDIS_URL"], ca)
+        .await
+        .expect("connecting with REDIS_URL");
+    let value: String = redis::cmd("GET")
+        .arg("unite-hub:k")
+        .query_async(&mut redis)
+        .await
+        .unwrap();
+    assert_eq!(value, "v1");
+    let () = redis::cmd("SET")
+        .arg("unite-hub:tcp")
+        .arg("v2")
+        .query_async(&mut redis)
+        .await
+        .unwrap();
+    let (_, body) = rest_command(url, token, ca, json!(["GET", "unite-hub:tcp"])).await;
+    assert_eq!(body, json!({"result": "v2"}));
 
     // Events: one Provisioned, one SecretUpdated.
     let events = crate::support::events_for(&client, ns.name(), "crm-cache").await;
@@ -592,6 +611,15 @@ async fn on_demand_rotation_rewrites_the_secret_and_restarts_the_deployment() {
     let (new_status, body) =
         rest_command(url, &new["UPSTASH_REDIS_REST_TOKEN"], ca, json!(["PING"])).await;
     assert_eq!((new_status, body), (200, json!({"result": "PONG"})));
+    // The same for REDIS_URL: the old password is refused, the new one connects.
+    let refused = redis_connect(&old["REDIS_URL"], ca).await.err();
+    assert_eq!(
+        refused.map(|e| e.kind()),
+        Some(redis::ErrorKind::AuthenticationFailed)
+    );
+    let mut redis = redis_connect(&new["REDIS_URL"], ca).await.unwrap();
+    let pong: String = redis::cmd("PING").query_async(&mut redis).await.unwrap();
+    assert_eq!(pong, "PONG");
 
     // The Deployment's pod template changed, and status records the request.
     testkit::wait_for("the Deployment to be restarted", READY_TIMEOUT, || async {

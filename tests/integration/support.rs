@@ -187,6 +187,22 @@ pub async fn rest_command(
     )
 }
 
+/// Connects to a `REDIS_URL` (`rediss://default:<password>@<host>:<port>`) with a real Redis
+/// client that trusts only the emulator's CA, as an application would.
+pub async fn redis_connect(
+    redis_url: &str,
+    ca_file: &std::path::Path,
+) -> redis::RedisResult<redis::aio::MultiplexedConnection> {
+    let client = redis::Client::build_with_tls(
+        redis_url,
+        redis::TlsCertificates {
+            client_tls: None,
+            root_cert: Some(std::fs::read(ca_file).expect("the emulator's CA file")),
+        },
+    )?;
+    client.get_multiplexed_async_connection().await
+}
+
 /// Events about object `name` in `namespace` as `(reason, type, note)`, oldest first.
 pub async fn events_for(
     client: &Client,
