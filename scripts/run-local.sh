@@ -112,8 +112,8 @@ k -n "$namespace" get cacheinstance orders-cache -o jsonpath='{.status}' | pytho
 say "keys of Secret orders-cache (values stay in the cluster)"
 k -n "$namespace" get secret orders-cache -o jsonpath='{.data}' | python3 -c 'import json,sys; print("\n".join(sorted(json.load(sys.stdin))))'
 
-say "@upstash/redis with the Secret's values"
-if [[ ! -d emulator/clients/node_modules/@upstash/redis ]]; then
+say "@upstash/redis and ioredis with the Secret's values"
+if [[ ! -d emulator/clients/node_modules/@upstash/redis || ! -d emulator/clients/node_modules/ioredis ]]; then
     npm ci --silent --prefix emulator/clients >/dev/null
 fi
 secret_value() {
@@ -121,6 +121,7 @@ secret_value() {
 }
 UPSTASH_REDIS_REST_URL="$(secret_value UPSTASH_REDIS_REST_URL)" \
 UPSTASH_REDIS_REST_TOKEN="$(secret_value UPSTASH_REDIS_REST_TOKEN)" \
+REDIS_URL="$(secret_value REDIS_URL)" \
 REDIS_KEY_PREFIX="$(secret_value REDIS_KEY_PREFIX)" \
     node emulator/clients/connect.mjs
 

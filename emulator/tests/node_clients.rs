@@ -1,6 +1,7 @@
 //! Upstash's own Node clients, unchanged, against the emulator: the official CLI (`@upstash/cli`,
 //! pointed at the emulator by `clients/preload.mjs`) and `@upstash/redis` (trusting the emulator's
-//! CA through `NODE_EXTRA_CA_CERTS`). Runs `node --test` in `emulator/clients`, installing the
+//! CA through `NODE_EXTRA_CA_CERTS`), and `ioredis` on the Redis protocol listener with a
+//! `REDIS_URL`. Runs `node --test` in `emulator/clients`, installing the
 //! pinned packages with `npm ci` first when `node_modules` is missing.
 
 mod common;
@@ -24,10 +25,14 @@ async fn run(cmd: &mut Command, what: &str) -> std::process::Output {
 
 async fn ensure_node_modules() {
     let dir = clients_dir();
-    let installed = dir.join("node_modules/@upstash/cli/package.json").exists()
-        && dir
-            .join("node_modules/@upstash/redis/package.json")
-            .exists();
+    let installed = ["@upstash/cli", "@upstash/redis", "ioredis"]
+        .iter()
+        .all(|p| {
+            dir.join("node_modules")
+                .join(p)
+                .join("package.json")
+                .exists()
+        });
     if installed {
         return;
     }
@@ -77,7 +82,7 @@ async fn official_cli_and_upstash_redis_work_unchanged() {
         "node --test failed:\n{stdout}\n{stderr}"
     );
     assert!(
-        stdout.contains("pass 3") || stdout.contains("ℹ pass 3"),
+        stdout.contains("ℹ pass 4") && stdout.contains("ℹ fail 0"),
         "{stdout}"
     );
 
@@ -103,6 +108,14 @@ async fn official_cli_and_upstash_redis_work_unchanged() {
             data.iter()
                 .any(|c| c["endpoint"] == ep && c["status"] == 200),
             "no {ep} call"
+        );
+    }
+    // ioredis came over the Redis protocol listener.
+    for ep in ["data:incrby", "data:multi-exec", "data:ttl"] {
+        assert!(
+            data.iter()
+                .any(|c| c["endpoint"] == ep && c["method"] == "RESP" && c["status"] == 200),
+            "no {ep} call over RESP"
         );
     }
 }

@@ -14,6 +14,7 @@ import { join, dirname } from "node:path";
 import { fileURLToPath } from "node:url";
 import { createRequire } from "node:module";
 import { Redis } from "@upstash/redis";
+import IORedis from "ioredis";
 
 const here = dirname(fileURLToPath(import.meta.url));
 const preload = join(here, "..", "preload.mjs");
@@ -147,6 +148,57 @@ test("@upstash/redis: SET/GET/INCR, pipeline and read-only token over TLS", asyn
 
   const bad = new Redis({ url, token: "AXwrong", enableTelemetry: false, retry: false, enableAutoPipelining: false });
   await assert.rejects(() => bad.get("p1"), /Unauthorized/);
+
+  await ok("redis", "delete", "--db-id", db.database_id);
+});
+
+test("ioredis: REDIS_URL (rediss://default:<password>@<endpoint host>:<port>) over TLS", async () => {
+  const db = await ok("redis", "create", "--name", `tcp-${Date.now()}`, "--region", "us-east-1");
+  const host = db.endpoint.replace(/:\d+$/, "");
+  const redisUrl = `rediss://default:${db.password}@${host}:${db.port}`;
+  // NODE_EXTRA_CA_CERTS makes Node trust the emulator's CA, as it would a real certificate.
+  const client = new IORedis(redisUrl, { maxRetriesPerRequest: 0, retryStrategy: () => null, lazyConnect: true });
+  await client.connect();
+  try {
+    assert.equal(await client.ping(), "PONG");
+    assert.equal(await client.set("app:greeting", "hello", "EX", 60), "OK");
+    assert.equal(await client.get("app:greeting"), "hello");
+    assert.equal(await client.incrby("app:visits", 5), 5);
+    assert.deepEqual(await client.multi().incr("app:visits").get("app:visits").exec(), [
+      [null, 6],
+      [null, "6"],
+    ]);
+    assert.equal(await client.ttl("app:greeting"), 60);
+    // What ioredis wrote, @upstash/redis reads over REST.
+    const rest = new Redis({ url: `https://${db.endpoint}`, token: db.rest_token, enableTelemetry: false });
+    assert.equal(await rest.get("app:greeting"), "hello");
+  } finally {
+    client.disconnect();
+  }
+
+  // A wrong password is refused, and after reset-password the old one is too.
+  const connectWith = async (password) => {
+    const c = new IORedis(`rediss://default:${password}@${host}:${db.port}`, {
+      maxRetriesPerRequest: 0,
+      retryStrategy: () => null,
+      lazyConnect: true,
+    });
+    // ioredis reports an AUTH refusal as an "error" event and then the closed connection.
+    const errors = [];
+    c.on("error", (e) => errors.push(e.message));
+    try {
+      await c.connect();
+      return await c.ping();
+    } catch (e) {
+      throw new Error([...errors, e.message].join("; "));
+    } finally {
+      c.disconnect();
+    }
+  };
+  await assert.rejects(() => connectWith("wrong"), /WRONGPASS/);
+  const reset = await ok("redis", "reset-password", "--db-id", db.database_id);
+  await assert.rejects(() => connectWith(db.password), /WRONGPASS/);
+  assert.equal(await connectWith(reset.password), "PONG");
 
   await ok("redis", "delete", "--db-id", db.database_id);
 });
