@@ -356,6 +356,8 @@ fn expected_secret(db: &Value) -> BTreeMap<&'static str, String> {
     let endpoint = db["endpoint"].as_str().unwrap_or_default();
     let password = db["password"].as_str().unwrap_or_default();
     let host = endpoint.split(':').next().unwrap_or_default();
+    // The Redis protocol port Upstash reports (6379 for global databases; the emulator's listener).
+    let port = db["port"].as_u64().filter(|p| *p != 0).unwrap_or(6379);
     BTreeMap::from([
         ("UPSTASH_REDIS_REST_URL", format!("https://{endpoint}")),
         (
@@ -365,7 +367,7 @@ fn expected_secret(db: &Value) -> BTreeMap<&'static str, String> {
         ("REDIS_PASSWORD", password.to_string()),
         (
             "REDIS_URL",
-            format!("rediss://default:{password}@{host}:6379"),
+            format!("rediss://default:{password}@{host}:{port}"),
         ),
     ])
 }
@@ -497,10 +499,16 @@ mod tests {
     }
 
     #[test]
-    fn expected_secret_strips_the_port_for_redis_url() {
-        let db = json!({"endpoint": "localhost:8443", "password": "p", "rest_token": "t"});
+    fn redis_url_takes_the_host_of_the_endpoint_and_the_database_port() {
+        let db = json!({"endpoint": "localhost:8443", "port": 36379, "password": "p", "rest_token": "t"});
         let s = expected_secret(&db);
         assert_eq!(s["UPSTASH_REDIS_REST_URL"], "https://localhost:8443");
-        assert_eq!(s["REDIS_URL"], "rediss://default:p@localhost:6379");
+        assert_eq!(s["REDIS_URL"], "rediss://default:p@localhost:36379");
+        let upstash =
+            json!({"endpoint": "eu1-fine-fox-1.upstash.io", "port": 6379, "password": "p"});
+        assert_eq!(
+            expected_secret(&upstash)["REDIS_URL"],
+            "rediss://default:p@eu1-fine-fox-1.upstash.io:6379"
+        );
     }
 }

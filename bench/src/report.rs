@@ -401,15 +401,43 @@ pub fn chaos_markdown(r: &ChaosResult) -> String {
         if r.problems.is_empty() {
             "PASS".to_string()
         } else {
-            format!("FAIL: {}", r.problems.join("; "))
+            fail_summary(&r.problems)
         }
     );
     s
 }
 
+/// `FAIL: ` and the first problems; the rest are counted (all of them are in the JSON result).
+fn fail_summary(problems: &[String]) -> String {
+    const SHOWN: usize = 5;
+    let mut text = format!(
+        "FAIL: {}",
+        problems
+            .iter()
+            .take(SHOWN)
+            .cloned()
+            .collect::<Vec<_>>()
+            .join("; ")
+    );
+    if problems.len() > SHOWN {
+        text.push_str(&format!("; and {} more", problems.len() - SHOWN));
+    }
+    text
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_failure_lists_the_first_problems_and_counts_the_rest() {
+        let problems: Vec<String> = (0..8).map(|i| format!("p{i}")).collect();
+        assert_eq!(
+            fail_summary(&problems),
+            "FAIL: p0; p1; p2; p3; p4; and 3 more"
+        );
+        assert_eq!(fail_summary(&problems[..2]), "FAIL: p0; p1");
+    }
 
     #[test]
     fn numbers_are_short() {
