@@ -3,8 +3,8 @@
 -- The operator reports status.observedGeneration and metav1.Conditions; `Ready` summarises the
 -- others (Provisioned, Synced, SecretReady, PolicyCompliant). Ready=False with reason
 -- `Provisioning` means the database is being created; any other False reason (UpstashUnavailable,
--- UpstashUnauthorized, CredentialsMissing, InvalidSpec, SecretConflict, PolicyViolation, ...)
--- needs attention and its message says why. Conditions and reasons:
+-- UpstashUnauthorized, CredentialsMissing, AccountChanged, InvalidSpec, SecretConflict,
+-- PolicyViolation, ...) needs attention and its message says why. Conditions and reasons:
 -- src/controller/conditions.rs and src/controller/instance.rs in the upstash-operator repository.
 --
 -- Written for Argo CD's default Lua environment: no `string` library.
