@@ -11,7 +11,7 @@
 use std::net::SocketAddr;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::time::{Duration, Instant};
+use std::time::Instant;
 
 use bytes::{Buf as _, BytesMut};
 use http::StatusCode;
@@ -23,6 +23,7 @@ use tokio_util::sync::CancellationToken;
 use crate::Shared;
 use crate::calllog::Call;
 use crate::data_plane::{self, Caller, Parsed, Refused, WRONGPASS};
+use crate::server;
 use crate::store::Reply;
 
 /// Largest frame (one command, all its arguments) read from a connection; plan limits (the
@@ -730,19 +731,7 @@ pub async fn serve(
     shared: Arc<Shared>,
     shutdown: CancellationToken,
 ) {
-    loop {
-        let (stream, peer) = tokio::select! {
-            r = listener.accept() => match r {
-                Ok(x) => x,
-                Err(e) => {
-                    tracing::warn!(error = %e, "RESP accept failed");
-                    tokio::time::sleep(Duration::from_millis(50)).await;
-                    continue;
-                }
-            },
-            _ = shutdown.cancelled() => return,
-        };
-        let _ = stream.set_nodelay(true);
+    server::accept_until_shutdown(listener, &shutdown, |stream, peer| {
         tokio::spawn(serve_connection(
             stream,
             peer,
@@ -750,7 +739,8 @@ pub async fn serve(
             shared.clone(),
             shutdown.clone(),
         ));
-    }
+    })
+    .await;
 }
 
 /// TLS handshake, then the session until the client leaves, is closed, or shutdown.
@@ -761,15 +751,8 @@ async fn serve_connection(
     shared: Arc<Shared>,
     shutdown: CancellationToken,
 ) {
-    let stream = tokio::select! {
-        r = tls.accept(stream) => match r {
-            Ok(s) => s,
-            Err(e) => {
-                tracing::debug!(error = %e, %peer, "RESP TLS handshake failed");
-                return;
-            }
-        },
-        _ = shutdown.cancelled() => return,
+    let Some(stream) = server::tls_handshake(&tls, stream, peer, &shutdown).await else {
+        return;
     };
     tokio::select! {
         r = run_session(stream, peer, &shared) => {

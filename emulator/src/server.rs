@@ -14,9 +14,9 @@ use bytes::Bytes;
 use http::{HeaderValue, StatusCode, header};
 use hyper_util::rt::{TokioExecutor, TokioIo};
 use hyper_util::server::conn::auto::Builder;
-use tokio::net::TcpListener;
+use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::Notify;
-use tokio_rustls::TlsAcceptor;
+use tokio_rustls::{TlsAcceptor, server::TlsStream};
 use tokio_util::sync::CancellationToken;
 use tower::ServiceExt as _;
 
@@ -38,12 +38,12 @@ impl ConnInfo {
     }
 }
 
-/// Accepts connections until shutdown.
-pub async fn serve(
+/// Accepts connections until shutdown and hands each one (Nagle off) to `handle`. A failed
+/// accept (e.g. out of file descriptors) is logged and retried after 50 ms.
+pub async fn accept_until_shutdown(
     listener: TcpListener,
-    tls: Option<TlsAcceptor>,
-    router: Router,
-    shutdown: CancellationToken,
+    shutdown: &CancellationToken,
+    mut handle: impl FnMut(TcpStream, SocketAddr),
 ) {
     loop {
         let (stream, peer) = tokio::select! {
@@ -58,6 +58,37 @@ pub async fn serve(
             _ = shutdown.cancelled() => return,
         };
         let _ = stream.set_nodelay(true);
+        handle(stream, peer);
+    }
+}
+
+/// The server side of a TLS handshake; `None` when it fails (logged) or shutdown comes first.
+pub async fn tls_handshake(
+    acceptor: &TlsAcceptor,
+    stream: TcpStream,
+    peer: SocketAddr,
+    shutdown: &CancellationToken,
+) -> Option<TlsStream<TcpStream>> {
+    tokio::select! {
+        r = acceptor.accept(stream) => match r {
+            Ok(s) => Some(s),
+            Err(e) => {
+                tracing::debug!(error = %e, %peer, "TLS handshake failed");
+                None
+            }
+        },
+        _ = shutdown.cancelled() => None,
+    }
+}
+
+/// Serves `router` on every connection (plain, or TLS with `tls`) until shutdown.
+pub async fn serve(
+    listener: TcpListener,
+    tls: Option<TlsAcceptor>,
+    router: Router,
+    shutdown: CancellationToken,
+) {
+    accept_until_shutdown(listener, &shutdown, |stream, peer| {
         let router = router.clone();
         let tls = tls.clone();
         let shutdown = shutdown.clone();
@@ -75,15 +106,9 @@ pub async fn serve(
             let builder = Builder::new(TokioExecutor::new());
             match tls {
                 Some(acceptor) => {
-                    let stream = tokio::select! {
-                        r = acceptor.accept(stream) => match r {
-                            Ok(s) => s,
-                            Err(e) => {
-                                tracing::debug!(error = %e, %peer, "TLS handshake failed");
-                                return;
-                            }
-                        },
-                        _ = shutdown.cancelled() => return,
+                    let Some(stream) = tls_handshake(&acceptor, stream, peer, &shutdown).await
+                    else {
+                        return;
                     };
                     let fut = builder.serve_connection(TokioIo::new(stream), svc);
                     tokio::select! {
@@ -102,7 +127,8 @@ pub async fn serve(
                 }
             }
         });
-    }
+    })
+    .await;
 }
 
 /// The result of performing an operation.
