@@ -8,7 +8,7 @@ use secrecy::SecretString;
 use crate::{
     crd::CacheInstance,
     error::{Error, Result},
-    upstash::Credentials,
+    upstash::{Credentials, UpstashApi, UpstashClient},
 };
 
 /// Default data key of the account email.
@@ -27,6 +27,25 @@ impl std::fmt::Display for Origin {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         write!(f, "Secret {}/{}", self.namespace, self.name)
     }
+}
+
+/// The Developer API bound to the account a CacheInstance works with.
+pub struct Bound {
+    /// Calls made with the instance's credentials.
+    pub api: UpstashApi,
+    /// The Secret the credentials came from.
+    pub origin: Origin,
+    /// The account the credentials act for, as recorded in `status.account`.
+    pub account: String,
+}
+
+/// What binding an instance to its credentials found.
+pub enum Binding {
+    /// The credentials may act on the instance's database.
+    Bound(Bound),
+    /// The database belongs to another account than these credentials; the message says which
+    /// and what to do. Nothing may be read, changed, recreated or deleted.
+    AccountChanged(String),
 }
 
 /// Resolves credentials by reading Secrets.
@@ -97,6 +116,30 @@ impl CredentialResolver {
             ))
         })?;
         Ok((extract(&secret, EMAIL_KEY, API_KEY_KEY, &origin)?, origin))
+    }
+
+    /// Resolves the instance's credentials, checks them against the account its status records,
+    /// and binds the Developer API to them: the one way every part of the operator gets an
+    /// account to call Upstash with.
+    pub async fn bind(&self, upstash: &UpstashClient, instance: &CacheInstance) -> Result<Binding> {
+        let (creds, origin) = self.for_instance(instance).await?;
+        let status = instance.status.as_ref();
+        if let Some(id) = status.and_then(|s| s.database_id.as_deref())
+            && let Some(why) = account_mismatch(
+                id,
+                status.and_then(|s| s.account.as_deref()),
+                &creds.email,
+                &origin,
+            )
+        {
+            return Ok(Binding::AccountChanged(why));
+        }
+        let account = creds.email.clone();
+        Ok(Binding::Bound(Bound {
+            api: upstash.with_credentials(creds),
+            origin,
+            account,
+        }))
     }
 
     async fn get(&self, origin: &Origin) -> Result<Option<Secret>> {

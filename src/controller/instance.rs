@@ -160,27 +160,28 @@ impl Run<'_> {
             guardrails::select(self.obj, self.ctx.policies.all().iter().map(|p| p.as_ref()));
         let blocked = self.check_policy(&selection);
         self.validate()?;
-        let (creds, origin) = self.ctx.credentials.for_instance(self.obj).await?;
-        // A database recorded under another account would look deleted to these credentials:
-        // stop before any call rather than create a replacement in the wrong account.
-        if let Some(id) = &self.status.database_id
-            && let Some(why) = credentials::account_mismatch(
-                id,
-                self.status.account.as_deref(),
-                &creds.email,
-                &origin,
-            )
+        let bound = match self
+            .ctx
+            .credentials
+            .bind(&self.ctx.upstash, self.obj)
+            .await?
         {
-            self.conds.push(Cond::new(
-                conditions::PROVISIONED,
-                false,
-                "AccountChanged",
-                why,
-            ));
-            return Ok(());
-        }
-        let account = creds.email.clone();
-        let upstash = self.ctx.upstash.with_credentials(creds);
+            credentials::Binding::Bound(bound) => bound,
+            // A database recorded under another account would look deleted to these
+            // credentials: stop before any call rather than create a replacement in the wrong
+            // account.
+            credentials::Binding::AccountChanged(why) => {
+                self.conds.push(Cond::new(
+                    conditions::PROVISIONED,
+                    false,
+                    "AccountChanged",
+                    why,
+                ));
+                return Ok(());
+            }
+        };
+        let account = bound.account;
+        let upstash = bound.api;
 
         // The database.
         let Some(mut db) = self.locate_or_create(&upstash, blocked).await? else {
@@ -1292,23 +1293,21 @@ async fn cleanup(obj: Arc<CacheInstance>, ctx: &Context) -> Result<Action> {
     if ids.is_empty() && status.pending_create.is_none() {
         return Ok(Action::await_change());
     }
-    let (creds, origin) = ctx.credentials.for_instance(&obj).await?;
-    if let Some(id) = &status.database_id
-        && let Some(why) =
-            credentials::account_mismatch(id, status.account.as_deref(), &creds.email, &origin)
-    {
-        // Deleting with these credentials would answer "not found" and leave the database
-        // running, and billed, in the other account: keep the finalizer until they are back.
-        ctx.publish(
-            obj.as_ref(),
-            EventType::Warning,
-            "DeletionBlocked",
-            "Delete",
-            &why,
-        );
-        return Err(Error::Credentials(why));
-    }
-    let upstash = ctx.upstash.with_credentials(creds);
+    let upstash = match ctx.credentials.bind(&ctx.upstash, &obj).await? {
+        credentials::Binding::Bound(bound) => bound.api,
+        credentials::Binding::AccountChanged(why) => {
+            // Deleting with these credentials would answer "not found" and leave the database
+            // running, and billed, in the other account: keep the finalizer until they are back.
+            ctx.publish(
+                obj.as_ref(),
+                EventType::Warning,
+                "DeletionBlocked",
+                "Delete",
+                &why,
+            );
+            return Err(Error::Credentials(why));
+        }
+    };
     if ids.is_empty() {
         // A create was in flight: delete what it may have left behind.
         if let Some(p) = &status.pending_create {

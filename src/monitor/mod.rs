@@ -291,17 +291,20 @@ impl Monitor {
             .as_ref()
             .and_then(|s| s.database_id.clone())
             .unwrap_or_default();
-        let (creds, origin) = self.ctx.credentials.for_instance(instance).await?;
-        let recorded = instance.status.as_ref().and_then(|s| s.account.as_deref());
-        if let Some(why) =
-            crate::credentials::account_mismatch(&id, recorded, &creds.email, &origin)
+        let upstash = match self
+            .ctx
+            .credentials
+            .bind(&self.ctx.upstash, instance)
+            .await?
         {
-            // The reconciler reports this as `AccountChanged`; sampling with the wrong account
-            // would only raise connection alerts on top.
-            tracing::debug!(object = %key, reason = %why, "not sampled");
-            return Ok(());
-        }
-        let upstash = self.ctx.upstash.with_credentials(creds);
+            crate::credentials::Binding::Bound(bound) => bound.api,
+            crate::credentials::Binding::AccountChanged(why) => {
+                // The reconciler reports this as `AccountChanged`; sampling with the wrong
+                // account would only raise connection alerts on top.
+                tracing::debug!(object = %key, reason = %why, "not sampled");
+                return Ok(());
+            }
+        };
 
         let (cached, had_db) = {
             let states = self.states.lock().unwrap_or_else(|e| e.into_inner());
