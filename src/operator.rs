@@ -114,6 +114,7 @@ pub async fn run(args: Args) -> anyhow::Result<()> {
     } else {
         namespaces.iter().cloned().map(Some).collect()
     };
+    ctx.credentials.watch(&scopes);
     let controllers: Vec<_> = scopes
         .iter()
         .map(|scope| controller::instance_controller(&ctx, scope.as_deref(), shutdown()))
@@ -176,6 +177,11 @@ pub async fn run(args: Args) -> anyhow::Result<()> {
     };
     tokio::spawn(monitor::watch_breaker(ctx.clone(), own));
     let monitor_task = tokio::spawn(monitor.run(shutdown()));
+    tokio::spawn(
+        ctx.credentials
+            .clone()
+            .release_loop(controllers.iter().map(|c| c.store()).collect(), shutdown()),
+    );
     let mut warm = Vec::new();
     let mut tasks = Vec::new();
     for c in controllers {
@@ -183,12 +189,14 @@ pub async fn run(args: Args) -> anyhow::Result<()> {
         warm.push(rx);
         tasks.push(tokio::spawn(controller::run_instances(c, ctx.clone(), tx)));
     }
+    let credentials = ctx.credentials.clone();
     tokio::spawn(async move {
         for rx in warm {
             let _ = rx.await;
         }
         tracing::debug!("CacheInstance caches are warm");
         policies.wait_until_ready().await;
+        credentials.wait_until_ready().await;
         ready.store(true, Ordering::Release);
         tracing::info!("caches are warm; ready");
     });

@@ -40,7 +40,7 @@ use crate::{
         Binding, CacheInstance, CacheInstanceStatus, DeletionPolicy, PendingCreate,
         ROTATE_ANNOTATION, RequestResult, RotationStatus, WorkloadKind,
     },
-    credentials,
+    credentials::{self, identity::Lookup},
     error::{Error, Result},
     guardrails::{self, Selection},
     upstash::{Database, UpstashApi, UpstashError},
@@ -80,7 +80,13 @@ pub async fn reconcile(obj: Arc<CacheInstance>, ctx: Arc<Context>) -> Result<Act
     let result = finalizer(&api, FINALIZER, obj, |event| async {
         match event {
             Finalizer::Apply(obj) => apply(obj, &ctx).await,
-            Finalizer::Cleanup(obj) => cleanup(obj, &ctx).await,
+            Finalizer::Cleanup(obj) => {
+                let done = cleanup(obj, &ctx).await;
+                if done.is_ok() {
+                    ctx.credentials.cleanup_finished();
+                }
+                done
+            }
         }
     })
     .await
@@ -180,16 +186,19 @@ impl Run<'_> {
                 return Ok(());
             }
         };
-        let account = bound.account;
-        let upstash = bound.api;
-
         // The database.
-        let Some(mut db) = self.locate_or_create(&upstash, blocked).await? else {
+        let Some(mut db) = self.locate_or_create(&bound, blocked).await? else {
             return Ok(());
         };
+        bound.learn(&db).await;
+        let upstash = bound.api.clone();
         self.status.database_id = Some(db.database_id.clone());
         self.status.database_name = Some(db.database_name.clone());
-        self.status.account = Some(account);
+        self.status.account = Some(
+            credentials::identity::account_of(&db)
+                .map(str::to_string)
+                .unwrap_or_else(|| bound.account.clone()),
+        );
 
         // Settings.
         if blocked {
@@ -330,9 +339,10 @@ impl Run<'_> {
     /// `None` means there is nothing to do until something changes (condition set).
     async fn locate_or_create(
         &mut self,
-        upstash: &UpstashApi,
+        bound: &credentials::Bound,
         blocked: bool,
     ) -> Result<Option<Database>> {
+        let upstash = &bound.api;
         if self.status.database_id.is_none() && self.obj.spec.adopt.is_none() && !blocked {
             self.refresh_status().await?;
         }
@@ -348,12 +358,24 @@ impl Run<'_> {
                 return Ok(Some(db));
             }
             self.read_at = Some(Instant::now());
-            if let Some(db) = upstash.get_database(&id).await? {
-                self.provisioned(
-                    "Provisioned",
-                    format!("database {} ({}) exists", db.database_name, db.database_id),
-                );
-                return Ok(Some(db));
+            match bound.lookup(&id, self.status.account.as_deref()).await? {
+                Lookup::Found(db) => {
+                    self.provisioned(
+                        "Provisioned",
+                        format!("database {} ({}) exists", db.database_name, db.database_id),
+                    );
+                    return Ok(Some(*db));
+                }
+                Lookup::NotVisible(why) => {
+                    self.conds.push(Cond::new(
+                        conditions::PROVISIONED,
+                        false,
+                        "AccountChanged",
+                        why,
+                    ));
+                    return Ok(None);
+                }
+                Lookup::Missing => {}
             }
             // Deleted behind our back.
             if blocked {

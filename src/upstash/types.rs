@@ -24,6 +24,13 @@ pub struct Database {
     pub primary_region: String,
     #[serde(default, deserialize_with = "null_as_default")]
     pub read_regions: Vec<String>,
+    /// The account the database belongs to: the owner's email for a personal account, the
+    /// team's id for a team database.
+    #[serde(default, deserialize_with = "null_as_default")]
+    pub customer_id: String,
+    /// Owner email, or the team id for team databases (older field, same meaning).
+    #[serde(default, deserialize_with = "null_as_default")]
+    pub user_email: String,
     #[serde(default)]
     pub endpoint: String,
     #[serde(default, deserialize_with = "lenient_u64")]
@@ -64,6 +71,7 @@ impl fmt::Debug for Database {
             .field("database_name", &self.database_name)
             .field("plan_type", &self.plan_type)
             .field("primary_region", &self.primary_region)
+            .field("customer_id", &self.customer_id)
             .field("read_regions", &self.read_regions)
             .field("endpoint", &self.endpoint)
             .field("state", &self.state)

@@ -463,7 +463,7 @@ fn rbac_is_least_privilege() {
         .expect("credentials Role");
     assert_eq!(
         credentials["rules"],
-        json!([{"apiGroups": [""], "resources": ["secrets"], "resourceNames": ["upstash-credentials"], "verbs": ["get"]}])
+        json!([{"apiGroups": [""], "resources": ["secrets"], "resourceNames": ["upstash-credentials"], "verbs": ["get", "list", "watch", "patch"]}])
     );
 
     let aggregated: BTreeMap<String, Value> = of_kind(&docs, "ClusterRole")
