@@ -65,12 +65,15 @@ impl Watched {
     }
 }
 
+/// Secrets read from the API server (`None`: absent), by namespace and name, with the time.
+type Reads = HashMap<(String, String), (Option<Arc<Secret>>, Instant)>;
+
 /// Credentials Secrets by namespace and name.
 #[derive(Clone)]
 pub struct SecretCache {
     client: Client,
     watched: Arc<Mutex<Vec<Watched>>>,
-    read: Arc<Mutex<HashMap<(String, String), (Option<Arc<Secret>>, Instant)>>>,
+    read: Arc<Mutex<Reads>>,
     reads: Arc<std::sync::atomic::AtomicU64>,
 }
 
