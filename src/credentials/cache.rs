@@ -138,9 +138,8 @@ impl SecretCache {
             .reflect(writer)
             .applied_objects();
         tokio::spawn(async move {
-            if store.wait_until_ready().await.is_ok() {
-                ready.store(true, Ordering::Release);
-            }
+            crate::policies::wait_until_ready(&store).await;
+            ready.store(true, Ordering::Release);
         });
         tokio::spawn(async move {
             stream
@@ -252,7 +251,7 @@ impl SecretCache {
             .map(|w| w.store.clone())
             .collect();
         for store in stores {
-            let _ = store.wait_until_ready().await;
+            crate::policies::wait_until_ready(&store).await;
         }
     }
 }

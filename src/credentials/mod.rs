@@ -372,12 +372,13 @@ impl CredentialResolver {
         shutdown: impl std::future::Future<Output = ()>,
     ) {
         let run = async {
+            tracing::debug!(stores = stores.len(), "release loop started");
             for store in &stores {
-                if store.wait_until_ready().await.is_err() {
-                    return;
-                }
+                crate::policies::wait_until_ready(store).await;
             }
+            tracing::debug!("release loop: instance caches ready");
             self.wait_until_ready().await;
+            tracing::debug!("release loop: credentials caches ready");
             loop {
                 self.release_unused(&stores).await;
                 let _ = tokio::time::timeout(RELEASE_SWEEP, self.inner.released.notified()).await;
@@ -396,6 +397,10 @@ impl CredentialResolver {
     /// more. Returns how many were released.
     pub async fn release_unused(&self, stores: &[Store<CacheInstance>]) -> usize {
         let claimed = self.inner.cache.claimed();
+        tracing::debug!(
+            claimed = claimed.len(),
+            "looking for unused credentials Secrets"
+        );
         let mut released = 0;
         for origin in usage::unused(&claimed, self.inner.namespace_secret.as_deref(), stores) {
             let Some(secret) = claimed.iter().find(|s| {

@@ -6,5 +6,6 @@ mod crds;
 mod credentials;
 mod lifecycle;
 mod monitoring;
+mod namespaces;
 mod protection;
 mod support;
