@@ -8,7 +8,7 @@ use crate::upstash::UpstashError;
 #[derive(Debug, thiserror::Error)]
 pub enum Error {
     /// A Kubernetes API call failed.
-    #[error("Kubernetes API error: {0}")]
+    #[error("Kubernetes API error: {}", kube_message(.0))]
     Kube(#[from] kube::Error),
 
     /// An Upstash call failed.
@@ -33,6 +33,22 @@ pub enum Error {
 }
 
 pub type Result<T, E = Error> = std::result::Result<T, E>;
+
+/// What the API server said, for conditions and Events: its message and reason for a refused
+/// request (never the whole response structure), else the client error.
+pub fn kube_message(error: &kube::Error) -> String {
+    match error {
+        kube::Error::Api(status) if !status.message.is_empty() => {
+            let reason = status.reason.trim();
+            if reason.is_empty() {
+                format!("{} ({})", status.message, status.code)
+            } else {
+                format!("{} ({reason}, {})", status.message, status.code)
+            }
+        }
+        other => other.to_string(),
+    }
+}
 
 impl Error {
     /// A short, fixed label for metrics (`upstash_operator_reconcile_failures_total{reason}`).

@@ -15,6 +15,7 @@ pub mod http;
 pub mod leader;
 pub mod metrics;
 pub mod monitor;
+pub mod names;
 pub mod operator;
 pub mod policies;
 pub mod telemetry;

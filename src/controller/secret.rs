@@ -16,7 +16,8 @@ use crate::crd::{CacheInstance, SecretPreset};
 
 /// Label set on every Secret the operator writes.
 pub const MANAGED_BY: (&str, &str) = ("app.kubernetes.io/managed-by", "upstash-operator");
-/// Label naming the CacheInstance a Secret belongs to.
+/// Label naming the CacheInstance a Secret belongs to (its name, shortened with a hash past
+/// 63 characters; the ownerReference names it exactly).
 pub const INSTANCE_LABEL: &str = "cache.upstash-operator.dev/instance";
 /// Secret type for Service Binding.
 pub const SERVICE_BINDING_TYPE: &str = "servicebinding.io/redis";
@@ -242,7 +243,7 @@ pub fn build_secret(
     labels.insert(MANAGED_BY.0.into(), MANAGED_BY.1.into());
     labels.insert(
         INSTANCE_LABEL.into(),
-        instance.metadata.name.clone().unwrap_or_default(),
+        crate::names::label_value(instance.metadata.name.as_deref().unwrap_or_default()),
     );
     let annotations = instance
         .spec

@@ -6,6 +6,7 @@ mod crds;
 mod credentials;
 mod lifecycle;
 mod monitoring;
+mod names;
 mod namespaces;
 mod protection;
 mod support;
