@@ -19,9 +19,9 @@ pub enum Error {
     #[error("{0}")]
     Credentials(String),
 
-    /// The spec cannot be acted on (beyond what admission validation catches).
+    /// The spec breaks a check that admission normally makes (see `crd::validation`).
     #[error("{0}")]
-    InvalidSpec(String),
+    InvalidSpec(crate::crd::validation::Problem),
 
     /// The finalizer helper failed.
     #[error("finalizer: {0}")]

@@ -58,9 +58,6 @@ const LOST_CREATE_GRACE: Duration = Duration::from_secs(30);
 /// which keeps provisioning from listing the whole account once per new instance.
 const UNRECORDED_CREATE_AGE: Duration = Duration::from_secs(600);
 
-/// Shortest rotation interval accepted.
-const MIN_ROTATION: Duration = Duration::from_secs(3600);
-
 /// Condition types this reconciler writes (the monitor writes `Healthy`).
 const OWN_CONDITIONS: [&str; 5] = [
     conditions::READY,
@@ -309,30 +306,21 @@ impl Run<'_> {
         blocked
     }
 
+    /// Every check of the spec before any call (see [`crate::crd::validation`]); templates
+    /// are rendered with placeholders so that a bad one is reported before a database exists.
     fn validate(&self) -> Result<()> {
-        let spec = &self.obj.spec;
-        if let Some(every) = spec
-            .password_rotation
-            .as_ref()
-            .and_then(|r| r.every.as_ref())
+        if let Some(problem) = crate::crd::validation::check_instance(self.obj)
+            .into_iter()
+            .next()
         {
-            let d = every
-                .duration()
-                .map_err(|e| Error::InvalidSpec(format!("spec.passwordRotation.every: {e}")))?;
-            if d < MIN_ROTATION {
-                return Err(Error::InvalidSpec(format!(
-                    "spec.passwordRotation.every is {every}; rotate at most once an hour (1h or more)"
-                )));
-            }
+            return Err(Error::InvalidSpec(problem));
         }
-        if let Some(ro) = secret::read_only_secret_name(self.obj)
-            && ro == secret::secret_name(self.obj)
-        {
-            return Err(Error::InvalidSpec(format!(
-                "spec.secret.readOnly.name must differ from the main Secret's name ({ro})"
-            )));
-        }
-        Ok(())
+        secret::check_templates(self.obj).map_err(|e| {
+            Error::InvalidSpec(crate::crd::validation::Problem {
+                check: crate::crd::validation::Check::TemplateInvalid,
+                message: format!("spec.secret.templates: {e}"),
+            })
+        })
     }
 
     /// Finds the database this object manages, adopting or creating it as the spec says.

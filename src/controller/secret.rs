@@ -201,6 +201,23 @@ pub fn connection_data(
     Ok(data)
 }
 
+/// Renders `instance`'s templates with placeholder connection details, so that a template that
+/// cannot render is reported before any database is created or any password rotated. The
+/// placeholders are empty, so the check never sees a credential.
+pub fn check_templates(instance: &CacheInstance) -> Result<(), TemplateError> {
+    let placeholder = ConnectionDetails {
+        database_id: String::new(),
+        database_name: String::new(),
+        endpoint: "placeholder.upstash.io".into(),
+        port: 6379,
+        password: SecretString::from(""),
+        rest_token: SecretString::from(""),
+        read_only_rest_token: SecretString::from(""),
+        key_prefix: String::new(),
+    };
+    connection_data(instance, &placeholder).map(|_| ())
+}
+
 /// The data of the read-only Secret.
 pub fn read_only_data(details: &ConnectionDetails) -> BTreeMap<String, String> {
     BTreeMap::from([
@@ -345,6 +362,29 @@ mod tests {
             read_only_rest_token: SecretString::from("Anro"),
             key_prefix: "unite-hub:".into(),
         }
+    }
+
+    #[test]
+    fn templates_are_checked_before_any_database_exists() {
+        use crate::crd::validation::{Check, breaking_spec};
+        let bad = instance(breaking_spec(Check::TemplateInvalid));
+        let e = check_templates(&bad).unwrap_err();
+        assert_eq!(e.key, "URL");
+        let unknown = instance(serde_json::json!({
+            "primaryRegion": "us-east-1",
+            "secret": {"templates": {"URL": "{{ restUrll }}"}}
+        }));
+        assert!(
+            check_templates(&unknown)
+                .unwrap_err()
+                .reason
+                .contains("undefined")
+        );
+        let good = instance(serde_json::json!({
+            "primaryRegion": "us-east-1",
+            "secret": {"templates": {"CACHE_URL": "{{ redisUrl }}/0", "HOST": "{{ host }}:{{ port }}"}}
+        }));
+        assert_eq!(check_templates(&good), Ok(()));
     }
 
     #[test]

@@ -29,6 +29,10 @@ pub const ROTATE_ANNOTATION: &str = "cache.upstash-operator.dev/rotate-password"
     derive = "PartialEq",
     shortname = "ucache",
     category = "upstash",
+    validation = Rule::new("!has(self.spec.secret) || !has(self.spec.secret.readOnly) || self.spec.secret.readOnly.name != (has(self.spec.secret.name) ? self.spec.secret.name : self.metadata.name)")
+        .message("spec.secret.readOnly.name must differ from the main Secret's name (spec.secret.name, or the CacheInstance's name when that is not set)")
+        .field_path(".spec.secret.readOnly.name")
+        .reason(Reason::FieldValueInvalid),
     doc = "An Upstash Redis database managed from Kubernetes: the operator creates it through the Upstash Developer API, keeps plan, budget, regions and eviction in line with the spec, and writes a connection Secret for applications.",
     printcolumn(
         name = "Ready",
@@ -87,6 +91,10 @@ pub const ROTATE_ANNOTATION: &str = "cache.upstash-operator.dev/rotate-password"
         .reason(Reason::FieldValueInvalid),
     validation = Rule::new("!has(self.plan) || self.plan != 'free' || !has(self.readRegions) || size(self.readRegions) <= 1")
         .message("the free plan allows at most one read region")
+        .field_path(".readRegions")
+        .reason(Reason::FieldValueForbidden),
+    validation = Rule::new("!has(self.readRegions) || size(self.readRegions) == 0 || !(self.primaryRegion in ['us-central1', 'us-east4', 'europe-west1', 'asia-northeast1'])")
+        .message("readRegions: read replicas are available for AWS primary regions only; a GCP primaryRegion (us-central1, us-east4, europe-west1, asia-northeast1) has none")
         .field_path(".readRegions")
         .reason(Reason::FieldValueForbidden),
     validation = Rule::new("has(self.databaseName) == has(oldSelf.databaseName) && (!has(self.databaseName) || self.databaseName == oldSelf.databaseName)")
@@ -305,6 +313,9 @@ pub struct PasswordRotationSpec {
     /// Rotate this often, e.g. `90d` (units s, m, h, d, w; at least 1h). Omit for on-demand
     /// rotation only.
     #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[x_kube(validation = Rule::new("!self.matches('^([0-9]{1,6}(s|m|h|d|w))+$') || self.findAll('[0-9]+[smhdw]').map(g, int(g.substring(0, size(g) - 1)) * (g.endsWith('w') ? 604800 : g.endsWith('d') ? 86400 : g.endsWith('h') ? 3600 : g.endsWith('m') ? 60 : 1)).sum() >= 3600")
+        .message("passwordRotation.every must be at least 1h: rotating more often than once an hour cuts applications off too often")
+        .reason(Reason::FieldValueInvalid))]
     pub every: Option<DurationString>,
 
     /// Workloads in the same namespace restarted after each rotation (by changing an annotation

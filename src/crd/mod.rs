@@ -7,6 +7,7 @@
 mod common;
 mod instance;
 mod policy;
+pub mod validation;
 
 pub use common::*;
 pub use instance::*;

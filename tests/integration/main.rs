@@ -2,6 +2,7 @@
 //!
 //! One test binary, so one control plane serves every test; each test works in its own namespace.
 
+mod admission;
 mod crds;
 mod credentials;
 mod lifecycle;

@@ -1,0 +1,297 @@
+//! Every check a CacheInstance spec must pass before the reconciler makes any call, and where
+//! the API server makes the same check at admission.
+//!
+//! Admission is the first line: a manifest that breaks a rule is refused by `kubectl apply` with
+//! the field named, through the CRD's schema and CEL rules (`crd/instance.rs`). The reconciler
+//! repeats each check ([`check_instance`]) for objects that never passed through today's schema
+//! (stored before an upgrade of the CRD, or written with validation off) and reports them as
+//! `Ready=False`, reason `InvalidSpec`. [`Check::admission`] says, for each, which admission rule
+//! refuses it, or why none can.
+
+use std::time::Duration;
+
+use super::{CacheInstance, Region};
+
+/// Shortest password rotation interval accepted.
+pub const MIN_ROTATION: Duration = Duration::from_secs(3600);
+
+/// One check of a CacheInstance spec.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum Check {
+    /// `spec.passwordRotation.every` is not a duration.
+    RotationIntervalUnparsable,
+    /// `spec.passwordRotation.every` is shorter than [`MIN_ROTATION`].
+    RotationTooFrequent,
+    /// The read-only Secret would overwrite the main connection Secret.
+    SecretNamesCollide,
+    /// `spec.readRegions` names the primary region.
+    ReadRegionIsPrimary,
+    /// More than one read region on the free plan.
+    FreePlanReadRegions,
+    /// Read regions under a GCP primary region (Upstash has them for AWS primaries only).
+    ReadRegionsOnGcp,
+    /// A template in `spec.secret.templates` does not render.
+    TemplateInvalid,
+}
+
+/// Where admission refuses what a [`Check`] finds.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Admission {
+    /// The OpenAPI schema (a pattern, a length, an enum), at this field.
+    Schema { field: &'static str },
+    /// A CEL rule (`x-kubernetes-validations`), reported at this field.
+    Cel { field: &'static str },
+    /// No admission rule can express it, for the reason given.
+    ReconcileOnly { why: &'static str },
+}
+
+impl Check {
+    /// Every check, in the order the reconciler makes them.
+    pub const ALL: &'static [Check] = &[
+        Check::RotationIntervalUnparsable,
+        Check::RotationTooFrequent,
+        Check::SecretNamesCollide,
+        Check::ReadRegionIsPrimary,
+        Check::FreePlanReadRegions,
+        Check::ReadRegionsOnGcp,
+        Check::TemplateInvalid,
+    ];
+
+    /// The spec field the problem is about, as `kubectl explain` names it.
+    pub fn field(self) -> &'static str {
+        match self.admission() {
+            Admission::Schema { field } | Admission::Cel { field } => field,
+            Admission::ReconcileOnly { .. } => "spec.secret.templates",
+        }
+    }
+
+    /// Where admission makes the same check.
+    pub fn admission(self) -> Admission {
+        match self {
+            Check::RotationIntervalUnparsable => Admission::Schema {
+                field: "spec.passwordRotation.every",
+            },
+            Check::RotationTooFrequent => Admission::Cel {
+                field: "spec.passwordRotation.every",
+            },
+            Check::SecretNamesCollide => Admission::Cel {
+                field: "spec.secret.readOnly.name",
+            },
+            Check::ReadRegionIsPrimary | Check::FreePlanReadRegions | Check::ReadRegionsOnGcp => {
+                Admission::Cel {
+                    field: "spec.readRegions",
+                }
+            }
+            Check::TemplateInvalid => Admission::ReconcileOnly {
+                why: "templates are rendered by the operator's template engine (minijinja), whose syntax and variables CEL cannot parse",
+            },
+        }
+    }
+}
+
+/// A spec that breaks a check, with a message for the `Ready` condition.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Problem {
+    pub check: Check,
+    pub message: String,
+}
+
+impl std::fmt::Display for Problem {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(&self.message)
+    }
+}
+
+/// The name of the main connection Secret: `spec.secret.name`, else the instance's name.
+fn main_secret_name(instance: &CacheInstance) -> Option<&str> {
+    instance
+        .spec
+        .secret
+        .as_ref()
+        .and_then(|s| s.name.as_deref())
+        .or(instance.metadata.name.as_deref())
+}
+
+/// Every problem of `instance`'s spec except templates (which need the template engine, see
+/// `controller::secret::check_templates`), in [`Check::ALL`] order.
+pub fn check_instance(instance: &CacheInstance) -> Vec<Problem> {
+    let spec = &instance.spec;
+    let mut problems = Vec::new();
+    let mut problem = |check, message: String| problems.push(Problem { check, message });
+    if let Some(every) = spec
+        .password_rotation
+        .as_ref()
+        .and_then(|r| r.every.as_ref())
+    {
+        match every.duration() {
+            Err(e) => problem(
+                Check::RotationIntervalUnparsable,
+                format!("spec.passwordRotation.every: {e}"),
+            ),
+            Ok(d) if d < MIN_ROTATION => problem(
+                Check::RotationTooFrequent,
+                format!(
+                    "spec.passwordRotation.every is {every}; rotate at most once an hour (1h or more)"
+                ),
+            ),
+            Ok(_) => {}
+        }
+    }
+    if let Some(ro) = spec
+        .secret
+        .as_ref()
+        .and_then(|s| s.read_only.as_ref())
+        .map(|r| r.name.as_str())
+        && Some(ro) == main_secret_name(instance)
+    {
+        problem(
+            Check::SecretNamesCollide,
+            format!("spec.secret.readOnly.name must differ from the main Secret's name ({ro})"),
+        );
+    }
+    let regions = spec.read_regions.as_deref().unwrap_or_default();
+    if regions
+        .iter()
+        .any(|r| r.as_str() == spec.primary_region.as_str())
+    {
+        problem(
+            Check::ReadRegionIsPrimary,
+            "spec.readRegions must not contain the primaryRegion: the primary already serves reads"
+                .into(),
+        );
+    }
+    if spec.plan == Some(super::Plan::Free) && regions.len() > 1 {
+        problem(
+            Check::FreePlanReadRegions,
+            "spec.readRegions: the free plan allows at most one read region".into(),
+        );
+    }
+    if !regions.is_empty() && spec.primary_region.platform() == "gcp" {
+        problem(
+            Check::ReadRegionsOnGcp,
+            format!(
+                "spec.readRegions: read replicas are available for AWS primary regions only, and {} is a GCP region",
+                spec.primary_region
+            ),
+        );
+    }
+    problems
+}
+
+/// The GCP primary regions, as the CEL rule on `spec.readRegions` lists them.
+pub fn gcp_regions() -> Vec<&'static str> {
+    Region::ALL
+        .iter()
+        .filter(|r| r.platform() == "gcp")
+        .map(|r| r.as_str())
+        .collect()
+}
+
+/// A spec that breaks exactly `check` (for a CacheInstance named `crm-cache`): the example
+/// the admission tests apply to show where each check is refused.
+pub fn breaking_spec(check: Check) -> serde_json::Value {
+    use serde_json::json;
+    match check {
+        Check::RotationIntervalUnparsable => {
+            json!({"primaryRegion": "us-east-1", "passwordRotation": {"every": "90 days"}})
+        }
+        Check::RotationTooFrequent => {
+            json!({"primaryRegion": "us-east-1", "passwordRotation": {"every": "59m59s"}})
+        }
+        Check::SecretNamesCollide => {
+            json!({"primaryRegion": "us-east-1", "secret": {"readOnly": {"name": "crm-cache"}}})
+        }
+        Check::ReadRegionIsPrimary => {
+            json!({"primaryRegion": "us-east-1", "readRegions": ["us-east-1"]})
+        }
+        Check::FreePlanReadRegions => {
+            json!({"primaryRegion": "us-east-1", "plan": "free", "readRegions": ["eu-west-1", "us-west-2"]})
+        }
+        Check::ReadRegionsOnGcp => {
+            json!({"primaryRegion": "us-central1", "readRegions": ["us-east-1"]})
+        }
+        Check::TemplateInvalid => {
+            json!({"primaryRegion": "us-east-1", "secret": {"templates": {"URL": "{{ restUrl"}}})
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    fn instance(spec: serde_json::Value) -> CacheInstance {
+        serde_json::from_value(json!({
+            "apiVersion": "cache.upstash-operator.dev/v1alpha1",
+            "kind": "CacheInstance",
+            "metadata": {"name": "crm-cache", "namespace": "crm"},
+            "spec": spec,
+        }))
+        .unwrap()
+    }
+
+    #[test]
+    fn each_check_finds_its_problem_alone() {
+        for &check in Check::ALL {
+            if check == Check::TemplateInvalid {
+                continue;
+            }
+            let found: Vec<Check> = check_instance(&instance(breaking_spec(check)))
+                .into_iter()
+                .map(|p| p.check)
+                .collect();
+            assert_eq!(found, vec![check], "{check:?}");
+        }
+    }
+
+    #[test]
+    fn every_check_is_listed() {
+        // Adding a check without listing it fails to compile here.
+        let listed = |c: Check| match c {
+            Check::RotationIntervalUnparsable
+            | Check::RotationTooFrequent
+            | Check::SecretNamesCollide
+            | Check::ReadRegionIsPrimary
+            | Check::FreePlanReadRegions
+            | Check::ReadRegionsOnGcp
+            | Check::TemplateInvalid => Check::ALL.contains(&c),
+        };
+        assert!(Check::ALL.iter().all(|&c| listed(c)));
+        assert_eq!(Check::ALL.len(), 7);
+    }
+
+    #[test]
+    fn good_specs_pass() {
+        for spec in [
+            json!({"primaryRegion": "us-east-1"}),
+            json!({"primaryRegion": "us-east-1", "readRegions": ["eu-west-1"], "passwordRotation": {"every": "1h"}}),
+            json!({"primaryRegion": "us-central1", "readRegions": []}),
+            json!({"primaryRegion": "us-east-1", "plan": "free", "readRegions": ["eu-west-1"]}),
+            json!({"primaryRegion": "us-east-1", "secret": {"name": "app", "readOnly": {"name": "crm-cache"}}}),
+        ] {
+            assert_eq!(check_instance(&instance(spec.clone())), vec![], "{spec}");
+        }
+    }
+
+    #[test]
+    fn messages_name_the_field() {
+        for &check in Check::ALL {
+            if check == Check::TemplateInvalid {
+                continue;
+            }
+            for p in check_instance(&instance(breaking_spec(check))) {
+                assert!(
+                    p.message.contains(check.field()),
+                    "{check:?}: {:?} does not name {}",
+                    p.message,
+                    check.field()
+                );
+            }
+        }
+        assert_eq!(
+            gcp_regions(),
+            ["us-central1", "us-east4", "europe-west1", "asia-northeast1"]
+        );
+    }
+}
