@@ -128,8 +128,10 @@ pub struct CacheInstanceSpec {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub plan: Option<Plan>,
 
-    /// Monthly budget in USD that Upstash enforces for pay-as-you-go databases (the database is
-    /// throttled instead of billed past it). Omit to leave the budget as Upstash sets it.
+    /// Monthly budget in whole US dollars (`50` is $50 a month) that Upstash enforces for
+    /// pay-as-you-go databases: past it the database is throttled instead of billed further.
+    /// Upstash's API and console count it in cents; the operator converts. Omit to leave the
+    /// budget as Upstash sets it.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     #[schemars(range(min = 0, max = 1_000_000))]
     pub budget: Option<i64>,
