@@ -268,6 +268,10 @@ pub struct DatabaseStats {
     pub total_monthly_requests: Option<f64>,
     #[serde(default, deserialize_with = "lenient_opt_f64")]
     pub daily_net_commands: Option<f64>,
+    #[serde(default, deserialize_with = "lenient_opt_f64")]
+    pub daily_write_requests: Option<f64>,
+    #[serde(default, deserialize_with = "lenient_opt_f64")]
+    pub total_monthly_write_requests: Option<f64>,
 }
 
 fn null_as_default<'de, D, T>(d: D) -> Result<T, D::Error>
