@@ -579,6 +579,45 @@ async fn a_guardrail_violation_creates_nothing() {
     );
     assert!(stack.emulator.calls_to("create").await.is_empty());
 
+    // Naming a lenient policy adds it; it does not escape the one that selects the instance.
+    apply_manifest(
+        &client,
+        ns.name(),
+        &policy(
+            "anything",
+            json!({"guardrails": {"highestPlan": "fixed_500gb"}}),
+        ),
+    )
+    .await
+    .unwrap();
+    apply_manifest(
+        &client,
+        ns.name(),
+        &instance(
+            "escape",
+            json!({}),
+            json!({"primaryRegion": "us-west-2", "policyRef": {"name": "anything"}}),
+        ),
+    )
+    .await
+    .unwrap();
+    let obj =
+        testkit::wait_for_condition(&api, "escape", "PolicyCompliant", "False", TIMEOUT).await;
+    let status = obj.status.unwrap();
+    let cond = status
+        .conditions
+        .iter()
+        .find(|c| c.type_ == "PolicyCompliant")
+        .unwrap();
+    assert_eq!(cond.reason, "PolicyViolation");
+    assert!(
+        cond.message.contains("CachePolicy eu-only allows"),
+        "{}",
+        cond.message
+    );
+    assert_eq!(status.policy.as_deref(), Some("anything, eu-only"));
+    assert!(stack.emulator.calls_to("create").await.is_empty());
+
     // Moving to an allowed region is not possible (immutable), but a new instance in one works.
     apply_manifest(
         &client,
