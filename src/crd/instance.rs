@@ -436,7 +436,8 @@ pub struct CacheInstanceStatus {
 
     /// `Ready` summarises the others: `Provisioned` (the database exists), `Synced` (its settings
     /// match the spec), `SecretReady` (the connection Secret is written), `PolicyCompliant`
-    /// (guardrails allow the spec) and `Healthy` (no monitoring alert is firing).
+    /// (guardrails allow the spec) and `Healthy` (no monitoring alert is firing; written once an
+    /// alert first fires, so its absence means no alert has fired).
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     #[schemars(schema_with = "super::common::conditions_schema")]
     pub conditions: Vec<Condition>,
