@@ -324,7 +324,7 @@ mod tests {
         let elsewhere = policy("prod", "other", serde_json::json!({"selector": {}}));
         let set = [prod.clone(), all.clone(), unselecting.clone(), elsewhere];
         assert_eq!(names(&applicable(&i, &set)), ["all", "prod"]);
-        assert!(applicable(&i, &[unselecting.clone()]).is_empty());
+        assert!(applicable(&i, std::slice::from_ref(&unselecting)).is_empty());
 
         // A reference adds its policy; it does not escape the selecting ones.
         let with_ref = instance(
