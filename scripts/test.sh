@@ -18,4 +18,9 @@ HELM_BIN="$(scripts/tools.sh helm | tail -n1)"
 KUBECTL_BIN="$(scripts/tools.sh kubectl | tail -n1)"
 export HELM_BIN KUBECTL_BIN
 
+# promtool for `promtool test rules` on the chart's PrometheusRule (tests/deploy), built from the
+# Go module proxy and cached like the control plane.
+PROMTOOL_BIN="$(tools/promtool/build.sh | tail -n1)"
+export PROMTOOL_BIN
+
 cargo test --workspace --locked "$@"

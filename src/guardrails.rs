@@ -1,92 +1,110 @@
-//! Which CachePolicy applies to a CacheInstance, and whether the instance's spec respects that
-//! policy's guardrails (pure: no I/O).
+//! Which CachePolicies apply to a CacheInstance, and whether the instance's spec respects their
+//! guardrails (pure: no I/O).
+//!
+//! Every policy in the instance's namespace whose selector matches its labels applies, and so
+//! does the one `spec.policyRef` names: a reference adds a policy, it never takes the instance
+//! out of a policy that selects it. Guardrails combine so that the strictest wins: a spec must
+//! satisfy each applicable policy's rules (the allowed regions intersect, the lowest highest
+//! plan holds, any `require*` holds), and `Retain` wins over `Delete` as the default deletion
+//! policy.
 
-use std::collections::BTreeMap;
+use std::{collections::BTreeMap, sync::Arc};
 
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::LabelSelector;
-use kube::ResourceExt;
+use kube::{
+    ResourceExt,
+    core::{Selector, SelectorExt},
+};
 
 use crate::crd::{CacheInstance, CachePolicy, DeletionPolicy};
 
-/// The outcome of looking for an instance's policy.
-#[derive(Debug, Clone, PartialEq)]
-pub enum Selection {
-    /// No policy applies.
-    None,
-    /// Exactly one policy applies.
-    One(Box<CachePolicy>),
-    /// `spec.policyRef` names a policy that does not exist.
-    MissingRef(String),
-    /// Several policies select the instance and none is named by `spec.policyRef`.
-    Conflict(Vec<String>),
+/// The policies that apply to one instance.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct Applicable {
+    /// Every applicable policy, sorted by name, each once.
+    pub policies: Vec<Arc<CachePolicy>>,
+    /// `spec.policyRef` names a policy that does not exist in the instance's namespace.
+    pub missing_ref: Option<String>,
 }
 
-impl Selection {
-    pub fn policy(&self) -> Option<&CachePolicy> {
-        match self {
-            Selection::One(p) => Some(p),
-            _ => None,
-        }
+impl Applicable {
+    /// Whether no policy applies (and none is missing).
+    pub fn is_empty(&self) -> bool {
+        self.policies.is_empty() && self.missing_ref.is_none()
     }
-}
 
-/// Whether `selector` matches `labels` (matchLabels and matchExpressions with In, NotIn,
-/// Exists, DoesNotExist). An empty selector matches everything.
-pub fn selector_matches(selector: &LabelSelector, labels: &BTreeMap<String, String>) -> bool {
-    let labels_ok = selector
-        .match_labels
-        .iter()
-        .flatten()
-        .all(|(k, v)| labels.get(k) == Some(v));
-    let expressions_ok = selector.match_expressions.iter().flatten().all(|e| {
-        let value = labels.get(&e.key);
-        let values = e.values.as_deref().unwrap_or_default();
-        match e.operator.as_str() {
-            "In" => value.is_some_and(|v| values.contains(v)),
-            "NotIn" => value.is_none_or(|v| !values.contains(v)),
-            "Exists" => value.is_some(),
-            "DoesNotExist" => value.is_none(),
-            _ => false,
-        }
-    });
-    labels_ok && expressions_ok
-}
-
-/// Finds the policy of `instance` among `policies` (any namespace; only those in the
-/// instance's namespace count). `spec.policyRef` wins over selectors.
-pub fn select<'a>(
-    instance: &CacheInstance,
-    policies: impl IntoIterator<Item = &'a CachePolicy>,
-) -> Selection {
-    let namespace = instance.namespace().unwrap_or_default();
-    let same_ns: Vec<&CachePolicy> = policies
-        .into_iter()
-        .filter(|p| p.namespace().as_deref() == Some(namespace.as_str()))
-        .collect();
-    if let Some(reference) = &instance.spec.policy_ref {
-        return match same_ns.iter().find(|p| p.name_any() == reference.name) {
-            Some(p) => Selection::One(Box::new((*p).clone())),
-            None => Selection::MissingRef(reference.name.clone()),
-        };
-    }
-    let labels = instance.labels();
-    let mut matching: Vec<&CachePolicy> = same_ns
-        .into_iter()
-        .filter(|p| {
-            p.spec
-                .selector
-                .as_ref()
-                .is_some_and(|s| selector_matches(s, labels))
+    /// The applicable policies' names, comma-separated (`None` when no policy applies).
+    pub fn names(&self) -> Option<String> {
+        (!self.policies.is_empty()).then(|| {
+            self.policies
+                .iter()
+                .map(|p| p.name_any())
+                .collect::<Vec<_>>()
+                .join(", ")
         })
+    }
+
+    /// The policies as references.
+    pub fn iter(&self) -> impl Iterator<Item = &CachePolicy> {
+        self.policies.iter().map(|p| p.as_ref())
+    }
+}
+
+/// `selector` as kube's [`Selector`], or why it is invalid (an unknown operator, `In` without
+/// values).
+pub fn compile(selector: &LabelSelector) -> Result<Selector, String> {
+    Selector::try_from(selector.clone()).map_err(|e| e.to_string())
+}
+
+/// Whether `selector` matches `labels`. An empty selector matches everything; an invalid one
+/// matches nothing.
+pub fn selector_matches(selector: &LabelSelector, labels: &BTreeMap<String, String>) -> bool {
+    compile(selector).is_ok_and(|s| s.matches(labels))
+}
+
+/// Whether `policy` selects `instance` by label (same namespace, a selector that matches).
+/// Policies without a selector select nothing.
+pub fn selects(policy: &CachePolicy, instance: &CacheInstance) -> bool {
+    policy.namespace() == instance.namespace()
+        && policy
+            .spec
+            .selector
+            .as_ref()
+            .is_some_and(|s| selector_matches(s, instance.labels()))
+}
+
+/// Whether `policy` applies to `instance`: it selects it, or `spec.policyRef` names it.
+pub fn applies(policy: &CachePolicy, instance: &CacheInstance) -> bool {
+    selects(policy, instance)
+        || (policy.namespace() == instance.namespace()
+            && instance
+                .spec
+                .policy_ref
+                .as_ref()
+                .is_some_and(|r| r.name == policy.name_any()))
+}
+
+/// The policies among `policies` (any namespace) that apply to `instance`.
+pub fn applicable<'a>(
+    instance: &CacheInstance,
+    policies: impl IntoIterator<Item = &'a Arc<CachePolicy>>,
+) -> Applicable {
+    let mut out: Vec<Arc<CachePolicy>> = policies
+        .into_iter()
+        .filter(|p| applies(p, instance))
+        .cloned()
         .collect();
-    match matching.len() {
-        0 => Selection::None,
-        1 => Selection::One(Box::new(matching.remove(0).clone())),
-        _ => {
-            let mut names: Vec<String> = matching.iter().map(|p| p.name_any()).collect();
-            names.sort();
-            Selection::Conflict(names)
-        }
+    out.sort_by_key(|p| p.name_any());
+    out.dedup_by_key(|p| p.name_any());
+    let missing_ref = instance
+        .spec
+        .policy_ref
+        .as_ref()
+        .filter(|r| !out.iter().any(|p| p.name_any() == r.name))
+        .map(|r| r.name.clone());
+    Applicable {
+        policies: out,
+        missing_ref,
     }
 }
 
@@ -96,13 +114,13 @@ pub fn violations(instance: &CacheInstance, policy: &CachePolicy) -> Vec<String>
         return Vec::new();
     };
     let spec = &instance.spec;
+    let name = policy.name_any();
     let mut out = Vec::new();
     if let Some(allowed) = g.allowed_regions.as_ref().filter(|a| !a.is_empty()) {
         if !allowed.contains(&spec.primary_region) {
             out.push(format!(
-                "spec.primaryRegion {} is not among the regions CachePolicy {} allows ({})",
+                "spec.primaryRegion {} is not among the regions CachePolicy {name} allows ({})",
                 spec.primary_region,
-                policy.name_any(),
                 allowed
                     .iter()
                     .map(|r| r.as_str())
@@ -113,8 +131,7 @@ pub fn violations(instance: &CacheInstance, policy: &CachePolicy) -> Vec<String>
         for read in spec.read_regions.iter().flatten() {
             if !allowed.iter().any(|a| a.as_str() == read.as_str()) {
                 out.push(format!(
-                    "spec.readRegions contains {read}, which CachePolicy {} does not allow",
-                    policy.name_any()
+                    "spec.readRegions contains {read}, which CachePolicy {name} does not allow"
                 ));
             }
         }
@@ -123,44 +140,104 @@ pub fn violations(instance: &CacheInstance, policy: &CachePolicy) -> Vec<String>
         let plan = spec.plan.unwrap_or(crate::crd::Plan::DEFAULT);
         if plan > highest {
             out.push(format!(
-                "spec.plan {plan} is above {highest}, the highest plan CachePolicy {} allows",
-                policy.name_any()
+                "spec.plan {plan} is above {highest}, the highest plan CachePolicy {name} allows"
             ));
         }
     }
     if g.require_eviction == Some(true) && spec.eviction != Some(true) {
-        out.push(format!(
-            "CachePolicy {} requires spec.eviction: true",
-            policy.name_any()
-        ));
+        out.push(format!("CachePolicy {name} requires spec.eviction: true"));
     }
     if g.require_allowed_ips == Some(true) && spec.allowed_ips.as_ref().is_none_or(|a| a.is_empty())
     {
         out.push(format!(
-            "CachePolicy {} requires spec.allowedIPs to list the networks allowed to connect",
-            policy.name_any()
+            "CachePolicy {name} requires spec.allowedIPs to list the networks allowed to connect"
         ));
     }
     if g.require_daily_backup == Some(true) && spec.daily_backup != Some(true) {
         out.push(format!(
-            "CachePolicy {} requires spec.dailyBackup: true",
-            policy.name_any()
+            "CachePolicy {name} requires spec.dailyBackup: true"
         ));
     }
     out
 }
 
-/// The deletion policy in force: the spec's, else the policy's default, else the operator's.
+/// What the `PolicyCompliant` condition says, and whether provisioning and changes are blocked.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Compliance {
+    pub compliant: bool,
+    pub reason: &'static str,
+    pub message: String,
+    /// The spec may not be provisioned or applied.
+    pub blocked: bool,
+}
+
+/// Judges `instance` against every applicable policy: each policy's guardrails must hold.
+pub fn compliance(instance: &CacheInstance, applicable: &Applicable) -> Compliance {
+    let blocked = |reason, message| Compliance {
+        compliant: false,
+        reason,
+        message,
+        blocked: true,
+    };
+    if let Some(name) = &applicable.missing_ref {
+        return blocked(
+            "PolicyNotFound",
+            format!(
+                "spec.policyRef names CachePolicy {name}, which does not exist in this namespace"
+            ),
+        );
+    }
+    let broken: Vec<String> = applicable
+        .iter()
+        .flat_map(|p| violations(instance, p))
+        .collect();
+    if !broken.is_empty() {
+        return blocked("PolicyViolation", broken.join("; "));
+    }
+    match applicable.policies.as_slice() {
+        [] => Compliance {
+            compliant: true,
+            reason: "NoPolicy",
+            message: "no CachePolicy selects this instance".into(),
+            blocked: false,
+        },
+        [one] => Compliance {
+            compliant: true,
+            reason: "Compliant",
+            message: format!("the spec respects CachePolicy {}", one.name_any()),
+            blocked: false,
+        },
+        _ => Compliance {
+            compliant: true,
+            reason: "Compliant",
+            message: format!(
+                "the spec respects CachePolicies {}",
+                applicable.names().unwrap_or_default()
+            ),
+            blocked: false,
+        },
+    }
+}
+
+/// The deletion policy in force: the spec's, else the strictest default of the applicable
+/// policies (`Retain` over `Delete`), else the operator's.
 pub fn deletion_policy(
     instance: &CacheInstance,
-    policy: Option<&CachePolicy>,
+    applicable: &Applicable,
     operator_default: DeletionPolicy,
 ) -> DeletionPolicy {
-    instance
-        .spec
-        .deletion_policy
-        .or_else(|| policy.and_then(|p| p.spec.guardrails.as_ref()?.default_deletion_policy))
-        .unwrap_or(operator_default)
+    if let Some(own) = instance.spec.deletion_policy {
+        return own;
+    }
+    let defaults: Vec<DeletionPolicy> = applicable
+        .iter()
+        .filter_map(|p| p.spec.guardrails.as_ref()?.default_deletion_policy)
+        .collect();
+    if defaults.contains(&DeletionPolicy::Retain) {
+        DeletionPolicy::Retain
+    } else {
+        defaults.first().copied().unwrap_or(operator_default)
+    }
 }
 
 #[cfg(test)]
@@ -177,40 +254,64 @@ mod tests {
         .unwrap()
     }
 
-    fn policy(name: &str, ns: &str, spec: serde_json::Value) -> CachePolicy {
-        serde_json::from_value(serde_json::json!({
-            "apiVersion": "cache.upstash-operator.dev/v1alpha1",
-            "kind": "CachePolicy",
-            "metadata": {"name": name, "namespace": ns},
-            "spec": spec,
-        }))
-        .unwrap()
+    fn policy(name: &str, ns: &str, spec: serde_json::Value) -> Arc<CachePolicy> {
+        Arc::new(
+            serde_json::from_value(serde_json::json!({
+                "apiVersion": "cache.upstash-operator.dev/v1alpha1",
+                "kind": "CachePolicy",
+                "metadata": {"name": name, "namespace": ns},
+                "spec": spec,
+            }))
+            .unwrap(),
+        )
+    }
+
+    fn names(a: &Applicable) -> Vec<String> {
+        a.policies.iter().map(|p| p.name_any()).collect()
     }
 
     #[test]
-    fn selectors() {
+    fn selectors_use_kubes_semantics() {
         let labels = BTreeMap::from([("tier".to_string(), "production".to_string())]);
-        let sel: LabelSelector =
-            serde_json::from_value(serde_json::json!({"matchLabels": {"tier": "production"}}))
-                .unwrap();
-        assert!(selector_matches(&sel, &labels));
-        let sel: LabelSelector = serde_json::from_value(serde_json::json!({
-            "matchExpressions": [{"key": "tier", "operator": "In", "values": ["staging"]}]
-        }))
-        .unwrap();
-        assert!(!selector_matches(&sel, &labels));
-        let sel: LabelSelector = serde_json::from_value(serde_json::json!({
-            "matchExpressions": [{"key": "team", "operator": "DoesNotExist"}]
-        }))
-        .unwrap();
-        assert!(selector_matches(&sel, &labels));
+        let sel = |v: serde_json::Value| serde_json::from_value::<LabelSelector>(v).unwrap();
+        assert!(selector_matches(
+            &sel(serde_json::json!({"matchLabels": {"tier": "production"}})),
+            &labels
+        ));
+        assert!(!selector_matches(
+            &sel(
+                serde_json::json!({"matchExpressions": [{"key": "tier", "operator": "In", "values": ["staging"]}]})
+            ),
+            &labels
+        ));
+        assert!(selector_matches(
+            &sel(
+                serde_json::json!({"matchExpressions": [{"key": "team", "operator": "DoesNotExist"}]})
+            ),
+            &labels
+        ));
+        assert!(selector_matches(
+            &sel(
+                serde_json::json!({"matchExpressions": [{"key": "tier", "operator": "NotIn", "values": ["dev"]}]})
+            ),
+            &labels
+        ));
         assert!(selector_matches(&LabelSelector::default(), &labels));
+        // Invalid selectors match nothing and say why.
+        let bad =
+            sel(serde_json::json!({"matchExpressions": [{"key": "tier", "operator": "Near"}]}));
+        assert!(!selector_matches(&bad, &labels));
+        assert!(compile(&bad).is_err());
+        let no_values =
+            sel(serde_json::json!({"matchExpressions": [{"key": "tier", "operator": "In"}]}));
+        assert!(!selector_matches(&no_values, &labels));
     }
 
     #[test]
-    fn selection_by_label_ref_and_conflict() {
+    fn every_selecting_policy_applies_and_a_reference_only_adds() {
+        let prod_labels = serde_json::json!({"tier": "production"});
         let i = instance(
-            serde_json::json!({"tier": "production"}),
+            prod_labels.clone(),
             serde_json::json!({"primaryRegion": "us-east-1"}),
         );
         let prod = policy(
@@ -219,36 +320,40 @@ mod tests {
             serde_json::json!({"selector": {"matchLabels": {"tier": "production"}}}),
         );
         let all = policy("all", "crm", serde_json::json!({"selector": {}}));
-        let none = policy("none", "crm", serde_json::json!({}));
+        let unselecting = policy("opt-in", "crm", serde_json::json!({}));
         let elsewhere = policy("prod", "other", serde_json::json!({"selector": {}}));
-        assert_eq!(select(&i, [&none, &elsewhere]), Selection::None);
-        assert_eq!(
-            select(&i, [&prod, &none]).policy().unwrap().name_any(),
-            "prod"
-        );
-        assert_eq!(
-            select(&i, [&prod, &all]),
-            Selection::Conflict(vec!["all".into(), "prod".into()])
-        );
+        let set = [prod.clone(), all.clone(), unselecting.clone(), elsewhere];
+        assert_eq!(names(&applicable(&i, &set)), ["all", "prod"]);
+        assert!(applicable(&i, std::slice::from_ref(&unselecting)).is_empty());
+
+        // A reference adds its policy; it does not escape the selecting ones.
         let with_ref = instance(
-            serde_json::json!({"tier": "production"}),
-            serde_json::json!({"primaryRegion": "us-east-1", "policyRef": {"name": "none"}}),
+            prod_labels.clone(),
+            serde_json::json!({"primaryRegion": "us-east-1", "policyRef": {"name": "opt-in"}}),
         );
         assert_eq!(
-            select(&with_ref, [&prod, &all, &none])
-                .policy()
-                .unwrap()
-                .name_any(),
-            "none"
+            names(&applicable(&with_ref, &set)),
+            ["all", "opt-in", "prod"]
         );
+        // Referencing a selecting policy counts it once.
+        let ref_prod = instance(
+            prod_labels,
+            serde_json::json!({"primaryRegion": "us-east-1", "policyRef": {"name": "prod"}}),
+        );
+        let a = applicable(&ref_prod, &set);
+        assert_eq!(names(&a), ["all", "prod"]);
+        assert_eq!(a.missing_ref, None);
+        assert_eq!(a.names().as_deref(), Some("all, prod"));
+
         let bad_ref = instance(
             serde_json::json!({}),
             serde_json::json!({"primaryRegion": "us-east-1", "policyRef": {"name": "gone"}}),
         );
-        assert_eq!(
-            select(&bad_ref, [&prod]),
-            Selection::MissingRef("gone".into())
-        );
+        let a = applicable(&bad_ref, &set);
+        assert_eq!(names(&a), ["all"]);
+        assert_eq!(a.missing_ref.as_deref(), Some("gone"));
+        let c = compliance(&bad_ref, &a);
+        assert_eq!((c.reason, c.blocked), ("PolicyNotFound", true));
     }
 
     #[test]
@@ -282,11 +387,61 @@ mod tests {
     }
 
     #[test]
-    fn deletion_policy_precedence() {
-        let p = policy(
-            "prod",
+    fn the_strictest_guardrail_wins() {
+        let selected = serde_json::json!({"tier": "production"});
+        let lenient = policy(
+            "lenient",
             "crm",
-            serde_json::json!({"guardrails": {"defaultDeletionPolicy": "Retain"}}),
+            serde_json::json!({"selector": {}, "guardrails": {"highestPlan": "fixed_5gb"}}),
+        );
+        let strict = policy(
+            "strict",
+            "crm",
+            serde_json::json!({"selector": {"matchLabels": {"tier": "production"}},
+                "guardrails": {"highestPlan": "fixed_1gb", "allowedRegions": ["eu-west-1"]}}),
+        );
+        let set = [lenient, strict];
+        // Naming the lenient policy does not escape the strict one that selects the instance.
+        let i = instance(
+            selected,
+            serde_json::json!({"primaryRegion": "eu-west-1", "plan": "fixed_5gb", "policyRef": {"name": "lenient"}}),
+        );
+        let c = compliance(&i, &applicable(&i, &set));
+        assert!(!c.compliant && c.blocked);
+        assert_eq!(c.reason, "PolicyViolation");
+        assert!(
+            c.message.contains("highest plan CachePolicy strict allows"),
+            "{}",
+            c.message
+        );
+        let fine = instance(
+            serde_json::json!({"tier": "production"}),
+            serde_json::json!({"primaryRegion": "eu-west-1", "plan": "fixed_1gb"}),
+        );
+        let c = compliance(&fine, &applicable(&fine, &set));
+        assert_eq!(
+            (c.compliant, c.reason, c.message.as_str()),
+            (
+                true,
+                "Compliant",
+                "the spec respects CachePolicies lenient, strict"
+            )
+        );
+        let none = compliance(&fine, &Applicable::default());
+        assert_eq!((none.compliant, none.reason), (true, "NoPolicy"));
+    }
+
+    #[test]
+    fn deletion_policy_precedence() {
+        let retain = policy(
+            "retain",
+            "crm",
+            serde_json::json!({"selector": {}, "guardrails": {"defaultDeletionPolicy": "Retain"}}),
+        );
+        let delete = policy(
+            "delete",
+            "crm",
+            serde_json::json!({"selector": {}, "guardrails": {"defaultDeletionPolicy": "Delete"}}),
         );
         let unset = instance(
             serde_json::json!({}),
@@ -296,16 +451,26 @@ mod tests {
             serde_json::json!({}),
             serde_json::json!({"primaryRegion": "us-east-1", "deletionPolicy": "Delete"}),
         );
+        let both = applicable(&unset, &[delete.clone(), retain.clone()]);
         assert_eq!(
-            deletion_policy(&unset, None, DeletionPolicy::Delete),
+            deletion_policy(&unset, &Applicable::default(), DeletionPolicy::Delete),
             DeletionPolicy::Delete
         );
         assert_eq!(
-            deletion_policy(&unset, Some(&p), DeletionPolicy::Delete),
-            DeletionPolicy::Retain
+            deletion_policy(&unset, &both, DeletionPolicy::Delete),
+            DeletionPolicy::Retain,
+            "Retain is the stricter default"
         );
         assert_eq!(
-            deletion_policy(&set, Some(&p), DeletionPolicy::Retain),
+            deletion_policy(
+                &unset,
+                &applicable(&unset, &[delete]),
+                DeletionPolicy::Retain
+            ),
+            DeletionPolicy::Delete
+        );
+        assert_eq!(
+            deletion_policy(&set, &both, DeletionPolicy::Retain),
             DeletionPolicy::Delete
         );
     }

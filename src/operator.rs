@@ -91,7 +91,10 @@ pub async fn run(args: Args) -> anyhow::Result<()> {
         }
     };
 
-    let policies = policies::watch(&client, &namespaces);
+    // One shared watch per scope feeds the policy store, the CacheInstance controller and the
+    // CachePolicy status controller.
+    let policy_watches = policies::watch(&client, &namespaces);
+    let policies = policy_watches.policies.clone();
     let reporter = Reporter {
         controller: REPORTING_CONTROLLER.to_string(),
         instance: Some(args.identity()),
@@ -117,25 +120,35 @@ pub async fn run(args: Args) -> anyhow::Result<()> {
     ctx.credentials.watch(&scopes);
     let controllers: Vec<_> = scopes
         .iter()
-        .map(|scope| controller::instance_controller(&ctx, scope.as_deref(), shutdown()))
+        .map(|scope| {
+            controller::instance_controller(
+                &ctx,
+                scope.as_deref(),
+                policy_watches.scope(scope.as_deref()).instance_trigger(),
+                shutdown(),
+            )
+        })
         .collect();
+    let policy_status = policies::status::StatusControllers::new(&policies, &policy_watches.scopes);
+    let instance_stores: Vec<_> = controllers.iter().map(|c| c.store()).collect();
     let prober = Prober::new(
         args.upstash_timeout
             .duration()?
             .min(Duration::from_secs(10)),
         extra_ca.as_deref(),
-        3,
+        1,
     )
     .context("building the data-plane HTTP client")?;
     let monitor = Monitor::new(
         ctx.clone(),
-        controllers.iter().map(|c| c.store()).collect(),
+        instance_stores.clone(),
         MonitorSettings {
             default_thresholds: args.default_thresholds,
             request_budget_per_s: f64::from(args.upstash_rate_limit)
                 * monitor::REQUEST_BUDGET_SHARE,
         },
         prober,
+        Some(policy_status.nudger()),
     );
 
     let ready = Arc::new(AtomicBool::new(false));
@@ -182,6 +195,13 @@ pub async fn run(args: Args) -> anyhow::Result<()> {
             .clone()
             .release_loop(controllers.iter().map(|c| c.store()).collect(), shutdown()),
     );
+    let policy_status_task = tokio::spawn(policy_status.run(
+        Arc::new(policies::status::StatusContext {
+            client: client.clone(),
+            instances: instance_stores,
+        }),
+        shutdown,
+    ));
     let mut warm = Vec::new();
     let mut tasks = Vec::new();
     for c in controllers {
@@ -211,6 +231,7 @@ pub async fn run(args: Args) -> anyhow::Result<()> {
             t.await?;
         }
         monitor_task.await?;
+        policy_status_task.await?;
         anyhow::Ok(())
     };
     match &leadership {

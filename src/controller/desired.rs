@@ -5,7 +5,7 @@ use k8s_openapi::jiff::{SignedDuration, Timestamp};
 
 use crate::{
     crd::{CacheInstance, Plan},
-    upstash::{CreateDatabase, Database},
+    upstash::{Budget, CreateDatabase, Database},
 };
 
 /// Why a password rotation is due.
@@ -114,7 +114,7 @@ pub fn create_request(instance: &CacheInstance) -> CreateDatabase {
         primary_region: spec.primary_region.as_str().to_string(),
         read_regions: desired_read_regions(instance),
         plan: spec.plan.unwrap_or(Plan::DEFAULT).as_str().to_string(),
-        budget: spec.budget,
+        budget: spec.budget.map(Budget::from_usd),
         eviction: spec.eviction,
         auto_upgrade: spec.auto_upgrade,
         prod_pack_enabled: spec.prod_pack,
@@ -163,7 +163,7 @@ impl Change {
                 .to_string();
                 db.db_disk_threshold = p.data_limit_bytes();
             }
-            Change::Budget(b) => db.budget = *b,
+            Change::Budget(b) => db.budget = Budget::from_usd(*b),
             Change::Eviction(e) => db.eviction = *e,
             Change::AutoUpgrade(a) => db.auto_upgrade = *a,
             Change::ProdPack(p) => db.prod_pack_enabled = *p,
@@ -191,7 +191,7 @@ pub fn changes(instance: &CacheInstance, db: &Database) -> Vec<Change> {
         out.push(Change::Plan(want_plan));
     }
     if let Some(budget) = spec.budget
-        && db.budget != budget
+        && db.budget != Budget::from_usd(budget)
     {
         out.push(Change::Budget(budget));
     }
@@ -281,7 +281,7 @@ mod tests {
             plan_type: "payg".into(),
             primary_region: req.primary_region,
             read_regions: req.read_regions,
-            budget: req.budget.unwrap_or(0),
+            budget: req.budget.unwrap_or_default(),
             eviction: req.eviction.unwrap_or(false),
             auto_upgrade: req.auto_upgrade.unwrap_or(false),
             prod_pack_enabled: req.prod_pack_enabled.unwrap_or(false),
@@ -322,7 +322,7 @@ mod tests {
         assert_eq!(r.platform, "gcp");
         assert_eq!(r.plan, "fixed_1gb");
         assert_eq!(r.read_regions, ["eu-west-1", "us-east-1"]);
-        assert_eq!(r.budget, Some(50));
+        assert_eq!(r.budget, Some(Budget::from_usd(50)));
         assert_eq!(r.eviction, Some(true));
         assert_eq!(r.auto_upgrade, None);
     }
@@ -348,7 +348,7 @@ mod tests {
             }),
         );
         let mut db = db_like(&i);
-        db.budget = 500;
+        db.budget = Budget::from_usd(500);
         db.read_regions = vec![];
         db.eviction = false;
         db.auto_upgrade = false;
@@ -376,7 +376,7 @@ mod tests {
     fn unset_fields_are_left_alone() {
         let i = instance("crm", serde_json::json!({"primaryRegion": "us-east-1"}));
         let mut db = db_like(&i);
-        db.budget = 999;
+        db.budget = Budget::from_usd(999);
         db.eviction = true;
         db.auto_upgrade = true;
         assert!(changes(&i, &db).is_empty());

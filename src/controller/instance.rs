@@ -42,7 +42,7 @@ use crate::{
     },
     credentials::{self, identity::Lookup},
     error::{Error, Result},
-    guardrails::{self, Selection},
+    guardrails,
     upstash::{Database, UpstashApi, UpstashError},
 };
 
@@ -159,9 +159,8 @@ async fn apply(obj: Arc<CacheInstance>, ctx: &Context) -> Result<Action> {
 impl Run<'_> {
     async fn converge(&mut self) -> Result<()> {
         // Read and validate.
-        let selection =
-            guardrails::select(self.obj, self.ctx.policies.all().iter().map(|p| p.as_ref()));
-        let blocked = self.check_policy(&selection);
+        let applicable = self.ctx.policies.applicable(self.obj);
+        let blocked = self.check_policy(&applicable);
         self.validate()?;
         let bound = match self
             .ctx
@@ -241,69 +240,17 @@ impl Run<'_> {
         Ok(())
     }
 
-    /// Records the applicable policy; returns whether guardrails block provisioning and changes.
-    fn check_policy(&mut self, selection: &Selection) -> bool {
-        self.status.policy = selection.policy().map(|p| p.name_any());
-        let (cond, blocked) = match selection {
-            Selection::None => (
-                Cond::new(
-                    conditions::POLICY_COMPLIANT,
-                    true,
-                    "NoPolicy",
-                    "no CachePolicy selects this instance",
-                ),
-                false,
-            ),
-            Selection::MissingRef(name) => (
-                Cond::new(
-                    conditions::POLICY_COMPLIANT,
-                    false,
-                    "PolicyNotFound",
-                    format!(
-                        "spec.policyRef names CachePolicy {name}, which does not exist in this namespace"
-                    ),
-                ),
-                true,
-            ),
-            Selection::Conflict(names) => (
-                Cond::new(
-                    conditions::POLICY_COMPLIANT,
-                    false,
-                    "PolicyConflict",
-                    format!(
-                        "CachePolicies {} all select this instance; set spec.policyRef to choose one or narrow their selectors",
-                        names.join(", ")
-                    ),
-                ),
-                true,
-            ),
-            Selection::One(policy) => {
-                let violations = guardrails::violations(self.obj, policy);
-                if violations.is_empty() {
-                    (
-                        Cond::new(
-                            conditions::POLICY_COMPLIANT,
-                            true,
-                            "Compliant",
-                            format!("the spec respects CachePolicy {}", policy.name_any()),
-                        ),
-                        false,
-                    )
-                } else {
-                    (
-                        Cond::new(
-                            conditions::POLICY_COMPLIANT,
-                            false,
-                            "PolicyViolation",
-                            violations.join("; "),
-                        ),
-                        true,
-                    )
-                }
-            }
-        };
-        self.conds.push(cond);
-        blocked
+    /// Records the applicable policies; returns whether guardrails block provisioning and changes.
+    fn check_policy(&mut self, applicable: &guardrails::Applicable) -> bool {
+        self.status.policy = applicable.names();
+        let c = guardrails::compliance(self.obj, applicable);
+        self.conds.push(Cond::new(
+            conditions::POLICY_COMPLIANT,
+            c.compliant,
+            c.reason,
+            c.message,
+        ));
+        c.blocked
     }
 
     /// Every check of the spec before any call (see [`crate::crd::validation`]); templates
@@ -1221,11 +1168,13 @@ impl Run<'_> {
         let mut next = self.status.clone();
         next.conditions = own.clone();
         next.alerts = Vec::new();
+        next.cost = None;
         let mut previous_own = previous.clone();
         previous_own
             .conditions
             .retain(|c| OWN_CONDITIONS.contains(&c.type_.as_str()));
         previous_own.alerts = Vec::new();
+        previous_own.cost = None;
         if next == previous_own {
             return Ok(());
         }
@@ -1279,9 +1228,8 @@ impl CondList for Vec<Cond> {
 
 /// Deletion: honour the deletion policy; a database that is already gone never blocks.
 async fn cleanup(obj: Arc<CacheInstance>, ctx: &Context) -> Result<Action> {
-    let selection = guardrails::select(&obj, ctx.policies.all().iter().map(|p| p.as_ref()));
-    let policy =
-        guardrails::deletion_policy(&obj, selection.policy(), ctx.config.default_deletion_policy);
+    let applicable = ctx.policies.applicable(&obj);
+    let policy = guardrails::deletion_policy(&obj, &applicable, ctx.config.default_deletion_policy);
     ctx.metrics
         .forget_instance(&obj.namespace().unwrap_or_default(), &obj.name_any());
     ctx.recent.forget(&obj);

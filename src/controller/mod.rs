@@ -264,27 +264,23 @@ fn error_policy(obj: Arc<CacheInstance>, error: &Error, ctx: Arc<Context>) -> Ac
     Action::requeue(wait)
 }
 
-/// Builds the CacheInstance controller for one scope (`None` = all namespaces). Its store is
-/// available through `Controller::store` before it runs.
+/// Builds the CacheInstance controller for one scope (`None` = all namespaces), triggered also
+/// by `policy_changes` (the scope's shared policy watch). Its store is available through
+/// `Controller::store` before it runs.
 pub fn instance_controller(
     ctx: &Context,
     namespace: Option<&str>,
+    policy_changes: impl futures::Stream<Item = Arc<CachePolicy>> + Send + 'static,
     shutdown: impl std::future::Future<Output = ()> + Send + Sync + 'static,
 ) -> Controller<CacheInstance> {
     let client = ctx.client.clone();
-    let (instances, secrets, policies): (Api<CacheInstance>, Api<Secret>, Api<CachePolicy>) =
-        match namespace {
-            Some(ns) => (
-                Api::namespaced(client.clone(), ns),
-                Api::namespaced(client.clone(), ns),
-                Api::namespaced(client, ns),
-            ),
-            None => (
-                Api::all(client.clone()),
-                Api::all(client.clone()),
-                Api::all(client),
-            ),
-        };
+    let (instances, secrets): (Api<CacheInstance>, Api<Secret>) = match namespace {
+        Some(ns) => (
+            Api::namespaced(client.clone(), ns),
+            Api::namespaced(client, ns),
+        ),
+        None => (Api::all(client.clone()), Api::all(client)),
+    };
     let secret_selector = format!("{}={}", secret::MANAGED_BY.0, secret::MANAGED_BY.1);
     // The store keeps every CacheInstance for the reconciler and the monitor; managedFields
     // (often more than half of an object) are never read, so they are dropped on the way in.
@@ -308,19 +304,15 @@ pub fn instance_controller(
                 .any_semantic(),
         )
         // A policy change can change guardrails and deletion defaults of its namespace's instances.
-        .watches(
-            policies,
-            watcher::Config::default().any_semantic(),
-            move |policy: CachePolicy| {
-                let ns = policy.namespace();
-                store
-                    .state()
-                    .into_iter()
-                    .filter(|i| i.namespace() == ns)
-                    .map(|i| ObjectRef::from_obj(i.as_ref()))
-                    .collect::<Vec<_>>()
-            },
-        )
+        .watches_shared_stream(policy_changes, move |policy: Arc<CachePolicy>| {
+            let ns = policy.namespace();
+            store
+                .state()
+                .into_iter()
+                .filter(|i| i.namespace() == ns)
+                .map(|i| ObjectRef::from_obj(i.as_ref()))
+                .collect::<Vec<_>>()
+        })
         .with_config(ControllerConfig::default().concurrency(ctx.config.concurrency))
         .graceful_shutdown_on(shutdown)
 }

@@ -65,9 +65,22 @@ pub const ROTATE_ANNOTATION: &str = "cache.upstash-operator.dev/rotate-password"
         description = "Connection Secret"
     ),
     printcolumn(
+        name = "Projected",
+        type_ = "string",
+        json_path = ".status.cost.projectedMonthEndUsd",
+        description = "Projected spend by the end of the month, in US dollars"
+    ),
+    printcolumn(
         name = "Age",
         type_ = "date",
         json_path = ".metadata.creationTimestamp"
+    ),
+    printcolumn(
+        name = "Spend",
+        type_ = "string",
+        json_path = ".status.cost.monthToDateUsd",
+        priority = 1,
+        description = "Spend this month so far, in US dollars"
     ),
     printcolumn(
         name = "Endpoint",
@@ -136,8 +149,10 @@ pub struct CacheInstanceSpec {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub plan: Option<Plan>,
 
-    /// Monthly budget in USD that Upstash enforces for pay-as-you-go databases (the database is
-    /// throttled instead of billed past it). Omit to leave the budget as Upstash sets it.
+    /// Monthly budget in whole US dollars (`50` is $50 a month) that Upstash enforces for
+    /// pay-as-you-go databases: past it the database is throttled instead of billed further.
+    /// Upstash's API and console count it in cents; the operator converts. Omit to leave the
+    /// budget as Upstash sets it.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     #[schemars(range(min = 0, max = 1_000_000))]
     pub budget: Option<i64>,
@@ -215,9 +230,10 @@ pub struct CacheInstanceSpec {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub credentials: Option<CredentialsRef>,
 
-    /// The CachePolicy (same namespace) that monitors and guards this instance. Omit to let
-    /// policies select the instance by label; with neither, the operator's default thresholds
-    /// apply.
+    /// A CachePolicy (same namespace) to apply to this instance in addition to every policy
+    /// whose selector matches its labels. A reference adds a policy; it never exempts the
+    /// instance from the guardrails of a policy that selects it (the strictest rule wins). With
+    /// no policy at all, the operator's default thresholds apply.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub policy_ref: Option<LocalRef>,
 }
@@ -431,7 +447,8 @@ pub struct CacheInstanceStatus {
 
     /// `Ready` summarises the others: `Provisioned` (the database exists), `Synced` (its settings
     /// match the spec), `SecretReady` (the connection Secret is written), `PolicyCompliant`
-    /// (guardrails allow the spec) and `Healthy` (no monitoring alert is firing).
+    /// (guardrails allow the spec) and `Healthy` (no monitoring alert is firing; written once an
+    /// alert first fires, so its absence means no alert has fired).
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     #[schemars(schema_with = "super::common::conditions_schema")]
     pub conditions: Vec<Condition>,
@@ -475,7 +492,12 @@ pub struct CacheInstanceStatus {
     #[x_kube(merge_strategy = ListMerge::Map(vec!["type".into()]))]
     pub alerts: Vec<FiringAlert>,
 
-    /// The CachePolicy applied to this instance.
+    /// This month's spend and its projection to the month's end, refreshed at most hourly
+    /// (and whenever an alert changes); Prometheus has the minute-by-minute figures.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub cost: Option<CostStatus>,
+
+    /// The CachePolicies applied to this instance, comma-separated.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub policy: Option<String>,
 
@@ -529,13 +551,30 @@ pub struct RotationStatus {
 #[serde(rename_all = "camelCase")]
 pub struct FiringAlert {
     /// Alert type: `HitRateLow`, `MemoryHigh`, `ErrorRateHigh`, `LatencyHigh`,
-    /// `ConnectionFailing` or `BudgetNearlyExhausted`.
+    /// `EvictionsHigh`, `ConnectionFailing`, `BudgetNearlyExhausted` or `DailyCommandsHigh`.
     #[serde(rename = "type")]
     pub type_: String,
     /// When the alert started firing.
     pub since: Time,
     /// The value and threshold when the alert fired.
     pub message: String,
+}
+
+/// Spend of the database in US dollars.
+#[derive(KubeSchema, Serialize, Deserialize, Clone, Debug, PartialEq)]
+#[serde(rename_all = "camelCase")]
+pub struct CostStatus {
+    /// Spend this month so far, e.g. `12.34`.
+    pub month_to_date_usd: String,
+    /// Projected spend by the end of the month: this month's spend plus the recent daily spend
+    /// for each remaining day.
+    pub projected_month_end_usd: String,
+    /// `Upstash` when the figures are Upstash's billing, `PriceModel` when Upstash reported
+    /// none and they are estimated from the plan and usage ($0.20 per 100K commands, $0.25 per
+    /// GB-month, a fixed plan's monthly price).
+    pub source: String,
+    /// When the figures were read.
+    pub as_of: Time,
 }
 
 /// The outcome of an on-demand backup or restore.

@@ -9,8 +9,11 @@ use serde::{Deserialize, Serialize};
 use super::common::{DeletionPolicy, DurationString, Plan, Region};
 
 /// Monitoring thresholds and guardrails for the CacheInstances a policy selects. The operator
-/// samples each selected database on the evaluation interval and emits a Kubernetes Event on the
-/// CacheInstance each time a threshold is crossed, and one when it recovers.
+/// reads each selected database's stats from the Upstash Developer API on the evaluation
+/// interval and emits a Kubernetes Event on the CacheInstance each time a threshold is crossed,
+/// and one when it recovers. By default it sends the database no command at all: the error
+/// rate, connection failures, evictions and client-side latency need the data-plane probe
+/// (`probe.enabled: true`), whose commands Upstash bills like the application's.
 #[derive(CustomResource, KubeSchema, Serialize, Deserialize, Clone, Debug, PartialEq, Default)]
 #[kube(
     group = "cache.upstash-operator.dev",
@@ -24,7 +27,7 @@ use super::common::{DeletionPolicy, DurationString, Plan, Region};
     derive = "Default",
     shortname = "ucpolicy",
     category = "upstash",
-    doc = "Monitoring thresholds (hit rate, memory, error rate, latency, budget, connection failures) and guardrails (regions, plans, eviction, deletion policy) for the CacheInstances it selects.",
+    doc = "Monitoring thresholds (hit rate, memory, latency, daily commands, budget; with the opt-in data-plane probe also error rate, evictions and connection failures) and guardrails (regions, plans, eviction, deletion policy) for the CacheInstances it selects.",
     printcolumn(
         name = "Ready",
         type_ = "string",
@@ -58,7 +61,8 @@ use super::common::{DeletionPolicy, DurationString, Plan, Region};
 pub struct CachePolicySpec {
     /// Which CacheInstances in this namespace the policy applies to, by label. An empty selector
     /// (`{}`) selects every CacheInstance in the namespace; omitting it selects none except those
-    /// naming this policy in `spec.policyRef`.
+    /// naming this policy in `spec.policyRef`. An instance may be selected by several policies:
+    /// all of them apply, and the strictest threshold and guardrail wins.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub selector: Option<LabelSelector>,
 
@@ -66,28 +70,53 @@ pub struct CachePolicySpec {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub hit_rate: Option<HitRateThresholds>,
 
-    /// Data size, in percent of the plan's limit. Default: warn above 80.
+    /// Data size (Upstash's `current_storage`), in percent of the plan's limit. Default: warn
+    /// above 80.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub memory: Option<UpperThreshold>,
 
-    /// Failed commands, in percent of commands sent by the operator's probe. Default: warn above 1.
+    /// Failed commands, in percent of the probe's last `probe.minSamples` commands (Upstash
+    /// reports no error figures, so this is client-side). Needs the probe. Default: warn above 1.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub error_rate: Option<UpperThreshold>,
 
-    /// Command latency. Default: warn when P95 is above 50 ms.
+    /// Command latency. Default: warn when the P95 is above 50 ms, judged on Upstash's
+    /// server-side figures.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub latency: Option<LatencyThresholds>,
 
-    /// Monthly spend, in percent of `spec.budget` of the CacheInstance. Default: warn above 80.
+    /// Keys evicted to make room, in percent of the writes between two samples (evictions from
+    /// the probe's `INFO`, writes from Upstash's stats). Needs the probe. Default: warn above 1.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub evictions: Option<EvictionThreshold>,
+
+    /// Monthly spend, in percent of `spec.budget` of the CacheInstance: the higher of this
+    /// month's spend and its projection to the month's end. Default: warn above 80.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub budget: Option<BudgetThreshold>,
 
-    /// Connection failures of the operator's probe. Default: warn after 3 consecutive failures.
+    /// Commands today (Upstash's count, the probe's included), in percent of the plan's daily
+    /// limit. Default: warn above 80 of the free plan's 10,000 a day; other plans have no daily
+    /// limit unless `dailyLimit` sets one.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub daily_commands: Option<DailyCommandThreshold>,
+
+    /// Probe rounds in a row that could not reach the database. Needs the probe. Default: warn
+    /// after 3.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub connection_failures: Option<ConnectionFailureThreshold>,
 
-    /// How often each selected database is sampled, e.g. `60s` (the default; at least 10s).
-    /// Samples are spread out with jitter so that many instances do not poll at once.
+    /// The data-plane probe: a `PING` and an `INFO` through the database's REST API, as an
+    /// application would send them. Off by default, because Upstash bills them as commands
+    /// (2 per round: 2,880 a day at a 60s interval). The operator counts them
+    /// (`upstash_monitor_probe_commands_total`) and leaves them out of the application's
+    /// figures.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub probe: Option<ProbeSettings>,
+
+    /// How often each selected database's stats are read and judged, e.g. `60s` (the default;
+    /// at least 1s). Samples are spread out with jitter so that many instances do not poll at
+    /// once.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub evaluation_interval: Option<DurationString>,
 
@@ -104,7 +133,9 @@ pub struct CachePolicySpec {
     pub hysteresis_percent: Option<f64>,
 
     /// Rules the selected CacheInstances must follow. An instance that breaks one is not
-    /// provisioned or changed; a `PolicyCompliant` condition and an Event say why.
+    /// provisioned or changed; a `PolicyCompliant` condition and an Event say why. Every
+    /// policy that selects an instance applies its guardrails; `spec.policyRef` on the instance
+    /// adds a policy but does not exempt it from the others.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub guardrails: Option<Guardrails>,
 }
@@ -151,14 +182,76 @@ pub struct LatencyThresholds {
     /// Set to false to stop evaluating latency.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub enabled: Option<bool>,
-    /// Warn when the 95th percentile latency is above this many milliseconds. Default 50.
+    /// Warn when the 95th-percentile server-side latency is above this many milliseconds.
+    /// Default 50. Upstash reports the mean and the P99 but no P95, so this is checked against
+    /// the P99, which is never below the P95: a P99 under the limit proves the target is met.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     #[schemars(range(min = 0, max = 600_000))]
     pub p95_warning_above_ms: Option<f64>,
-    /// Warn when the 99th percentile latency is above this many milliseconds. Not checked unless set.
+    /// Warn when Upstash's server-side P99 latency is above this many milliseconds. Not checked
+    /// unless set.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     #[schemars(range(min = 0, max = 600_000))]
     pub p99_warning_above_ms: Option<f64>,
+    /// Warn when the probe's client-side P95 (the operator's round trip, network included) is
+    /// above this many milliseconds, over at least `probe.minSamples` commands. Needs the
+    /// probe; not checked unless set.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(range(min = 0, max = 600_000))]
+    pub client_p95_warning_above_ms: Option<f64>,
+}
+
+/// Eviction threshold.
+#[derive(KubeSchema, Serialize, Deserialize, Clone, Debug, PartialEq, Default)]
+#[serde(rename_all = "camelCase")]
+pub struct EvictionThreshold {
+    /// Set to false to stop evaluating evictions.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub enabled: Option<bool>,
+    /// Warn when evicted keys exceed this percentage of writes. Default 1.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(range(min = 0, max = 100))]
+    pub warning_above_percent: Option<f64>,
+    /// Minimum writes between two samples before evictions are judged. Default 100.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(range(min = 1))]
+    pub min_writes: Option<i64>,
+}
+
+/// Daily command threshold.
+#[derive(KubeSchema, Serialize, Deserialize, Clone, Debug, PartialEq, Default)]
+#[serde(rename_all = "camelCase")]
+pub struct DailyCommandThreshold {
+    /// Set to false to stop evaluating daily commands.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub enabled: Option<bool>,
+    /// Warn when today's commands pass this percentage of the daily limit. Default 80.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(range(min = 0, max = 100))]
+    pub warning_above_percent: Option<f64>,
+    /// The daily command limit to judge against. Default: the plan's (10,000 on `free`; no
+    /// limit, so no alert, on the others).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(range(min = 1))]
+    pub daily_limit: Option<i64>,
+}
+
+/// The data-plane probe.
+#[derive(KubeSchema, Serialize, Deserialize, Clone, Debug, PartialEq, Default)]
+#[serde(rename_all = "camelCase")]
+pub struct ProbeSettings {
+    /// Probe the selected databases. Default false.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub enabled: Option<bool>,
+    /// Time between probe rounds, e.g. `60s` (the default; at least 1s).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub interval: Option<DurationString>,
+    /// Probe commands the client-side figures are computed over: the error rate and the P95
+    /// are judged only once this many commands were sent, over the last this many. Default 100,
+    /// so that one lost command among 100 (1%) does not pass the default 1% error threshold.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(range(min = 1, max = 10_000))]
+    pub min_samples: Option<i32>,
 }
 
 /// Budget threshold.
@@ -168,7 +261,8 @@ pub struct BudgetThreshold {
     /// Set to false to stop evaluating spend.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub enabled: Option<bool>,
-    /// Warn when this month's spend passes this percentage of the instance's budget. Default 80.
+    /// Warn when this month's spend, or its projection to the month's end, passes this
+    /// percentage of the instance's budget. Default 80.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     #[schemars(range(min = 0, max = 100))]
     pub warning_above_percent: Option<f64>,
@@ -178,10 +272,10 @@ pub struct BudgetThreshold {
 #[derive(KubeSchema, Serialize, Deserialize, Clone, Debug, PartialEq, Default)]
 #[serde(rename_all = "camelCase")]
 pub struct ConnectionFailureThreshold {
-    /// Set to false to stop probing the data plane.
+    /// Set to false to stop evaluating connection failures.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub enabled: Option<bool>,
-    /// Warn after this many consecutive failed probes. Default 3.
+    /// Warn after this many consecutive failed probe rounds. Default 3.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     #[schemars(range(min = 1, max = 1000))]
     pub warning_after: Option<i32>,

@@ -111,6 +111,16 @@ impl CircuitBreaker {
         *self.state_tx.borrow()
     }
 
+    /// What the breaker counts now, as `(failures, successes)`: consecutive failures while
+    /// closed (the threshold once open), successful trial calls while half-open.
+    pub fn counts(&self) -> (u32, u32) {
+        match &*self.inner.lock().unwrap_or_else(|e| e.into_inner()) {
+            Inner::Closed { failures } => (*failures, 0),
+            Inner::Open { .. } => (self.config.failure_threshold, 0),
+            Inner::HalfOpen { successes, .. } => (0, *successes),
+        }
+    }
+
     /// Notifications of state changes.
     pub fn subscribe(&self) -> watch::Receiver<BreakerState> {
         self.state_tx.subscribe()

@@ -17,7 +17,7 @@ use serde::de::DeserializeOwned;
 use super::{
     breaker::{BreakerConfig, CircuitBreaker},
     error::UpstashError,
-    types::{Backup, CreateDatabase, Database, DatabaseStats},
+    types::{Backup, Budget, CreateDatabase, Database, DatabaseStats},
 };
 use crate::metrics::{ApiRequestLabels, EndpointLabels, Metrics};
 
@@ -257,10 +257,10 @@ impl UpstashApi {
             .await
     }
 
-    /// Sets the monthly budget in USD.
-    pub async fn update_budget(&self, id: &str, budget: i64) -> Result<(), UpstashError> {
+    /// Sets the monthly budget to `usd` US dollars (sent in cents, see [`Budget`]).
+    pub async fn update_budget(&self, id: &str, usd: i64) -> Result<(), UpstashError> {
         let path = format!("/v2/redis/update-budget/{}", segment(id));
-        let body = serde_json::json!({ "budget": budget });
+        let body = serde_json::json!({ "budget": Budget::from_usd(usd) });
         self.call_ok(Method::PATCH, "update-budget", &path, Some(body))
             .await
     }

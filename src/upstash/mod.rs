@@ -10,4 +10,4 @@ pub mod types;
 
 pub use client::{Credentials, UpstashApi, UpstashClient};
 pub use error::UpstashError;
-pub use types::{CreateDatabase, Database, DatabaseStats};
+pub use types::{Budget, CreateDatabase, Database, DatabaseStats};

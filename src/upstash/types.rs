@@ -47,8 +47,9 @@ pub struct Database {
     pub auto_upgrade: bool,
     #[serde(default, deserialize_with = "lenient_bool")]
     pub prod_pack_enabled: bool,
-    #[serde(default, deserialize_with = "lenient_i64")]
-    pub budget: i64,
+    /// Monthly budget (`0`: none).
+    #[serde(default)]
+    pub budget: Budget,
     /// Data size limit in bytes.
     #[serde(default, deserialize_with = "lenient_u64")]
     pub db_disk_threshold: u64,
@@ -154,7 +155,7 @@ pub struct CreateDatabase {
     pub read_regions: Vec<String>,
     pub plan: String,
     #[serde(skip_serializing_if = "Option::is_none")]
-    pub budget: Option<i64>,
+    pub budget: Option<Budget>,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub eviction: Option<bool>,
     #[serde(skip_serializing_if = "Option::is_none")]
@@ -162,6 +163,65 @@ pub struct CreateDatabase {
     #[serde(skip_serializing_if = "Option::is_none")]
     pub prod_pack_enabled: Option<bool>,
     pub tls: bool,
+}
+
+/// A database's monthly spending limit, where Upstash rate-limits the database instead of
+/// billing more.
+///
+/// The operator speaks US dollars (`spec.budget: 50` is $50 a month); the Developer API's
+/// `budget` field carries US **cents**. This type is the one place that converts: it is
+/// (de)serialized as cents and built from dollars with [`Budget::from_usd`].
+///
+/// Why cents: Upstash's own CLI (2026, `redis update-budget`) documents the option as "Monthly
+/// budget in cents" and sends it unchanged, and Upstash's agent docs write
+/// `upstash redis update-budget --budget $BUDGET_CENTS`. The Terraform provider (2025) describes
+/// its `budget` as dollars ("default $20") and the OpenAPI spec says only "integer" (example
+/// 360); the newer first-party sources win.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub struct Budget {
+    cents: i64,
+}
+
+impl Budget {
+    /// A budget of `usd` whole US dollars a month.
+    pub const fn from_usd(usd: i64) -> Self {
+        Self {
+            cents: usd.saturating_mul(100),
+        }
+    }
+
+    /// A budget as the Developer API writes it, in US cents.
+    pub const fn from_cents(cents: i64) -> Self {
+        Self { cents }
+    }
+
+    /// The value the Developer API carries, in US cents.
+    pub const fn cents(self) -> i64 {
+        self.cents
+    }
+
+    /// The budget in US dollars.
+    pub fn usd(self) -> f64 {
+        self.cents as f64 / 100.0
+    }
+}
+
+impl fmt::Display for Budget {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "${:.2}", self.usd())
+    }
+}
+
+impl Serialize for Budget {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        s.serialize_i64(self.cents)
+    }
+}
+
+impl<'de> Deserialize<'de> for Budget {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        lenient_i64(d).map(Budget::from_cents)
+    }
 }
 
 /// A backup as `list-backup` returns it.
@@ -216,6 +276,10 @@ pub struct DatabaseStats {
     pub total_monthly_requests: Option<f64>,
     #[serde(default, deserialize_with = "lenient_opt_f64")]
     pub daily_net_commands: Option<f64>,
+    #[serde(default, deserialize_with = "lenient_opt_f64")]
+    pub daily_write_requests: Option<f64>,
+    #[serde(default, deserialize_with = "lenient_opt_f64")]
+    pub total_monthly_write_requests: Option<f64>,
 }
 
 fn null_as_default<'de, D, T>(d: D) -> Result<T, D::Error>
@@ -310,12 +374,47 @@ mod tests {
         assert_eq!(db.database_name, "MyRedis");
         assert!(db.read_regions.is_empty());
         assert!(!db.auto_upgrade);
-        assert_eq!(db.budget, 100);
+        assert_eq!(db.budget, Budget::from_cents(100));
+        assert_eq!(db.budget.usd(), 1.0);
         assert!(db.has_credentials());
         assert_eq!(db.plan(), Some(Plan::Fixed1Gb));
         let debug = format!("{db:?}");
         assert!(!debug.contains("038a8e27"), "{debug}");
         assert!(!debug.contains("AXsX"), "{debug}");
+    }
+
+    #[test]
+    fn budgets_are_dollars_here_and_cents_on_the_wire() {
+        let fifty = Budget::from_usd(50);
+        assert_eq!(fifty.cents(), 5000);
+        assert_eq!(
+            serde_json::to_value(fifty).unwrap(),
+            serde_json::json!(5000)
+        );
+        let read: Database = serde_json::from_str(r#"{"database_id":"x","budget":360}"#).unwrap();
+        assert_eq!(read.budget.usd(), 3.6);
+        assert_eq!(read.budget.to_string(), "$3.60");
+        assert_ne!(
+            read.budget,
+            Budget::from_usd(3),
+            "a console value in cents is not rounded"
+        );
+        let missing: Database =
+            serde_json::from_str(r#"{"database_id":"x","budget":null}"#).unwrap();
+        assert_eq!(missing.budget, Budget::default());
+        let request = CreateDatabase {
+            database_name: "n".into(),
+            platform: "aws".into(),
+            primary_region: "us-east-1".into(),
+            read_regions: vec![],
+            plan: "payg".into(),
+            budget: Some(Budget::from_usd(20)),
+            eviction: None,
+            auto_upgrade: None,
+            prod_pack_enabled: None,
+            tls: true,
+        };
+        assert_eq!(serde_json::to_value(&request).unwrap()["budget"], 2000);
     }
 
     #[test]

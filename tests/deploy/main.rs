@@ -7,6 +7,7 @@
 
 mod argocd;
 mod chart;
+mod guardrails;
 mod image;
 mod install;
 mod leader;

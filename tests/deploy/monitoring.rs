@@ -1,5 +1,6 @@
 //! The PrometheusRule alerts and the Grafana dashboard: every query parses as PromQL and uses
-//! only metrics the operator exports, under the names its `/metrics` endpoint uses.
+//! only metrics the operator exports, under the names its `/metrics` endpoint uses; the rules
+//! pass `promtool check rules` and `promtool test rules` (Prometheus's own evaluation).
 
 use std::collections::BTreeSet;
 
@@ -50,12 +51,21 @@ fn exported_metrics() -> BTreeSet<String> {
     m.instance_memory_limit_bytes
         .get_or_create(&instance)
         .set(2.0);
-    m.instance_monthly_cost_usd
-        .get_or_create(&instance)
-        .set(3.0);
-    m.instance_latency_p95_seconds
-        .get_or_create(&instance)
-        .set(0.01);
+    for family in [
+        &m.instance_monthly_cost_usd,
+        &m.instance_projected_monthly_cost_usd,
+        &m.instance_budget_usd,
+        &m.instance_latency_p99_seconds,
+        &m.instance_latency_mean_seconds,
+        &m.instance_client_latency_p95_seconds,
+        &m.instance_client_error_ratio,
+        &m.instance_eviction_ratio,
+        &m.instance_daily_commands,
+        &m.instance_daily_command_limit,
+    ] {
+        family.get_or_create(&instance).set(1.0);
+    }
+    m.monitor_probe_commands_total.inc();
     m.instance_firing_alerts.get_or_create(&instance).set(0);
     let text = m.render();
     let mut names = BTreeSet::from(["up".to_string()]);
@@ -135,6 +145,10 @@ fn prometheus_rule_queries_parse_and_use_exported_metrics() {
         "UpstashCacheHitRateLow",
         "UpstashCacheMemoryHigh",
         "UpstashCacheLatencyHigh",
+        "UpstashCacheErrorRateHigh",
+        "UpstashCacheEvictionsHigh",
+        "UpstashCacheDailyCommandsHigh",
+        "UpstashCacheBudgetNearlyExhausted",
         "UpstashCacheAlertsFiring",
         "UpstashOperatorDown",
         "UpstashOperatorNoLeader",
@@ -159,6 +173,86 @@ fn prometheus_rule_queries_parse_and_use_exported_metrics() {
     );
     let text = serde_json::to_string(one(&single, "PrometheusRule")).unwrap();
     assert!(!text.contains("UpstashOperatorNoLeader"));
+}
+
+/// The `promtool` binary (`$PROMTOOL_BIN`, which `scripts/test.sh` sets from
+/// `tools/promtool/build.sh`).
+fn promtool_bin() -> std::path::PathBuf {
+    let path = std::env::var_os("PROMTOOL_BIN")
+        .map(std::path::PathBuf::from)
+        .unwrap_or_else(|| {
+            panic!(
+                "PROMTOOL_BIN is not set: run the deploy tests through scripts/test.sh, or export \
+                 PROMTOOL_BIN=$(tools/promtool/build.sh | tail -n1)"
+            )
+        });
+    assert!(
+        path.is_file(),
+        "PROMTOOL_BIN={} does not exist",
+        path.display()
+    );
+    path
+}
+
+fn promtool(args: &[&std::ffi::OsStr]) -> (bool, String) {
+    let out = std::process::Command::new(promtool_bin())
+        .args(args)
+        .output()
+        .expect("running promtool");
+    (
+        out.status.success(),
+        String::from_utf8_lossy(&out.stdout).into_owned() + &String::from_utf8_lossy(&out.stderr),
+    )
+}
+
+/// The chart's rules with the default thresholds, checked and unit-tested by Prometheus itself
+/// (`tests/deploy/fixtures/prometheusrule-test.yaml`: every cache alert quiet before its `for`,
+/// firing after it with the labels and annotations a receiver gets, quiet once the value
+/// recovers; the probe's alerts; the operator's own alerts).
+#[test]
+fn promtool_tests_the_prometheus_rule() {
+    let docs = render("uo", "ops", &[], &["prometheusRule.enabled=true"]);
+    let rule = one(&docs, "PrometheusRule");
+    let dir = tempfile::tempdir().unwrap();
+    let rules = dir.path().join("rules.yaml");
+    std::fs::write(
+        &rules,
+        serde_json::to_vec_pretty(&serde_json::json!({"groups": rule["spec"]["groups"]})).unwrap(),
+    )
+    .unwrap();
+    let (ok, out) = promtool(&["check".as_ref(), "rules".as_ref(), rules.as_os_str()]);
+    assert!(ok, "promtool check rules:\n{out}");
+    let test = dir.path().join("prometheusrule-test.yaml");
+    std::fs::copy(
+        crate::support::repo_path("tests/deploy/fixtures/prometheusrule-test.yaml"),
+        &test,
+    )
+    .unwrap();
+    let (ok, out) = promtool(&["test".as_ref(), "rules".as_ref(), test.as_os_str()]);
+    assert!(ok, "promtool test rules:\n{out}");
+    assert!(out.contains("SUCCESS"), "{out}");
+
+    // The test fails when a rule breaks: a hit-rate threshold of 50 misses the 60% it expects.
+    let lowered = render(
+        "uo",
+        "ops",
+        &[],
+        &[
+            "prometheusRule.enabled=true",
+            "prometheusRule.thresholds.hitRateBelowPercent=50",
+        ],
+    );
+    std::fs::write(
+        &rules,
+        serde_json::to_vec(
+            &serde_json::json!({"groups": one(&lowered, "PrometheusRule")["spec"]["groups"]}),
+        )
+        .unwrap(),
+    )
+    .unwrap();
+    let (ok, out) = promtool(&["test".as_ref(), "rules".as_ref(), test.as_os_str()]);
+    assert!(!ok, "the rule test cannot fail:\n{out}");
+    assert!(out.contains("UpstashCacheHitRateLow"), "{out}");
 }
 
 #[test]

@@ -412,9 +412,18 @@ async fn kubectl_sees_printer_columns_short_names_and_category() {
         .collect();
     assert_eq!(
         normal,
-        ["Name", "Ready", "Reason", "Region", "Plan", "Secret", "Age"]
+        [
+            "Name",
+            "Ready",
+            "Reason",
+            "Region",
+            "Plan",
+            "Secret",
+            "Projected",
+            "Age"
+        ]
     );
-    assert_eq!(wide, ["Endpoint", "Database"]);
+    assert_eq!(wide, ["Spend", "Endpoint", "Database"]);
     let row = &table["rows"][0]["cells"];
     assert_eq!(row[0], "shown");
     assert_eq!(row[3], "eu-west-1");

@@ -83,7 +83,7 @@ async fn apply_provisions_a_database_and_a_working_secret() {
         .expect("database exists in the emulator");
     assert_eq!(db["primary_region"], "us-east-1");
     assert_eq!(db["read_regions"], json!(["eu-west-1"]));
-    assert_eq!(db["budget"], 50);
+    assert_eq!(db["budget"], 5000, "$50 in cents");
     assert_eq!(db["eviction"], true);
     let expected_name = format!(
         "{}-crm-cache-{}",
@@ -271,7 +271,7 @@ async fn each_field_change_makes_exactly_its_call_and_a_resync_makes_none() {
         assert_eq!(mutating, [endpoint], "after changing {change}");
     }
     let db = stack.emulator.database(&id).await.unwrap();
-    assert_eq!(db["budget"], 75);
+    assert_eq!(db["budget"], 7500, "$75 in cents");
     assert_eq!(db["read_regions"], json!(["eu-west-1", "us-west-1"]));
     assert_eq!(db["eviction"], false);
     assert_eq!(db["auto_upgrade"], true);
@@ -301,13 +301,13 @@ async fn drift_is_corrected_and_a_deleted_database_is_recreated() {
         .developer_api(
             reqwest::Method::PATCH,
             &format!("/v2/redis/update-budget/{id}"),
-            Some(json!({"budget": 999})),
+            Some(json!({"budget": 99900})),
         )
         .await;
     assert_eq!(code, 200);
     testkit::wait_for("the budget to be set back to 40", READY_TIMEOUT, || async {
         let db = stack.emulator.database(&id).await?;
-        (db["budget"] == 40).then_some(())
+        (db["budget"] == 4000).then_some(())
     })
     .await;
     testkit::wait_for("a DriftCorrected Event", READY_TIMEOUT, || async {
@@ -994,7 +994,7 @@ async fn existing_databases_are_adopted_only_when_asked() {
         .database(legacy["database_id"].as_str().unwrap())
         .await
         .unwrap();
-    assert_eq!(db["budget"], 10);
+    assert_eq!(db["budget"], 1000, "$10 in cents");
     let data = secret_data(
         &Api::<Secret>::namespaced(client.clone(), ns.name())
             .get("by-id")

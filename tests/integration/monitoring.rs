@@ -1,16 +1,83 @@
-//! CachePolicy monitoring against the real control plane and the emulator: threshold crossings
-//! become one Event each, recoveries one Event each; the circuit breaker; metrics and /status;
-//! guardrails.
+//! CachePolicy monitoring against the real control plane and the emulator: no data-plane
+//! command by default; threshold crossings become one Event each with hold time and
+//! hysteresis, recoveries one Event each; the probe's client-side figures; cost in status; the
+//! circuit breaker; metrics and /status; guardrails.
 
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use kube::Api;
 use serde_json::{Value, json};
 use upstash_operator::crd::{CacheInstance, CachePolicy};
 
-use crate::support::{apply_manifest, events_for, policy, start_stack};
+use crate::support::{apply_manifest, events_for, policy, rest_command, start_stack};
 
 const TIMEOUT: Duration = Duration::from_secs(60);
+
+/// Sets stats overrides on several databases.
+async fn set_all(emulator: &testkit::emulator::Emulator, values: &[(String, Value)]) {
+    for (id, stats) in values {
+        emulator.set_stats(id, stats.clone()).await;
+    }
+}
+
+/// Data-plane requests the emulator answered (REST and RESP), from its call log.
+async fn data_plane_calls(emulator: &testkit::emulator::Emulator) -> Vec<Value> {
+    reqwest::get(format!("{}/_emulator/calls?plane=data", emulator.api_url()))
+        .await
+        .expect("the emulator's call log")
+        .json()
+        .await
+        .expect("a JSON call log")
+}
+
+/// The value of an unlabelled metric on `/metrics`.
+fn metric_value(metrics: &str, name: &str) -> Option<f64> {
+    metrics
+        .lines()
+        .find_map(|l| l.strip_prefix(name)?.strip_prefix(' ')?.trim().parse().ok())
+}
+
+/// Counts the Events with `reason` on `name` until `deadline`, asserting it never exceeds `max`.
+async fn count_stays(
+    client: &kube::Client,
+    ns: &str,
+    name: &str,
+    reason: &str,
+    max: usize,
+    for_: Duration,
+) {
+    let until = Instant::now() + for_;
+    while Instant::now() < until {
+        let events = events_for(client, ns, name).await;
+        assert!(
+            count(&events, reason) <= max,
+            "{reason} on {name}: {events:?}"
+        );
+        tokio::time::sleep(Duration::from_millis(500)).await;
+    }
+}
+
+/// Waits for exactly `n` Events with `reason` on `name` and returns how long that took.
+async fn wait_events(
+    client: &kube::Client,
+    ns: &str,
+    name: &str,
+    reason: &str,
+    n: usize,
+) -> (Duration, Vec<(String, String, String)>) {
+    let started = Instant::now();
+    let events = testkit::wait_for(
+        &format!("{n} {reason} Event(s) on {name}"),
+        TIMEOUT,
+        || async {
+            let events = events_for(client, ns, name).await;
+            (count(&events, reason) >= n).then_some(events)
+        },
+    )
+    .await;
+    assert_eq!(count(&events, reason), n, "{reason} on {name}: {events:?}");
+    (started.elapsed(), events)
+}
 
 fn instance(name: &str, labels: Value, spec: Value) -> Value {
     json!({
@@ -56,7 +123,31 @@ async fn hit_rate_crossing_fires_once_and_recovers_once() {
     .unwrap();
     let api: Api<CacheInstance> = Api::namespaced(client.clone(), ns.name());
     let id = provisioned(&api, "crm").await;
-    testkit::wait_for_condition(&api, "crm", "Healthy", "True", TIMEOUT).await;
+    // Healthy samples write nothing: no `Healthy` condition until an alert fires, so a new
+    // instance costs the monitor no Kubernetes write.
+    testkit::wait_for("a few samples", TIMEOUT, || async {
+        (stack.emulator.calls_to("stats").await.len() >= 3).then_some(())
+    })
+    .await;
+    let obj = api.get("crm").await.unwrap();
+    assert!(
+        obj.status
+            .as_ref()
+            .unwrap()
+            .conditions
+            .iter()
+            .all(|c| c.type_ != "Healthy"),
+        "{:?}",
+        obj.status
+    );
+    assert!(
+        obj.metadata
+            .managed_fields
+            .iter()
+            .flatten()
+            .all(|m| m.manager.as_deref() != Some("upstash-operator/monitor")),
+        "the monitor wrote a healthy instance's status"
+    );
 
     // 45% hit rate over 1,000 reads.
     stack
@@ -141,7 +232,8 @@ async fn memory_probe_failures_and_budget_raise_their_alerts() {
         ns.name(),
         &policy(
             "all",
-            json!({"selector": {}, "evaluationInterval": "2s", "hitRate": {"enabled": false}, "latency": {"enabled": false}}),
+            json!({"selector": {}, "evaluationInterval": "2s", "hitRate": {"enabled": false}, "latency": {"enabled": false},
+                   "probe": {"enabled": true, "interval": "1s", "minSamples": 4}}),
         ),
     )
     .await
@@ -180,16 +272,23 @@ async fn memory_probe_failures_and_budget_raise_their_alerts() {
         .emulator
         .add_fault(json!({"endpoint": "data", "database_id": conn, "status": 503}))
         .await;
-    // $45 spent of a $50 budget.
+    // $45 spent of a $50 budget, $2 a day lately.
     stack
         .emulator
-        .set_stats(&spend, json!({"total_monthly_billing": 45.0}))
+        .set_stats(
+            &spend,
+            json!({"total_monthly_billing": 45.0, "dailybilling": [2.0, 2.0, 2.0, 2.0, 1.0]}),
+        )
         .await;
 
     for (name, reason, fragment) in [
         ("mem", "MemoryHigh", "85.0%"),
         ("conn", "ConnectionFailing", "in a row"),
-        ("spend", "BudgetNearlyExhausted", "90.0%"),
+        (
+            "spend",
+            "BudgetNearlyExhausted",
+            "spend $45.00 this month, projected $",
+        ),
     ] {
         let events = testkit::wait_for(
             &format!("{reason} on {name}"),
@@ -206,9 +305,58 @@ async fn memory_probe_failures_and_budget_raise_their_alerts() {
         let obj = testkit::wait_for_condition(&api, name, "Healthy", "False", TIMEOUT).await;
         assert!(obj.status.unwrap().alerts.iter().any(|a| a.type_ == reason));
     }
-    // The data plane failing also shows as an error rate.
+    // The data plane failing also shows as a client-side error rate.
     let events = events_for(&client, ns.name(), "conn").await;
-    assert!(events.iter().any(|e| e.0 == "ErrorRateHigh"), "{events:?}");
+    let errors = events.iter().find(|e| e.0 == "ErrorRateHigh");
+    assert!(
+        errors.is_some_and(|e| e.2.contains("client-side error rate")),
+        "{events:?}"
+    );
+
+    // Cost and its projection in status, and in the printer column kubectl shows.
+    let obj = testkit::wait_for("the spend in status", TIMEOUT, || async {
+        let obj = api.get("spend").await.ok()?;
+        obj.status.as_ref()?.cost.is_some().then_some(obj)
+    })
+    .await;
+    let cost = obj.status.unwrap().cost.unwrap();
+    assert_eq!(cost.month_to_date_usd, "45.00");
+    assert_eq!(cost.source, "Upstash");
+    let as_of = cost.as_of.0.to_zoned(k8s_openapi::jiff::tz::TimeZone::UTC);
+    let elapsed = f64::from(as_of.day() - 1)
+        + (f64::from(as_of.hour()) * 3600.0
+            + f64::from(as_of.minute()) * 60.0
+            + f64::from(as_of.second()))
+            / 86_400.0;
+    let expected = 45.0 + 2.0 * (f64::from(as_of.date().days_in_month()) - elapsed.max(1.0 / 24.0));
+    let projected: f64 = cost.projected_month_end_usd.parse().unwrap();
+    assert!(
+        (projected - expected).abs() < 0.011,
+        "projected {projected}, expected {expected:.2}"
+    );
+    let table = client
+        .request_text(
+            http::Request::get(format!(
+                "/apis/cache.upstash-operator.dev/v1alpha1/namespaces/{}/cacheinstances/spend",
+                ns.name()
+            ))
+            .header("Accept", "application/json;as=Table;v=v1;g=meta.k8s.io")
+            .body(Vec::new())
+            .unwrap(),
+        )
+        .await
+        .unwrap();
+    let table: Value = serde_json::from_str(&table).unwrap();
+    let column = table["columnDefinitions"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .position(|c| c["name"] == "Projected")
+        .expect("a Projected column");
+    assert_eq!(
+        table["rows"][0]["cells"][column],
+        json!(cost.projected_month_end_usd)
+    );
 
     // Metrics and the status page.
     let (code, metrics) = stack.operator.get("/metrics").await;
@@ -224,8 +372,11 @@ async fn memory_probe_failures_and_budget_raise_their_alerts() {
         "upstash_cache_memory_used_bytes",
         "upstash_cache_memory_limit_bytes",
         "upstash_cache_monthly_cost_usd",
+        "upstash_cache_projected_monthly_cost_usd",
+        "upstash_cache_client_error_ratio",
         "upstash_cache_firing_alerts",
         "upstash_cache_ready",
+        "upstash_monitor_probe_commands_total",
     ] {
         assert!(metrics.contains(family), "/metrics lacks {family}");
     }
@@ -240,8 +391,20 @@ async fn memory_probe_failures_and_budget_raise_their_alerts() {
     let status: Value = serde_json::from_str(&status).unwrap();
     assert_eq!(status["status"], "degraded");
     assert_eq!(status["circuitBreaker"]["state"], "closed");
-    assert_eq!(status["cache"]["instances"], 3);
-    assert!(status["cache"]["firingAlerts"].as_u64().unwrap() >= 3);
+    // The guide's /api/health fields.
+    let cache = &status["cache"];
+    assert_eq!(cache["status"], "degraded");
+    assert_eq!(cache["provider"], "upstash");
+    assert_eq!(cache["hit_rate"], "90.0%", "900 hits, 100 misses: {cache}");
+    assert_eq!(cache["hits"], 900.0);
+    assert_eq!(cache["misses"], 100.0);
+    assert_eq!(cache["total_operations"], 1000.0);
+    assert_eq!(cache["circuit_breaker"]["state"], "CLOSED");
+    assert_eq!(cache["circuit_breaker"]["failures"], 0);
+    assert_eq!(cache["circuit_breaker"]["successes"], 0);
+    assert_eq!(cache["instances"], 3);
+    assert!(cache["firing_alerts"].as_u64().unwrap() >= 3);
+    assert!(cache["probe_commands_today"].as_u64().unwrap() > 0);
     let instances = status["instances"].as_array().unwrap();
     let mem_report = instances.iter().find(|i| i["name"] == "mem").unwrap();
     let percent = mem_report["memoryPercent"].as_f64().unwrap();
@@ -251,8 +414,11 @@ async fn memory_probe_failures_and_budget_raise_their_alerts() {
         "hitRate",
         "hits",
         "misses",
-        "latencyP95Ms",
-        "monthlyCostUsd",
+        "latencyP99Ms",
+        "clientErrorRatePercent",
+        "probeSamples",
+        "monthToDateUsd",
+        "projectedMonthEndUsd",
         "lastSample",
     ] {
         assert!(
@@ -413,6 +579,45 @@ async fn a_guardrail_violation_creates_nothing() {
     );
     assert!(stack.emulator.calls_to("create").await.is_empty());
 
+    // Naming a lenient policy adds it; it does not escape the one that selects the instance.
+    apply_manifest(
+        &client,
+        ns.name(),
+        &policy(
+            "anything",
+            json!({"guardrails": {"highestPlan": "fixed_500gb"}}),
+        ),
+    )
+    .await
+    .unwrap();
+    apply_manifest(
+        &client,
+        ns.name(),
+        &instance(
+            "escape",
+            json!({}),
+            json!({"primaryRegion": "us-west-2", "policyRef": {"name": "anything"}}),
+        ),
+    )
+    .await
+    .unwrap();
+    let obj =
+        testkit::wait_for_condition(&api, "escape", "PolicyCompliant", "False", TIMEOUT).await;
+    let status = obj.status.unwrap();
+    let cond = status
+        .conditions
+        .iter()
+        .find(|c| c.type_ == "PolicyCompliant")
+        .unwrap();
+    assert_eq!(cond.reason, "PolicyViolation");
+    assert!(
+        cond.message.contains("CachePolicy eu-only allows"),
+        "{}",
+        cond.message
+    );
+    assert_eq!(status.policy.as_deref(), Some("anything, eu-only"));
+    assert!(stack.emulator.calls_to("create").await.is_empty());
+
     // Moving to an allowed region is not possible (immutable), but a new instance in one works.
     apply_manifest(
         &client,
@@ -423,4 +628,480 @@ async fn a_guardrail_violation_creates_nothing() {
     .unwrap();
     provisioned(&api, "eu").await;
     assert_eq!(stack.emulator.databases().await.len(), 1);
+}
+
+/// One instance under the default thresholds (a policy that only shortens the interval to 1 s,
+/// so that 20 s cover about 20 sampling cycles): the monitor reads Upstash's stats and sends the
+/// database no command at all.
+#[tokio::test]
+async fn the_default_policy_sends_no_data_plane_command() {
+    let cluster = testkit::cluster().await;
+    let ns = cluster.namespace("quiet").await;
+    let stack = start_stack(&ns, &[]).await;
+    let client = ns.client().await;
+    apply_manifest(
+        &client,
+        ns.name(),
+        &policy(
+            "defaults",
+            json!({"selector": {}, "evaluationInterval": "1s"}),
+        ),
+    )
+    .await
+    .unwrap();
+    apply_manifest(
+        &client,
+        ns.name(),
+        &instance("app", json!({}), json!({"primaryRegion": "us-east-1"})),
+    )
+    .await
+    .unwrap();
+    let api: Api<CacheInstance> = Api::namespaced(client.clone(), ns.name());
+    let id = provisioned(&api, "app").await;
+    let db = stack.emulator.database(&id).await.unwrap();
+
+    tokio::time::sleep(Duration::from_secs(20)).await;
+    let samples = stack.emulator.calls_to("stats").await.len();
+    assert!(
+        samples >= 12,
+        "about one stats call a second: {samples} in 20 s"
+    );
+    let data = data_plane_calls(&stack.emulator).await;
+    assert!(data.is_empty(), "data-plane commands were sent: {data:?}");
+    let (_, metrics) = stack.operator.get("/metrics").await;
+    assert_eq!(
+        metric_value(&metrics, "upstash_monitor_probe_commands_total"),
+        Some(0.0),
+        "{metrics}"
+    );
+    let (_, status) = stack.operator.get("/status").await;
+    let status: Value = serde_json::from_str(&status).unwrap();
+    assert_eq!(status["cache"]["probe_commands_today"], 0);
+    assert_eq!(status["instances"][0]["probeSamples"], Value::Null);
+
+    // The call log does record data-plane commands: one sent here shows.
+    let (code, _) = rest_command(
+        db["rest_url"].as_str().unwrap(),
+        db["rest_token"].as_str().unwrap(),
+        stack.emulator.ca_file(),
+        json!(["PING"]),
+    )
+    .await;
+    assert_eq!(code, 200);
+    assert_eq!(data_plane_calls(&stack.emulator).await.len(), 1);
+}
+
+/// LatencyHigh (Upstash's server-side P99) and DailyCommandsHigh (today's commands against the
+/// free plan's 10,000): a blip shorter than the hold time fires nothing, a lasting crossing
+/// fires once after the hold time, a value hovering inside the hysteresis band neither
+/// resolves nor fires again, and recovery is one Event.
+#[tokio::test]
+async fn latency_and_daily_commands_fire_once_per_crossing_with_hold_and_hysteresis() {
+    let cluster = testkit::cluster().await;
+    let ns = cluster.namespace("holds").await;
+    let stack = start_stack(&ns, &[]).await;
+    let client = ns.client().await;
+    let hold = Duration::from_secs(5);
+    apply_manifest(
+        &client,
+        ns.name(),
+        &policy(
+            "guide",
+            json!({"selector": {}, "evaluationInterval": "1s", "holdTime": "5s", "hysteresisPercent": 5}),
+        ),
+    )
+    .await
+    .unwrap();
+    for (name, spec) in [
+        ("lat", json!({"primaryRegion": "us-east-1"})),
+        (
+            "quota",
+            json!({"primaryRegion": "us-east-1", "plan": "free"}),
+        ),
+    ] {
+        apply_manifest(&client, ns.name(), &instance(name, json!({}), spec))
+            .await
+            .unwrap();
+    }
+    let api: Api<CacheInstance> = Api::namespaced(client.clone(), ns.name());
+    let lat = provisioned(&api, "lat").await;
+    let quota = provisioned(&api, "quota").await;
+    let (low, high, hover) = (
+        [
+            (
+                lat.clone(),
+                json!({"latency_99": [10.0], "latencymean": [2.0]}),
+            ),
+            (quota.clone(), json!({"daily_net_commands": 5000})),
+        ],
+        [
+            (
+                lat.clone(),
+                json!({"latency_99": [80.0], "latencymean": [9.0]}),
+            ),
+            (quota.clone(), json!({"daily_net_commands": 8500})),
+        ],
+        // Back under the line, inside the 5% band (47.5-50 ms, 76-80%).
+        [
+            (
+                lat.clone(),
+                json!({"latency_99": [49.0], "latencymean": [8.0]}),
+            ),
+            (quota.clone(), json!({"daily_net_commands": 7800})),
+        ],
+    );
+    let checks = [
+        ("lat", "LatencyHigh", "LatencyRecovered", "80.0 ms"),
+        (
+            "quota",
+            "DailyCommandsHigh",
+            "DailyCommandsRecovered",
+            "8500 commands today, 85.0%",
+        ),
+    ];
+    set_all(&stack.emulator, &low).await;
+    tokio::time::sleep(Duration::from_secs(3)).await;
+
+    // A blip of about a second: shorter than the hold time, no alert.
+    set_all(&stack.emulator, &high).await;
+    tokio::time::sleep(Duration::from_millis(1200)).await;
+    set_all(&stack.emulator, &low).await;
+    for (name, fired, _, _) in checks {
+        count_stays(&client, ns.name(), name, fired, 0, Duration::from_secs(1)).await;
+    }
+    count_stays(
+        &client,
+        ns.name(),
+        "lat",
+        "LatencyHigh",
+        0,
+        Duration::from_secs(6),
+    )
+    .await;
+    count_stays(
+        &client,
+        ns.name(),
+        "quota",
+        "DailyCommandsHigh",
+        0,
+        Duration::from_secs(1),
+    )
+    .await;
+
+    // A lasting crossing: one Warning each, no sooner than the hold time.
+    let crossed = k8s_openapi::jiff::Timestamp::now();
+    set_all(&stack.emulator, &high).await;
+    for (name, fired, _, fragment) in checks {
+        let (_, events) = wait_events(&client, ns.name(), name, fired, 1).await;
+        let e = events.iter().find(|e| e.0 == fired).unwrap();
+        assert_eq!(e.1, "Warning");
+        assert!(e.2.contains(fragment), "{fired}: {}", e.2);
+        let obj = testkit::wait_for_condition(&api, name, "Healthy", "False", TIMEOUT).await;
+        let status = obj.status.unwrap();
+        let alert = status.alerts.iter().find(|a| a.type_ == fired).unwrap();
+        // `since` has whole seconds.
+        let after = alert.since.0.duration_since(crossed);
+        assert!(
+            after.as_secs_f64() >= hold.as_secs_f64() - 1.0,
+            "{fired} fired {after:?} after the crossing, before the hold time"
+        );
+    }
+    // Hovering inside the band: still firing, nothing new.
+    set_all(&stack.emulator, &hover).await;
+    for (name, fired, recovered, _) in checks {
+        count_stays(
+            &client,
+            ns.name(),
+            name,
+            recovered,
+            0,
+            Duration::from_secs(4),
+        )
+        .await;
+        count_stays(
+            &client,
+            ns.name(),
+            name,
+            fired,
+            1,
+            Duration::from_millis(10),
+        )
+        .await;
+    }
+    // Recovered: one Normal Event each, and Healthy again.
+    set_all(&stack.emulator, &low).await;
+    for (name, fired, recovered, _) in checks {
+        let (_, events) = wait_events(&client, ns.name(), name, recovered, 1).await;
+        assert_eq!(
+            events.iter().find(|e| e.0 == recovered).unwrap().1,
+            "Normal"
+        );
+        testkit::wait_for_condition(&api, name, "Healthy", "True", TIMEOUT).await;
+        count_stays(&client, ns.name(), name, fired, 1, Duration::from_secs(2)).await;
+        count_stays(
+            &client,
+            ns.name(),
+            name,
+            recovered,
+            1,
+            Duration::from_millis(10),
+        )
+        .await;
+    }
+    assert!(
+        data_plane_calls(&stack.emulator).await.is_empty(),
+        "both alerts need no probe"
+    );
+}
+
+/// The probe's client-side error rate is judged only over `minSamples` commands: one failed
+/// probe among few does not fire; a failing data plane fires ErrorRateHigh once after the hold
+/// time, and its recovery is one Event.
+#[tokio::test]
+async fn one_failed_probe_among_few_does_not_fire_error_rate_high() {
+    let cluster = testkit::cluster().await;
+    let ns = cluster.namespace("errors").await;
+    let stack = start_stack(&ns, &[]).await;
+    let client = ns.client().await;
+    apply_manifest(
+        &client,
+        ns.name(),
+        &policy(
+            "probed",
+            json!({"selector": {}, "evaluationInterval": "1s", "holdTime": "2s",
+                   "probe": {"enabled": true, "interval": "1s", "minSamples": 20},
+                   "errorRate": {"warningAbove": 10}, "connectionFailures": {"enabled": false}}),
+        ),
+    )
+    .await
+    .unwrap();
+    apply_manifest(
+        &client,
+        ns.name(),
+        &instance("p", json!({}), json!({"primaryRegion": "us-east-1"})),
+    )
+    .await
+    .unwrap();
+    let api: Api<CacheInstance> = Api::namespaced(client.clone(), ns.name());
+    let id = provisioned(&api, "p").await;
+
+    let probe_report = || async {
+        let (_, status) = stack.operator.get("/status").await;
+        let status: Value = serde_json::from_str(&status).ok()?;
+        status["instances"].as_array()?.first().cloned()
+    };
+    // One data-plane request fails among the first few commands: 1 in about 7 is far above
+    // 10%, but too few commands to judge.
+    testkit::wait_for("a few probe commands", TIMEOUT, || async {
+        (probe_report().await?["probeSamples"].as_u64()? >= 6).then_some(())
+    })
+    .await;
+    stack
+        .emulator
+        .add_fault(json!({"endpoint": "data", "database_id": id, "status": 503, "times": 1}))
+        .await;
+    count_stays(
+        &client,
+        ns.name(),
+        "p",
+        "ErrorRateHigh",
+        0,
+        Duration::from_secs(2),
+    )
+    .await;
+    let report = testkit::wait_for("20 probe commands", TIMEOUT, || async {
+        let (_, status) = stack.operator.get("/status").await;
+        let status: Value = serde_json::from_str(&status).ok()?;
+        let report = status["instances"].as_array()?.first()?.clone();
+        (report["probeSamples"].as_u64()? >= 20).then_some(report)
+    })
+    .await;
+    assert_eq!(
+        report["clientErrorRatePercent"], 5.0,
+        "one failure among 20: {report}"
+    );
+    count_stays(
+        &client,
+        ns.name(),
+        "p",
+        "ErrorRateHigh",
+        0,
+        Duration::from_secs(4),
+    )
+    .await;
+
+    // The data plane fails for good: the error rate climbs past 10%.
+    let fault = stack
+        .emulator
+        .add_fault(json!({"endpoint": "data", "database_id": id, "status": 503}))
+        .await;
+    let (_, events) = wait_events(&client, ns.name(), "p", "ErrorRateHigh", 1).await;
+    let e = events.iter().find(|e| e.0 == "ErrorRateHigh").unwrap();
+    assert!(e.2.contains("of the probe's last 20 commands"), "{}", e.2);
+    assert!(
+        count(&events, "ConnectionFailing") == 0,
+        "disabled: {events:?}"
+    );
+    let sent = || async {
+        let (_, metrics) = stack.operator.get("/metrics").await;
+        metric_value(&metrics, "upstash_monitor_probe_commands_total").unwrap()
+    };
+    let before = sent().await;
+    let logged = data_plane_calls(&stack.emulator).await.len() as f64;
+    let after = sent().await;
+    assert!(before >= 20.0, "{before}");
+    assert!(
+        before <= logged && logged <= after + 2.0,
+        "every probe command is counted: {before}..{after} counted, {logged} answered"
+    );
+
+    // Back: the failures leave the window and the alert resolves once.
+    reqwest::Client::new()
+        .delete(format!(
+            "{}/_emulator/faults/{fault}",
+            stack.emulator.api_url()
+        ))
+        .send()
+        .await
+        .unwrap();
+    wait_events(&client, ns.name(), "p", "ErrorRateRecovered", 1).await;
+    count_stays(
+        &client,
+        ns.name(),
+        "p",
+        "ErrorRateHigh",
+        1,
+        Duration::from_secs(3),
+    )
+    .await;
+}
+
+/// Evictions from the probe's INFO against Upstash's write count: filling a free database with
+/// eviction on makes each new value evict an old one; EvictionsHigh fires once, and many
+/// writes without evictions resolve it once.
+#[tokio::test]
+async fn evictions_above_one_percent_of_writes_fire_once_and_recover_once() {
+    let cluster = testkit::cluster().await;
+    let ns = cluster.namespace("evict").await;
+    let stack = start_stack(&ns, &[]).await;
+    let client = ns.client().await;
+    apply_manifest(
+        &client,
+        ns.name(),
+        &policy(
+            "probed",
+            json!({"selector": {}, "evaluationInterval": "1s", "holdTime": "2s",
+                   "probe": {"enabled": true, "interval": "1s", "minSamples": 5},
+                   "evictions": {"minWrites": 2}, "memory": {"enabled": false}}),
+        ),
+    )
+    .await
+    .unwrap();
+    apply_manifest(
+        &client,
+        ns.name(),
+        &instance(
+            "full",
+            json!({}),
+            json!({"primaryRegion": "us-east-1", "plan": "free", "eviction": true}),
+        ),
+    )
+    .await
+    .unwrap();
+    let api: Api<CacheInstance> = Api::namespaced(client.clone(), ns.name());
+    let id = provisioned(&api, "full").await;
+    let db = stack.emulator.database(&id).await.unwrap();
+    let (url, token) = (
+        db["rest_url"].as_str().unwrap().to_string(),
+        db["rest_token"].as_str().unwrap().to_string(),
+    );
+    let limit = db["db_disk_threshold"].as_u64().unwrap();
+    let value = "x".repeat(8 * 1024 * 1024);
+    let fills = (limit / value.len() as u64) as usize;
+
+    // Fill the database, then keep writing new 8 MiB values for a while: each evicts a key.
+    for i in 0..fills {
+        let (code, body) = rest_command(
+            &url,
+            &token,
+            stack.emulator.ca_file(),
+            json!(["SET", format!("fill:{i}"), value]),
+        )
+        .await;
+        assert_eq!(code, 200, "{body}");
+    }
+    let writing = Instant::now();
+    let mut i = 0;
+    let fired = loop {
+        let (code, body) = rest_command(
+            &url,
+            &token,
+            stack.emulator.ca_file(),
+            json!(["SET", format!("new:{i}"), value]),
+        )
+        .await;
+        assert_eq!(code, 200, "{body}");
+        i += 1;
+        let events = events_for(&client, ns.name(), "full").await;
+        if count(&events, "EvictionsHigh") > 0 {
+            break events;
+        }
+        assert!(
+            writing.elapsed() < TIMEOUT,
+            "no EvictionsHigh after {i} evicting writes"
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    };
+    let e = fired.iter().find(|e| e.0 == "EvictionsHigh").unwrap();
+    assert_eq!(e.1, "Warning");
+    assert!(e.2.contains("keys evicted for"), "{}", e.2);
+    assert!(
+        writing.elapsed() >= Duration::from_secs(2),
+        "before the hold time"
+    );
+
+    // Many small overwrites, no evictions: the rate falls to 0 and the alert resolves once.
+    let started = Instant::now();
+    loop {
+        let pipeline: Vec<Value> = (0..50).map(|_| json!(["SET", "small", "v"])).collect();
+        let http = reqwest::Client::builder()
+            .add_root_certificate(
+                reqwest::Certificate::from_pem(&std::fs::read(stack.emulator.ca_file()).unwrap())
+                    .unwrap(),
+            )
+            .build()
+            .unwrap();
+        let r = http
+            .post(format!("{url}/pipeline"))
+            .bearer_auth(&token)
+            .json(&pipeline)
+            .send()
+            .await
+            .unwrap();
+        assert!(r.status().is_success());
+        let events = events_for(&client, ns.name(), "full").await;
+        if count(&events, "EvictionsRecovered") > 0 {
+            break;
+        }
+        assert!(started.elapsed() < TIMEOUT, "EvictionsHigh did not resolve");
+        tokio::time::sleep(Duration::from_millis(300)).await;
+    }
+    count_stays(
+        &client,
+        ns.name(),
+        "full",
+        "EvictionsHigh",
+        1,
+        Duration::from_secs(3),
+    )
+    .await;
+    count_stays(
+        &client,
+        ns.name(),
+        "full",
+        "EvictionsRecovered",
+        1,
+        Duration::from_millis(10),
+    )
+    .await;
 }

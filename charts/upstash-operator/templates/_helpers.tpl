@@ -106,3 +106,10 @@ app.kubernetes.io/instance: {{ .Release.Name }}
   resources: ["events"]
   verbs: ["create", "patch"]
 {{- end }}
+
+{{/* A list as single-quoted CEL string literals, comma-separated: 'a', 'b'. */}}
+{{- define "upstash-operator.quotedList" -}}
+{{- $out := list }}
+{{- range . }}{{ $out = append $out (printf "'%s'" .) }}{{ end }}
+{{- join ", " $out }}
+{{- end }}
