@@ -174,6 +174,14 @@ wire_enum!(
 /// `d` (24 h) and `w` (7 d), for example `90d`, `12h`, `1h30m`, `45s`.
 pub const DURATION_PATTERN: &str = r"^([0-9]{1,6}(s|m|h|d|w))+$";
 
+/// A CEL rule on a [`DurationString`] field: the duration is at least `seconds` long (a value
+/// that does not match [`DURATION_PATTERN`] is left to the schema's pattern, which names it).
+pub fn duration_at_least_rule(seconds: u64) -> String {
+    format!(
+        "!self.matches('{DURATION_PATTERN}') || self.findAll('[0-9]+[smhdw]').map(g, int(g.substring(0, size(g) - 1)) * (g.endsWith('w') ? 604800 : g.endsWith('d') ? 86400 : g.endsWith('h') ? 3600 : g.endsWith('m') ? 60 : 1)).sum() >= {seconds}"
+    )
+}
+
 /// A duration written as in `90d`, `12h`, `1h30m` or `45s`.
 #[derive(Clone, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
 #[serde(transparent)]

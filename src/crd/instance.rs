@@ -329,7 +329,7 @@ pub struct PasswordRotationSpec {
     /// Rotate this often, e.g. `90d` (units s, m, h, d, w; at least 1h). Omit for on-demand
     /// rotation only.
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    #[x_kube(validation = Rule::new("!self.matches('^([0-9]{1,6}(s|m|h|d|w))+$') || self.findAll('[0-9]+[smhdw]').map(g, int(g.substring(0, size(g) - 1)) * (g.endsWith('w') ? 604800 : g.endsWith('d') ? 86400 : g.endsWith('h') ? 3600 : g.endsWith('m') ? 60 : 1)).sum() >= 3600")
+    #[x_kube(validation = Rule::new(super::common::duration_at_least_rule(3600))
         .message("passwordRotation.every must be at least 1h: rotating more often than once an hour cuts applications off too often")
         .reason(Reason::FieldValueInvalid))]
     pub every: Option<DurationString>,

@@ -64,6 +64,10 @@ pub struct CachePolicySpec {
     /// naming this policy in `spec.policyRef`. An instance may be selected by several policies:
     /// all of them apply, and the strictest threshold and guardrail wins.
     #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[x_kube(validation = Rule::new("!has(self.matchExpressions) || self.matchExpressions.all(e, (e.operator in ['In', 'NotIn'] && has(e.values) && size(e.values) > 0) || (e.operator in ['Exists', 'DoesNotExist'] && (!has(e.values) || size(e.values) == 0)))")
+        .message("selector.matchExpressions: operator must be In or NotIn with at least one value, or Exists or DoesNotExist without values")
+        .field_path(".matchExpressions")
+        .reason(Reason::FieldValueInvalid))]
     pub selector: Option<LabelSelector>,
 
     /// Cache hit rate, in percent of reads that found their key. Defaults: warn below 70, target 80.
@@ -118,6 +122,9 @@ pub struct CachePolicySpec {
     /// at least 1s). Samples are spread out with jitter so that many instances do not poll at
     /// once.
     #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[x_kube(validation = Rule::new(super::common::duration_at_least_rule(1))
+        .message("evaluationInterval must be at least 1s")
+        .reason(Reason::FieldValueInvalid))]
     pub evaluation_interval: Option<DurationString>,
 
     /// How long a threshold must stay crossed before the alert fires, e.g. `5m`. Default `0s`:
@@ -245,6 +252,9 @@ pub struct ProbeSettings {
     pub enabled: Option<bool>,
     /// Time between probe rounds, e.g. `60s` (the default; at least 1s).
     #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[x_kube(validation = Rule::new(super::common::duration_at_least_rule(1))
+        .message("probe.interval must be at least 1s")
+        .reason(Reason::FieldValueInvalid))]
     pub interval: Option<DurationString>,
     /// Probe commands the client-side figures are computed over: the error rate and the P95
     /// are judged only once this many commands were sent, over the last this many. Default 100,

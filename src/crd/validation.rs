@@ -10,7 +10,7 @@
 
 use std::time::Duration;
 
-use super::{CacheInstance, Region};
+use super::{CacheInstance, CachePolicy, Region};
 
 /// Shortest password rotation interval accepted.
 pub const MIN_ROTATION: Duration = Duration::from_secs(3600);
@@ -178,6 +178,115 @@ pub fn check_instance(instance: &CacheInstance) -> Vec<Problem> {
     problems
 }
 
+/// One check of a CachePolicy spec. The policy's status reports a failed one (`Ready=False`
+/// with [`PolicyCheck::reason`]); the monitor then uses the nearest valid value (a selector that
+/// selects nothing, the shortest interval).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum PolicyCheck {
+    /// A `matchExpressions` operator that is not In, NotIn, Exists or DoesNotExist, or values
+    /// that do not fit the operator.
+    InvalidSelector,
+    /// `spec.evaluationInterval` shorter than 1s.
+    EvaluationIntervalTooShort,
+    /// `spec.probe.interval` shorter than 1s.
+    ProbeIntervalTooShort,
+}
+
+impl PolicyCheck {
+    /// Every check.
+    pub const ALL: &'static [PolicyCheck] = &[
+        PolicyCheck::InvalidSelector,
+        PolicyCheck::EvaluationIntervalTooShort,
+        PolicyCheck::ProbeIntervalTooShort,
+    ];
+
+    /// Where admission makes the same check.
+    pub fn admission(self) -> Admission {
+        match self {
+            PolicyCheck::InvalidSelector => Admission::Cel {
+                field: "spec.selector.matchExpressions",
+            },
+            PolicyCheck::EvaluationIntervalTooShort => Admission::Cel {
+                field: "spec.evaluationInterval",
+            },
+            PolicyCheck::ProbeIntervalTooShort => Admission::Cel {
+                field: "spec.probe.interval",
+            },
+        }
+    }
+
+    /// The field, as `kubectl explain` names it.
+    pub fn field(self) -> &'static str {
+        match self.admission() {
+            Admission::Schema { field } | Admission::Cel { field } => field,
+            Admission::ReconcileOnly { .. } => "spec",
+        }
+    }
+
+    /// The reason of the policy's `Ready=False` condition.
+    pub fn reason(self) -> &'static str {
+        match self {
+            PolicyCheck::InvalidSelector => "InvalidSelector",
+            _ => "InvalidSpec",
+        }
+    }
+}
+
+/// A policy spec that breaks a check, with a message for the `Ready` condition.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PolicyProblem {
+    pub check: PolicyCheck,
+    pub message: String,
+}
+
+/// Every problem of `policy`'s spec, in [`PolicyCheck::ALL`] order.
+pub fn check_policy(policy: &CachePolicy) -> Vec<PolicyProblem> {
+    let spec = &policy.spec;
+    let mut problems = Vec::new();
+    if let Some(selector) = &spec.selector
+        && let Err(why) = kube::core::Selector::try_from(selector.clone())
+    {
+        problems.push(PolicyProblem {
+            check: PolicyCheck::InvalidSelector,
+            message: format!(
+                "spec.selector.matchExpressions is invalid and selects nothing: {why}"
+            ),
+        });
+    }
+    let too_short = |d: Option<&super::DurationString>| {
+        d.is_some_and(|d| d.duration().is_ok_and(|d| d < Duration::from_secs(1)))
+    };
+    if too_short(spec.evaluation_interval.as_ref()) {
+        problems.push(PolicyProblem {
+            check: PolicyCheck::EvaluationIntervalTooShort,
+            message: "spec.evaluationInterval must be at least 1s; 1s is used".into(),
+        });
+    }
+    if too_short(spec.probe.as_ref().and_then(|p| p.interval.as_ref())) {
+        problems.push(PolicyProblem {
+            check: PolicyCheck::ProbeIntervalTooShort,
+            message: "spec.probe.interval must be at least 1s; 1s is used".into(),
+        });
+    }
+    problems
+}
+
+/// A CachePolicy spec that breaks exactly `check`.
+pub fn breaking_policy_spec(check: PolicyCheck) -> serde_json::Value {
+    use serde_json::json;
+    match check {
+        PolicyCheck::InvalidSelector => json!({"selector": {"matchExpressions": [
+            {"key": "tier", "operator": "Equals", "values": ["production"]}
+        ]}}),
+        PolicyCheck::EvaluationIntervalTooShort => {
+            json!({"selector": {}, "evaluationInterval": "0s"})
+        }
+        PolicyCheck::ProbeIntervalTooShort => {
+            json!({"selector": {}, "probe": {"enabled": true, "interval": "0s"}})
+        }
+    }
+}
+
 /// The GCP primary regions, as the CEL rule on `spec.readRegions` lists them.
 pub fn gcp_regions() -> Vec<&'static str> {
     Region::ALL
@@ -259,6 +368,23 @@ mod tests {
         };
         assert!(Check::ALL.iter().all(|&c| listed(c)));
         assert_eq!(Check::ALL.len(), 7);
+    }
+
+    #[test]
+    fn each_policy_check_finds_its_problem_alone() {
+        for &check in PolicyCheck::ALL {
+            let policy: CachePolicy = serde_json::from_value(json!({
+                "apiVersion": "cache.upstash-operator.dev/v1alpha1",
+                "kind": "CachePolicy",
+                "metadata": {"name": "production", "namespace": "crm"},
+                "spec": breaking_policy_spec(check),
+            }))
+            .unwrap();
+            let found = check_policy(&policy);
+            assert_eq!(found.len(), 1, "{check:?}: {found:?}");
+            assert_eq!(found[0].check, check);
+            assert!(found[0].message.contains(check.field()), "{:?}", found[0]);
+        }
     }
 
     #[test]

@@ -44,11 +44,9 @@ pub fn desired_status<'a>(
     now: Timestamp,
 ) -> CachePolicyStatus {
     let previous = policy.status.clone().unwrap_or_default();
-    let invalid = policy
-        .spec
-        .selector
-        .as_ref()
-        .and_then(|s| guardrails::compile(s).err());
+    let invalid = crate::crd::validation::check_policy(policy)
+        .into_iter()
+        .next();
     let (mut selected, mut firing) = (0i32, 0i32);
     for instance in instances {
         if instance.metadata.deletion_timestamp.is_none() && guardrails::applies(policy, instance) {
@@ -60,11 +58,11 @@ pub fn desired_status<'a>(
         }
     }
     let ready = match &invalid {
-        Some(why) => conditions::Cond::new(
+        Some(problem) => conditions::Cond::new(
             conditions::READY,
             false,
-            "InvalidSelector",
-            format!("spec.selector is invalid and selects nothing: {why}"),
+            problem.check.reason(),
+            problem.message.clone(),
         ),
         None => conditions::Cond::new(
             conditions::READY,

@@ -8,10 +8,10 @@ use std::time::Duration;
 use kube::{Api, api::DeleteParams};
 use upstash_operator::crd::{
     CacheInstance,
-    validation::{Admission, Check, breaking_spec},
+    validation::{Admission, Check, PolicyCheck, breaking_policy_spec, breaking_spec},
 };
 
-use crate::support::{apply_manifest, install_crds, instance, start_stack};
+use crate::support::{apply_manifest, install_crds, instance, policy, start_stack};
 
 /// The name `breaking_spec` assumes (the read-only Secret collides with it).
 const NAME: &str = "crm-cache";
@@ -45,13 +45,37 @@ async fn every_invalid_spec_check_is_refused_at_admission_or_before_any_call() {
                 result.unwrap_or_else(|e| panic!("{check:?}: refused at admission: {e}"));
                 eprintln!("{check:?}: cannot be refused at admission: {why}");
                 reconcile_only.push(check);
-                instances.delete(NAME, &DeleteParams::default()).await.unwrap();
-                testkit::wait_for("the instance to be gone", Duration::from_secs(30), || async {
-                    instances.get_opt(NAME).await.ok()?.is_none().then_some(())
-                })
+                instances
+                    .delete(NAME, &DeleteParams::default())
+                    .await
+                    .unwrap();
+                testkit::wait_for(
+                    "the instance to be gone",
+                    Duration::from_secs(30),
+                    || async { instances.get_opt(NAME).await.ok()?.is_none().then_some(()) },
+                )
                 .await;
             }
         }
+    }
+
+    // The CachePolicy checks, all expressible at admission.
+    for &check in PolicyCheck::ALL {
+        let manifest = policy("production", breaking_policy_spec(check));
+        let (Admission::Cel { field } | Admission::Schema { field }) = check.admission() else {
+            panic!("{check:?}: every policy check is made at admission");
+        };
+        let Err(kube::Error::Api(status)) = apply_manifest(&client, ns.name(), &manifest).await
+        else {
+            panic!("{check:?}: admission accepted {manifest}");
+        };
+        assert_eq!(status.code, 422, "{check:?}: {status:?}");
+        assert!(
+            status.message.contains(field),
+            "{check:?}: the refusal does not name {field}: {}",
+            status.message
+        );
+        eprintln!("{check:?}: refused at admission: {}", status.message);
     }
 
     // What admission cannot refuse, the reconciler reports before calling Upstash.
@@ -70,8 +94,7 @@ async fn every_invalid_spec_check_is_refused_at_admission_or_before_any_call() {
                 .conditions
                 .into_iter()
                 .find(|c| c.type_ == "Ready")?;
-            (ready.reason == "InvalidSpec" && ready.message.contains(check.field()))
-                .then_some(())
+            (ready.reason == "InvalidSpec" && ready.message.contains(check.field())).then_some(())
         })
         .await;
         let calls = stack.emulator.calls().await;
@@ -79,10 +102,15 @@ async fn every_invalid_spec_check_is_refused_at_admission_or_before_any_call() {
             calls.is_empty(),
             "{check:?}: Upstash was called for an invalid spec: {calls:?}"
         );
-        instances.delete(NAME, &DeleteParams::default()).await.unwrap();
-        testkit::wait_for("the instance to be gone", Duration::from_secs(30), || async {
-            instances.get_opt(NAME).await.ok()?.is_none().then_some(())
-        })
+        instances
+            .delete(NAME, &DeleteParams::default())
+            .await
+            .unwrap();
+        testkit::wait_for(
+            "the instance to be gone",
+            Duration::from_secs(30),
+            || async { instances.get_opt(NAME).await.ok()?.is_none().then_some(()) },
+        )
         .await;
     }
 }
