@@ -250,6 +250,24 @@ fn unsafe_combinations_fail_with_an_explanation() {
         "{}",
         out.stderr
     );
+    // The API server refuses a binding with both Deny and Warn; the chart says so first.
+    let out = try_render(
+        "uo",
+        "ops",
+        &[],
+        &[
+            "guardrails.enabled=true",
+            "guardrails.requireEviction=true",
+            "guardrails.validationActions={Deny,Warn}",
+        ],
+    );
+    assert!(!out.success);
+    assert!(
+        out.stderr
+            .contains("Kubernetes refuses Deny together with Warn"),
+        "{}",
+        out.stderr
+    );
     // Without leader election, a rolling update would briefly run two acting pods.
     let single = render("uo", "ops", &[], &["leaderElection.enabled=false"]);
     assert_eq!(
