@@ -16,6 +16,7 @@ use tokio::sync::watch;
 
 use crate::{
     cli::Args,
+    cluster_id,
     controller::{self, Context, REPORTING_CONTROLLER, Settings},
     crd::CacheInstance,
     credentials::CredentialResolver,
@@ -91,6 +92,8 @@ pub async fn run(args: Args) -> anyhow::Result<()> {
         }
     };
 
+    let cluster_id =
+        cluster_id::resolve(&client, Some(&args.cluster_id), &args.own_namespace()).await?;
     let policies = policies::watch(&client, &namespaces);
     let reporter = Reporter {
         controller: REPORTING_CONTROLLER.to_string(),
@@ -107,6 +110,7 @@ pub async fn run(args: Args) -> anyhow::Result<()> {
             resync: args.resync_interval.duration()?,
             default_deletion_policy: args.default_deletion_policy,
             concurrency: args.concurrency,
+            cluster_id,
         },
     ));
     let scopes: Vec<Option<String>> = if namespaces.is_empty() {

@@ -8,15 +8,33 @@ use k8s_openapi::apimachinery::pkg::apis::meta::v1::{Condition, Time};
 use kube::{CustomResource, KubeSchema};
 use serde::{Deserialize, Serialize};
 
-use super::common::{DeletionPolicy, DurationString, LocalRef, Plan, ReadRegion, Region};
+use super::common::{
+    DeletionPolicy, DurationString, LocalRef, ManagementPolicy, OnMissing, Plan, ReadRegion, Region,
+};
 
 /// Annotation that requests a password rotation now: set it to a new value (a timestamp or any
 /// unique string); the operator rotates once per distinct value and records it in
 /// `status.rotation.lastRequest`.
 pub const ROTATE_ANNOTATION: &str = "cache.upstash-operator.dev/rotate-password";
 
+/// Annotation that pauses one CacheInstance: while it is `"true"` the operator makes no Upstash
+/// call and no Kubernetes write for the object (a delete waits until it is removed).
+pub const PAUSE_ANNOTATION: &str = "cache.upstash-operator.dev/paused";
+
+/// Annotation the operator sets while a database create call is in flight (the database name
+/// and when the call started, as JSON), so that a restarted operator recognises the database it
+/// created instead of creating a second one. It is removed once `status.databaseId` records the
+/// database.
+pub const PENDING_CREATE_ANNOTATION: &str = "cache.upstash-operator.dev/pending-create";
+
 /// An Upstash Redis database provisioned and kept in line with this spec, plus a connection
 /// Secret with the variables applications read.
+///
+/// Every database setting follows one rule: a field you set is enforced on the live database, a
+/// field you leave out is left as it is (a new database starts with the default the field
+/// documents), and `status` shows the live value of every setting under the spec's field name,
+/// so it can be copied into the spec. An explicit empty list (`readRegions: []`,
+/// `allowedIPs: []`) means "none".
 #[derive(CustomResource, KubeSchema, Serialize, Deserialize, Clone, Debug, PartialEq)]
 #[kube(
     group = "cache.upstash-operator.dev",
@@ -100,9 +118,12 @@ pub const ROTATE_ANNOTATION: &str = "cache.upstash-operator.dev/rotate-password"
 )]
 #[serde(rename_all = "camelCase")]
 pub struct CacheInstanceSpec {
-    /// Name of the Upstash database. When omitted the operator derives a stable name from the
-    /// namespace, the CacheInstance name and its UID (`<namespace>-<name>-<uid prefix>`), which
-    /// lets it recognise its own database after a crash. Immutable.
+    /// Name of the Upstash database. When omitted the operator derives one from the namespace, the
+    /// CacheInstance name and the cluster's identity (`<namespace>-<name>-<8 hex digits>`), so the
+    /// same object applied again (after a delete with `deletionPolicy: Retain`, or restored by a
+    /// backup tool without its status) takes back its database instead of creating a second one.
+    /// A name you choose here that an existing database already has is reported (`NameTaken`),
+    /// never taken over: use `adopt.byName` for that. Immutable.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     #[schemars(length(min = 1, max = 64), pattern(r"^[A-Za-z0-9][A-Za-z0-9_.-]*$"))]
     pub database_name: Option<String>,
@@ -117,35 +138,47 @@ pub struct CacheInstanceSpec {
     pub primary_region: Region,
 
     /// Regions holding read replicas (AWS regions except `af-south-1`). Must not contain the
-    /// primary region. Changing the list adds or removes replicas on the live database.
+    /// primary region. Changing the list adds or removes replicas on the live database; `[]`
+    /// removes every replica. Omit to leave the replicas as they are (a new database gets none);
+    /// `status.readRegions` shows the live list. The list is replaced as a whole on apply
+    /// (server-side apply included), so `[]` stays an explicit "none".
     #[serde(default, skip_serializing_if = "Option::is_none")]
     #[schemars(length(max = 13))]
-    #[x_kube(merge_strategy = ListMerge::Set)]
+    #[x_kube(
+        validation = Rule::new("self.all(r, self.exists_one(s, s == r))")
+            .message("Duplicate value: each read region may be listed once"),
+        merge_strategy = ListMerge::Atomic
+    )]
     pub read_regions: Option<Vec<ReadRegion>>,
 
-    /// Upstash plan: `free`, `payg` (pay as you go, the default), or a fixed plan from
-    /// `fixed_250mb` to `fixed_500gb`. Changing it changes the plan of the live database.
+    /// Upstash plan: `free`, `payg` (pay as you go), or a fixed plan from `fixed_250mb` to
+    /// `fixed_500gb`. Changing it changes the plan of the live database. Omit to leave the plan
+    /// as it is (a new database starts on `payg`); `status.plan` shows the live plan.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub plan: Option<Plan>,
 
     /// Monthly budget in USD that Upstash enforces for pay-as-you-go databases (the database is
-    /// throttled instead of billed past it). Omit to leave the budget as Upstash sets it.
+    /// throttled instead of billed past it). Omit to leave the budget as it is (a new database
+    /// gets Upstash's default); `status.budget` shows the live budget.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     #[schemars(range(min = 0, max = 1_000_000))]
     pub budget: Option<i64>,
 
     /// Evict keys when the database reaches its data limit instead of rejecting writes. Omit to
-    /// leave the setting as it is (new databases start without eviction).
+    /// leave the setting as it is (new databases start without eviction); `status.eviction`
+    /// shows the live setting.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub eviction: Option<bool>,
 
     /// Let Upstash move the database to the next plan when it outgrows the current one. Omit to
-    /// leave the setting as it is.
+    /// leave the setting as it is (new databases start without it); `status.autoUpgrade` shows
+    /// the live setting.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub auto_upgrade: Option<bool>,
 
     /// Enable Upstash's Prod Pack add-on (uptime SLA, monitoring, role-based access; billed per
-    /// database). Omit to leave the setting as it is.
+    /// database). Omit to leave the setting as it is (new databases start without it);
+    /// `status.prodPack` shows the live setting.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub prod_pack: Option<bool>,
 
@@ -167,7 +200,10 @@ pub struct CacheInstanceSpec {
     /// What happens to the Upstash database when this CacheInstance is deleted: `Delete` removes
     /// it, `Retain` keeps it (and its data) in the Upstash account. When omitted, the selecting
     /// CachePolicy's `guardrails.defaultDeletionPolicy` applies, else the operator's default
-    /// (`Delete` unless configured otherwise).
+    /// (`Delete` unless configured otherwise). Setting `Retain` on an object that is already
+    /// being deleted lets it go at once without calling Upstash: the way out when its cleanup
+    /// cannot run (for example because the Upstash account is gone). With
+    /// `managementPolicy: Observe` the database is always kept.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub deletion_policy: Option<DeletionPolicy>,
 
@@ -177,18 +213,22 @@ pub struct CacheInstanceSpec {
     pub adopt: Option<AdoptSpec>,
 
     /// IP addresses or CIDR ranges allowed to connect to the database (for example
-    /// `10.0.0.0/8`, `203.0.113.7`). Empty or omitted allows every address.
+    /// `10.0.0.0/8`, `203.0.113.7`). `[]` removes the allow-list, so that every address may
+    /// connect. Omit to leave the allow-list as it is (a new database accepts every address);
+    /// `status.allowedIPs` shows the live list. The list is replaced as a whole on apply
+    /// (server-side apply included), so `[]` stays an explicit "every address".
     #[serde(default, skip_serializing_if = "Option::is_none")]
     #[schemars(length(max = 100), inner(length(max = 64)))]
     #[x_kube(
         validation = Rule::new("self.all(c, isCIDR(c) || isIP(c))")
             .message("allowedIPs entries must be IP addresses or CIDR ranges such as 10.0.0.0/8"),
-        merge_strategy = ListMerge::Set
+        merge_strategy = ListMerge::Atomic
     )]
     #[serde(rename = "allowedIPs")]
     pub allowed_ips: Option<Vec<String>>,
 
-    /// Let Upstash take a backup every day. Omit to leave the setting as it is.
+    /// Let Upstash take a backup every day. Omit to leave the setting as it is (new databases
+    /// start without it); `status.dailyBackup` shows the live setting.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub daily_backup: Option<bool>,
 
@@ -212,6 +252,29 @@ pub struct CacheInstanceSpec {
     /// apply.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub policy_ref: Option<LocalRef>,
+
+    /// How far the operator manages the database. `Full` (the default) creates, changes,
+    /// rotates, backs up, restores and deletes it as the spec says. `Observe` only reads it: the
+    /// operator writes the connection Secret for the database this instance already has (recorded
+    /// in `status.databaseId`, taken back by its derived name, or named in `adopt`), shows the
+    /// live settings in `status`, reports every setting that differs from the spec on the
+    /// `Synced` condition (reason `Drifted`, naming each field with the spec's and the live value,
+    /// and one Event per new difference), and never creates, changes, rotates, backs up, restores
+    /// or deletes anything in Upstash, whatever `deletionPolicy` says. Switching to `Full` makes
+    /// exactly the calls that bring the differing settings in line. To stop all work on one
+    /// object instead, annotate it with `cache.upstash-operator.dev/paused: "true"`: no Upstash
+    /// call and no Kubernetes write happens until the annotation is removed, and a delete waits
+    /// for that too.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub management_policy: Option<ManagementPolicy>,
+
+    /// What to do when a database this instance created is no longer in Upstash. `Recreate` (the
+    /// default) creates a new, empty database with new credentials and rewrites the Secret: it is
+    /// a cache. `Report` only reports it (`Provisioned=False`, reason `DatabaseMissing`). Upstash
+    /// archives free databases after 30 days without use and keeps a backup that can be restored
+    /// from the Upstash console.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub on_missing: Option<OnMissing>,
 }
 
 /// A set of keys written to the connection Secret.
@@ -447,13 +510,37 @@ pub struct CacheInstanceStatus {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub state: Option<String>,
 
-    /// Plan the database is on.
+    /// Plan the database is on (the live value of `spec.plan`).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub plan: Option<String>,
+
+    /// Regions holding read replicas (the live value of `spec.readRegions`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub read_regions: Option<Vec<String>>,
+
+    /// Monthly budget in USD (the live value of `spec.budget`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub budget: Option<i64>,
+
+    /// Whether keys are evicted at the data limit (the live value of `spec.eviction`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub eviction: Option<bool>,
+
+    /// Whether Upstash upgrades the plan automatically (the live value of `spec.autoUpgrade`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub auto_upgrade: Option<bool>,
+
+    /// Whether the Prod Pack add-on is on (the live value of `spec.prodPack`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub prod_pack: Option<bool>,
 
     /// The connection Secret, as the Service Binding specification expects it.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub binding: Option<Binding>,
+
+    /// The read-only connection Secret, when one is written.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub read_only_secret: Option<Binding>,
 
     /// Password rotation bookkeeping.
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -468,12 +555,13 @@ pub struct CacheInstanceStatus {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub policy: Option<String>,
 
-    /// IP ranges the database accepts connections from; empty means every address.
+    /// IP ranges the database accepts connections from; empty means every address (the live
+    /// value of `spec.allowedIPs`).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     #[serde(rename = "allowedIPs")]
     pub allowed_ips: Option<Vec<String>>,
 
-    /// Whether Upstash takes a daily backup.
+    /// Whether Upstash takes a daily backup (the live value of `spec.dailyBackup`).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub daily_backup: Option<bool>,
 
@@ -485,8 +573,9 @@ pub struct CacheInstanceStatus {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub restore: Option<RequestResult>,
 
-    /// Set while a database create call is in flight, so that a restarted operator recognises
-    /// the database it created instead of creating a second one.
+    /// A database create call in flight, as recorded by earlier versions of the operator (the
+    /// record is now the `cache.upstash-operator.dev/pending-create` annotation). Read and
+    /// cleared once the database is found.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub pending_create: Option<PendingCreate>,
 }

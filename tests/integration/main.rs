@@ -7,4 +7,5 @@ mod credentials;
 mod lifecycle;
 mod monitoring;
 mod protection;
+mod safety;
 mod support;
