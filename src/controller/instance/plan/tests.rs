@@ -457,7 +457,8 @@ fn a_database_matching_every_set_field_needs_no_call() {
 #[test]
 fn drift_of_each_mutable_field_is_one_change_back_to_the_spec() {
     let (obj, base) = full_spec();
-    let edits: Vec<(&str, fn(&mut Database), Change)> = vec![
+    type Edit = (&'static str, fn(&mut Database), Change);
+    let edits: Vec<Edit> = vec![
         (
             "readRegions",
             |d| d.read_regions.clear(),
