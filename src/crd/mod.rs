@@ -6,10 +6,12 @@
 
 mod common;
 mod instance;
+mod instance_status;
 mod policy;
 
 pub use common::*;
 pub use instance::*;
+pub use instance_status::*;
 pub use policy::*;
 
 /// API group of both kinds.

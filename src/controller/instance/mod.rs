@@ -302,7 +302,7 @@ async fn converge(
     report.status.rotation = Some(record);
 
     // The Secrets and the restarts.
-    let secrets_written = publish_credentials(obj, ctx, report, &db).await?;
+    let (secrets_written, removed) = publish_credentials(obj, ctx, report, &db).await?;
 
     // Reused by reconciles that the operator's own writes trigger (forgotten if this pass
     // fails later).
@@ -318,26 +318,26 @@ async fn converge(
         }
         report.publish(ctx, &Notice::normal(reason, "Provision", note));
     } else if !secrets_written.is_empty() && how == How::Recorded {
-        report.publish(
-            ctx,
-            &Notice::normal(
-                "SecretUpdated",
-                "WriteSecret",
-                format!("wrote Secret {}", secrets_written.join(", ")),
-            ),
-        );
+        let mut note = format!("wrote Secret {}", secrets_written.join(", "));
+        if !removed.is_empty() {
+            note.push_str(&format!(
+                "; removed Secret {}, which the spec no longer names",
+                removed.join(", ")
+            ));
+        }
+        report.publish(ctx, &Notice::normal("SecretUpdated", "WriteSecret", note));
     }
     Ok(())
 }
 
 /// Writes the connection Secrets for `db` (and removes the instance's Secrets the spec no
-/// longer names), then restarts the workloads; returns the Secrets written.
+/// longer names), then restarts the workloads; returns the Secrets written and removed.
 async fn publish_credentials(
     obj: &CacheInstance,
     ctx: &Context,
     report: &mut Report<'_>,
     db: &Database,
-) -> Result<Vec<String>> {
+) -> Result<(Vec<String>, Vec<String>)> {
     if !db.has_credentials() {
         return Err(UpstashError::Decode(format!(
             "database {} came back without credentials",
@@ -354,7 +354,7 @@ async fn publish_credentials(
     let written = publish::secrets(ctx, &namespace, &secrets).await?;
     if secrets.conflict.is_some() {
         report.secrets(&secrets);
-        return Ok(written);
+        return Ok((written, Vec::new()));
     }
     publish::remove_stale(ctx, &namespace, &secrets.stale).await?;
     report.secrets(&secrets);
@@ -374,7 +374,7 @@ async fn publish_credentials(
             ),
         );
     }
-    Ok(written)
+    Ok((written, secrets.stale))
 }
 
 fn input<'a>(
