@@ -155,6 +155,9 @@ async fn converge(
             }
         },
         Provision::Create { request, replaces } => {
+            if let Some(refusal) = ctx.refusals.standing(obj) {
+                return Err(refusal.into());
+            }
             if let Some(old) = replaces {
                 ctx.databases.deleted(&upstash.index_key, &old);
                 report.publish(
@@ -169,9 +172,6 @@ async fn converge(
                     ),
                 );
                 report.status.database_id = None;
-            }
-            if let Some(refusal) = ctx.refusals.standing(obj) {
-                return Err(refusal.into());
             }
             // Record the attempt first (with the finalizer, in one write), so that a restart
             // after a lost answer recognises the database.

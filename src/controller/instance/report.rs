@@ -121,15 +121,19 @@ impl<'a> Report<'a> {
                 now,
             ));
         }
-        let (reason, message) = match how {
-            How::Recorded => (
-                "Provisioned",
-                format!("database {} ({}) exists", db.database_name, db.database_id),
-            ),
-            How::Adopted => ("Adopted", plan::association_note(self.obj, how, db)),
-            _ => ("Provisioned", plan::association_note(self.obj, how, db)),
+        // The same condition on every pass, however the database came (the Event of the pass
+        // that took charge of it says how), so that the next pass writes nothing.
+        let reason = if self.obj.spec.adopt.is_some() {
+            "Adopted"
+        } else {
+            "Provisioned"
         };
-        self.set(Cond::new(conditions::PROVISIONED, true, reason, message));
+        self.set(Cond::new(
+            conditions::PROVISIONED,
+            true,
+            reason,
+            format!("database {} ({}) exists", db.database_name, db.database_id),
+        ));
     }
 
     /// The live settings and state of `db`.
@@ -210,15 +214,7 @@ impl<'a> Report<'a> {
     /// Sets `Ready` from the pass's outcome; returns whether it is True. A failure is reported
     /// with a Warning Event when it is new.
     pub fn finish(&mut self, ctx: &Context, error: Option<&Error>) -> bool {
-        let ready = match error {
-            Some(e) => Cond::new(
-                conditions::READY,
-                false,
-                e.category().condition_reason(),
-                e.to_string(),
-            ),
-            None => self.summary(),
-        };
+        let ready = self.conclude(error);
         let is_ready = ready.status == Status::True;
         if !is_ready && ready.reason != "Provisioning" {
             self.warn_if_new(ctx, Topic::Ready, &ready.reason, &ready.message);
@@ -228,6 +224,20 @@ impl<'a> Report<'a> {
         self.set(ready);
         self.status.observed_generation = self.obj.metadata.generation;
         is_ready
+    }
+
+    /// The `Ready` condition of the pass: the failure, else the first condition that is not
+    /// True (a drift only observed does not count), else Ready.
+    fn conclude(&self, error: Option<&Error>) -> Cond {
+        match error {
+            Some(e) => Cond::new(
+                conditions::READY,
+                false,
+                e.category().condition_reason(),
+                e.to_string(),
+            ),
+            None => self.summary(),
+        }
     }
 
     fn summary(&self) -> Cond {
@@ -333,5 +343,121 @@ impl<'a> Report<'a> {
         )
         .await?;
         Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::controller::{
+        instance::{
+            fixtures::{database, instance},
+            plan::SettingsPlan,
+        },
+        secret::ConnectionDetails,
+    };
+
+    fn now() -> Timestamp {
+        "2026-11-01T12:00:00Z".parse().unwrap()
+    }
+
+    /// One pass's status after working with `db` as `how`.
+    fn pass<'a>(obj: &'a CacheInstance, how: How, db: &Database) -> Report<'a> {
+        let mut report = Report::new(obj);
+        report.set(Cond::new(
+            conditions::POLICY_COMPLIANT,
+            true,
+            "NoPolicy",
+            "no CachePolicy selects this instance",
+        ));
+        report.associate(how, db, "ops@example.com", now());
+        report.set(plan::synced(&SettingsPlan::InLine, db));
+        report.live(db);
+        let view = crate::controller::instance::observe::ClusterView {
+            secrets: vec![("orders".into(), None)],
+            ..Default::default()
+        };
+        let secrets = plan::secrets(obj, &ConnectionDetails::new(obj, db), &view).expect("a plan");
+        report.secrets(&secrets);
+        let ready = report.conclude(None);
+        report.set(ready);
+        report.status.observed_generation = obj.metadata.generation;
+        report
+    }
+
+    #[test]
+    fn the_pass_after_a_create_writes_nothing() {
+        let db = database("{}");
+        let mut obj = instance("spec: {primaryRegion: us-east-1}");
+        let first = pass(&obj, How::Created, &db).next_status(now());
+        let written = first.expect("the first pass writes the status");
+        assert_eq!(written.database_id.as_deref(), Some("db-1"));
+        assert_eq!(written.budget, Some(0));
+        obj.status = Some(written);
+        let later = "2026-11-01T12:10:00Z".parse().unwrap();
+        assert_eq!(pass(&obj, How::Recorded, &db).next_status(later), None);
+    }
+
+    #[test]
+    fn the_monitors_alerts_and_healthy_condition_are_not_this_reconcilers() {
+        let db = database("{}");
+        let mut obj = instance("spec: {primaryRegion: us-east-1}");
+        let mut written = pass(&obj, How::Created, &db).next_status(now()).unwrap();
+        written
+            .conditions
+            .push(k8s_openapi::apimachinery::pkg::apis::meta::v1::Condition {
+                type_: conditions::HEALTHY.into(),
+                status: "False".into(),
+                reason: "AlertsFiring".into(),
+                message: "hit rate 50%".into(),
+                observed_generation: Some(1),
+                last_transition_time: k8s_openapi::apimachinery::pkg::apis::meta::v1::Time(now()),
+            });
+        obj.status = Some(written);
+        assert_eq!(pass(&obj, How::Recorded, &db).next_status(now()), None);
+    }
+
+    #[test]
+    fn an_observed_drift_leaves_the_instance_ready() {
+        let obj =
+            instance("spec: {primaryRegion: us-east-1, managementPolicy: Observe, budget: 10}");
+        let db = database("{budget: 100}");
+        let mut report = pass(&obj, How::Recorded, &db);
+        report.observe_only();
+        report.set(plan::synced(
+            &SettingsPlan::Drifted {
+                changes: vec![crate::controller::desired::Change::Budget(10)],
+            },
+            &db,
+        ));
+        let ready = report.conclude(None);
+        assert_eq!(ready.status, Status::True);
+        assert!(ready.message.contains("managementPolicy is Observe"));
+    }
+
+    #[test]
+    fn the_first_condition_that_is_not_true_explains_ready() {
+        let obj = instance("spec: {primaryRegion: us-east-1}");
+        let mut report = Report::new(&obj);
+        report.set(Cond::new(
+            conditions::POLICY_COMPLIANT,
+            false,
+            "PolicyViolation",
+            "spec.primaryRegion us-east-1 is not allowed",
+        ));
+        report.hold(
+            Cond::new(conditions::PROVISIONED, false, "PolicyViolation", "blocked"),
+            None,
+        );
+        let ready = report.conclude(None);
+        assert_eq!(
+            (ready.status, ready.reason.as_str()),
+            (Status::False, "PolicyViolation")
+        );
+        assert_eq!(ready.message, "spec.primaryRegion us-east-1 is not allowed");
+        let error = Error::InvalidSpec("spec.secret.templates.X: bad".into());
+        let failed = report.conclude(Some(&error));
+        assert_eq!(failed.reason, "InvalidSpec");
+        assert_eq!(failed.message, "spec.secret.templates.X: bad");
     }
 }
