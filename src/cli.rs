@@ -69,6 +69,13 @@ pub struct Args {
     #[arg(long, env = "RESYNC_INTERVAL", default_value = "10m", value_parser = parse_duration_arg)]
     pub resync_interval: DurationString,
 
+    /// This cluster's identity, part of every database name the operator derives
+    /// (`<namespace>-<name>-<hash of cluster id, namespace and name>`). Empty: the UID of
+    /// namespace `kube-system`, or of the operator's own namespace when that is not readable.
+    /// Keep it stable: another value makes re-applied CacheInstances miss their databases.
+    #[arg(long, env = "UPSTASH_OPERATOR_CLUSTER_ID", default_value = "")]
+    pub cluster_id: String,
+
     /// Deletion policy for CacheInstances that set none and are not covered by a CachePolicy.
     #[arg(long, env = "DEFAULT_DELETION_POLICY", default_value = "Delete", value_parser = parse_deletion_policy)]
     pub default_deletion_policy: DeletionPolicy,

@@ -1,5 +1,7 @@
-//! The reconcilers' error type. Each variant maps to a fixed metric label and condition reason;
-//! messages carry what went wrong for humans and never a credential.
+//! The reconcilers' error type and its categories. Each category gives the metric label
+//! (`upstash_operator_reconcile_failures_total{reason}`) and the condition reason of a failure;
+//! messages carry what went wrong for humans (the API server's or Upstash's own words) and never
+//! a credential.
 
 use std::time::Duration;
 
@@ -8,7 +10,7 @@ use crate::upstash::UpstashError;
 #[derive(Debug, thiserror::Error)]
 pub enum Error {
     /// A Kubernetes API call failed.
-    #[error("Kubernetes API error: {}", kube_message(.0))]
+    #[error("{}", kube_message(.0))]
     Kube(#[from] kube::Error),
 
     /// An Upstash call failed.
@@ -19,13 +21,9 @@ pub enum Error {
     #[error("{0}")]
     Credentials(String),
 
-    /// The spec breaks a check that admission normally makes (see `crd::validation`).
+    /// The spec cannot be acted on (beyond what admission validation catches).
     #[error("{0}")]
     InvalidSpec(crate::crd::validation::Problem),
-
-    /// The finalizer helper failed.
-    #[error("finalizer: {0}")]
-    Finalizer(#[source] Box<kube::runtime::finalizer::Error<Error>>),
 
     /// The object has no namespace or name.
     #[error("object without {0}")]
@@ -34,49 +32,199 @@ pub enum Error {
 
 pub type Result<T, E = Error> = std::result::Result<T, E>;
 
-/// What the API server said, for conditions and Events: its message and reason for a refused
-/// request (never the whole response structure), else the client error.
-pub fn kube_message(error: &kube::Error) -> String {
-    match error {
-        kube::Error::Api(status) if !status.message.is_empty() => {
-            let reason = status.reason.trim();
-            if reason.is_empty() {
-                format!("{} ({})", status.message, status.code)
-            } else {
-                format!("{} ({reason}, {})", status.message, status.code)
-            }
+/// What kind of failure an [`Error`] is: one place decides both how it is counted and how it
+/// is reported.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum ErrorCategory {
+    KubernetesApi,
+    UpstashUnauthorized,
+    UpstashNotFound,
+    UpstashRejected,
+    UpstashRateLimited,
+    UpstashServerError,
+    UpstashTimeout,
+    UpstashUnreachable,
+    UpstashBadResponse,
+    /// The circuit breaker is open: no call was made.
+    CircuitOpen,
+    Credentials,
+    InvalidSpec,
+    MissingObjectKey,
+}
+
+impl ErrorCategory {
+    /// The metric label.
+    pub fn metric_label(self) -> &'static str {
+        match self {
+            ErrorCategory::KubernetesApi => "KubernetesAPI",
+            ErrorCategory::UpstashUnauthorized => "Unauthorized",
+            ErrorCategory::UpstashNotFound => "NotFound",
+            ErrorCategory::UpstashRejected => "Rejected",
+            ErrorCategory::UpstashRateLimited => "RateLimited",
+            ErrorCategory::UpstashServerError => "ServerError",
+            ErrorCategory::UpstashTimeout => "Timeout",
+            ErrorCategory::UpstashUnreachable => "Unreachable",
+            ErrorCategory::UpstashBadResponse => "BadResponse",
+            ErrorCategory::CircuitOpen => "CircuitOpen",
+            ErrorCategory::Credentials => "Credentials",
+            ErrorCategory::InvalidSpec => "InvalidSpec",
+            ErrorCategory::MissingObjectKey => "MissingObjectKey",
         }
-        other => other.to_string(),
+    }
+
+    /// The reason of the `Ready` condition (and of the Warning Event) that reports it.
+    pub fn condition_reason(self) -> &'static str {
+        match self {
+            ErrorCategory::UpstashUnauthorized => "UpstashUnauthorized",
+            ErrorCategory::UpstashRejected => "UpstashRejected",
+            ErrorCategory::UpstashNotFound
+            | ErrorCategory::UpstashRateLimited
+            | ErrorCategory::UpstashServerError
+            | ErrorCategory::UpstashTimeout
+            | ErrorCategory::UpstashUnreachable
+            | ErrorCategory::UpstashBadResponse
+            | ErrorCategory::CircuitOpen => "UpstashUnavailable",
+            ErrorCategory::Credentials => "CredentialsMissing",
+            ErrorCategory::InvalidSpec => "InvalidSpec",
+            ErrorCategory::KubernetesApi | ErrorCategory::MissingObjectKey => "ReconcileError",
+        }
+    }
+}
+
+impl From<&UpstashError> for ErrorCategory {
+    fn from(e: &UpstashError) -> Self {
+        match e {
+            UpstashError::Unauthorized { .. } => ErrorCategory::UpstashUnauthorized,
+            UpstashError::NotFound { .. } => ErrorCategory::UpstashNotFound,
+            UpstashError::Rejected { .. } => ErrorCategory::UpstashRejected,
+            UpstashError::RateLimited { .. } => ErrorCategory::UpstashRateLimited,
+            UpstashError::Server { .. } => ErrorCategory::UpstashServerError,
+            UpstashError::Timeout(_) => ErrorCategory::UpstashTimeout,
+            UpstashError::Transport(_) => ErrorCategory::UpstashUnreachable,
+            UpstashError::Decode(_) => ErrorCategory::UpstashBadResponse,
+            UpstashError::CircuitOpen(_) => ErrorCategory::CircuitOpen,
+        }
     }
 }
 
 impl Error {
+    /// The category of this failure.
+    pub fn category(&self) -> ErrorCategory {
+        match self {
+            Error::Kube(_) => ErrorCategory::KubernetesApi,
+            Error::Upstash(e) => e.into(),
+            Error::Credentials(_) => ErrorCategory::Credentials,
+            Error::InvalidSpec(_) => ErrorCategory::InvalidSpec,
+            Error::MissingObjectKey(_) => ErrorCategory::MissingObjectKey,
+        }
+    }
+
     /// A short, fixed label for metrics (`upstash_operator_reconcile_failures_total{reason}`).
     pub fn metric_label(&self) -> &'static str {
-        match self {
-            Error::Kube(_) => "KubernetesAPI",
-            Error::Upstash(e) => e.label(),
-            Error::Credentials(_) => "Credentials",
-            Error::InvalidSpec(_) => "InvalidSpec",
-            Error::Finalizer(inner) => match inner.as_ref() {
-                kube::runtime::finalizer::Error::ApplyFailed(e)
-                | kube::runtime::finalizer::Error::CleanupFailed(e) => e.metric_label(),
-                _ => "Finalizer",
-            },
-            Error::MissingObjectKey(_) => "MissingObjectKey",
-        }
+        self.category().metric_label()
     }
 
     /// How long Upstash asked us to wait, if it did.
     pub fn retry_after(&self) -> Option<Duration> {
         match self {
             Error::Upstash(e) => e.retry_after(),
-            Error::Finalizer(inner) => match inner.as_ref() {
-                kube::runtime::finalizer::Error::ApplyFailed(e)
-                | kube::runtime::finalizer::Error::CleanupFailed(e) => e.retry_after(),
-                _ => None,
-            },
             _ => None,
         }
+    }
+}
+
+/// What the API server said, without the `Debug` dump of its answer.
+pub fn kube_message(error: &kube::Error) -> String {
+    match error {
+        kube::Error::Api(status) => {
+            let message = if status.message.is_empty() {
+                "no message"
+            } else {
+                status.message.as_str()
+            };
+            match (status.code, status.reason.as_str()) {
+                (0, "") => format!("the Kubernetes API refused the request: {message}"),
+                (code, "") => format!("the Kubernetes API refused the request ({code}): {message}"),
+                (code, reason) => {
+                    format!("the Kubernetes API refused the request ({code} {reason}): {message}")
+                }
+            }
+        }
+        other => format!("Kubernetes API error: {other}"),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn each_category_has_one_label_and_one_reason() {
+        let cases: [(Error, &str, &str); 6] = [
+            (
+                UpstashError::Unauthorized {
+                    status: 401,
+                    message: "no".into(),
+                }
+                .into(),
+                "Unauthorized",
+                "UpstashUnauthorized",
+            ),
+            (
+                UpstashError::Rejected {
+                    status: 400,
+                    message: "bad plan".into(),
+                }
+                .into(),
+                "Rejected",
+                "UpstashRejected",
+            ),
+            (
+                UpstashError::CircuitOpen(Duration::from_secs(3)).into(),
+                "CircuitOpen",
+                "UpstashUnavailable",
+            ),
+            (
+                UpstashError::Timeout(Duration::from_secs(3)).into(),
+                "Timeout",
+                "UpstashUnavailable",
+            ),
+            (
+                Error::Credentials("gone".into()),
+                "Credentials",
+                "CredentialsMissing",
+            ),
+            (
+                Error::InvalidSpec(crate::crd::validation::Problem {
+                    check: crate::crd::validation::Check::RotationTooFrequent,
+                    message: "bad".into(),
+                }),
+                "InvalidSpec",
+                "InvalidSpec",
+            ),
+        ];
+        for (error, label, reason) in cases {
+            assert_eq!(error.metric_label(), label, "{error}");
+            assert_eq!(error.category().condition_reason(), reason, "{error}");
+        }
+        assert_eq!(
+            Error::Upstash(UpstashError::CircuitOpen(Duration::from_secs(3))).category(),
+            ErrorCategory::CircuitOpen
+        );
+    }
+
+    #[test]
+    fn kubernetes_refusals_carry_the_api_servers_message_not_a_dump() {
+        let status = kube::core::Status::failure(
+            "Secret \"x\" is invalid: metadata.labels: Invalid value",
+            "Invalid",
+        )
+        .with_code(422);
+        let e = Error::Kube(kube::Error::Api(Box::new(status)));
+        assert_eq!(
+            e.to_string(),
+            "the Kubernetes API refused the request (422 Invalid): Secret \"x\" is invalid: metadata.labels: Invalid value"
+        );
+        assert_eq!(e.category().condition_reason(), "ReconcileError");
     }
 }

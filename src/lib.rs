@@ -5,6 +5,7 @@
 #![forbid(unsafe_code)]
 
 pub mod cli;
+pub mod cluster_id;
 pub mod controller;
 pub mod crd;
 pub mod crdgen;

@@ -16,6 +16,7 @@ use tokio::sync::watch;
 
 use crate::{
     cli::Args,
+    cluster_id,
     controller::{self, Context, REPORTING_CONTROLLER, Settings},
     crd::CacheInstance,
     credentials::CredentialResolver,
@@ -91,6 +92,8 @@ pub async fn run(args: Args) -> anyhow::Result<()> {
         }
     };
 
+    let cluster_id =
+        cluster_id::resolve(&client, Some(&args.cluster_id), &args.own_namespace()).await?;
     // One shared watch per scope feeds the policy store, the CacheInstance controller and the
     // CachePolicy status controller.
     let policy_watches = policies::watch(&client, &namespaces);
@@ -110,6 +113,7 @@ pub async fn run(args: Args) -> anyhow::Result<()> {
             resync: args.resync_interval.duration()?,
             default_deletion_policy: args.default_deletion_policy,
             concurrency: args.concurrency,
+            cluster_id,
         },
     ));
     let scopes: Vec<Option<String>> = if namespaces.is_empty() {

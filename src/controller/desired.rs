@@ -1,5 +1,5 @@
 //! What the Upstash database should look like according to the spec, and the calls that bring
-//! an observed database there (pure: no I/O).
+//! an observed database there (pure: no I/O). Only the settings the spec sets are compared.
 
 use k8s_openapi::jiff::{SignedDuration, Timestamp};
 
@@ -49,70 +49,25 @@ pub fn rotation_plan(
     (next, due)
 }
 
-/// Longest database name the operator derives.
-const DERIVED_NAME_MAX: usize = 64;
-
-/// The database name: `spec.databaseName`, else `<namespace>-<name>-<first 8 hex of the UID>`.
-/// The UID part makes the derived name unique to this object, so a database with that name is
-/// recognisably ours after a crash, and a retained database is never picked up by a new object
-/// of the same name.
-pub fn database_name(instance: &CacheInstance) -> String {
-    if let Some(name) = &instance.spec.database_name {
-        return name.clone();
-    }
-    derived_name(instance)
-}
-
-/// The derived name, whether or not `spec.databaseName` is set.
-pub fn derived_name(instance: &CacheInstance) -> String {
-    let ns = instance.metadata.namespace.as_deref().unwrap_or("default");
-    let name = instance.metadata.name.as_deref().unwrap_or("cache");
-    let uid: String = instance
-        .metadata
-        .uid
-        .as_deref()
-        .unwrap_or_default()
-        .chars()
-        .filter(|c| c.is_ascii_hexdigit())
-        .take(8)
-        .collect::<String>()
-        .to_ascii_lowercase();
-    let mut base = format!("{ns}-{name}");
-    let room = DERIVED_NAME_MAX - uid.len() - 1;
-    if base.len() > room {
-        base.truncate(room);
-    }
-    let base = base.trim_end_matches(['-', '.']);
-    format!("{base}-{uid}")
-}
-
-/// Whether `name` is the derived name of this object (and therefore ours).
-pub fn is_derived_name_of(name: &str, instance: &CacheInstance) -> bool {
-    name == derived_name(instance)
-}
-
-/// Read regions the spec asks for, sorted.
-pub fn desired_read_regions(instance: &CacheInstance) -> Vec<String> {
-    let mut regions: Vec<String> = instance
-        .spec
-        .read_regions
-        .iter()
-        .flatten()
-        .map(|r| r.as_str().to_string())
-        .collect();
+/// Read regions the spec asks for, sorted; `None` when the spec leaves them alone.
+pub fn desired_read_regions(instance: &CacheInstance) -> Option<Vec<String>> {
+    let regions = instance.spec.read_regions.as_ref()?;
+    let mut regions: Vec<String> = regions.iter().map(|r| r.as_str().to_string()).collect();
     regions.sort();
     regions.dedup();
-    regions
+    Some(regions)
 }
 
-/// The create request for this spec.
-pub fn create_request(instance: &CacheInstance) -> CreateDatabase {
+/// The create request for this spec and database name. Fields the spec leaves out take the
+/// defaults the CRD documents: pay-as-you-go, no read replicas, Upstash's own defaults for the
+/// rest (the allow-list and daily backups are set after the create when the spec asks).
+pub fn create_request(instance: &CacheInstance, database_name: String) -> CreateDatabase {
     let spec = &instance.spec;
     CreateDatabase {
-        database_name: database_name(instance),
+        database_name,
         platform: spec.primary_region.platform().to_string(),
         primary_region: spec.primary_region.as_str().to_string(),
-        read_regions: desired_read_regions(instance),
+        read_regions: desired_read_regions(instance).unwrap_or_default(),
         plan: spec.plan.unwrap_or(Plan::DEFAULT).as_str().to_string(),
         budget: spec.budget.map(Budget::from_usd),
         eviction: spec.eviction,
@@ -150,6 +105,49 @@ impl Change {
         }
     }
 
+    /// The value the spec asks for, as the spec writes it.
+    pub fn wanted(&self) -> String {
+        match self {
+            Change::ReadRegions(r) | Change::AllowedIps(r) => list(r),
+            Change::Plan(p) => p.to_string(),
+            Change::Budget(b) => b.to_string(),
+            Change::Eviction(v)
+            | Change::AutoUpgrade(v)
+            | Change::ProdPack(v)
+            | Change::DailyBackup(v) => v.to_string(),
+        }
+    }
+
+    /// The value `db` has for the field the change serves.
+    pub fn live(&self, db: &Database) -> String {
+        let live = LiveSettings::of(db);
+        match self {
+            Change::ReadRegions(_) => list(&live.read_regions),
+            Change::Plan(_) => live.plan,
+            Change::Budget(_) => live.budget.usd_text(),
+            Change::Eviction(_) => live.eviction.to_string(),
+            Change::AutoUpgrade(_) => live.auto_upgrade.to_string(),
+            Change::ProdPack(_) => live.prod_pack.to_string(),
+            Change::AllowedIps(_) => list(&live.allowed_ips),
+            Change::DailyBackup(_) => live.daily_backup.to_string(),
+        }
+    }
+
+    /// `field old → new`, for Events.
+    pub fn describe(&self, db: &Database) -> String {
+        format!("{} {} → {}", self.field(), self.live(db), self.wanted())
+    }
+
+    /// `field (spec X, live Y)`, for drift reports.
+    pub fn drift(&self, db: &Database) -> String {
+        format!(
+            "{} (spec {}, live {})",
+            self.field(),
+            self.wanted(),
+            self.live(db)
+        )
+    }
+
     /// Applies the change to a local copy of the database, as Upstash will.
     pub fn apply_to(&self, db: &mut Database) {
         match self {
@@ -173,22 +171,21 @@ impl Change {
     }
 }
 
-/// The calls needed to bring `db` in line with the spec; empty when it already is. Fields the
-/// spec leaves out are left as they are, except the plan (default `payg`) and the read regions
-/// (default none).
+/// The calls needed to bring `db` in line with the spec; empty when it already is. Only the
+/// fields the spec sets are compared: an omitted field is left as the database has it, an
+/// explicit empty list means "none".
 pub fn changes(instance: &CacheInstance, db: &Database) -> Vec<Change> {
     let spec = &instance.spec;
     let mut out = Vec::new();
-    let want_regions = desired_read_regions(instance);
-    let mut have_regions = db.read_regions.clone();
-    have_regions.sort();
-    have_regions.dedup();
-    if want_regions != have_regions {
-        out.push(Change::ReadRegions(want_regions));
+    if let Some(want) = desired_read_regions(instance)
+        && want != sorted(&db.read_regions)
+    {
+        out.push(Change::ReadRegions(want));
     }
-    let want_plan = spec.plan.unwrap_or(Plan::DEFAULT);
-    if db.plan() != Some(want_plan) {
-        out.push(Change::Plan(want_plan));
+    if let Some(want) = spec.plan
+        && db.plan() != Some(want)
+    {
+        out.push(Change::Plan(want));
     }
     if let Some(budget) = spec.budget
         && db.budget != Budget::from_usd(budget)
@@ -210,9 +207,10 @@ pub fn changes(instance: &CacheInstance, db: &Database) -> Vec<Change> {
     {
         out.push(Change::ProdPack(p));
     }
-    let want_ips = desired_allowed_ips(instance);
-    if want_ips != normalize_ips(&db.allowed_ip_ranges) {
-        out.push(Change::AllowedIps(want_ips));
+    if let Some(want) = desired_allowed_ips(instance)
+        && want != normalize_ips(&db.allowed_ip_ranges)
+    {
+        out.push(Change::AllowedIps(want));
     }
     if let Some(d) = spec.daily_backup
         && db.daily_backup_enabled != d
@@ -222,9 +220,52 @@ pub fn changes(instance: &CacheInstance, db: &Database) -> Vec<Change> {
     out
 }
 
-/// The allow-list the spec asks for, normalised like Upstash stores it.
-pub fn desired_allowed_ips(instance: &CacheInstance) -> Vec<String> {
-    normalize_ips(instance.spec.allowed_ips.as_deref().unwrap_or_default())
+fn sorted(list: &[String]) -> Vec<String> {
+    let mut list = list.to_vec();
+    list.sort();
+    list.dedup();
+    list
+}
+
+fn list(items: &[String]) -> String {
+    format!("[{}]", items.join(", "))
+}
+
+/// The live settings of a database under the spec's field names, as `status` shows them.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct LiveSettings {
+    pub plan: String,
+    pub read_regions: Vec<String>,
+    pub budget: Budget,
+    pub eviction: bool,
+    pub auto_upgrade: bool,
+    pub prod_pack: bool,
+    pub allowed_ips: Vec<String>,
+    pub daily_backup: bool,
+}
+
+impl LiveSettings {
+    pub fn of(db: &Database) -> Self {
+        Self {
+            plan: db
+                .plan()
+                .map(|p| p.to_string())
+                .unwrap_or_else(|| db.plan_type.clone()),
+            read_regions: sorted(&db.read_regions),
+            budget: db.budget,
+            eviction: db.eviction,
+            auto_upgrade: db.auto_upgrade,
+            prod_pack: db.prod_pack_enabled,
+            allowed_ips: normalize_ips(&db.allowed_ip_ranges),
+            daily_backup: db.daily_backup_enabled,
+        }
+    }
+}
+
+/// The allow-list the spec asks for, normalised like Upstash stores it; `None` when the spec
+/// leaves it alone.
+pub fn desired_allowed_ips(instance: &CacheInstance) -> Option<Vec<String>> {
+    instance.spec.allowed_ips.as_deref().map(normalize_ips)
 }
 
 /// Canonical, sorted, de-duplicated CIDR strings: a bare address becomes a /32 (or /128), host
@@ -274,7 +315,7 @@ mod tests {
     }
 
     fn db_like(i: &CacheInstance) -> Database {
-        let req = create_request(i);
+        let req = create_request(i, "crm-db".into());
         Database {
             database_id: "id".into(),
             database_name: req.database_name,
@@ -291,25 +332,6 @@ mod tests {
     }
 
     #[test]
-    fn derived_names_are_stable_unique_and_bounded() {
-        let i = instance("orders", serde_json::json!({"primaryRegion": "us-east-1"}));
-        assert_eq!(database_name(&i), "crm-orders-3f2a9c1d");
-        assert!(is_derived_name_of("crm-orders-3f2a9c1d", &i));
-        let long = instance(
-            &"x".repeat(200),
-            serde_json::json!({"primaryRegion": "us-east-1"}),
-        );
-        let name = database_name(&long);
-        assert_eq!(name.len(), 64);
-        assert!(name.ends_with("-3f2a9c1d"));
-        let named = instance(
-            "orders",
-            serde_json::json!({"primaryRegion": "us-east-1", "databaseName": "prod"}),
-        );
-        assert_eq!(database_name(&named), "prod");
-    }
-
-    #[test]
     fn create_request_follows_the_spec() {
         let i = instance(
             "crm",
@@ -318,7 +340,8 @@ mod tests {
                 "eviction": true, "readRegions": ["eu-west-1", "us-east-1"]
             }),
         );
-        let r = create_request(&i);
+        let r = create_request(&i, "crm-db".into());
+        assert_eq!(r.database_name, "crm-db");
         assert_eq!(r.platform, "gcp");
         assert_eq!(r.plan, "fixed_1gb");
         assert_eq!(r.read_regions, ["eu-west-1", "us-east-1"]);
@@ -379,7 +402,67 @@ mod tests {
         db.budget = Budget::from_usd(999);
         db.eviction = true;
         db.auto_upgrade = true;
+        db.prod_pack_enabled = true;
+        db.daily_backup_enabled = true;
+        // A production database adopted as it is: fixed plan, a replica, an allow-list.
+        db.plan_type = "paid".into();
+        db.db_disk_threshold = 1_000_000_000;
+        db.read_regions = vec!["eu-west-1".into()];
+        db.allowed_ip_ranges = vec!["10.0.0.0/8".into()];
         assert!(changes(&i, &db).is_empty());
+    }
+
+    #[test]
+    fn explicit_empty_lists_mean_none() {
+        let i = instance(
+            "crm",
+            serde_json::json!({"primaryRegion": "us-east-1", "readRegions": [], "allowedIPs": []}),
+        );
+        let mut db = db_like(&i);
+        db.read_regions = vec!["eu-west-1".into()];
+        db.allowed_ip_ranges = vec!["10.0.0.0/8".into()];
+        assert_eq!(
+            changes(&i, &db),
+            vec![Change::ReadRegions(vec![]), Change::AllowedIps(vec![])]
+        );
+    }
+
+    #[test]
+    fn changes_describe_the_old_and_the_new_value() {
+        let i = instance(
+            "crm",
+            serde_json::json!({"primaryRegion": "us-east-1", "plan": "payg", "budget": 10, "readRegions": [], "eviction": true}),
+        );
+        let mut db = db_like(&i);
+        db.plan_type = "paid".into();
+        db.db_disk_threshold = 1_000_000_000;
+        db.budget = Budget::from_usd(100);
+        db.eviction = false;
+        db.read_regions = vec!["eu-west-1".into()];
+        let described: Vec<String> = changes(&i, &db).iter().map(|c| c.describe(&db)).collect();
+        assert_eq!(
+            described,
+            [
+                "readRegions [eu-west-1] → []",
+                "plan fixed_1gb → payg",
+                "budget 100 → 10",
+                "eviction false → true"
+            ]
+        );
+        assert_eq!(Change::Budget(10).drift(&db), "budget (spec 10, live 100)");
+    }
+
+    #[test]
+    fn a_new_database_gets_the_documented_defaults() {
+        let i = instance("crm", serde_json::json!({"primaryRegion": "eu-west-1"}));
+        let r = create_request(&i, "crm-db".into());
+        assert_eq!(r.plan, "payg");
+        assert!(r.read_regions.is_empty());
+        assert_eq!(
+            (r.budget, r.eviction, r.auto_upgrade, r.prod_pack_enabled),
+            (None, None, None, None)
+        );
+        assert!(r.tls);
     }
 
     #[test]
@@ -406,7 +489,12 @@ mod tests {
         );
         db.allowed_ip_ranges = vec!["203.0.113.7/32".into(), "10.0.0.0/8".into()];
         assert!(changes(&i, &db).is_empty());
-        let open = instance("crm", serde_json::json!({"primaryRegion": "us-east-1"}));
+        let omitted = instance("crm", serde_json::json!({"primaryRegion": "us-east-1"}));
+        assert!(changes(&omitted, &db).is_empty(), "omitted: left alone");
+        let open = instance(
+            "crm",
+            serde_json::json!({"primaryRegion": "us-east-1", "allowedIPs": []}),
+        );
         assert_eq!(changes(&open, &db), vec![Change::AllowedIps(vec![])]);
     }
 

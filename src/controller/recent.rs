@@ -25,7 +25,10 @@ use std::{
 
 use kube::{ResourceExt, runtime::reflector::ObjectRef};
 
-use crate::{crd::CacheInstance, upstash::Database};
+use crate::{
+    crd::{CacheInstance, PENDING_CREATE_ANNOTATION},
+    upstash::Database,
+};
 
 /// What a cached read is valid for.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -37,10 +40,17 @@ struct Inputs {
 
 impl Inputs {
     fn of(obj: &CacheInstance) -> Self {
+        // The operator's own bookkeeping annotation changes within a pass; it says nothing about
+        // what the database should be.
+        let annotations: Vec<(&String, &String)> = obj
+            .annotations()
+            .iter()
+            .filter(|(k, _)| k.as_str() != PENDING_CREATE_ANNOTATION)
+            .collect();
         Self {
             uid: fingerprint(&obj.metadata.uid),
             generation: obj.metadata.generation,
-            metadata: fingerprint(&(obj.labels(), obj.annotations())),
+            metadata: fingerprint(&(obj.labels(), annotations)),
         }
     }
 }
@@ -189,6 +199,14 @@ mod tests {
             .annotations_mut()
             .insert(crate::crd::ROTATE_ANNOTATION.into(), "now".into());
         assert!(recent.reuse(&annotated, "db-1").is_none(), "annotations");
+        let mut pending = instance(1);
+        pending
+            .annotations_mut()
+            .insert(PENDING_CREATE_ANNOTATION.into(), "{}".into());
+        assert!(
+            recent.reuse(&pending, "db-1").is_some(),
+            "the operator's own bookkeeping"
+        );
         let mut replaced = instance(1);
         replaced.metadata.uid = Some("another".into());
         assert!(recent.reuse(&replaced, "db-1").is_none(), "uid");

@@ -1,5 +1,6 @@
-//! The failure each CacheInstance last reported with a Warning Event, so that the Event fires
-//! once per new failure.
+//! What each CacheInstance last reported with an Event, per topic (its `Ready` failure, its
+//! drift from the spec in `Observe` mode, a failing cleanup), so that the Event fires once per
+//! new failure or difference.
 //!
 //! The `Ready` condition in the object's status records the failure too, but a reconcile can
 //! start from a cached copy that predates this operator's own last status write: kube-runtime
@@ -17,6 +18,17 @@ use kube::{ResourceExt, runtime::reflector::ObjectRef};
 
 use crate::crd::CacheInstance;
 
+/// What a report is about: each topic has its own last outcome.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum Topic {
+    /// The `Ready` condition's failure.
+    Ready,
+    /// Settings that differ from the spec while only observed.
+    Drift,
+    /// A cleanup that cannot finish.
+    Cleanup,
+}
+
 #[derive(Debug, Clone, PartialEq, Eq)]
 enum Outcome {
     Healthy,
@@ -29,10 +41,10 @@ struct Entry {
     outcome: Outcome,
 }
 
-/// Last reported outcome per object.
+/// Last reported outcome per object and topic.
 #[derive(Default)]
 pub struct ReportedFailures {
-    entries: Mutex<HashMap<ObjectRef<CacheInstance>, Entry>>,
+    entries: Mutex<HashMap<(ObjectRef<CacheInstance>, Topic), Entry>>,
 }
 
 fn digest(message: &str) -> u64 {
@@ -48,6 +60,7 @@ impl ReportedFailures {
     pub fn is_new(
         &self,
         obj: &CacheInstance,
+        topic: Topic,
         reason: &str,
         message: &str,
         status_shows_it: impl FnOnce() -> bool,
@@ -58,12 +71,13 @@ impl ReportedFailures {
         };
         let uid = obj.uid().unwrap_or_default();
         let mut entries = self.entries.lock().unwrap_or_else(|e| e.into_inner());
-        let new = match entries.get(&ObjectRef::from_obj(obj)) {
+        let key = (ObjectRef::from_obj(obj), topic);
+        let new = match entries.get(&key) {
             Some(entry) if entry.uid == uid => entry.outcome != failing,
             _ => !status_shows_it(),
         };
         entries.insert(
-            ObjectRef::from_obj(obj),
+            key,
             Entry {
                 uid,
                 outcome: failing,
@@ -72,11 +86,12 @@ impl ReportedFailures {
         new
     }
 
-    /// Records that the last pass over `obj` found nothing wrong: its next failure is news.
-    pub fn healthy(&self, obj: &CacheInstance) {
+    /// Records that the last pass over `obj` found nothing wrong about `topic`: its next
+    /// failure is news.
+    pub fn healthy(&self, obj: &CacheInstance, topic: Topic) {
         let mut entries = self.entries.lock().unwrap_or_else(|e| e.into_inner());
         entries.insert(
-            ObjectRef::from_obj(obj),
+            (ObjectRef::from_obj(obj), topic),
             Entry {
                 uid: obj.uid().unwrap_or_default(),
                 outcome: Outcome::Healthy,
@@ -84,10 +99,11 @@ impl ReportedFailures {
         );
     }
 
-    /// Drops the record of a deleted object.
+    /// Drops every record of a deleted object.
     pub fn forget(&self, obj: &CacheInstance) {
+        let key = ObjectRef::from_obj(obj);
         let mut entries = self.entries.lock().unwrap_or_else(|e| e.into_inner());
-        entries.remove(&ObjectRef::from_obj(obj));
+        entries.retain(|(k, _), _| *k != key);
     }
 }
 
@@ -111,33 +127,88 @@ mod tests {
         let r = ReportedFailures::default();
         let obj = instance("u1");
         // Nothing known here: the status decides.
-        assert!(!r.is_new(&obj, "UpstashUnauthorized", "rejected", || true));
+        assert!(!r.is_new(
+            &obj,
+            Topic::Ready,
+            "UpstashUnauthorized",
+            "rejected",
+            || true
+        ));
         let r = ReportedFailures::default();
-        assert!(r.is_new(&obj, "UpstashUnauthorized", "rejected", || false));
+        assert!(r.is_new(
+            &obj,
+            Topic::Ready,
+            "UpstashUnauthorized",
+            "rejected",
+            || false
+        ));
         // The next pass starts from a copy without that status: still not news.
-        assert!(!r.is_new(&obj, "UpstashUnauthorized", "rejected", || false));
+        assert!(!r.is_new(
+            &obj,
+            Topic::Ready,
+            "UpstashUnauthorized",
+            "rejected",
+            || false
+        ));
         // Another message or reason is.
-        assert!(r.is_new(&obj, "UpstashUnauthorized", "rejected again", || true));
-        assert!(r.is_new(&obj, "UpstashUnavailable", "rejected again", || true));
+        assert!(r.is_new(
+            &obj,
+            Topic::Ready,
+            "UpstashUnauthorized",
+            "rejected again",
+            || true
+        ));
+        assert!(r.is_new(
+            &obj,
+            Topic::Ready,
+            "UpstashUnavailable",
+            "rejected again",
+            || true
+        ));
     }
 
     #[test]
     fn recovery_makes_the_same_failure_news_again() {
         let r = ReportedFailures::default();
         let obj = instance("u1");
-        assert!(r.is_new(&obj, "UpstashUnavailable", "timeout", || false));
-        r.healthy(&obj);
+        assert!(
+            r.is_new(&obj, Topic::Ready, "UpstashUnavailable", "timeout", || {
+                false
+            })
+        );
+        r.healthy(&obj, Topic::Ready);
         // A stale status still showing the old failure does not hide the new one.
-        assert!(r.is_new(&obj, "UpstashUnavailable", "timeout", || true));
+        assert!(r.is_new(&obj, Topic::Ready, "UpstashUnavailable", "timeout", || true));
+    }
+
+    #[test]
+    fn topics_are_reported_independently() {
+        let r = ReportedFailures::default();
+        let obj = instance("u1");
+        assert!(r.is_new(&obj, Topic::Ready, "Drifted", "budget", || false));
+        assert!(r.is_new(&obj, Topic::Drift, "Drifted", "budget", || false));
+        assert!(!r.is_new(&obj, Topic::Drift, "Drifted", "budget", || false));
+        r.healthy(&obj, Topic::Ready);
+        assert!(!r.is_new(&obj, Topic::Drift, "Drifted", "budget", || false));
+        r.forget(&obj);
+        assert!(!r.is_new(&obj, Topic::Drift, "Drifted", "budget", || true));
     }
 
     #[test]
     fn a_recreated_object_of_the_same_name_starts_afresh() {
         let r = ReportedFailures::default();
-        assert!(r.is_new(&instance("u1"), "InvalidSpec", "bad", || false));
-        assert!(r.is_new(&instance("u2"), "InvalidSpec", "bad", || false));
+        assert!(
+            r.is_new(&instance("u1"), Topic::Ready, "InvalidSpec", "bad", || {
+                false
+            })
+        );
+        assert!(
+            r.is_new(&instance("u2"), Topic::Ready, "InvalidSpec", "bad", || {
+                false
+            })
+        );
         // Forgotten: the status decides again.
         r.forget(&instance("u2"));
-        assert!(!r.is_new(&instance("u2"), "InvalidSpec", "bad", || true));
+        assert!(!r.is_new(&instance("u2"), Topic::Ready, "InvalidSpec", "bad", || true));
     }
 }

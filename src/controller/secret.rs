@@ -12,7 +12,10 @@ use kube::Resource;
 use secrecy::{ExposeSecret, SecretString};
 use sha2::{Digest, Sha256};
 
-use crate::crd::{CacheInstance, SecretPreset};
+use crate::{
+    crd::{CacheInstance, SecretPreset},
+    upstash::Database,
+};
 
 /// Label set on every Secret the operator writes.
 pub const MANAGED_BY: (&str, &str) = ("app.kubernetes.io/managed-by", "upstash-operator");
@@ -48,6 +51,36 @@ impl std::fmt::Debug for ConnectionDetails {
 }
 
 impl ConnectionDetails {
+    /// The connection details of `db` (which carries its credentials) for `instance`.
+    pub fn new(instance: &CacheInstance, db: &Database) -> Self {
+        let secret = |s: &Option<SecretString>| s.clone().unwrap_or_else(|| SecretString::from(""));
+        Self {
+            database_id: db.database_id.clone(),
+            database_name: db.database_name.clone(),
+            endpoint: db.endpoint.clone(),
+            port: if db.port == 0 { 6379 } else { db.port },
+            password: secret(&db.password),
+            rest_token: secret(&db.rest_token),
+            read_only_rest_token: secret(&db.read_only_rest_token),
+            key_prefix: instance.spec.key_prefix.clone().unwrap_or_default(),
+        }
+    }
+
+    /// Details of the right shape and no real value, to check templates against before any
+    /// database exists.
+    fn placeholder(instance: &CacheInstance) -> Self {
+        Self {
+            database_id: "00000000-0000-0000-0000-000000000000".into(),
+            database_name: "database".into(),
+            endpoint: "example.upstash.io".into(),
+            port: 6379,
+            password: SecretString::from("password"),
+            rest_token: SecretString::from("token"),
+            read_only_rest_token: SecretString::from("read-only-token"),
+            key_prefix: instance.spec.key_prefix.clone().unwrap_or_default(),
+        }
+    }
+
     pub fn host(&self) -> &str {
         crate::upstash::types::split_host_port(&self.endpoint).0
     }
@@ -201,21 +234,10 @@ pub fn connection_data(
     Ok(data)
 }
 
-/// Renders `instance`'s templates with placeholder connection details, so that a template that
-/// cannot render is reported before any database is created or any password rotated. The
-/// placeholders are empty, so the check never sees a credential.
+/// Checks that every template of `spec.secret.templates` compiles and uses only the documented
+/// variables, before any database is created or changed.
 pub fn check_templates(instance: &CacheInstance) -> Result<(), TemplateError> {
-    let placeholder = ConnectionDetails {
-        database_id: String::new(),
-        database_name: String::new(),
-        endpoint: "placeholder.upstash.io".into(),
-        port: 6379,
-        password: SecretString::from(""),
-        rest_token: SecretString::from(""),
-        read_only_rest_token: SecretString::from(""),
-        key_prefix: String::new(),
-    };
-    connection_data(instance, &placeholder).map(|_| ())
+    connection_data(instance, &ConnectionDetails::placeholder(instance)).map(|_| ())
 }
 
 /// The data of the read-only Secret.
@@ -258,10 +280,7 @@ pub fn build_secret(
         .and_then(|s| s.labels.clone())
         .unwrap_or_default();
     labels.insert(MANAGED_BY.0.into(), MANAGED_BY.1.into());
-    labels.insert(
-        INSTANCE_LABEL.into(),
-        crate::names::label_value(instance.metadata.name.as_deref().unwrap_or_default()),
-    );
+    labels.insert(INSTANCE_LABEL.into(), instance_label(instance));
     let annotations = instance
         .spec
         .secret
@@ -287,6 +306,31 @@ pub fn build_secret(
     }
 }
 
+/// The value of [`INSTANCE_LABEL`] on the Secrets of `instance`.
+pub fn instance_label(instance: &CacheInstance) -> String {
+    crate::names::label_value(instance.metadata.name.as_deref().unwrap_or_default())
+}
+
+/// The label selector that finds the Secrets the operator wrote for `instance` (and possibly
+/// for an earlier object of the same name: check [`owned_by`]).
+pub fn selector(instance: &CacheInstance) -> String {
+    format!(
+        "{}={},{INSTANCE_LABEL}={}",
+        MANAGED_BY.0,
+        MANAGED_BY.1,
+        instance_label(instance)
+    )
+}
+
+/// Whether an object with `meta` is controlled by `instance` (an owner reference with its UID).
+pub fn owned_by(meta: &ObjectMeta, instance: &CacheInstance) -> bool {
+    let uid = instance.metadata.uid.as_deref();
+    meta.owner_references.as_ref().is_some_and(|refs| {
+        refs.iter()
+            .any(|r| Some(r.uid.as_str()) == uid && r.controller == Some(true))
+    })
+}
+
 /// Who owns an existing Secret, as far as this CacheInstance is concerned.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Ownership {
@@ -302,16 +346,7 @@ pub fn ownership(existing: Option<&Secret>, instance: &CacheInstance) -> Ownersh
     let Some(existing) = existing else {
         return Ownership::Absent;
     };
-    let uid = instance.metadata.uid.as_deref();
-    let ours = existing
-        .metadata
-        .owner_references
-        .as_ref()
-        .is_some_and(|refs| {
-            refs.iter()
-                .any(|r| Some(r.uid.as_str()) == uid && r.controller == Some(true))
-        });
-    if ours {
+    if owned_by(&existing.metadata, instance) {
         Ownership::Ours
     } else {
         Ownership::Foreign
@@ -365,7 +400,7 @@ mod tests {
     }
 
     #[test]
-    fn templates_are_checked_before_any_database_exists() {
+    fn the_admission_example_of_a_bad_template_fails_the_check() {
         use crate::crd::validation::{Check, breaking_spec};
         let bad = instance(breaking_spec(Check::TemplateInvalid));
         let e = check_templates(&bad).unwrap_err();
@@ -454,6 +489,39 @@ mod tests {
         let e = connection_data(&i, &details()).unwrap_err();
         assert_eq!(e.key, "X");
         assert!(!e.reason.contains("pw0123"));
+    }
+
+    #[test]
+    fn templates_are_checked_before_any_database_exists() {
+        let ok = instance(serde_json::json!({
+            "primaryRegion": "us-east-1",
+            "secret": {"templates": {"CACHE_URL": "{{ redisUrl }}/0", "P": "{{ keyPrefix }}x"}}
+        }));
+        assert!(check_templates(&ok).is_ok());
+        let unknown = instance(serde_json::json!({
+            "primaryRegion": "us-east-1",
+            "secret": {"templates": {"URL": "{{ redis_url }}"}}
+        }));
+        assert_eq!(check_templates(&unknown).unwrap_err().key, "URL");
+        let broken = instance(serde_json::json!({
+            "primaryRegion": "us-east-1",
+            "secret": {"templates": {"B": "{{ redisUrl "}}
+        }));
+        assert_eq!(check_templates(&broken).unwrap_err().key, "B");
+    }
+
+    #[test]
+    fn connection_details_come_from_the_database() {
+        let i = instance(serde_json::json!({"primaryRegion": "us-east-1", "keyPrefix": "k:"}));
+        let db: Database = serde_json::from_value(serde_json::json!({
+            "database_id": "db-1", "database_name": "crm", "endpoint": "x.upstash.io", "port": 0,
+            "password": "pw", "rest_token": "rt", "read_only_rest_token": "ro"
+        }))
+        .unwrap();
+        let d = ConnectionDetails::new(&i, &db);
+        assert_eq!(d.port, 6379, "an unreported port is the Redis default");
+        assert_eq!(d.key_prefix, "k:");
+        assert_eq!(d.redis_url(), "rediss://default:pw@x.upstash.io:6379");
     }
 
     #[test]

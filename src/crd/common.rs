@@ -1,4 +1,5 @@
-//! Types shared by both kinds: regions, plans, durations, deletion policy and status conditions.
+//! Types shared by both kinds: regions, plans, durations, deletion and management policies and
+//! status conditions.
 
 use std::{fmt, str::FromStr, time::Duration};
 
@@ -167,6 +168,27 @@ wire_enum!(
     DeletionPolicy {
         Delete = "Delete",
         Retain = "Retain",
+    }
+);
+
+wire_enum!(
+    /// How far the operator manages a CacheInstance's database.
+    ManagementPolicy {
+        Full = "Full",
+        Observe = "Observe",
+    }
+);
+
+impl ManagementPolicy {
+    /// The policy of a CacheInstance that sets none.
+    pub const DEFAULT: ManagementPolicy = ManagementPolicy::Full;
+}
+
+wire_enum!(
+    /// What happens when a database the operator created is no longer in Upstash.
+    OnMissing {
+        Recreate = "Recreate",
+        Report = "Report",
     }
 );
 

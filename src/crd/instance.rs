@@ -4,19 +4,37 @@
 
 use std::collections::BTreeMap;
 
-use k8s_openapi::apimachinery::pkg::apis::meta::v1::{Condition, Time};
+use super::instance_status::CacheInstanceStatus;
 use kube::{CustomResource, KubeSchema};
 use serde::{Deserialize, Serialize};
 
-use super::common::{DeletionPolicy, DurationString, LocalRef, Plan, ReadRegion, Region};
+use super::common::{
+    DeletionPolicy, DurationString, LocalRef, ManagementPolicy, OnMissing, Plan, ReadRegion, Region,
+};
 
 /// Annotation that requests a password rotation now: set it to a new value (a timestamp or any
 /// unique string); the operator rotates once per distinct value and records it in
 /// `status.rotation.lastRequest`.
 pub const ROTATE_ANNOTATION: &str = "cache.upstash-operator.dev/rotate-password";
 
+/// Annotation that pauses one CacheInstance: while it is `"true"` the operator makes no Upstash
+/// call and no Kubernetes write for the object (a delete waits until it is removed).
+pub const PAUSE_ANNOTATION: &str = "cache.upstash-operator.dev/paused";
+
+/// Annotation the operator sets while a database create call is in flight (the database name
+/// and when the call started, as JSON), so that a restarted operator recognises the database it
+/// created instead of creating a second one. It is removed once `status.databaseId` records the
+/// database.
+pub const PENDING_CREATE_ANNOTATION: &str = "cache.upstash-operator.dev/pending-create";
+
 /// An Upstash Redis database provisioned and kept in line with this spec, plus a connection
 /// Secret with the variables applications read.
+///
+/// Every database setting follows one rule: a field you set is enforced on the live database, a
+/// field you leave out is left as it is (a new database starts with the default the field
+/// documents), and `status` shows the live value of every setting under the spec's field name,
+/// so it can be copied into the spec. An explicit empty list (`readRegions: []`,
+/// `allowedIPs: []`) means "none".
 #[derive(CustomResource, KubeSchema, Serialize, Deserialize, Clone, Debug, PartialEq)]
 #[kube(
     group = "cache.upstash-operator.dev",
@@ -121,9 +139,12 @@ pub const ROTATE_ANNOTATION: &str = "cache.upstash-operator.dev/rotate-password"
 )]
 #[serde(rename_all = "camelCase")]
 pub struct CacheInstanceSpec {
-    /// Name of the Upstash database. When omitted the operator derives a stable name from the
-    /// namespace, the CacheInstance name and its UID (`<namespace>-<name>-<uid prefix>`), which
-    /// lets it recognise its own database after a crash. Immutable.
+    /// Name of the Upstash database. When omitted the operator derives one from the namespace, the
+    /// CacheInstance name and the cluster's identity (`<namespace>-<name>-<8 hex digits>`), so the
+    /// same object applied again (after a delete with `deletionPolicy: Retain`, or restored by a
+    /// backup tool without its status) takes back its database instead of creating a second one.
+    /// A name you choose here that an existing database already has is reported (`NameTaken`),
+    /// never taken over: use `adopt.byName` for that. Immutable.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     #[schemars(length(min = 1, max = 64), pattern(r"^[A-Za-z0-9][A-Za-z0-9_.-]*$"))]
     pub database_name: Option<String>,
@@ -138,37 +159,49 @@ pub struct CacheInstanceSpec {
     pub primary_region: Region,
 
     /// Regions holding read replicas (AWS regions except `af-south-1`). Must not contain the
-    /// primary region. Changing the list adds or removes replicas on the live database.
+    /// primary region. Changing the list adds or removes replicas on the live database; `[]`
+    /// removes every replica. Omit to leave the replicas as they are (a new database gets none);
+    /// `status.readRegions` shows the live list. The list is replaced as a whole on apply
+    /// (server-side apply included), so `[]` stays an explicit "none".
     #[serde(default, skip_serializing_if = "Option::is_none")]
     #[schemars(length(max = 13))]
-    #[x_kube(merge_strategy = ListMerge::Set)]
+    #[x_kube(
+        validation = Rule::new("self.all(r, self.exists_one(s, s == r))")
+            .message("Duplicate value: each read region may be listed once"),
+        merge_strategy = ListMerge::Atomic
+    )]
     pub read_regions: Option<Vec<ReadRegion>>,
 
-    /// Upstash plan: `free`, `payg` (pay as you go, the default), or a fixed plan from
-    /// `fixed_250mb` to `fixed_500gb`. Changing it changes the plan of the live database.
+    /// Upstash plan: `free`, `payg` (pay as you go), or a fixed plan from `fixed_250mb` to
+    /// `fixed_500gb`. Changing it changes the plan of the live database. Omit to leave the plan
+    /// as it is (a new database starts on `payg`); `status.plan` shows the live plan.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub plan: Option<Plan>,
 
     /// Monthly budget in whole US dollars (`50` is $50 a month) that Upstash enforces for
     /// pay-as-you-go databases: past it the database is throttled instead of billed further.
     /// Upstash's API and console count it in cents; the operator converts. Omit to leave the
-    /// budget as Upstash sets it.
+    /// budget as it is (a new database gets Upstash's default); `status.budget` shows the live
+    /// budget.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     #[schemars(range(min = 0, max = 1_000_000))]
     pub budget: Option<i64>,
 
     /// Evict keys when the database reaches its data limit instead of rejecting writes. Omit to
-    /// leave the setting as it is (new databases start without eviction).
+    /// leave the setting as it is (new databases start without eviction); `status.eviction`
+    /// shows the live setting.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub eviction: Option<bool>,
 
     /// Let Upstash move the database to the next plan when it outgrows the current one. Omit to
-    /// leave the setting as it is.
+    /// leave the setting as it is (new databases start without it); `status.autoUpgrade` shows
+    /// the live setting.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub auto_upgrade: Option<bool>,
 
     /// Enable Upstash's Prod Pack add-on (uptime SLA, monitoring, role-based access; billed per
-    /// database). Omit to leave the setting as it is.
+    /// database). Omit to leave the setting as it is (new databases start without it);
+    /// `status.prodPack` shows the live setting.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub prod_pack: Option<bool>,
 
@@ -190,7 +223,10 @@ pub struct CacheInstanceSpec {
     /// What happens to the Upstash database when this CacheInstance is deleted: `Delete` removes
     /// it, `Retain` keeps it (and its data) in the Upstash account. When omitted, the selecting
     /// CachePolicy's `guardrails.defaultDeletionPolicy` applies, else the operator's default
-    /// (`Delete` unless configured otherwise).
+    /// (`Delete` unless configured otherwise). Setting `Retain` on an object that is already
+    /// being deleted lets it go at once without calling Upstash: the way out when its cleanup
+    /// cannot run (for example because the Upstash account is gone). With
+    /// `managementPolicy: Observe` the database is always kept.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub deletion_policy: Option<DeletionPolicy>,
 
@@ -200,18 +236,22 @@ pub struct CacheInstanceSpec {
     pub adopt: Option<AdoptSpec>,
 
     /// IP addresses or CIDR ranges allowed to connect to the database (for example
-    /// `10.0.0.0/8`, `203.0.113.7`). Empty or omitted allows every address.
+    /// `10.0.0.0/8`, `203.0.113.7`). `[]` removes the allow-list, so that every address may
+    /// connect. Omit to leave the allow-list as it is (a new database accepts every address);
+    /// `status.allowedIPs` shows the live list. The list is replaced as a whole on apply
+    /// (server-side apply included), so `[]` stays an explicit "every address".
     #[serde(default, skip_serializing_if = "Option::is_none")]
     #[schemars(length(max = 100), inner(length(max = 64)))]
     #[x_kube(
         validation = Rule::new("self.all(c, isCIDR(c) || isIP(c))")
             .message("allowedIPs entries must be IP addresses or CIDR ranges such as 10.0.0.0/8"),
-        merge_strategy = ListMerge::Set
+        merge_strategy = ListMerge::Atomic
     )]
     #[serde(rename = "allowedIPs")]
     pub allowed_ips: Option<Vec<String>>,
 
-    /// Let Upstash take a backup every day. Omit to leave the setting as it is.
+    /// Let Upstash take a backup every day. Omit to leave the setting as it is (new databases
+    /// start without it); `status.dailyBackup` shows the live setting.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub daily_backup: Option<bool>,
 
@@ -236,6 +276,29 @@ pub struct CacheInstanceSpec {
     /// no policy at all, the operator's default thresholds apply.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub policy_ref: Option<LocalRef>,
+
+    /// How far the operator manages the database. `Full` (the default) creates, changes,
+    /// rotates, backs up, restores and deletes it as the spec says. `Observe` only reads it: the
+    /// operator writes the connection Secret for the database this instance already has (recorded
+    /// in `status.databaseId`, taken back by its derived name, or named in `adopt`), shows the
+    /// live settings in `status`, reports every setting that differs from the spec on the
+    /// `Synced` condition (reason `Drifted`, naming each field with the spec's and the live value,
+    /// and one Event per new difference), and never creates, changes, rotates, backs up, restores
+    /// or deletes anything in Upstash, whatever `deletionPolicy` says. Switching to `Full` makes
+    /// exactly the calls that bring the differing settings in line. To stop all work on one
+    /// object instead, annotate it with `cache.upstash-operator.dev/paused: "true"`: no Upstash
+    /// call and no Kubernetes write happens until the annotation is removed, and a delete waits
+    /// for that too.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub management_policy: Option<ManagementPolicy>,
+
+    /// What to do when a database this instance created is no longer in Upstash. `Recreate` (the
+    /// default) creates a new, empty database with new credentials and rewrites the Secret: it is
+    /// a cache. `Report` only reports it (`Provisioned=False`, reason `DatabaseMissing`). Upstash
+    /// archives free databases after 30 days without use and keeps a backup that can be restored
+    /// from the Upstash console.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub on_missing: Option<OnMissing>,
 }
 
 /// A set of keys written to the connection Secret.
@@ -434,175 +497,4 @@ pub struct CredentialsSecretRef {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     #[schemars(length(min = 1, max = 253), pattern(r"^[-._a-zA-Z0-9]+$"))]
     pub api_key_key: Option<String>,
-}
-
-/// Observed state of a CacheInstance. Fast-moving figures (hit rate, memory) are Prometheus
-/// metrics, not status, so status changes only when something changes state.
-#[derive(KubeSchema, Serialize, Deserialize, Clone, Debug, PartialEq, Default)]
-#[serde(rename_all = "camelCase")]
-pub struct CacheInstanceStatus {
-    /// The `metadata.generation` the status describes.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub observed_generation: Option<i64>,
-
-    /// `Ready` summarises the others: `Provisioned` (the database exists), `Synced` (its settings
-    /// match the spec), `SecretReady` (the connection Secret is written), `PolicyCompliant`
-    /// (guardrails allow the spec) and `Healthy` (no monitoring alert is firing; written once an
-    /// alert first fires, so its absence means no alert has fired).
-    #[serde(default, skip_serializing_if = "Vec::is_empty")]
-    #[schemars(schema_with = "super::common::conditions_schema")]
-    pub conditions: Vec<Condition>,
-
-    /// Upstash database id.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub database_id: Option<String>,
-
-    /// Upstash database name.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub database_name: Option<String>,
-
-    /// Upstash account (email) that owns the database. The operator reads, changes and deletes
-    /// the database only with this account's credentials: if the credentials Secret later names
-    /// another account, the instance reports `AccountChanged` and leaves the database alone.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub account: Option<String>,
-
-    /// Endpoint host of the database; the REST URL is `https://<endpoint>`.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub endpoint: Option<String>,
-
-    /// Database state as Upstash reports it (`active`, `suspended`, `passive`).
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub state: Option<String>,
-
-    /// Plan the database is on.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub plan: Option<String>,
-
-    /// The connection Secret, as the Service Binding specification expects it.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub binding: Option<Binding>,
-
-    /// Password rotation bookkeeping.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub rotation: Option<RotationStatus>,
-
-    /// Monitoring alerts currently firing.
-    #[serde(default, skip_serializing_if = "Vec::is_empty")]
-    #[x_kube(merge_strategy = ListMerge::Map(vec!["type".into()]))]
-    pub alerts: Vec<FiringAlert>,
-
-    /// This month's spend and its projection to the month's end, refreshed at most hourly
-    /// (and whenever an alert changes); Prometheus has the minute-by-minute figures.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub cost: Option<CostStatus>,
-
-    /// The CachePolicies applied to this instance, comma-separated.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub policy: Option<String>,
-
-    /// IP ranges the database accepts connections from; empty means every address.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    #[serde(rename = "allowedIPs")]
-    pub allowed_ips: Option<Vec<String>>,
-
-    /// Whether Upstash takes a daily backup.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub daily_backup: Option<bool>,
-
-    /// The last on-demand backup.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub backup: Option<RequestResult>,
-
-    /// The last on-demand restore.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub restore: Option<RequestResult>,
-
-    /// Set while a database create call is in flight, so that a restarted operator recognises
-    /// the database it created instead of creating a second one.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub pending_create: Option<PendingCreate>,
-}
-
-/// Name of the Secret holding connection details.
-#[derive(KubeSchema, Serialize, Deserialize, Clone, Debug, PartialEq)]
-pub struct Binding {
-    /// Secret name, in the same namespace.
-    pub name: String,
-}
-
-/// Password rotation bookkeeping.
-#[derive(KubeSchema, Serialize, Deserialize, Clone, Debug, PartialEq, Default)]
-#[serde(rename_all = "camelCase")]
-pub struct RotationStatus {
-    /// When the password was last rotated (or the database created).
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub last_rotation_time: Option<Time>,
-    /// When the next scheduled rotation is due.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub next_rotation_time: Option<Time>,
-    /// The last value of the rotate-password annotation that was acted on.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub last_request: Option<String>,
-}
-
-/// A firing monitoring alert.
-#[derive(KubeSchema, Serialize, Deserialize, Clone, Debug, PartialEq)]
-#[serde(rename_all = "camelCase")]
-pub struct FiringAlert {
-    /// Alert type: `HitRateLow`, `MemoryHigh`, `ErrorRateHigh`, `LatencyHigh`,
-    /// `EvictionsHigh`, `ConnectionFailing`, `BudgetNearlyExhausted` or `DailyCommandsHigh`.
-    #[serde(rename = "type")]
-    pub type_: String,
-    /// When the alert started firing.
-    pub since: Time,
-    /// The value and threshold when the alert fired.
-    pub message: String,
-}
-
-/// Spend of the database in US dollars.
-#[derive(KubeSchema, Serialize, Deserialize, Clone, Debug, PartialEq)]
-#[serde(rename_all = "camelCase")]
-pub struct CostStatus {
-    /// Spend this month so far, e.g. `12.34`.
-    pub month_to_date_usd: String,
-    /// Projected spend by the end of the month: this month's spend plus the recent daily spend
-    /// for each remaining day.
-    pub projected_month_end_usd: String,
-    /// `Upstash` when the figures are Upstash's billing, `PriceModel` when Upstash reported
-    /// none and they are estimated from the plan and usage ($0.20 per 100K commands, $0.25 per
-    /// GB-month, a fixed plan's monthly price).
-    pub source: String,
-    /// When the figures were read.
-    pub as_of: Time,
-}
-
-/// The outcome of an on-demand backup or restore.
-#[derive(KubeSchema, Serialize, Deserialize, Clone, Debug, PartialEq)]
-#[serde(rename_all = "camelCase")]
-pub struct RequestResult {
-    /// The request id acted on.
-    pub request_id: String,
-    /// `Succeeded` or `Failed`.
-    pub result: String,
-    /// Upstash id of the backup taken or restored.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub backup_id: Option<String>,
-    /// Name of the backup.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub backup_name: Option<String>,
-    /// What happened.
-    pub message: String,
-    /// When it finished.
-    pub time: Time,
-}
-
-/// A create call in flight.
-#[derive(KubeSchema, Serialize, Deserialize, Clone, Debug, PartialEq)]
-#[serde(rename_all = "camelCase")]
-pub struct PendingCreate {
-    /// Database name sent to Upstash.
-    pub database_name: String,
-    /// When the create call started.
-    pub started: Time,
 }

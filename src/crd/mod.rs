@@ -6,11 +6,13 @@
 
 mod common;
 mod instance;
+mod instance_status;
 mod policy;
 pub mod validation;
 
 pub use common::*;
 pub use instance::*;
+pub use instance_status::*;
 pub use policy::*;
 
 /// API group of both kinds.

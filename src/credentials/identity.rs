@@ -85,7 +85,7 @@ impl Identities {
 }
 
 /// What looking a recorded database up with a set of credentials found.
-#[derive(Debug)]
+#[derive(Debug, Clone)]
 pub enum Lookup {
     /// The database exists and these credentials see it.
     Found(Box<Database>),

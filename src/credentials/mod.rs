@@ -87,6 +87,11 @@ pub struct Bound {
 }
 
 impl Bound {
+    /// The one-way digest of these credentials (see [`identity::key_digest`]).
+    pub fn key_digest(&self) -> &str {
+        &self.digest
+    }
+
     /// The account the credentials are known to act for, if a Database answer has told.
     pub fn known_account(&self) -> Option<String> {
         self.resolver.inner.identities.get(&self.digest)

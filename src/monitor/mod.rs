@@ -188,7 +188,10 @@ impl Monitor {
             else {
                 continue;
             };
-            if instance.metadata.deletion_timestamp.is_some() {
+            // Deleted or paused objects get no Upstash call at all.
+            if instance.metadata.deletion_timestamp.is_some()
+                || crate::controller::instance::paused(&instance)
+            {
                 continue;
             }
             let key = ObjectRef::from_obj(instance.as_ref());

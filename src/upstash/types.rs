@@ -204,6 +204,22 @@ impl Budget {
     pub fn usd(self) -> f64 {
         self.cents as f64 / 100.0
     }
+
+    /// The budget in whole US dollars, as `spec.budget` writes it (rounded to the nearest dollar
+    /// when Upstash holds cents the operator did not set).
+    pub fn whole_usd(self) -> i64 {
+        (self.cents + 50).div_euclid(100)
+    }
+
+    /// The budget in US dollars as a spec would write it: `50`, or `3.60` when it is not a whole
+    /// number of dollars.
+    pub fn usd_text(self) -> String {
+        if self.cents % 100 == 0 {
+            (self.cents / 100).to_string()
+        } else {
+            format!("{:.2}", self.usd())
+        }
+    }
 }
 
 impl fmt::Display for Budget {

@@ -311,9 +311,10 @@ async fn cluster_wide_install_provisions_with_the_shipped_rbac() {
                 })
                 .filter_map(|e| e.reason.clone())
                 .collect();
+            // One Event for a new instance: Provisioned, naming the Secret it wrote.
             reasons
                 .iter()
-                .any(|r| r == "SecretUpdated")
+                .any(|r| r == "Provisioned")
                 .then_some(reasons)
         },
     )
@@ -435,26 +436,22 @@ async fn namespaced_install_is_confined_to_its_namespaces() {
         .await
         .expect("the connection Secret");
     // The operator may write Events in the namespace it watches (namespaced RBAC).
-    testkit::wait_for(
-        "the Provisioned and SecretUpdated Events",
-        Duration::from_secs(30),
-        || async {
-            let reasons: Vec<String> =
-                Api::<k8s_openapi::api::events::v1::Event>::namespaced(admin.clone(), app.name())
-                    .list(&ListParams::default())
-                    .await
-                    .ok()?
-                    .items
-                    .into_iter()
-                    .filter_map(|e| e.reason)
-                    .collect();
-            // Events are published in the background: wait for the ones this pass emits.
-            ["Provisioned", "SecretUpdated"]
-                .iter()
-                .all(|wanted| reasons.iter().any(|r| r == wanted))
-                .then_some(reasons)
-        },
-    )
+    testkit::wait_for("the Provisioned Event", Duration::from_secs(30), || async {
+        let reasons: Vec<String> =
+            Api::<k8s_openapi::api::events::v1::Event>::namespaced(admin.clone(), app.name())
+                .list(&ListParams::default())
+                .await
+                .ok()?
+                .items
+                .into_iter()
+                .filter_map(|e| e.reason)
+                .collect();
+        // Events are published in the background: wait for the ones this pass emits.
+        ["Provisioned"]
+            .iter()
+            .all(|wanted| reasons.iter().any(|r| r == wanted))
+            .then_some(reasons)
+    })
     .await;
 
     // A CacheInstance outside the watched namespace is left alone.

@@ -127,7 +127,7 @@ fn invalid_manifests() -> Vec<Invalid> {
                 "dup-read",
                 json!({"primaryRegion": "us-east-1", "readRegions": ["eu-west-1", "eu-west-1"]}),
             ),
-            field: "spec.readRegions[1]",
+            field: "spec.readRegions",
             message: "Duplicate value",
         },
         Invalid {

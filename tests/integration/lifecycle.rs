@@ -85,11 +85,17 @@ async fn apply_provisions_a_database_and_a_working_secret() {
     assert_eq!(db["read_regions"], json!(["eu-west-1"]));
     assert_eq!(db["budget"], 5000, "$50 in cents");
     assert_eq!(db["eviction"], true);
-    let expected_name = format!(
-        "{}-crm-cache-{}",
-        ns.name(),
-        &ready.metadata.uid.as_ref().unwrap().replace('-', "")[..8]
-    );
+    // Derived from the cluster's identity (the UID of kube-system), the namespace and the name.
+    let cluster_id = Api::<k8s_openapi::api::core::v1::Namespace>::all(client.clone())
+        .get("kube-system")
+        .await
+        .unwrap()
+        .metadata
+        .uid
+        .unwrap();
+    let expected_name =
+        upstash_operator::controller::naming::derived_name(&cluster_id, ns.name(), "crm-cache");
+    assert!(expected_name.starts_with(&format!("{}-crm-cache-", ns.name())));
     assert_eq!(db["database_name"], expected_name.as_str());
 
     // Every key of the Secret has the right value.
@@ -157,14 +163,15 @@ async fn apply_provisions_a_database_and_a_working_secret() {
     let (_, body) = rest_command(url, token, ca, json!(["GET", "unite-hub:tcp"])).await;
     assert_eq!(body, json!({"result": "v2"}));
 
-    // Events: one Provisioned, one SecretUpdated.
+    // Events: one Provisioned, naming the Secret it wrote.
     let events = crate::support::events_for(&client, ns.name(), "crm-cache").await;
-    assert_eq!(
-        events.iter().filter(|e| e.0 == "Provisioned").count(),
-        1,
+    let provisioned: Vec<_> = events.iter().filter(|e| e.0 == "Provisioned").collect();
+    assert_eq!(provisioned.len(), 1, "{events:?}");
+    assert!(
+        provisioned[0].2.ends_with("; wrote Secret crm-redis"),
         "{events:?}"
     );
-    assert!(events.iter().any(|e| e.0 == "SecretUpdated"), "{events:?}");
+    assert!(!events.iter().any(|e| e.0 == "SecretUpdated"), "{events:?}");
 }
 
 #[tokio::test]

@@ -10,4 +10,5 @@ mod monitoring;
 mod names;
 mod namespaces;
 mod protection;
+mod safety;
 mod support;

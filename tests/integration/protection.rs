@@ -104,8 +104,9 @@ async fn the_allow_list_is_set_changed_cleared_and_enforced() {
     tokio::time::sleep(Duration::from_secs(8)).await;
     assert!(mutating(&stack.emulator.calls().await).is_empty());
 
-    // Clear: every address allowed again.
-    spec.as_object_mut().unwrap().remove("allowedIPs");
+    // Clear: every address allowed again (an explicit empty list; omitting the field leaves the
+    // allow-list alone).
+    spec["allowedIPs"] = json!([]);
     let obj = apply_and_settle(&client, ns.name(), "net", &spec).await;
     assert_eq!(
         mutating(&stack.emulator.calls().await),

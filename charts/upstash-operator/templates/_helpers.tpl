@@ -79,7 +79,7 @@ app.kubernetes.io/instance: {{ .Release.Name }}
 {{- define "upstash-operator.managerRules" -}}
 - apiGroups: ["cache.upstash-operator.dev"]
   resources: ["cacheinstances"]
-  # patch: the cleanup finalizer.
+  # patch: the cleanup finalizer and the pending-create record on the object.
   verbs: ["get", "list", "watch", "patch"]
 - apiGroups: ["cache.upstash-operator.dev"]
   # Status is written with server-side apply.

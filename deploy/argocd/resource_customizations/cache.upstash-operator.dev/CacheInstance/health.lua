@@ -5,7 +5,7 @@
 -- `Provisioning` means the database is being created; any other False reason (UpstashUnavailable,
 -- UpstashUnauthorized, CredentialsMissing, AccountChanged, InvalidSpec, SecretConflict,
 -- PolicyViolation, ...) needs attention and its message says why. Conditions and reasons:
--- src/controller/conditions.rs and src/controller/instance.rs in the upstash-operator repository.
+-- src/controller/conditions.rs and src/controller/instance/ in the upstash-operator repository.
 --
 -- Written for Argo CD's default Lua environment: no `string` library.
 local hs = {}

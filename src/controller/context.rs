@@ -1,0 +1,242 @@
+//! What every reconcile shares: the clients, the operator's settings, the per-object memories
+//! (recent reads, reported failures, failure counts), the database name index, and the names
+//! the operator writes under (field manager, finalizer, Event reporter).
+
+use std::{
+    collections::HashMap,
+    sync::{Arc, Mutex},
+    time::Duration,
+};
+
+use kube::{
+    Client, Resource,
+    runtime::{
+        events::{Event, EventType, Recorder, Reporter},
+        reflector::ObjectRef,
+    },
+};
+use rand::Rng;
+
+use super::{database_index::DatabaseIndex, recent, refusals::Refusals, reported};
+use crate::{
+    crd::{CacheInstance, DeletionPolicy},
+    credentials::CredentialResolver,
+    metrics::Metrics,
+    policies::Policies,
+    upstash::UpstashClient,
+};
+
+/// Finalizer that guards the Upstash database of a CacheInstance.
+pub const FINALIZER: &str = "cache.upstash-operator.dev/cleanup";
+/// Field manager of every write the operator makes.
+pub const FIELD_MANAGER: &str = "upstash-operator";
+/// `controller` label of the CacheInstance reconciler's metrics.
+pub const INSTANCE_CONTROLLER: &str = "cacheinstance";
+/// `reportingController` of Events.
+pub const REPORTING_CONTROLLER: &str = "cache.upstash-operator.dev/operator";
+
+/// Operator-wide settings the reconcilers need.
+#[derive(Debug, Clone)]
+pub struct Settings {
+    pub resync: Duration,
+    pub default_deletion_policy: DeletionPolicy,
+    pub concurrency: u16,
+    /// This cluster's identity, part of every derived database name (see
+    /// [`super::naming::derived_name`]).
+    pub cluster_id: String,
+}
+
+impl Settings {
+    /// The resync interval with ±10% jitter, so that many instances do not resync in lockstep.
+    pub fn jittered_resync(&self) -> Duration {
+        jitter(self.resync, 0.1)
+    }
+}
+
+/// `base` scaled by a random factor in `[1 - spread, 1 + spread]`.
+pub fn jitter(base: Duration, spread: f64) -> Duration {
+    let factor = rand::rng().random_range((1.0 - spread)..=(1.0 + spread));
+    base.mul_f64(factor)
+}
+
+/// Everything a reconcile needs.
+pub struct Context {
+    pub client: Client,
+    pub upstash: UpstashClient,
+    pub credentials: CredentialResolver,
+    pub recorder: Recorder,
+    /// Who the Events say reported them.
+    reporter: Reporter,
+    pub metrics: Arc<Metrics>,
+    pub policies: Policies,
+    pub config: Settings,
+    /// The database each object's last successful reconcile saw.
+    pub recent: recent::RecentReads,
+    /// What each object last reported, for one Event per new failure or drift.
+    pub reported: reported::ReportedFailures,
+    /// The database names of each account, listed once per process.
+    pub databases: DatabaseIndex,
+    /// Create calls Upstash refused, not repeated by the passes the operator's writes trigger.
+    pub refusals: Refusals,
+    /// Consecutive failures per object, for exponential backoff.
+    failures: Mutex<HashMap<ObjectRef<CacheInstance>, u32>>,
+}
+
+impl Context {
+    pub fn new(
+        client: Client,
+        upstash: UpstashClient,
+        credentials: CredentialResolver,
+        reporter: Reporter,
+        metrics: Arc<Metrics>,
+        policies: Policies,
+        config: Settings,
+    ) -> Self {
+        Self {
+            recorder: Recorder::new(client.clone(), reporter.clone()),
+            reporter,
+            client,
+            upstash,
+            credentials,
+            metrics,
+            policies,
+            recent: recent::RecentReads::new(config.resync),
+            reported: reported::ReportedFailures::default(),
+            databases: DatabaseIndex::default(),
+            refusals: Refusals::default(),
+            config,
+            failures: Mutex::default(),
+        }
+    }
+
+    /// Publishes an Event about `obj` in the background (Events are best effort and must not
+    /// slow a reconcile down or fail it).
+    pub fn publish<K: Resource<DynamicType = ()>>(
+        &self,
+        obj: &K,
+        type_: EventType,
+        reason: &str,
+        action: &str,
+        note: &str,
+    ) {
+        let reference = obj.object_ref(&());
+        let recorder = self.recorder.clone();
+        let mut note = note.to_string();
+        if note.len() > 1000 {
+            let mut end = 1000;
+            while !note.is_char_boundary(end) {
+                end -= 1;
+            }
+            note.truncate(end);
+        }
+        let event = Event {
+            type_,
+            reason: reason.to_string(),
+            note: Some(note),
+            action: action.to_string(),
+            secondary: None,
+        };
+        // kube's recorder names Events `<object>.<hex nanos>`, which the API server refuses for
+        // objects named close to the 253-character limit: those get a shortened name.
+        let long_name = reference.name.as_deref().is_some_and(|n| {
+            let nanos = k8s_openapi::jiff::Timestamp::now().as_nanosecond();
+            n.len() + format!(".{nanos:x}").len() > crate::names::NAME_MAX
+        });
+        if long_name {
+            let client = self.client.clone();
+            let reporter = self.reporter.clone();
+            tokio::spawn(async move {
+                if let Err(e) = publish_shortened(&client, &reporter, &event, &reference).await {
+                    tracing::warn!(error = %crate::error::kube_message(&e), reason = %event.reason, "could not publish Event");
+                }
+            });
+            return;
+        }
+        tokio::spawn(async move {
+            if let Err(e) = recorder.publish(&event, &reference).await {
+                tracing::warn!(error = %crate::error::kube_message(&e), reason = %event.reason, "could not publish Event");
+            }
+        });
+    }
+
+    pub(crate) fn record_success(&self, obj: &CacheInstance) {
+        self.failures
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .remove(&ObjectRef::from_obj(obj));
+    }
+
+    pub(crate) fn record_failure(&self, obj: &CacheInstance) -> u32 {
+        let mut failures = self.failures.lock().unwrap_or_else(|e| e.into_inner());
+        let count = failures.entry(ObjectRef::from_obj(obj)).or_insert(0);
+        *count = count.saturating_add(1);
+        *count
+    }
+}
+
+/// Publishes `event` as kube's recorder would, under a name shortened to fit (see
+/// [`crate::names::event_name`]). Used for objects whose names leave no room for the recorder's.
+async fn publish_shortened(
+    client: &Client,
+    reporter: &Reporter,
+    event: &Event,
+    reference: &k8s_openapi::api::core::v1::ObjectReference,
+) -> kube::Result<()> {
+    use k8s_openapi::{
+        api::events::v1::Event as K8sEvent, apimachinery::pkg::apis::meta::v1::MicroTime,
+        jiff::Timestamp,
+    };
+    let now = Timestamp::now();
+    let namespace = reference
+        .namespace
+        .clone()
+        .unwrap_or_else(|| "default".into());
+    let k8s = K8sEvent {
+        action: Some(event.action.clone()),
+        reason: Some(event.reason.clone()),
+        event_time: Some(MicroTime(now)),
+        regarding: Some(reference.clone()),
+        note: event.note.clone(),
+        metadata: kube::api::ObjectMeta {
+            namespace: Some(namespace.clone()),
+            name: Some(crate::names::event_name(
+                reference.name.as_deref().unwrap_or_default(),
+                now.as_nanosecond(),
+            )),
+            ..Default::default()
+        },
+        reporting_controller: Some(reporter.controller.clone()),
+        reporting_instance: Some(
+            reporter
+                .instance
+                .clone()
+                .unwrap_or_else(|| reporter.controller.clone()),
+        ),
+        type_: Some(
+            match event.type_ {
+                EventType::Normal => "Normal",
+                EventType::Warning => "Warning",
+            }
+            .into(),
+        ),
+        related: event.secondary.clone(),
+        ..Default::default()
+    };
+    kube::Api::<K8sEvent>::namespaced(client.clone(), &namespace)
+        .create(&Default::default(), &k8s)
+        .await
+        .map(|_| ())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn jitter_stays_in_range() {
+        for _ in 0..100 {
+            let d = jitter(Duration::from_secs(100), 0.1);
+            assert!(d >= Duration::from_secs(90) && d <= Duration::from_secs(110));
+        }
+    }
+}

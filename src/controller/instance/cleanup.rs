@@ -1,0 +1,305 @@
+//! Cleanup, the stage pair that runs when a CacheInstance is deleted: a pure plan (keep or
+//! delete the database, by the deletion and management policies) and its apply. A database that
+//! is already gone never blocks a deletion; a cleanup that cannot run says so in the status,
+//! with the way out (`deletionPolicy: Retain` lets the object go without calling Upstash).
+
+use kube::{ResourceExt, runtime::controller::Action};
+
+use super::{finalizer, observe, plan::Notice, report::Report, validate};
+use crate::{
+    controller::{
+        Context, FINALIZER,
+        conditions::{self, Cond},
+        database_index,
+        reported::Topic,
+    },
+    crd::{CacheInstance, CacheInstanceStatus, DeletionPolicy, ManagementPolicy, PendingCreate},
+    credentials::Binding,
+    error::{Error, Result},
+};
+
+/// The way out of a cleanup that cannot run, as conditions and Events say it.
+pub const WAY_OUT: &str = "To let this CacheInstance go and keep the database in Upstash, set spec.deletionPolicy: Retain";
+
+/// What deleting the instance does.
+#[derive(Debug, Clone, PartialEq)]
+pub enum CleanupPlan {
+    /// The finalizer is not there: nothing is left to do.
+    Done,
+    /// Keep the database (or there is none): let the object go without calling Upstash.
+    Release { notice: Option<Notice> },
+    /// Delete these databases, and whatever a create call in flight left behind, with the
+    /// instance's credentials; then let the object go.
+    Delete {
+        ids: Vec<String>,
+        pending: Option<PendingCreate>,
+    },
+}
+
+/// Decides what deleting `obj` does.
+pub fn plan(
+    obj: &CacheInstance,
+    deletion_policy: DeletionPolicy,
+    status: &CacheInstanceStatus,
+    pending: Option<PendingCreate>,
+) -> CleanupPlan {
+    if !obj.finalizers().iter().any(|f| f == FINALIZER) {
+        return CleanupPlan::Done;
+    }
+    let id = status.database_id.clone();
+    let kept = |why: &str| CleanupPlan::Release {
+        notice: id.as_ref().map(|id| {
+            Notice::normal(
+                "Retained",
+                "Delete",
+                format!("kept database {id} in Upstash ({why})"),
+            )
+        }),
+    };
+    if obj.spec.management_policy == Some(ManagementPolicy::Observe) {
+        return kept("managementPolicy: Observe");
+    }
+    if deletion_policy == DeletionPolicy::Retain {
+        return kept("deletionPolicy: Retain");
+    }
+    // A create in flight matters only while no database is recorded.
+    let pending = pending.filter(|_| id.is_none());
+    if id.is_none() && pending.is_none() {
+        return CleanupPlan::Release { notice: None };
+    }
+    CleanupPlan::Delete {
+        ids: id.into_iter().collect(),
+        pending,
+    }
+}
+
+/// Why a delete could not run.
+enum Blocked {
+    /// The credentials belong to another account: deleting with them would answer "not found"
+    /// and leave the database running, and billed, in the other account.
+    AccountChanged(String),
+    Failed(Error),
+}
+
+/// Runs the cleanup of a deleted `obj`.
+pub async fn run(obj: &CacheInstance, ctx: &Context) -> Result<Action> {
+    let verdict =
+        validate::policy_verdict(obj, &ctx.policies.all(), ctx.config.default_deletion_policy);
+    let status = obj.status.clone().unwrap_or_default();
+    let pending = observe::pending_record(obj, &status);
+    match plan(obj, verdict.deletion_policy, &status, pending) {
+        CleanupPlan::Done => return Ok(Action::await_change()),
+        CleanupPlan::Release { notice } => {
+            if let Some(n) = notice {
+                ctx.publish(obj, n.type_, n.reason, n.action, &n.note);
+            }
+        }
+        CleanupPlan::Delete { ids, pending } => {
+            if let Err(blocked) = delete(obj, ctx, &ids, pending.as_ref()).await {
+                return Err(report_blocked(obj, ctx, &ids, pending.as_ref(), blocked).await);
+            }
+        }
+    }
+    // From here on this instance needs neither its database nor its Upstash credentials:
+    // whatever keeps the credentials readable for the cleanup may let go of them.
+    finalizer::remove(obj, ctx).await?;
+    ctx.credentials.cleanup_finished();
+    ctx.metrics
+        .forget_instance(&obj.namespace().unwrap_or_default(), &obj.name_any());
+    ctx.recent.forget(obj);
+    ctx.reported.forget(obj);
+    ctx.refusals.forget(obj);
+    Ok(Action::await_change())
+}
+
+async fn delete(
+    obj: &CacheInstance,
+    ctx: &Context,
+    ids: &[String],
+    pending: Option<&PendingCreate>,
+) -> Result<(), Blocked> {
+    let bound = match ctx.credentials.bind(&ctx.upstash, obj).await {
+        Ok(Binding::Bound(bound)) => bound,
+        Ok(Binding::AccountChanged(why)) => return Err(Blocked::AccountChanged(why)),
+        Err(e) => return Err(Blocked::Failed(e)),
+    };
+    let index_key = database_index::key(&bound);
+    let mut ids = ids.to_vec();
+    if let Some(p) = pending {
+        // A create was in flight: delete what it may have left behind.
+        let found = ctx
+            .databases
+            .lookup(
+                &index_key,
+                &bound.api,
+                std::slice::from_ref(&p.database_name),
+                Some(p.started.0),
+            )
+            .await
+            .map_err(|e| Blocked::Failed(e.into()))?;
+        ids.extend(found.into_iter().map(|e| e.id));
+    }
+    for id in ids {
+        let deleted = bound
+            .api
+            .delete_database(&id)
+            .await
+            .map_err(|e| Blocked::Failed(e.into()))?;
+        ctx.databases.deleted(&index_key, &id);
+        if deleted {
+            ctx.publish(
+                obj,
+                kube::runtime::events::EventType::Normal,
+                "Deleted",
+                "Delete",
+                &format!("deleted database {id}"),
+            );
+        } else {
+            tracing::info!(database = %id, "database already gone");
+        }
+    }
+    Ok(())
+}
+
+/// Reports a cleanup that cannot run (condition and one Warning Event per new failure) and
+/// returns the error that makes it come back.
+async fn report_blocked(
+    obj: &CacheInstance,
+    ctx: &Context,
+    ids: &[String],
+    pending: Option<&PendingCreate>,
+    blocked: Blocked,
+) -> Error {
+    let (reason, message, error) = match blocked {
+        Blocked::AccountChanged(why) => (
+            "DeletionBlocked",
+            format!("{why}. {WAY_OUT}"),
+            Error::Credentials(why),
+        ),
+        Blocked::Failed(e) => {
+            let what = match (ids, pending) {
+                ([], Some(p)) => format!(
+                    "database {} (from a create call in flight)",
+                    p.database_name
+                ),
+                _ => format!("database {}", ids.join(", ")),
+            };
+            (
+                "CleanupFailed",
+                format!("could not delete {what}: {e}. {WAY_OUT}"),
+                e,
+            )
+        }
+    };
+    let mut report = Report::new(obj);
+    report.set(Cond::new(conditions::READY, false, reason, message.clone()));
+    report.warn_if_new(ctx, Topic::Cleanup, reason, &message);
+    if let Err(e) = report.write(ctx).await {
+        tracing::warn!(err = %e, "could not report the failed cleanup in the status");
+    }
+    error
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::controller::instance::fixtures::{instance, status};
+
+    fn deleting(spec: &str) -> CacheInstance {
+        instance(&format!(
+            "metadata: {{finalizers: [{FINALIZER}], deletionTimestamp: '2026-11-01T00:00:00Z'}}\nspec: {spec}"
+        ))
+    }
+
+    fn recorded() -> CacheInstanceStatus {
+        status("{databaseId: db-1, databaseName: crm-orders-1, account: ops@example.com}")
+    }
+
+    #[test]
+    fn delete_deletes_the_recorded_database() {
+        let obj = deleting("{primaryRegion: us-east-1}");
+        assert_eq!(
+            plan(&obj, DeletionPolicy::Delete, &recorded(), None),
+            CleanupPlan::Delete {
+                ids: vec!["db-1".into()],
+                pending: None
+            }
+        );
+    }
+
+    #[test]
+    fn retain_lets_go_without_calling_upstash() {
+        let obj = deleting("{primaryRegion: us-east-1, deletionPolicy: Retain}");
+        let CleanupPlan::Release { notice: Some(n) } =
+            plan(&obj, DeletionPolicy::Retain, &recorded(), None)
+        else {
+            panic!("Retain keeps the database");
+        };
+        assert_eq!(n.reason, "Retained");
+        assert!(n.note.contains("deletionPolicy: Retain"));
+    }
+
+    #[test]
+    fn observe_keeps_the_database_whatever_the_deletion_policy() {
+        let obj = deleting(
+            "{primaryRegion: us-east-1, managementPolicy: Observe, deletionPolicy: Delete}",
+        );
+        let CleanupPlan::Release { notice: Some(n) } =
+            plan(&obj, DeletionPolicy::Delete, &recorded(), None)
+        else {
+            panic!("Observe keeps the database");
+        };
+        assert!(n.note.contains("managementPolicy: Observe"));
+    }
+
+    #[test]
+    fn nothing_recorded_lets_go_at_once() {
+        let obj = deleting("{primaryRegion: us-east-1}");
+        assert_eq!(
+            plan(&obj, DeletionPolicy::Delete, &Default::default(), None),
+            CleanupPlan::Release { notice: None }
+        );
+    }
+
+    #[test]
+    fn a_create_in_flight_is_looked_for_and_deleted() {
+        let obj = deleting("{primaryRegion: us-east-1}");
+        let pending = PendingCreate {
+            database_name: "crm-orders-1".into(),
+            started: k8s_openapi::apimachinery::pkg::apis::meta::v1::Time(
+                "2026-11-01T00:00:00Z".parse().unwrap(),
+            ),
+        };
+        assert_eq!(
+            plan(
+                &obj,
+                DeletionPolicy::Delete,
+                &Default::default(),
+                Some(pending.clone())
+            ),
+            CleanupPlan::Delete {
+                ids: vec![],
+                pending: Some(pending.clone())
+            }
+        );
+        // Once a database is recorded, the record of the call no longer matters.
+        assert_eq!(
+            plan(&obj, DeletionPolicy::Delete, &recorded(), Some(pending)),
+            CleanupPlan::Delete {
+                ids: vec!["db-1".into()],
+                pending: None
+            }
+        );
+    }
+
+    #[test]
+    fn without_the_finalizer_there_is_nothing_to_do() {
+        let obj = instance(
+            "metadata: {deletionTimestamp: '2026-11-01T00:00:00Z'}\nspec: {primaryRegion: us-east-1}",
+        );
+        assert_eq!(
+            plan(&obj, DeletionPolicy::Delete, &recorded(), None),
+            CleanupPlan::Done
+        );
+    }
+}

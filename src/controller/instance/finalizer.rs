@@ -1,0 +1,139 @@
+//! The object's metadata the operator writes: the cleanup finalizer and the pending-create
+//! record, added together in one server-side apply (so that a new instance costs one metadata
+//! write before its database is created), and the finalizer's removal once cleanup has run.
+//!
+//! Semantics follow kube's `finalizer` helper: the finalizer is in place before the operator
+//! takes charge of a database, cleanup runs only while it is there, and its removal is
+//! guarded by a JSON-patch `test` so that another controller's finalizer is never removed.
+
+use json_patch::{PatchOperation, RemoveOperation, TestOperation, jsonptr::PointerBuf};
+use kube::{
+    Api, Resource, ResourceExt,
+    api::{Patch, PatchParams},
+};
+use serde_json::{Value, json};
+
+use crate::{
+    controller::{Context, FIELD_MANAGER, FINALIZER},
+    crd::{CacheInstance, PENDING_CREATE_ANNOTATION, PendingCreate},
+    error::{Error, Result},
+};
+
+fn api(obj: &CacheInstance, ctx: &Context) -> Api<CacheInstance> {
+    Api::namespaced(ctx.client.clone(), &obj.namespace().unwrap_or_default())
+}
+
+/// The apply body that holds the finalizer and, when given, the pending-create record. Without
+/// a record, applying it removes the annotation an earlier apply set.
+pub fn metadata_apply(obj: &CacheInstance, pending: Option<&PendingCreate>) -> Value {
+    let mut metadata = json!({
+        "name": obj.name_any(),
+        "finalizers": [FINALIZER],
+    });
+    if let Some(p) = pending {
+        let record = serde_json::to_string(p).expect("a pending record serializes");
+        metadata["annotations"] = json!({ PENDING_CREATE_ANNOTATION: record });
+    }
+    json!({
+        "apiVersion": CacheInstance::api_version(&()),
+        "kind": CacheInstance::kind(&()),
+        "metadata": metadata,
+    })
+}
+
+/// Puts the finalizer in place with the pending-create record (or without one, which clears
+/// an earlier record), in one write.
+pub async fn ensure(
+    obj: &CacheInstance,
+    ctx: &Context,
+    pending: Option<&PendingCreate>,
+) -> Result<()> {
+    api(obj, ctx)
+        .patch(
+            &obj.name_any(),
+            &PatchParams::apply(FIELD_MANAGER).force(),
+            &Patch::Apply(&metadata_apply(obj, pending)),
+        )
+        .await?;
+    Ok(())
+}
+
+/// The JSON patch that removes the finalizer at the position `obj` shows it, failing instead if
+/// the list changed meanwhile; `None` when the finalizer is not there.
+pub fn removal(obj: &CacheInstance) -> Option<json_patch::Patch> {
+    let index = obj.finalizers().iter().position(|f| f == FINALIZER)?;
+    let path = PointerBuf::parse(format!("/metadata/finalizers/{index}")).ok()?;
+    Some(json_patch::Patch(vec![
+        PatchOperation::Test(TestOperation {
+            path: path.clone(),
+            value: FINALIZER.into(),
+        }),
+        PatchOperation::Remove(RemoveOperation { path }),
+    ]))
+}
+
+/// Removes the finalizer, letting the deletion complete.
+pub async fn remove(obj: &CacheInstance, ctx: &Context) -> Result<()> {
+    let Some(patch) = removal(obj) else {
+        return Ok(());
+    };
+    match api(obj, ctx)
+        .patch(
+            &obj.name_any(),
+            &PatchParams::default(),
+            &Patch::<()>::Json(patch),
+        )
+        .await
+    {
+        Ok(_) => Ok(()),
+        // Already gone: the deletion completed.
+        Err(kube::Error::Api(s)) if s.code == 404 => Ok(()),
+        Err(e) => Err(Error::Kube(e)),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::controller::instance::fixtures::instance;
+
+    #[test]
+    fn the_finalizer_and_the_pending_record_are_one_apply() {
+        let obj = instance("spec: {primaryRegion: us-east-1}");
+        let pending = PendingCreate {
+            database_name: "crm-orders-1".into(),
+            started: k8s_openapi::apimachinery::pkg::apis::meta::v1::Time(
+                "2026-10-01T00:00:00Z".parse().unwrap(),
+            ),
+        };
+        let body = metadata_apply(&obj, Some(&pending));
+        assert_eq!(body["metadata"]["finalizers"], json!([FINALIZER]));
+        let record: PendingCreate = serde_json::from_str(
+            body["metadata"]["annotations"][PENDING_CREATE_ANNOTATION]
+                .as_str()
+                .unwrap(),
+        )
+        .unwrap();
+        assert_eq!(record, pending);
+        assert!(body.get("spec").is_none(), "the operator never writes spec");
+        let cleared = metadata_apply(&obj, None);
+        assert!(cleared["metadata"].get("annotations").is_none());
+        assert_eq!(cleared["metadata"]["finalizers"], json!([FINALIZER]));
+    }
+
+    #[test]
+    fn removal_targets_the_finalizers_position_and_tests_it() {
+        let obj = instance(&format!(
+            "metadata: {{finalizers: [example.com/other, {FINALIZER}]}}\nspec: {{primaryRegion: us-east-1}}"
+        ));
+        let patch = serde_json::to_value(removal(&obj).unwrap()).unwrap();
+        assert_eq!(
+            patch,
+            json!([
+                {"op": "test", "path": "/metadata/finalizers/1", "value": FINALIZER},
+                {"op": "remove", "path": "/metadata/finalizers/1"}
+            ])
+        );
+        assert!(removal(&instance("spec: {primaryRegion: us-east-1}")).is_none());
+    }
+}

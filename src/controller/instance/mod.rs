@@ -1,0 +1,400 @@
+//! The CacheInstance reconciler, as a pipeline: validate (pure) → observe → plan (pure) →
+//! apply → report, and on deletion the cleanup pair (plan + apply).
+//!
+//! Steady state is quiet: one read of the database from Upstash per resync, reads of the
+//! Secrets, and no write anywhere unless something differs. A new instance costs four
+//! Kubernetes writes until it is Ready (the finalizer with the pending-create record, the
+//! Secret, the status, the record's removal) and one Event. A paused object costs nothing.
+
+mod apply;
+mod cleanup;
+mod finalizer;
+mod observe;
+mod plan;
+mod publish;
+mod report;
+mod validate;
+
+#[cfg(test)]
+pub(crate) mod fixtures;
+
+use std::{sync::Arc, time::Instant};
+
+use k8s_openapi::{apimachinery::pkg::apis::meta::v1::Time, jiff::Timestamp};
+use kube::{ResourceExt, runtime::controller::Action};
+
+pub use cleanup::WAY_OUT;
+pub use publish::RESTART_ANNOTATION;
+pub use validate::paused;
+
+use self::{
+    observe::Observed,
+    plan::{How, Notice, Provision, SettingsPlan},
+    report::Report,
+    validate::{PolicyVerdict, Valid},
+};
+use crate::{
+    controller::{
+        Context, INSTANCE_CONTROLLER,
+        conditions::{self, Cond},
+        desired::RotationDue,
+        secret::ConnectionDetails,
+    },
+    crd::{CacheInstance, PendingCreate},
+    error::{Error, Result},
+    metrics::InstanceLabels,
+    upstash::{Database, UpstashError},
+};
+
+/// Entry point for the controller.
+pub async fn reconcile(obj: Arc<CacheInstance>, ctx: Arc<Context>) -> Result<Action> {
+    let _timer = ctx.metrics.reconcile_started(INSTANCE_CONTROLLER);
+    let result = if validate::paused(&obj) {
+        // No Upstash call and no write, deletion included, until the annotation goes.
+        tracing::debug!(object = %format!("{}/{}", obj.namespace().unwrap_or_default(), obj.name_any()), "paused");
+        Ok(Action::await_change())
+    } else if obj.metadata.deletion_timestamp.is_some() {
+        cleanup::run(&obj, &ctx).await
+    } else {
+        pass(&obj, &ctx).await
+    };
+    match &result {
+        Ok(_) => ctx
+            .metrics
+            .reconcile_finished(INSTANCE_CONTROLLER, "requeue_after"),
+        Err(e) => ctx
+            .metrics
+            .reconcile_failed(INSTANCE_CONTROLLER, e.metric_label()),
+    }
+    result
+}
+
+/// One pass over a live (not deleting) CacheInstance.
+async fn pass(obj: &CacheInstance, ctx: &Context) -> Result<Action> {
+    let mut report = Report::new(obj);
+    let mut pending = PendingState::default();
+    let outcome = converge(obj, ctx, &mut report, &mut pending).await;
+    let ready = report.finish(ctx, outcome.as_ref().err());
+    ctx.metrics
+        .instance_ready
+        .get_or_create(&InstanceLabels {
+            namespace: obj.namespace().unwrap_or_default(),
+            name: obj.name_any(),
+        })
+        .set(i64::from(ready));
+    report.write(ctx).await?;
+    // The record of a create call goes once the status records its database.
+    if pending.on_object && report.status.database_id.is_some() {
+        finalizer::ensure(obj, ctx, None).await?;
+    }
+    outcome?;
+    Ok(Action::requeue(
+        report.requeue(ctx.config.jittered_resync()),
+    ))
+}
+
+/// Whether the object carries a pending-create record that this pass must clear.
+#[derive(Default)]
+struct PendingState {
+    on_object: bool,
+}
+
+async fn converge(
+    obj: &CacheInstance,
+    ctx: &Context,
+    report: &mut Report<'_>,
+    pending: &mut PendingState,
+) -> Result<()> {
+    // Validate.
+    let policy =
+        validate::policy_verdict(obj, &ctx.policies.all(), ctx.config.default_deletion_policy);
+    report.policy(&policy);
+    let valid = validate::spec(obj)?;
+    if valid.observe_only() {
+        report.observe_only();
+    }
+
+    // Observe.
+    let seen = observe::database(obj, ctx, &valid, policy.blocked).await?;
+    report.start_from(&seen.status);
+    // A pass that reused this process's last read follows a successful pass, which cleared
+    // the record already (the cached copy may not show it yet).
+    pending.on_object = seen.pending_annotation && !seen.reused;
+    let now = Timestamp::now();
+    let decision = match plan::provision(&input(obj, ctx, &valid, &policy, &seen)) {
+        Provision::Hold { cond, requeue } => {
+            report.hold(cond, requeue);
+            return Ok(());
+        }
+        other => other,
+    };
+    // Only a hold comes without an account binding.
+    let Some(upstash) = &seen.upstash else {
+        return Ok(());
+    };
+
+    // Plan and apply: the database.
+    let mut finalized = seen.has_finalizer;
+    let (mut db, how) = match decision {
+        Provision::Hold { .. } => return Ok(()),
+        Provision::Use { db, how } => (*db, how),
+        Provision::Fetch { id, how } => match upstash.api.get_database(&id).await? {
+            Some(db) => (db, how),
+            None => {
+                ctx.databases.deleted(&upstash.index_key, &id);
+                report.hold(
+                    Cond::new(
+                        conditions::PROVISIONED,
+                        false,
+                        "Provisioning",
+                        format!("database {id} is gone; looking again"),
+                    ),
+                    Some(std::time::Duration::from_secs(1)),
+                );
+                return Ok(());
+            }
+        },
+        Provision::Create { request, replaces } => {
+            if let Some(refusal) = ctx.refusals.standing(obj) {
+                return Err(refusal.into());
+            }
+            if let Some(old) = replaces {
+                ctx.databases.deleted(&upstash.index_key, &old);
+                report.publish(
+                    ctx,
+                    &Notice::warning(
+                        "DatabaseRecreated",
+                        "Create",
+                        format!(
+                            "database {old} no longer exists in Upstash; creating a new, empty one (applications get new credentials). {}",
+                            plan::ARCHIVE_NOTE
+                        ),
+                    ),
+                );
+                report.status.database_id = None;
+            }
+            // Record the attempt first (with the finalizer, in one write), so that a restart
+            // after a lost answer recognises the database.
+            let record = PendingCreate {
+                database_name: request.database_name.clone(),
+                started: Time(now),
+            };
+            finalizer::ensure(obj, ctx, Some(&record)).await?;
+            finalized = true;
+            pending.on_object = true;
+            match apply::create(&upstash.api, &ctx.databases, &upstash.index_key, &request).await {
+                Ok(db) => {
+                    ctx.refusals.forget(obj);
+                    (db, How::Created)
+                }
+                Err(e) => {
+                    if !e.is_retryable() {
+                        // Refused: nothing was created.
+                        ctx.refusals.refused(obj, &e);
+                        finalizer::ensure(obj, ctx, None).await?;
+                        pending.on_object = false;
+                    }
+                    return Err(e.into());
+                }
+            }
+        }
+    };
+    if let Err(cond) = plan::admit(obj, how, &db) {
+        report.hold(cond, None);
+        return Ok(());
+    }
+    if !finalized {
+        // Keep a record of a create in flight until the status names its database.
+        let keep = seen.pending.as_ref().filter(|_| pending.on_object);
+        finalizer::ensure(obj, ctx, keep).await?;
+    }
+    upstash.bound.learn(&db).await;
+    report.associate(how, &db, &upstash.account_of(&db), now);
+
+    // The settings.
+    let settings = plan::settings(obj, &valid, policy.blocked, how, &db, &seen.status);
+    let mut announced = false;
+    let mut set_at_create = Vec::new();
+    if let SettingsPlan::Apply { changes, drift } = &settings {
+        // One Event, before the calls, saying what changes (old → new). A database created
+        // this pass gets the rest of its settings now and is announced once, at the end.
+        let changes_note = plan::changes_note(changes, &db);
+        let notice = match how.event_reason() {
+            _ if how == How::Created => None,
+            Some(reason) => Some(Notice::normal(
+                reason,
+                "Update",
+                format!(
+                    "{}; changing {changes_note} to match the spec",
+                    plan::association_note(obj, how, &db)
+                ),
+            )),
+            None if *drift => Some(Notice::normal(
+                "DriftCorrected",
+                "Update",
+                format!(
+                    "setting {changes_note} back to the spec after a change made outside Kubernetes"
+                ),
+            )),
+            None => Some(Notice::normal(
+                "Updated",
+                "Update",
+                format!("updating {changes_note}"),
+            )),
+        };
+        if let Some(notice) = notice {
+            report.publish(ctx, &notice);
+            announced = true;
+        } else {
+            set_at_create = changes.iter().map(|c| c.field()).collect();
+        }
+        apply::settings(&upstash.api, &mut db, changes).await?;
+    }
+    let synced = plan::synced(&settings, &db);
+    report.drift(ctx, &synced);
+    report.set(synced);
+
+    // Backup and restore requests, once per request id.
+    let requests = plan::requests(obj, &valid, &report.status);
+    if let Some(request) = &requests.backup {
+        let (result, notice) =
+            apply::backup(&upstash.api, &db.database_id, request, Timestamp::now()).await?;
+        report.status.backup = Some(result);
+        report.publish(ctx, &notice);
+    }
+    if let Some(request) = &requests.restore {
+        let (result, notice) =
+            apply::restore(&upstash.api, &db.database_id, request, Timestamp::now()).await?;
+        report.status.restore = Some(result);
+        report.publish(ctx, &notice);
+    }
+    report.live(&db);
+
+    // Rotation.
+    let rotation = plan::rotation(obj, &valid, report.status.rotation.as_ref(), now);
+    let mut record = report.status.rotation.clone().unwrap_or_default();
+    record.last_rotation_time = Some(Time(rotation.last));
+    record.next_rotation_time = rotation.next.map(Time);
+    if let Some(after) = rotation.requeue {
+        report.requeue_within(after);
+    }
+    if let Some(due) = rotation.due {
+        db = apply::rotate(&upstash.api, &db).await?;
+        record.last_rotation_time = Some(Time(now));
+        record.next_rotation_time = valid.rotation_every.map(|e| Time(now + e));
+        let why = if due == RotationDue::Requested {
+            record.last_request = plan::rotate_request(obj);
+            "on request"
+        } else {
+            "on schedule"
+        };
+        report.publish(
+            ctx,
+            &Notice::normal(
+                "PasswordRotated",
+                "Rotate",
+                format!(
+                    "rotated the password and REST tokens of database {} {why}",
+                    db.database_id
+                ),
+            ),
+        );
+    }
+    report.status.rotation = Some(record);
+
+    // The Secrets and the restarts.
+    let (secrets_written, removed) = publish_credentials(obj, ctx, report, &db).await?;
+
+    // Reused by reconciles that the operator's own writes trigger (forgotten if this pass
+    // fails later).
+    ctx.recent
+        .record(obj, db.clone(), seen.read_at.unwrap_or_else(Instant::now));
+    if let (false, Some(reason)) = (announced, how.event_reason()) {
+        let mut note = plan::association_note(obj, how, &db);
+        if !set_at_create.is_empty() {
+            note.push_str(&format!(" and set {}", set_at_create.join(", ")));
+        }
+        if !secrets_written.is_empty() {
+            note.push_str(&format!("; wrote Secret {}", secrets_written.join(", ")));
+        }
+        report.publish(ctx, &Notice::normal(reason, "Provision", note));
+    } else if !secrets_written.is_empty() && how == How::Recorded {
+        let mut note = format!("wrote Secret {}", secrets_written.join(", "));
+        if !removed.is_empty() {
+            note.push_str(&format!(
+                "; removed Secret {}, which the spec no longer names",
+                removed.join(", ")
+            ));
+        }
+        report.publish(ctx, &Notice::normal("SecretUpdated", "WriteSecret", note));
+    }
+    Ok(())
+}
+
+/// Writes the connection Secrets for `db` (and removes the instance's Secrets the spec no
+/// longer names), then restarts the workloads; returns the Secrets written and removed.
+async fn publish_credentials(
+    obj: &CacheInstance,
+    ctx: &Context,
+    report: &mut Report<'_>,
+    db: &Database,
+) -> Result<(Vec<String>, Vec<String>)> {
+    if !db.has_credentials() {
+        return Err(UpstashError::Decode(format!(
+            "database {} came back without credentials",
+            db.database_id
+        ))
+        .into());
+    }
+    let namespace = obj.namespace().unwrap_or_default();
+    let details = ConnectionDetails::new(obj, db);
+    let view = observe::cluster(obj, ctx, &report.status).await?;
+    let secrets = plan::secrets(obj, &details, &view).map_err(|e| {
+        Error::InvalidSpec(crate::crd::validation::Problem {
+            check: crate::crd::validation::Check::TemplateInvalid,
+            message: format!("spec.secret.templates.{}: {}", e.key, e.reason),
+        })
+    })?;
+    let written = publish::secrets(ctx, &namespace, &secrets).await?;
+    if secrets.conflict.is_some() {
+        report.secrets(&secrets);
+        return Ok((written, Vec::new()));
+    }
+    publish::remove_stale(ctx, &namespace, &secrets.stale).await?;
+    report.secrets(&secrets);
+    let fingerprint = details.fingerprint();
+    let targets = plan::restarts(&view, &fingerprint);
+    let restarted = publish::restart(ctx, &namespace, &targets, &fingerprint).await?;
+    if !restarted.is_empty() {
+        report.publish(
+            ctx,
+            &Notice::normal(
+                "WorkloadsRestarted",
+                "Restart",
+                format!(
+                    "restarted {} to pick up new credentials",
+                    restarted.join(", ")
+                ),
+            ),
+        );
+    }
+    Ok((written, secrets.stale))
+}
+
+fn input<'a>(
+    obj: &'a CacheInstance,
+    ctx: &'a Context,
+    valid: &'a Valid,
+    policy: &PolicyVerdict,
+    seen: &'a Observed,
+) -> plan::ProvisionInput<'a> {
+    plan::ProvisionInput {
+        obj,
+        cluster_id: &ctx.config.cluster_id,
+        valid,
+        blocked: policy.blocked,
+        pending: seen.pending.as_ref(),
+        sighting: &seen.sighting,
+        now: Timestamp::now(),
+    }
+}

@@ -1,0 +1,333 @@
+//! Observe: one value holding what a pass knows before it decides anything: the Developer API
+//! bound to the instance's account (credentials resolved and checked once, by
+//! [`CredentialResolver::bind`](crate::credentials::CredentialResolver::bind)), the freshest
+//! status, the pending-create record, and what Upstash has of the database; then, once there is
+//! a database, the Secrets and the workloads.
+
+use std::time::Instant;
+
+use k8s_openapi::{api::core::v1::Secret, jiff::Timestamp};
+use kube::{
+    Api, ResourceExt,
+    api::{DynamicObject, ListParams},
+};
+
+use super::{plan, publish::RESTART_ANNOTATION, validate::Valid};
+use crate::{
+    controller::{
+        Context, FINALIZER,
+        database_index::{self, Entry},
+        naming, secret,
+    },
+    crd::{
+        CacheInstance, CacheInstanceStatus, PENDING_CREATE_ANNOTATION, PendingCreate, RestartTarget,
+    },
+    credentials::{Binding, Bound},
+    error::Result,
+    upstash::{Database, UpstashApi},
+};
+
+pub use crate::credentials::identity::Lookup;
+
+/// What is known about the instance's database before the plan.
+#[derive(Debug, Clone)]
+pub enum Sighting {
+    /// The credentials belong to another account than the database.
+    AccountChanged(String),
+    /// `status.databaseId` names a database.
+    Recorded { id: String, lookup: Lookup },
+    /// `spec.adopt.databaseId` names a database.
+    AdoptById { id: String, lookup: Lookup },
+    /// `spec.adopt.byName`: the databases named `spec.databaseName`.
+    AdoptByName { name: String, matches: Vec<Entry> },
+    /// No database yet: the databases under the names this object may have created.
+    Candidates { matches: Vec<Entry> },
+    /// Not looked for (the guardrails block provisioning).
+    NotLooked,
+}
+
+/// The Developer API bound to the instance's account.
+pub struct Upstash {
+    pub api: UpstashApi,
+    /// The account the credentials act for (see [`crate::credentials::Bound::account`]).
+    pub account: String,
+    /// The key of these credentials in the database index.
+    pub index_key: String,
+    /// The binding, which learns the account from the databases it reads.
+    pub bound: Bound,
+}
+
+impl Upstash {
+    /// The account to record for `db`: Upstash's own name for it (`customer_id`), else the
+    /// account the credentials act for.
+    pub fn account_of(&self, db: &Database) -> String {
+        crate::credentials::identity::account_of(db)
+            .map(str::to_string)
+            .unwrap_or_else(|| self.account.clone())
+    }
+}
+
+/// What a pass knows about the instance and its database.
+pub struct Observed {
+    pub upstash: Option<Upstash>,
+    /// The freshest status known (the API server's own when the cached one could lag).
+    pub status: CacheInstanceStatus,
+    /// The create call in flight, if one is recorded.
+    pub pending: Option<PendingCreate>,
+    /// Whether the object carries the pending-create annotation.
+    pub pending_annotation: bool,
+    pub has_finalizer: bool,
+    pub sighting: Sighting,
+    /// When the database in the sighting was read from Upstash.
+    pub read_at: Option<Instant>,
+    /// Whether the database is this process's last successful read (no call was made).
+    pub reused: bool,
+}
+
+/// The pending-create record of `obj`: the annotation, else the status field earlier versions
+/// wrote.
+pub fn pending_record(obj: &CacheInstance, status: &CacheInstanceStatus) -> Option<PendingCreate> {
+    obj.annotations()
+        .get(PENDING_CREATE_ANNOTATION)
+        .and_then(|v| serde_json::from_str(v).ok())
+        .or_else(|| status.pending_create.clone())
+}
+
+/// Observes the database side of `obj`.
+pub async fn database(
+    obj: &CacheInstance,
+    ctx: &Context,
+    valid: &Valid,
+    blocked: bool,
+) -> Result<Observed> {
+    let cached = obj.status.clone().unwrap_or_default();
+    // The watch cache can lag behind this operator's own last writes (a trigger from the Secret
+    // it just applied can come first), so a pass that may do something once-only (create or
+    // take back a database, rotate, back up, restore) first takes the API server's current
+    // copy: one read, only when the cached status says such an action may be due.
+    let fresh = if plan::once_only_may_be_due(obj, valid, blocked, &cached, Timestamp::now()) {
+        let api: Api<CacheInstance> =
+            Api::namespaced(ctx.client.clone(), &obj.namespace().unwrap_or_default());
+        api.get_opt(&obj.name_any()).await?
+    } else {
+        None
+    };
+    let current = fresh.as_ref().unwrap_or(obj);
+    let status = current.status.clone().unwrap_or_default();
+    let pending = pending_record(current, &status);
+    let pending_annotation = current
+        .annotations()
+        .contains_key(PENDING_CREATE_ANNOTATION);
+    let has_finalizer = current.finalizers().iter().any(|f| f == FINALIZER);
+    let mut seen = Observed {
+        upstash: None,
+        status,
+        pending,
+        pending_annotation,
+        has_finalizer,
+        sighting: Sighting::NotLooked,
+        read_at: None,
+        reused: false,
+    };
+
+    let binding = match &fresh {
+        Some(fresh) => {
+            let mut checked = obj.clone();
+            checked.status = fresh.status.clone();
+            ctx.credentials.bind(&ctx.upstash, &checked).await?
+        }
+        None => ctx.credentials.bind(&ctx.upstash, obj).await?,
+    };
+    let bound = match binding {
+        Binding::Bound(bound) => bound,
+        Binding::AccountChanged(why) => {
+            seen.sighting = Sighting::AccountChanged(why);
+            return Ok(seen);
+        }
+    };
+    let upstash = Upstash {
+        index_key: database_index::key(&bound),
+        api: bound.api.clone(),
+        account: bound.account.clone(),
+        bound,
+    };
+    seen.sighting = sight(obj, ctx, &upstash, &mut seen, blocked).await?;
+    seen.upstash = Some(upstash);
+    Ok(seen)
+}
+
+async fn sight(
+    obj: &CacheInstance,
+    ctx: &Context,
+    upstash: &Upstash,
+    seen: &mut Observed,
+    blocked: bool,
+) -> Result<Sighting> {
+    let cluster_id = ctx.config.cluster_id.as_str();
+    let get = |id: String, recorded: Option<String>| async move {
+        Ok::<_, crate::Error>(upstash.bound.lookup(&id, recorded.as_deref()).await?)
+    };
+    if let Some(id) = seen.status.database_id.clone() {
+        // Triggered by the operator's own writes (or the monitor's) since the last read:
+        // nothing the database could have drifted in is worth a call before the next resync.
+        if let Some(db) = ctx.recent.reuse(obj, &id) {
+            seen.read_at = ctx.recent.read_at(obj, &id);
+            seen.reused = true;
+            return Ok(Sighting::Recorded {
+                id,
+                lookup: Lookup::Found(Box::new(db)),
+            });
+        }
+        seen.read_at = Some(Instant::now());
+        let lookup = get(id.clone(), seen.status.account.clone()).await?;
+        return Ok(Sighting::Recorded { id, lookup });
+    }
+    let adopt = obj.spec.adopt.as_ref();
+    if let Some(id) = adopt.and_then(|a| a.database_id.clone()) {
+        seen.read_at = Some(Instant::now());
+        let lookup = get(id.clone(), None).await?;
+        return Ok(Sighting::AdoptById { id, lookup });
+    }
+    let created = obj.metadata.creation_timestamp.as_ref().map(|t| t.0);
+    if adopt.is_some_and(|a| a.by_name == Some(true)) {
+        let name = naming::database_name(obj, cluster_id);
+        let matches = ctx
+            .databases
+            .lookup(
+                &upstash.account,
+                &upstash.api,
+                std::slice::from_ref(&name),
+                created,
+            )
+            .await?;
+        return Ok(Sighting::AdoptByName { name, matches });
+    }
+    if blocked {
+        return Ok(Sighting::NotLooked);
+    }
+    let mut names = naming::candidate_names(obj, cluster_id);
+    if let Some(p) = &seen.pending
+        && !names.contains(&p.database_name)
+    {
+        names.push(p.database_name.clone());
+    }
+    // A create whose answer was lost may have left a database this process never heard of; a
+    // name the user chose may have been taken by a database made since the last listing.
+    let fresh_since = if seen.pending.is_some() {
+        Some(Timestamp::now())
+    } else if obj.spec.database_name.is_some() {
+        created
+    } else {
+        None
+    };
+    let matches = ctx
+        .databases
+        .lookup(&upstash.index_key, &upstash.api, &names, fresh_since)
+        .await?;
+    Ok(Sighting::Candidates { matches })
+}
+
+/// A restart target and the credentials digest its pod template carries (`None`: the workload
+/// does not exist).
+#[derive(Debug, Clone)]
+pub struct Workload {
+    pub target: RestartTarget,
+    pub stamped: Option<Option<String>>,
+}
+
+/// The cluster side of a pass: the connection Secrets as they are, the operator's Secrets of
+/// this instance that the spec no longer names, and the restart targets.
+#[derive(Debug, Clone, Default)]
+pub struct ClusterView {
+    /// Each Secret the spec asks for, by name, and its current state.
+    pub secrets: Vec<(String, Option<Secret>)>,
+    /// Secrets this instance owns that the spec no longer names.
+    pub stale: Vec<String>,
+    pub workloads: Vec<Workload>,
+}
+
+/// Observes the Secrets and workloads of `obj`. `status` says which Secrets were written
+/// before: only when a name changed are the instance's Secrets listed.
+pub async fn cluster(
+    obj: &CacheInstance,
+    ctx: &Context,
+    status: &CacheInstanceStatus,
+) -> Result<ClusterView> {
+    let namespace = obj.namespace().unwrap_or_default();
+    let secrets: Api<Secret> = Api::namespaced(ctx.client.clone(), &namespace);
+    let mut wanted = vec![secret::secret_name(obj)];
+    wanted.extend(secret::read_only_secret_name(obj));
+    let mut view = ClusterView::default();
+    for name in &wanted {
+        view.secrets
+            .push((name.clone(), secrets.get_opt(name).await?));
+    }
+    let recorded = status
+        .binding
+        .iter()
+        .chain(status.read_only_secret.iter())
+        .map(|b| &b.name);
+    if recorded.clone().any(|name| !wanted.contains(name)) {
+        let listed = secrets
+            .list_metadata(&ListParams::default().labels(&secret::selector(obj)))
+            .await?;
+        view.stale = listed
+            .items
+            .iter()
+            .filter(|s| secret::owned_by(&s.metadata, obj))
+            .map(|s| s.name_any())
+            .filter(|name| !wanted.contains(name))
+            .collect();
+    }
+    let targets = obj
+        .spec
+        .password_rotation
+        .as_ref()
+        .and_then(|r| r.restart.clone())
+        .unwrap_or_default();
+    for target in targets {
+        let api: Api<DynamicObject> = Api::namespaced_with(
+            ctx.client.clone(),
+            &namespace,
+            &super::publish::workload_resource(target.kind),
+        );
+        let stamped = api.get_opt(&target.name).await?.map(|w| {
+            w.data
+                .pointer("/spec/template/metadata/annotations")
+                .and_then(|a| a.get(RESTART_ANNOTATION))
+                .and_then(|v| v.as_str())
+                .map(str::to_string)
+        });
+        view.workloads.push(Workload { target, stamped });
+    }
+    Ok(view)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::controller::instance::fixtures::{instance, status};
+
+    #[test]
+    fn the_pending_record_is_the_annotation_else_the_earlier_status_field() {
+        let annotated = instance(
+            r#"
+            metadata:
+              annotations:
+                cache.upstash-operator.dev/pending-create: '{"databaseName":"crm-orders-1","started":"2026-10-01T00:00:00Z"}'
+            spec: {primaryRegion: us-east-1}
+            "#,
+        );
+        let p = pending_record(&annotated, &Default::default()).unwrap();
+        assert_eq!(p.database_name, "crm-orders-1");
+        let legacy = status(
+            "pendingCreate: {databaseName: crm-orders-3f2a9c1d, started: '2026-09-01T00:00:00Z'}",
+        );
+        let plain = instance("spec: {primaryRegion: us-east-1}");
+        assert_eq!(
+            pending_record(&plain, &legacy).unwrap().database_name,
+            "crm-orders-3f2a9c1d"
+        );
+        assert!(pending_record(&plain, &Default::default()).is_none());
+    }
+}

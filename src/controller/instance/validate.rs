@@ -1,0 +1,220 @@
+//! Validate (pure): every check of the spec and the policies that apply to it, made before any
+//! Upstash call, so that a spec that cannot work never creates, changes or rotates anything.
+
+use std::sync::Arc;
+
+use k8s_openapi::jiff::SignedDuration;
+use kube::ResourceExt;
+
+use crate::{
+    controller::{
+        conditions::{self, Cond},
+        desired, secret,
+    },
+    crd::{
+        CacheInstance, CachePolicy, DeletionPolicy, ManagementPolicy, OnMissing, PAUSE_ANNOTATION,
+        validation,
+    },
+    error::{Error, Result},
+    guardrails,
+};
+
+/// Whether the object is paused: no Upstash call and no Kubernetes write until the annotation
+/// is removed.
+pub fn paused(obj: &CacheInstance) -> bool {
+    obj.annotations()
+        .get(PAUSE_ANNOTATION)
+        .is_some_and(|v| v.trim().eq_ignore_ascii_case("true"))
+}
+
+/// What the CachePolicies say about an instance.
+#[derive(Debug, Clone, PartialEq)]
+pub struct PolicyVerdict {
+    /// The policy that applies, if one does.
+    pub policy: Option<String>,
+    /// The `PolicyCompliant` condition.
+    pub compliance: Cond,
+    /// Whether the guardrails block provisioning and changes.
+    pub blocked: bool,
+    /// What deleting the instance does to its database.
+    pub deletion_policy: DeletionPolicy,
+}
+
+/// The verdict of the policies on `obj`: the one place that reads the guardrails. Every
+/// policy that selects the instance applies (the strictest rule wins), plus the one
+/// `spec.policyRef` names.
+pub fn policy_verdict(
+    obj: &CacheInstance,
+    policies: &[Arc<CachePolicy>],
+    default_deletion_policy: DeletionPolicy,
+) -> PolicyVerdict {
+    let applicable = guardrails::applicable(obj, policies);
+    let deletion_policy = guardrails::deletion_policy(obj, &applicable, default_deletion_policy);
+    let c = guardrails::compliance(obj, &applicable);
+    PolicyVerdict {
+        policy: applicable.names(),
+        compliance: Cond::new(
+            conditions::POLICY_COMPLIANT,
+            c.compliant,
+            c.reason,
+            c.message,
+        ),
+        blocked: c.blocked,
+        deletion_policy,
+    }
+}
+
+/// A spec that passed every check, with what the later stages read from it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Valid {
+    pub management: ManagementPolicy,
+    pub on_missing: OnMissing,
+    pub rotation_every: Option<SignedDuration>,
+}
+
+impl Valid {
+    /// Whether the operator may only read the database.
+    pub fn observe_only(&self) -> bool {
+        self.management == ManagementPolicy::Observe
+    }
+}
+
+/// Every check of the spec (see [`crate::crd::validation`]: each is also made at admission,
+/// except the Secret templates, which are compiled and rendered against placeholder values so
+/// that an unknown variable shows now rather than after the database was created or rotated).
+pub fn spec(obj: &CacheInstance) -> Result<Valid> {
+    if let Some(problem) = validation::check_instance(obj).into_iter().next() {
+        return Err(Error::InvalidSpec(problem));
+    }
+    secret::check_templates(obj).map_err(|e| {
+        Error::InvalidSpec(validation::Problem {
+            check: validation::Check::TemplateInvalid,
+            message: format!(
+                "spec.secret.templates.{}: the template does not render: {}",
+                e.key, e.reason
+            ),
+        })
+    })?;
+    let spec = &obj.spec;
+    Ok(Valid {
+        management: spec.management_policy.unwrap_or(ManagementPolicy::DEFAULT),
+        on_missing: spec.on_missing.unwrap_or(OnMissing::Recreate),
+        rotation_every: desired::rotation_every(obj),
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::controller::instance::fixtures::{instance, policy};
+
+    #[test]
+    fn a_bad_template_is_invalid_before_any_call() {
+        let obj = instance(
+            r#"
+            spec:
+              primaryRegion: us-east-1
+              secret: {templates: {CACHE_URL: "{{ redis_url }}"}}
+            "#,
+        );
+        let e = spec(&obj).unwrap_err();
+        assert_eq!(e.category().condition_reason(), "InvalidSpec");
+        assert!(
+            e.to_string()
+                .starts_with("spec.secret.templates.CACHE_URL:"),
+            "{e}"
+        );
+    }
+
+    #[test]
+    fn rotation_more_often_than_hourly_is_invalid() {
+        let obj = instance("spec: {primaryRegion: us-east-1, passwordRotation: {every: 30m}}");
+        assert!(
+            spec(&obj)
+                .unwrap_err()
+                .to_string()
+                .contains("at most once an hour")
+        );
+        let ok = instance("spec: {primaryRegion: us-east-1, passwordRotation: {every: 90d}}");
+        assert_eq!(
+            spec(&ok).unwrap().rotation_every,
+            Some(SignedDuration::from_hours(90 * 24))
+        );
+    }
+
+    #[test]
+    fn the_read_only_secret_needs_its_own_name() {
+        let obj = instance(
+            "spec: {primaryRegion: us-east-1, secret: {name: app, readOnly: {name: app}}}",
+        );
+        assert!(spec(&obj).unwrap_err().to_string().contains("must differ"));
+    }
+
+    #[test]
+    fn management_defaults_to_full_and_missing_databases_to_recreate() {
+        let v = spec(&instance("spec: {primaryRegion: us-east-1}")).unwrap();
+        assert_eq!(v.management, ManagementPolicy::Full);
+        assert_eq!(v.on_missing, OnMissing::Recreate);
+        assert!(!v.observe_only());
+        let v = spec(&instance(
+            "spec: {primaryRegion: us-east-1, managementPolicy: Observe, onMissing: Report}",
+        ))
+        .unwrap();
+        assert!(v.observe_only());
+        assert_eq!(v.on_missing, OnMissing::Report);
+    }
+
+    #[test]
+    fn the_pause_annotation_must_say_true() {
+        let mut obj = instance("spec: {primaryRegion: us-east-1}");
+        assert!(!paused(&obj));
+        obj.annotations_mut()
+            .insert(PAUSE_ANNOTATION.into(), "True".into());
+        assert!(paused(&obj));
+        obj.annotations_mut()
+            .insert(PAUSE_ANNOTATION.into(), "false".into());
+        assert!(!paused(&obj));
+    }
+
+    #[test]
+    fn a_guardrail_violation_blocks_and_names_the_field() {
+        let obj = instance("spec: {primaryRegion: us-east-1}");
+        let eu = policy(
+            "eu-only",
+            "{selector: {}, guardrails: {allowedRegions: [eu-west-1], defaultDeletionPolicy: Retain}}",
+        );
+        let v = policy_verdict(&obj, &[eu], DeletionPolicy::Delete);
+        assert!(v.blocked);
+        assert_eq!(v.compliance.reason, "PolicyViolation");
+        assert!(
+            v.compliance
+                .message
+                .contains("spec.primaryRegion us-east-1")
+        );
+        assert_eq!(v.deletion_policy, DeletionPolicy::Retain);
+        assert_eq!(v.policy.as_deref(), Some("eu-only"));
+        let none = policy_verdict(&obj, &[], DeletionPolicy::Delete);
+        assert!(!none.blocked);
+        assert_eq!(none.compliance.reason, "NoPolicy");
+        assert_eq!(none.deletion_policy, DeletionPolicy::Delete);
+    }
+
+    #[test]
+    fn every_selecting_policy_applies_and_the_strictest_guardrail_wins() {
+        let obj = instance("spec: {primaryRegion: us-east-1}");
+        let v = policy_verdict(
+            &obj,
+            &[
+                policy("lenient", "{selector: {}}"),
+                policy(
+                    "eu-only",
+                    "{selector: {}, guardrails: {allowedRegions: [eu-west-1]}}",
+                ),
+            ],
+            DeletionPolicy::Delete,
+        );
+        assert!(v.blocked);
+        assert_eq!(v.compliance.reason, "PolicyViolation");
+        assert_eq!(v.policy.as_deref(), Some("eu-only, lenient"));
+    }
+}
