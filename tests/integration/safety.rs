@@ -74,7 +74,7 @@ async fn adopting_changes_nothing_the_spec_leaves_out_and_shows_the_live_values(
     let prod = console_create(
         &stack.emulator,
         json!({"database_name": "legacy-prod", "platform": "aws", "primary_region": "us-east-1",
-               "plan": "fixed_1gb", "read_regions": ["eu-west-1"], "eviction": true, "budget": 300}),
+               "plan": "fixed_1gb", "read_regions": ["eu-west-1"], "eviction": true, "budget": 30000}),
     )
     .await;
     let (code, _) = stack
@@ -122,7 +122,7 @@ async fn adopting_changes_nothing_the_spec_leaves_out_and_shows_the_live_values(
     // change, old → new.
     let other = console_create(
         &stack.emulator,
-        json!({"database_name": "legacy-other", "platform": "aws", "primary_region": "us-east-1", "budget": 300}),
+        json!({"database_name": "legacy-other", "platform": "aws", "primary_region": "us-east-1", "budget": 30000}),
     )
     .await;
     stack.emulator.clear_calls().await;
@@ -153,7 +153,7 @@ async fn observe_reports_drift_changes_nothing_and_keeps_the_database() {
     let client = ns.client().await;
     let id = console_create(
         &stack.emulator,
-        json!({"database_name": "observed", "platform": "aws", "primary_region": "us-east-1", "budget": 100}),
+        json!({"database_name": "observed", "platform": "aws", "primary_region": "us-east-1", "budget": 10000}),
     )
     .await;
     stack.emulator.clear_calls().await;
