@@ -78,6 +78,8 @@ pub struct Context {
     pub databases: DatabaseIndex,
     /// Create calls Upstash refused, not repeated by the passes the operator's writes trigger.
     pub refusals: Refusals,
+    /// The connection Secrets the operator wrote, as its watch sees them.
+    pub owned_secrets: super::owned_secrets::OwnedSecrets,
     /// Consecutive failures per object, for exponential backoff.
     failures: Mutex<HashMap<ObjectRef<CacheInstance>, u32>>,
 }
@@ -104,6 +106,7 @@ impl Context {
             reported: reported::ReportedFailures::default(),
             databases: DatabaseIndex::default(),
             refusals: Refusals::default(),
+            owned_secrets: Default::default(),
             config,
             failures: Mutex::default(),
         }

@@ -7,6 +7,7 @@ pub mod desired;
 pub mod developer_api;
 pub mod instance;
 pub mod naming;
+pub mod owned_secrets;
 pub mod recent;
 pub mod refusals;
 pub mod reported;
@@ -106,13 +107,23 @@ pub fn instance_controller(
     .applied_objects();
     let controller = Controller::for_stream(trigger, reader);
     let store = controller.store();
+    // The operator's Secrets: a change or a deletion triggers their instance, and their store
+    // spares the pass a read of each Secret.
+    let (secret_reader, secret_writer) = reflector::store();
+    ctx.owned_secrets
+        .register(namespace.map(str::to_string), secret_reader);
+    let owned = watcher(
+        secrets,
+        watcher::Config::default()
+            .labels(&secret_selector)
+            .any_semantic(),
+    )
+    .default_backoff()
+    .modify(|s: &mut Secret| s.managed_fields_mut().clear())
+    .reflect(secret_writer)
+    .touched_objects();
     controller
-        .owns(
-            secrets,
-            watcher::Config::default()
-                .labels(&secret_selector)
-                .any_semantic(),
-        )
+        .owns_stream(owned)
         // A policy change can change guardrails and deletion defaults of its namespace's instances.
         .watches_shared_stream(policy_changes, move |policy: Arc<CachePolicy>| {
             let ns = policy.namespace();

@@ -259,8 +259,11 @@ pub async fn cluster(
     wanted.extend(secret::read_only_secret_name(obj));
     let mut view = ClusterView::default();
     for name in &wanted {
-        view.secrets
-            .push((name.clone(), secrets.get_opt(name).await?));
+        let current = match ctx.owned_secrets.get(&namespace, name) {
+            Some(ours) => Some(ours.as_ref().clone()),
+            None => secrets.get_opt(name).await?,
+        };
+        view.secrets.push((name.clone(), current));
     }
     let recorded = status
         .binding
