@@ -364,7 +364,6 @@ enum Counts {
 /// A command on its way to the engine.
 struct Forward {
     args: Vec<Vec<u8>>,
-    size: usize,
     counts: Counts,
     /// The reply is not written to the client (the emulator's own helper commands).
     hidden: bool,
@@ -467,13 +466,24 @@ impl Session {
         let Some(database_id) = self.login.as_ref().map(|l| l.database_id.clone()) else {
             return local(Reply::err(NOAUTH));
         };
-        let max_entry = {
+        let (max_entry, max_request) = {
             let st = shared.lock();
-            st.databases
-                .get(&database_id)
-                .map_or(u64::MAX, |d| d.meta.plan().max_entry_size)
+            st.databases.get(&database_id).map_or((u64::MAX, u64::MAX), |d| {
+                let p = d.meta.plan();
+                (p.max_entry_size, p.max_request_size)
+            })
         };
-        if let Err(e) = data_plane::precheck(&frame.args, Transport::Resp, max_entry) {
+        // The plan's max request size applies to each frame (and to a transaction as a whole).
+        let request = match (&self.multi, name.as_str()) {
+            (Some(m), n) if !matches!(n, "EXEC" | "DISCARD") => m.size + frame.size,
+            _ => frame.size,
+        };
+        let checked = if request as u64 > max_request {
+            Err(Reply::err(Refused::TooLarge.message()))
+        } else {
+            data_plane::precheck(&frame.args, Transport::Resp, max_entry)
+        };
+        if let Err(e) = checked {
             if let Some(m) = self.multi.as_mut() {
                 m.failed = true;
             }
@@ -484,7 +494,6 @@ impl Session {
         let forward = |frame: Frame, counts: Counts, fault: Option<FaultRule>| {
             vec![Step::Forward(Forward {
                 args: frame.args,
-                size: frame.size,
                 counts,
                 hidden: false,
                 fault,
@@ -503,7 +512,6 @@ impl Session {
                     return vec![
                         Step::Forward(Forward {
                             args: owned_args(&["DISCARD"]),
-                            size: 0,
                             counts: Counts::Silent,
                             hidden: true,
                             fault: None,
@@ -512,10 +520,8 @@ impl Session {
                     ];
                 }
                 let f = fault("data:multi-exec");
-                let size = m.size + frame.size;
                 vec![Step::Forward(Forward {
                     args: frame.args,
-                    size,
                     counts: Counts::Exec(m.queued),
                     hidden: false,
                     fault: f,
@@ -625,7 +631,6 @@ impl Session {
         }
         Step::Forward(Forward {
             args: hello,
-            size: 0,
             counts: Counts::Silent,
             hidden: false,
             fault: None,
@@ -730,8 +735,8 @@ impl Session {
             password: Some(&login.password),
             peer: self.peer.ip(),
         };
-        let size = batch.iter().map(|f| f.size).max().unwrap_or(0);
-        let admitted = match data_plane::admit(shared, &caller, size) {
+        // Sizes were checked frame by frame.
+        let admitted = match data_plane::admit(shared, &caller, 0) {
             Ok(a) => a,
             Err(refused) => {
                 let reply = refusal_reply(&refused);
