@@ -27,6 +27,7 @@ use crate::api::databases::parse_cidr;
 use crate::calllog::redact_path;
 use crate::engine::{EngineSettings, Role, Sample};
 use crate::reply::Reply;
+use crate::scripts::ReplyFix;
 use crate::server::{ConnInfo, Exchange, Outcome};
 use crate::state::now_ms;
 use crate::stats::{CommandSample, StatsInput, monthly_billing};
@@ -529,6 +530,23 @@ pub async fn execute(
         let replies = checks.into_iter().map(|c| c.err().unwrap_or(Reply::Nil)).collect();
         return Ok(Executed { replies, sync });
     }
+    // Scripts written for Upstash, as Redis takes them.
+    let translated: Vec<(Option<Vec<Vec<u8>>>, Option<ReplyFix>)> = forwarded
+        .iter()
+        .map(|c| match shared.engines.scripts().translate(c) {
+            Some((args, fix)) => (Some(args), fix),
+            None => (None, None),
+        })
+        .collect();
+    let to_engine: Vec<&[Vec<u8>]> = forwarded
+        .iter()
+        .zip(&translated)
+        .map(|(c, (t, _))| t.as_deref().unwrap_or(c))
+        .collect();
+    let fix = |i: usize, r: Reply| match &translated[i].1 {
+        Some(f) => f.apply(r),
+        None => r,
+    };
     let mut lease = shared
         .engines
         .checkout(caller.database_id, admitted.settings, caller.role())
@@ -539,7 +557,7 @@ pub async fn execute(
         let multi = vec![b"MULTI".to_vec()];
         let exec = vec![b"EXEC".to_vec()];
         let mut batch: Vec<&[Vec<u8>]> = vec![&multi];
-        batch.extend(&forwarded);
+        batch.extend(&to_engine);
         batch.push(&exec);
         let t0 = Instant::now();
         let answers = lease.run(&batch).await.map_err(engine_error)?;
@@ -559,7 +577,7 @@ pub async fn execute(
                         failed: r.is_error(),
                     });
                 }
-                items
+                items.into_iter().enumerate().map(|(i, r)| fix(i, r)).collect()
             }
             Some(Reply::Error(e)) => return Err(Refused::Discarded(e)),
             other => return Err(Refused::Discarded(format!("ERR transaction failed: {other:?}"))),
@@ -567,11 +585,12 @@ pub async fn execute(
     } else {
         lease.in_flight = true;
         let t0 = Instant::now();
-        lease.conn().send(&forwarded).await.map_err(engine_error)?;
+        lease.conn().send(&to_engine).await.map_err(engine_error)?;
         let mut last = t0;
         let mut from_engine = Vec::with_capacity(forwarded.len());
-        for c in &forwarded {
+        for (i, c) in forwarded.iter().enumerate() {
             let (r, _) = lease.conn().read().await.map_err(engine_error)?;
+            let r = fix(i, r);
             let now = Instant::now();
             ran.push(Ran {
                 args: c,

@@ -302,7 +302,7 @@ struct Process {
     child: std::process::Child,
     socket: PathBuf,
     generation: u64,
-    /// `used_memory_startup`: what the empty server uses; limits are counted above it.
+    /// What the empty server used after its setup; limits are counted above it.
     startup_memory: u64,
     applied: EngineSettings,
     admin: Conn,
@@ -410,6 +410,7 @@ pub struct Engines {
     app_password: String,
     ro_password: String,
     spawner: crate::spawn::Spawner,
+    scripts: crate::scripts::Scripts,
     socket_dir: tempfile::TempDir,
     _data_tmp: Option<tempfile::TempDir>,
 }
@@ -543,9 +544,15 @@ impl Engines {
             app_password: ids::password(),
             ro_password: ids::password(),
             spawner: crate::spawn::Spawner::new(),
+            scripts: Default::default(),
             socket_dir,
             _data_tmp: data_tmp,
         })
+    }
+
+    /// Script names translated between what clients sent and what the engines got.
+    pub fn scripts(&self) -> &crate::scripts::Scripts {
+        &self.scripts
     }
 
     /// `redis-server --version`'s line.
@@ -769,14 +776,17 @@ impl Engines {
                 return Err(broken(format!("ACL SETUSER {user}: {e}")));
             }
         }
-        let memory = p.admin.call(&cmd(&["INFO", "memory"])).await?;
-        p.startup_memory = field(&info_fields(&memory.as_text().unwrap_or_default()), "used_memory_startup");
-        p.apply(settings).await?;
-        // Counters start at zero in a new server; everything it counts is new.
         if self.commands.get().is_none() {
             let table = p.admin.call(&cmd(&["COMMAND"])).await?;
             let _ = self.commands.set(Arc::new(CommandTable::parse(&table)));
         }
+        // What the server uses before any data (after its setup, with the emulator's own
+        // connection): limits and the reported data size are counted above it.
+        let memory = p.admin.call(&cmd(&["INFO", "memory"])).await?;
+        let text = memory.as_text().unwrap_or_default();
+        let f = info_fields(&text);
+        p.startup_memory = field(&f, "used_memory").max(field(&f, "used_memory_startup"));
+        p.apply(settings).await?;
         tracing::debug!(database_id = %id, ms = started.elapsed().as_millis() as u64, "engine started");
         Ok(p)
     }

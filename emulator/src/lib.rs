@@ -24,6 +24,7 @@ pub mod ids;
 pub mod model;
 pub mod reply;
 pub mod resp;
+pub mod scripts;
 pub mod server;
 mod spawn;
 pub mod state;

@@ -27,6 +27,7 @@ use crate::data_plane::{self, Caller, Ran, Refused, Transport, WRONGPASS};
 use crate::engine::Lease;
 use crate::faults::FaultRule;
 use crate::reply::Reply;
+use crate::scripts::ReplyFix;
 use crate::server;
 
 /// Largest frame (one command, all its arguments) read from a connection; plan limits (the
@@ -345,6 +346,8 @@ struct Login {
 #[derive(Default)]
 struct Multi {
     queued: Vec<Vec<Vec<u8>>>,
+    /// Changes to the queued commands' answers (scripts' names), by position.
+    fixes: Vec<Option<ReplyFix>>,
     size: usize,
     failed: bool,
 }
@@ -355,8 +358,8 @@ enum Counts {
     Command,
     /// Queued in a transaction: counted when `EXEC` runs.
     Queued,
-    /// `EXEC`, with the commands it runs.
-    Exec(Vec<Vec<Vec<u8>>>),
+    /// `EXEC`, with the commands it runs and the changes to their answers.
+    Exec(Vec<Vec<Vec<u8>>>, Vec<Option<ReplyFix>>),
     /// Not counted (`MULTI`, and commands the emulator sends for the client).
     Silent,
 }
@@ -368,6 +371,8 @@ struct Forward {
     /// The reply is not written to the client (the emulator's own helper commands).
     hidden: bool,
     fault: Option<FaultRule>,
+    /// A change to the engine's answer (a script's name).
+    fix: Option<ReplyFix>,
 }
 
 /// What to do with one frame.
@@ -491,19 +496,31 @@ impl Session {
             return local(e);
         }
         let fault = |endpoint: &str| shared.faults_lock().take(endpoint, Some(&database_id));
-        let forward = |frame: Frame, counts: Counts, fault: Option<FaultRule>| {
+        // Scripts written for Upstash, as Redis takes them.
+        let (frame, fix) = match shared.engines.scripts().translate(&frame.args) {
+            Some((args, fix)) => (
+                Frame {
+                    args,
+                    size: frame.size,
+                },
+                fix,
+            ),
+            None => (frame, None),
+        };
+        let forward = |frame: Frame, counts: Counts, fault: Option<FaultRule>, fix: Option<ReplyFix>| {
             vec![Step::Forward(Forward {
                 args: frame.args,
                 counts,
                 hidden: false,
                 fault,
+                fix,
             })]
         };
         let in_multi = self.multi.is_some();
         match name.as_str() {
             "MULTI" if !in_multi => {
                 self.multi = Some(Multi::default());
-                forward(frame, Counts::Silent, None)
+                forward(frame, Counts::Silent, None, None)
             }
             "EXEC" if in_multi => {
                 let m = self.multi.take().unwrap_or_default();
@@ -515,6 +532,7 @@ impl Session {
                             counts: Counts::Silent,
                             hidden: true,
                             fault: None,
+                            fix: None,
                         }),
                         Step::Local(Reply::err(EXECABORT), Flow::Continue),
                     ];
@@ -522,26 +540,28 @@ impl Session {
                 let f = fault("data:multi-exec");
                 vec![Step::Forward(Forward {
                     args: frame.args,
-                    counts: Counts::Exec(m.queued),
+                    counts: Counts::Exec(m.queued, m.fixes),
                     hidden: false,
                     fault: f,
+                    fix: None,
                 })]
             }
             "DISCARD" if in_multi => {
                 self.multi = None;
-                forward(frame, Counts::Silent, None)
+                forward(frame, Counts::Silent, None, None)
             }
-            "MULTI" | "WATCH" if in_multi => forward(frame, Counts::Silent, None),
+            "MULTI" | "WATCH" if in_multi => forward(frame, Counts::Silent, None, None),
             _ if in_multi => {
                 if let Some(m) = self.multi.as_mut() {
                     m.queued.push(frame.args.clone());
+                    m.fixes.push(fix);
                     m.size += frame.size;
                 }
-                forward(frame, Counts::Queued, None)
+                forward(frame, Counts::Queued, None, None)
             }
             _ => {
                 let f = fault(&endpoint_of(&frame.args));
-                forward(frame, Counts::Command, f)
+                forward(frame, Counts::Command, f, fix)
             }
         }
     }
@@ -634,6 +654,7 @@ impl Session {
             counts: Counts::Silent,
             hidden: false,
             fault: None,
+            fix: None,
         })
     }
 
@@ -794,7 +815,7 @@ impl Session {
                         ran_owned.push((f.args.clone(), latency_ms, reply.is_error()));
                         record_call(shared, &endpoint_for(f), status, &database_id, fault.map(|x| x.id), started);
                     }
-                    Counts::Exec(queued) => {
+                    Counts::Exec(queued, _) => {
                         if let Reply::Array(items) = &reply {
                             let per = latency_ms / items.len().max(1) as f64;
                             for (q, r) in queued.iter().zip(items) {
@@ -817,7 +838,26 @@ impl Session {
                         return Ok(Flow::Close);
                     }
                 }
-                out.extend_from_slice(&raw);
+                match (&f.fix, &f.counts) {
+                    (Some(fix), _) => fix.apply(reply).to_resp2(out),
+                    (None, Counts::Exec(_, fixes)) if fixes.iter().any(Option::is_some) => {
+                        match reply {
+                            Reply::Array(items) => Reply::Array(
+                                items
+                                    .into_iter()
+                                    .zip(fixes.iter().chain(std::iter::repeat(&None)))
+                                    .map(|(r, fix)| match fix {
+                                        Some(fix) => fix.apply(r),
+                                        None => r,
+                                    })
+                                    .collect(),
+                            )
+                            .to_resp2(out),
+                            other => other.to_resp2(out),
+                        }
+                    }
+                    _ => out.extend_from_slice(&raw),
+                }
             }
             Ok(Flow::Continue)
         }
@@ -857,7 +897,7 @@ fn endpoint_of(args: &[Vec<u8>]) -> String {
 
 fn endpoint_for(f: &Forward) -> String {
     match f.counts {
-        Counts::Exec(_) => "data:multi-exec".into(),
+        Counts::Exec(..) => "data:multi-exec".into(),
         _ => endpoint_of(&f.args),
     }
 }
@@ -957,6 +997,16 @@ where
                 }
             }
         }
+        if frames.is_empty() && protocol_error.is_none() {
+            // Everything buffered is answered: wait for more.
+            if buf.capacity() - buf.len() < READ_CHUNK / 4 {
+                buf.reserve(READ_CHUNK);
+            }
+            if reader.read_buf(&mut buf).await? == 0 {
+                return Ok(());
+            }
+            continue;
+        }
         let mut flow = Flow::Continue;
         if !frames.is_empty() {
             let mut client = ClientIn {
@@ -987,13 +1037,8 @@ where
                 while reader.read(&mut sink).await? > 0 {}
                 return Ok(());
             }
+            // Frames that arrived while the engine answered are decoded next.
             Flow::Continue => {}
-        }
-        if buf.capacity() - buf.len() < READ_CHUNK / 4 {
-            buf.reserve(READ_CHUNK);
-        }
-        if reader.read_buf(&mut buf).await? == 0 {
-            return Ok(());
         }
     }
 }
