@@ -111,10 +111,7 @@ impl Accounts {
             !spec.email.is_empty() && !spec.api_key.is_empty(),
             "an API key needs an email and a key"
         );
-        let team_id = match &spec.team {
-            None => None,
-            Some(t) => Some(self.join_team(t, &spec.email)),
-        };
+        let team_id = spec.team.as_ref().map(|t| self.join_team(t, &spec.email));
         let key = ApiKey {
             email: spec.email.clone(),
             key: spec.api_key.clone(),
@@ -148,7 +145,11 @@ impl Accounts {
         });
         let team = self.teams.get_mut(&id).expect("just found or made");
         if team.role_of(email).is_none() {
-            let role = if team.members.is_empty() { "owner" } else { "dev" };
+            let role = if team.members.is_empty() {
+                "owner"
+            } else {
+                "dev"
+            };
             team.members.push(Member {
                 email: email.into(),
                 role: role.into(),
@@ -220,9 +221,7 @@ fn parse_one(s: &str) -> anyhow::Result<KeySpec> {
         match opt.split_once('=') {
             Some(("team", team)) if !team.is_empty() => spec.team = Some(team.to_string()),
             None if opt == "readonly" => spec.read_only = true,
-            _ => anyhow::bail!(
-                "account option {opt:?} of {email} is not team=<name> or readonly"
-            ),
+            _ => anyhow::bail!("account option {opt:?} of {email} is not team=<name> or readonly"),
         }
     }
     Ok(spec)
@@ -282,7 +281,10 @@ mod tests {
     fn parsing_keeps_the_old_forms_and_reads_options() {
         assert_eq!(
             parse_list("a@b.c:k1, d@e.f:k2").unwrap(),
-            vec![KeySpec::personal("a@b.c", "k1"), KeySpec::personal("d@e.f", "k2")]
+            vec![
+                KeySpec::personal("a@b.c", "k1"),
+                KeySpec::personal("d@e.f", "k2")
+            ]
         );
         assert!(parse_list("nokey").is_err());
         assert_eq!(
@@ -301,8 +303,8 @@ mod tests {
         assert_eq!(team[0].team.as_deref(), Some("Platform Team"));
         assert!(team[0].read_only);
         assert!(parse_list("a@b.c:k;admin").is_err());
-        let json = parse_file(r#"[{"email":"a@b.c","api_key":"k","team":"T","readonly":true}]"#)
-            .unwrap();
+        let json =
+            parse_file(r#"[{"email":"a@b.c","api_key":"k","team":"T","readonly":true}]"#).unwrap();
         assert_eq!(json[0].team.as_deref(), Some("T"));
         assert!(json[0].read_only);
     }

@@ -129,7 +129,10 @@ fn db_view(s: &Shared, db: &crate::state::Database) -> Value {
         let (keys, bytes) = db.traffic.current();
         m.insert("account".into(), json!(db.meta.account));
         m.insert("plan".into(), json!(db.meta.plan));
-        m.insert("read_only_password".into(), json!(db.meta.read_only_password));
+        m.insert(
+            "read_only_password".into(),
+            json!(db.meta.read_only_password),
+        );
         m.insert("archived".into(), json!(db.meta.archived));
         m.insert("keys".into(), json!(keys));
         m.insert("stored_bytes".into(), json!(bytes));
@@ -205,7 +208,10 @@ async fn patch_database(State(s): S, Path(id): Path<String>, body: axum::body::B
     }
     if let Some(limit) = patch.max_data_size_bytes {
         if limit == Some(0) {
-            return err(StatusCode::BAD_REQUEST, "max_data_size_bytes must be positive");
+            return err(
+                StatusCode::BAD_REQUEST,
+                "max_data_size_bytes must be positive",
+            );
         }
         // Applied to a running engine on its next use.
         db.meta.max_data_size_bytes = limit;
@@ -372,7 +378,10 @@ async fn archive(State(s): S, Path(id): Path<String>) -> Response {
         Err(e) => return err(e.status, e.message),
     };
     if let Err(e) = s.engines.clear(&id).await {
-        return err(StatusCode::INTERNAL_SERVER_ERROR, format!("archiving failed: {e}"));
+        return err(
+            StatusCode::INTERNAL_SERVER_ERROR,
+            format!("archiving failed: {e}"),
+        );
     }
     let mut st = s.lock();
     let Some(db) = st.databases.get_mut(&id) else {
@@ -413,7 +422,11 @@ async fn unarchive(State(s): S, Path(id): Path<String>, body: axum::body::Bytes)
         }
         let chosen = match &b.backup_id {
             Some(bid) => db.backups.iter().find(|x| &x.id == bid),
-            None => db.backups.iter().rev().find(|x| x.name.starts_with("archived-")),
+            None => db
+                .backups
+                .iter()
+                .rev()
+                .find(|x| x.name.starts_with("archived-")),
         };
         match chosen {
             Some(x) => x.id.clone(),
@@ -421,7 +434,10 @@ async fn unarchive(State(s): S, Path(id): Path<String>, body: axum::body::Bytes)
         }
     };
     if let Err(e) = s.engines.restore(&id, &backup_id).await {
-        return err(StatusCode::INTERNAL_SERVER_ERROR, format!("restore failed: {e}"));
+        return err(
+            StatusCode::INTERNAL_SERVER_ERROR,
+            format!("restore failed: {e}"),
+        );
     }
     let mut st = s.lock();
     let Some(db) = st.databases.get_mut(&id) else {

@@ -236,8 +236,19 @@ const NOT_AVAILABLE: &[&str] = &[
 /// Commands that only make sense on a connection of one's own: refused by the REST API (a
 /// transaction is `/multi-exec`).
 const CONNECTION_ONLY: &[&str] = &[
-    "ASKING", "AUTH", "CLIENT", "DISCARD", "EXEC", "HELLO", "MULTI", "QUIT", "READONLY",
-    "READWRITE", "RESET", "UNWATCH", "WATCH",
+    "ASKING",
+    "AUTH",
+    "CLIENT",
+    "DISCARD",
+    "EXEC",
+    "HELLO",
+    "MULTI",
+    "QUIT",
+    "READONLY",
+    "READWRITE",
+    "RESET",
+    "UNWATCH",
+    "WATCH",
 ];
 
 /// Upstash's answer to a command it does not offer.
@@ -379,7 +390,11 @@ pub struct Admitted {
 /// Upstash's checks of a batch, under the state lock: the database exists, the password is
 /// current, the client's address is allowed, the database is active, the request fits the plan
 /// and the budget is not spent.
-pub fn admit(shared: &Shared, caller: &Caller<'_>, request_size: usize) -> Result<Admitted, Refused> {
+pub fn admit(
+    shared: &Shared,
+    caller: &Caller<'_>,
+    request_size: usize,
+) -> Result<Admitted, Refused> {
     let st = shared.lock();
     let Some(db) = st
         .databases
@@ -492,6 +507,9 @@ pub fn record(shared: &Shared, database_id: &str, ran: &[Ran<'_>], sample: Optio
     sync
 }
 
+/// A command rewritten for the engine (or `None`: as sent), and the change to its answer.
+type Translated = (Option<Vec<Vec<u8>>>, Option<ReplyFix>);
+
 fn engine_error(e: std::io::Error) -> Refused {
     Refused::Engine(e.to_string())
 }
@@ -527,11 +545,14 @@ pub async fn execute(
     if forwarded.is_empty() {
         // Nothing for the engine: do not start it for refused commands.
         let sync = record(shared, caller.database_id, &[], None);
-        let replies = checks.into_iter().map(|c| c.err().unwrap_or(Reply::Nil)).collect();
+        let replies = checks
+            .into_iter()
+            .map(|c| c.err().unwrap_or(Reply::Nil))
+            .collect();
         return Ok(Executed { replies, sync });
     }
     // Scripts written for Upstash, as Redis takes them.
-    let translated: Vec<(Option<Vec<Vec<u8>>>, Option<ReplyFix>)> = forwarded
+    let translated: Vec<Translated> = forwarded
         .iter()
         .map(|c| match shared.engines.scripts().translate(c) {
             Some((args, fix)) => (Some(args), fix),
@@ -577,10 +598,18 @@ pub async fn execute(
                         failed: r.is_error(),
                     });
                 }
-                items.into_iter().enumerate().map(|(i, r)| fix(i, r)).collect()
+                items
+                    .into_iter()
+                    .enumerate()
+                    .map(|(i, r)| fix(i, r))
+                    .collect()
             }
             Some(Reply::Error(e)) => return Err(Refused::Discarded(e)),
-            other => return Err(Refused::Discarded(format!("ERR transaction failed: {other:?}"))),
+            other => {
+                return Err(Refused::Discarded(format!(
+                    "ERR transaction failed: {other:?}"
+                )));
+            }
         }
     } else {
         lease.in_flight = true;
@@ -819,7 +848,10 @@ mod tests {
             Err(Reply::err("ERR Command is not available: 'config'"))
         );
         assert!(resp(&["SHUTDOWN"]).is_err());
-        assert!(rest(&["MULTI"]).is_err(), "REST transactions are /multi-exec");
+        assert!(
+            rest(&["MULTI"]).is_err(),
+            "REST transactions are /multi-exec"
+        );
         assert!(resp(&["MULTI"]).is_ok());
         assert!(rest(&["AUTH", "x"]).is_err());
         assert!(resp(&["CLIENT", "SETNAME", "x"]).is_ok());

@@ -211,7 +211,10 @@ impl CommandTable {
         if self.containers.contains(&name)
             && let Some(sub) = args.get(1)
         {
-            return format!("{name}|{}", String::from_utf8_lossy(sub).to_ascii_lowercase());
+            return format!(
+                "{name}|{}",
+                String::from_utf8_lossy(sub).to_ascii_lowercase()
+            );
         }
         name
     }
@@ -244,17 +247,28 @@ fn broken(e: impl std::fmt::Display) -> io::Error {
 }
 
 impl Conn {
-    async fn connect(socket: &Path, user: &str, password: &str, generation: u64) -> io::Result<Conn> {
+    async fn connect(
+        socket: &Path,
+        user: &str,
+        password: &str,
+        generation: u64,
+    ) -> io::Result<Conn> {
         let stream = UnixStream::connect(socket).await?;
         let mut c = Conn {
             stream,
             buf: BytesMut::with_capacity(16 * 1024),
             generation,
         };
-        let args = [b"AUTH".to_vec(), user.as_bytes().to_vec(), password.as_bytes().to_vec()];
+        let args = [
+            b"AUTH".to_vec(),
+            user.as_bytes().to_vec(),
+            password.as_bytes().to_vec(),
+        ];
         match c.call(&args).await? {
             Reply::Status(_) => Ok(c),
-            other => Err(broken(format!("engine refused the emulator's login: {other:?}"))),
+            other => Err(broken(format!(
+                "engine refused the emulator's login: {other:?}"
+            ))),
         }
     }
 
@@ -322,7 +336,10 @@ impl Drop for Process {
 
 impl Process {
     async fn apply(&mut self, s: EngineSettings) -> io::Result<()> {
-        let max = self.startup_memory.saturating_add(s.max_data_bytes).to_string();
+        let max = self
+            .startup_memory
+            .saturating_add(s.max_data_bytes)
+            .to_string();
         let r = self
             .admin
             .call(&cmd(&[
@@ -496,7 +513,12 @@ impl Engines {
             .arg("--version")
             .stdin(Stdio::null())
             .output()
-            .with_context(|| format!("running {} --version; {ENGINE_PACKAGE_HINT}", program.display()))?;
+            .with_context(|| {
+                format!(
+                    "running {} --version; {ENGINE_PACKAGE_HINT}",
+                    program.display()
+                )
+            })?;
         anyhow::ensure!(
             out.status.success(),
             "{} --version failed: {}",
@@ -602,7 +624,10 @@ impl Engines {
     }
 
     fn backup_file(&self, id: &str, backup_id: &str) -> io::Result<PathBuf> {
-        Ok(self.dir(id)?.join("backups").join(format!("{}.rdb", safe_id(backup_id)?)))
+        Ok(self
+            .dir(id)?
+            .join("backups")
+            .join(format!("{}.rdb", safe_id(backup_id)?)))
     }
 
     fn credentials(&self, role: Role) -> (&'static str, &str) {
@@ -614,7 +639,12 @@ impl Engines {
 
     /// A connection to the database's engine, starting the engine first if needed and applying
     /// changed settings.
-    pub async fn checkout(&self, id: &str, settings: EngineSettings, role: Role) -> io::Result<Lease> {
+    pub async fn checkout(
+        &self,
+        id: &str,
+        settings: EngineSettings,
+        role: Role,
+    ) -> io::Result<Lease> {
         let slot = self.slot(id);
         slot.users.fetch_add(1, Ordering::AcqRel);
         touch(&slot, self.started);
@@ -713,8 +743,22 @@ impl Engines {
             .args(["--unixsocketperm", "700", "--bind", "127.0.0.1"])
             .arg("--dir")
             .arg(&dir)
-            .args(["--dbfilename", "dump.rdb", "--save", save, "--appendonly", "no"])
-            .args(["--databases", "1", "--daemonize", "no", "--loglevel", "warning"])
+            .args([
+                "--dbfilename",
+                "dump.rdb",
+                "--save",
+                save,
+                "--appendonly",
+                "no",
+            ])
+            .args([
+                "--databases",
+                "1",
+                "--daemonize",
+                "no",
+                "--loglevel",
+                "warning",
+            ])
             .arg("--logfile")
             .arg(&log)
             .args(["--requirepass", &self.admin_password])
@@ -828,12 +872,9 @@ impl Engines {
             lock(&self.pending).push((id.to_string(), s));
         }
         let how = if save { "SAVE" } else { "NOSAVE" };
-        match p.admin.call(&cmd(&["SHUTDOWN", how])).await {
-            Ok(Reply::Error(e)) => {
-                tracing::warn!(database_id = %id, error = %e, "engine refused to shut down; killing it");
-                let _ = p.child.kill();
-            }
-            _ => {}
+        if let Ok(Reply::Error(e)) = p.admin.call(&cmd(&["SHUTDOWN", how])).await {
+            tracing::warn!(database_id = %id, error = %e, "engine refused to shut down; killing it");
+            let _ = p.child.kill();
         }
         let deadline = Instant::now() + Duration::from_secs(10);
         while matches!(p.child.try_wait(), Ok(None)) {
@@ -982,7 +1023,9 @@ mod tests {
 
     #[test]
     fn info_parsing() {
-        let f = info_fields("# Stats\r\nkeyspace_hits:7\r\n# Keyspace\r\ndb0:keys=3,expires=1,avg_ttl=0\r\n");
+        let f = info_fields(
+            "# Stats\r\nkeyspace_hits:7\r\n# Keyspace\r\ndb0:keys=3,expires=1,avg_ttl=0\r\n",
+        );
         assert_eq!(field(&f, "keyspace_hits"), 7);
         assert_eq!(field(&f, "missing"), 0);
         assert_eq!(keyspace_keys(&f), 3);

@@ -43,7 +43,9 @@ use tokio::net::TcpListener;
 use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
 
-pub use crate::accounts::{KeySpec, parse_file as parse_accounts_file, parse_list as parse_accounts_list};
+pub use crate::accounts::{
+    KeySpec, parse_file as parse_accounts_file, parse_list as parse_accounts_list,
+};
 use crate::calllog::CallLog;
 use crate::engine::{EngineOptions, Engines};
 use crate::faults::Faults;

@@ -378,7 +378,7 @@ struct Forward {
 /// What to do with one frame.
 enum Step {
     Local(Reply, Flow),
-    Forward(Forward),
+    Forward(Box<Forward>),
 }
 
 /// One connection's state.
@@ -473,10 +473,12 @@ impl Session {
         };
         let (max_entry, max_request) = {
             let st = shared.lock();
-            st.databases.get(&database_id).map_or((u64::MAX, u64::MAX), |d| {
-                let p = d.meta.plan();
-                (p.max_entry_size, p.max_request_size)
-            })
+            st.databases
+                .get(&database_id)
+                .map_or((u64::MAX, u64::MAX), |d| {
+                    let p = d.meta.plan();
+                    (p.max_entry_size, p.max_request_size)
+                })
         };
         // The plan's max request size applies to each frame (and to a transaction as a whole).
         let request = match (&self.multi, name.as_str()) {
@@ -492,7 +494,14 @@ impl Session {
             if let Some(m) = self.multi.as_mut() {
                 m.failed = true;
             }
-            record_call(shared, &endpoint_of(&frame.args), 400, &database_id, None, Instant::now());
+            record_call(
+                shared,
+                &endpoint_of(&frame.args),
+                400,
+                &database_id,
+                None,
+                Instant::now(),
+            );
             return local(e);
         }
         let fault = |endpoint: &str| shared.faults_lock().take(endpoint, Some(&database_id));
@@ -507,15 +516,16 @@ impl Session {
             ),
             None => (frame, None),
         };
-        let forward = |frame: Frame, counts: Counts, fault: Option<FaultRule>, fix: Option<ReplyFix>| {
-            vec![Step::Forward(Forward {
-                args: frame.args,
-                counts,
-                hidden: false,
-                fault,
-                fix,
-            })]
-        };
+        let forward =
+            |frame: Frame, counts: Counts, fault: Option<FaultRule>, fix: Option<ReplyFix>| {
+                vec![Step::Forward(Box::new(Forward {
+                    args: frame.args,
+                    counts,
+                    hidden: false,
+                    fault,
+                    fix,
+                }))]
+            };
         let in_multi = self.multi.is_some();
         match name.as_str() {
             "MULTI" if !in_multi => {
@@ -527,24 +537,24 @@ impl Session {
                 if m.failed {
                     // Discard on the engine, answer as Redis does for a refused command.
                     return vec![
-                        Step::Forward(Forward {
+                        Step::Forward(Box::new(Forward {
                             args: owned_args(&["DISCARD"]),
                             counts: Counts::Silent,
                             hidden: true,
                             fault: None,
                             fix: None,
-                        }),
+                        })),
                         Step::Local(Reply::err(EXECABORT), Flow::Continue),
                     ];
                 }
                 let f = fault("data:multi-exec");
-                vec![Step::Forward(Forward {
+                vec![Step::Forward(Box::new(Forward {
                     args: frame.args,
                     counts: Counts::Exec(m.queued, m.fixes),
                     hidden: false,
                     fault: f,
                     fix: None,
-                })]
+                }))]
             }
             "DISCARD" if in_multi => {
                 self.multi = None;
@@ -588,9 +598,10 @@ impl Session {
         let Some(found) = shared.lock().find_password(user, password) else {
             return Err(Reply::err(WRONGPASS));
         };
-        let same = self.login.as_ref().is_some_and(|l| {
-            l.database_id == found.database_id && l.read_only == found.read_only
-        });
+        let same = self
+            .login
+            .as_ref()
+            .is_some_and(|l| l.database_id == found.database_id && l.read_only == found.read_only);
         if !same {
             // Another database or user: a new engine connection on the next command.
             self.engine = None;
@@ -649,13 +660,13 @@ impl Session {
             hello.push(b"SETNAME".to_vec());
             hello.push(name);
         }
-        Step::Forward(Forward {
+        Step::Forward(Box::new(Forward {
             args: hello,
             counts: Counts::Silent,
             hidden: false,
             fault: None,
             fix: None,
-        })
+        }))
     }
 
     /// Answers a batch of pipelined frames, in order.
@@ -682,7 +693,7 @@ impl Session {
                     }
                     Step::Forward(fw) => {
                         let Some(fault) = fw.fault.clone() else {
-                            group.push(fw);
+                            group.push(*fw);
                             continue;
                         };
                         let f = self.flush(shared, &mut group, out, client).await;
@@ -696,7 +707,14 @@ impl Session {
                         let database_id = self.database_id();
                         let endpoint = endpoint_for(&fw);
                         if spec.timeout {
-                            record_call(shared, &endpoint, 0, &database_id, Some(fault.id), Instant::now());
+                            record_call(
+                                shared,
+                                &endpoint,
+                                0,
+                                &database_id,
+                                Some(fault.id),
+                                Instant::now(),
+                            );
                             return Flow::Hold;
                         }
                         if let Some(status) = spec.error_status() {
@@ -707,11 +725,18 @@ impl Session {
                                     .unwrap_or("error");
                                 format!("ERR {}", reason.to_ascii_lowercase())
                             });
-                            record_call(shared, &endpoint, status, &database_id, Some(fault.id), Instant::now());
+                            record_call(
+                                shared,
+                                &endpoint,
+                                status,
+                                &database_id,
+                                Some(fault.id),
+                                Instant::now(),
+                            );
                             Reply::err(text).to_resp2(out);
                             continue;
                         }
-                        group.push(fw);
+                        group.push(*fw);
                         let f = self.flush(shared, &mut group, out, client).await;
                         if f != Flow::Continue {
                             return f;
@@ -764,7 +789,14 @@ impl Session {
                 for f in batch.iter().filter(|f| !f.hidden) {
                     reply.to_resp2(out);
                     if !matches!(f.counts, Counts::Silent | Counts::Queued) {
-                        record_call(shared, &endpoint_for(f), refused.status().as_u16(), &database_id, None, started);
+                        record_call(
+                            shared,
+                            &endpoint_for(f),
+                            refused.status().as_u16(),
+                            &database_id,
+                            None,
+                            started,
+                        );
                     }
                 }
                 if refused.status() == http::StatusCode::UNAUTHORIZED {
@@ -813,7 +845,14 @@ impl Session {
                 match &f.counts {
                     Counts::Command => {
                         ran_owned.push((f.args.clone(), latency_ms, reply.is_error()));
-                        record_call(shared, &endpoint_for(f), status, &database_id, fault.map(|x| x.id), started);
+                        record_call(
+                            shared,
+                            &endpoint_for(f),
+                            status,
+                            &database_id,
+                            fault.map(|x| x.id),
+                            started,
+                        );
                     }
                     Counts::Exec(queued, _) => {
                         if let Reply::Array(items) = &reply {
@@ -822,7 +861,14 @@ impl Session {
                                 ran_owned.push((q.clone(), per, r.is_error()));
                             }
                         }
-                        record_call(shared, &endpoint_for(f), status, &database_id, fault.map(|x| x.id), started);
+                        record_call(
+                            shared,
+                            &endpoint_for(f),
+                            status,
+                            &database_id,
+                            fault.map(|x| x.id),
+                            started,
+                        );
                     }
                     Counts::Queued | Counts::Silent => {}
                 }

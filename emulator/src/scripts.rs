@@ -23,7 +23,10 @@ const REDIS_FLAGS: &[&str] = &[
 
 /// The script as Redis accepts it, when it differs from what the client sent.
 pub fn for_redis(script: &[u8]) -> Option<Vec<u8>> {
-    let end = script.iter().position(|&b| b == b'\n').unwrap_or(script.len());
+    let end = script
+        .iter()
+        .position(|&b| b == b'\n')
+        .unwrap_or(script.len());
     let line = std::str::from_utf8(&script[..end]).ok()?;
     let rest = line.strip_prefix("#!lua")?;
     if !rest.is_empty() && !rest.starts_with([' ', '\t', '\r']) {

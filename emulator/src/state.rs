@@ -285,21 +285,24 @@ impl State {
         if token.is_empty() {
             return None;
         }
-        self.databases.values().filter(|d| !d.meta.archived).find_map(|d| {
-            if d.meta.rest_token == token {
-                Some(TokenMatch {
-                    database_id: d.meta.id.clone(),
-                    read_only: false,
-                })
-            } else if d.meta.read_only_rest_token == token {
-                Some(TokenMatch {
-                    database_id: d.meta.id.clone(),
-                    read_only: true,
-                })
-            } else {
-                None
-            }
-        })
+        self.databases
+            .values()
+            .filter(|d| !d.meta.archived)
+            .find_map(|d| {
+                if d.meta.rest_token == token {
+                    Some(TokenMatch {
+                        database_id: d.meta.id.clone(),
+                        read_only: false,
+                    })
+                } else if d.meta.read_only_rest_token == token {
+                    Some(TokenMatch {
+                        database_id: d.meta.id.clone(),
+                        read_only: true,
+                    })
+                } else {
+                    None
+                }
+            })
     }
 
     /// The database whose Redis user (`default` or `default_ro`) has this password (RESP
@@ -602,17 +605,30 @@ mod tests {
             db.meta.read_only_password.clone(),
         );
         st.insert(db);
-        let found = |user: &str, p: &str| st.find_password(user, p).map(|m| (m.database_id, m.read_only));
+        let found = |user: &str, p: &str| {
+            st.find_password(user, p)
+                .map(|m| (m.database_id, m.read_only))
+        };
         assert_eq!(found("default", &pw), Some((id.clone(), false)));
         assert_eq!(found(READ_ONLY_USER, &ro), Some((id.clone(), true)));
-        assert_eq!(found(READ_ONLY_USER, &pw), None, "each user has its own password");
+        assert_eq!(
+            found(READ_ONLY_USER, &pw),
+            None,
+            "each user has its own password"
+        );
         assert_eq!(found("default", &ro), None);
         assert_eq!(found("admin", &pw), None);
         assert_eq!(found("default", "not-the-password"), None);
         assert_eq!(found("default", ""), None);
         st.databases.get_mut(&id).unwrap().rotate_credentials();
-        assert_eq!(st.find_password("default", &pw).map(|m| m.database_id), None);
-        assert_eq!(st.find_password(READ_ONLY_USER, &ro).map(|m| m.database_id), None);
+        assert_eq!(
+            st.find_password("default", &pw).map(|m| m.database_id),
+            None
+        );
+        assert_eq!(
+            st.find_password(READ_ONLY_USER, &ro).map(|m| m.database_id),
+            None
+        );
     }
 
     #[test]

@@ -43,7 +43,8 @@ async fn backup_create_list_restore_delete() {
     env.data(&db, json!(["SET", "a", "changed"])).await;
     env.data(&db, json!(["DEL", "b"])).await;
     env.data(&db, json!(["SET", "c", "new"])).await;
-    env.data(&db, json!(["HSET", "h", "f", "w", "g", "x"])).await;
+    env.data(&db, json!(["HSET", "h", "f", "w", "g", "x"]))
+        .await;
     let (st, v) = env
         .post(
             &format!("/v2/redis/restore-backup/{id}"),
@@ -165,7 +166,8 @@ async fn state_file_keeps_databases_keys_backups_and_ca_across_restarts() {
     let id = db["database_id"].as_str().unwrap().to_string();
     env.data(&db, json!(["SET", "k", "v"])).await;
     env.data(&db, json!(["SET", "t", "x", "EX", 1000])).await;
-    env.data(&db, json!(["ZADD", "z", 1, "one", 2, "two"])).await;
+    env.data(&db, json!(["ZADD", "z", 1, "one", 2, "two"]))
+        .await;
     env.post(
         &format!("/v2/redis/create-backup/{id}"),
         json!({"name": "b1"}),
@@ -329,4 +331,76 @@ async fn binary_prints_ready_line_and_serves() {
     {
         assert!(!logs.contains(secret), "{secret} leaked into logs");
     }
+}
+
+#[tokio::test]
+async fn free_databases_are_archived_with_a_backup_and_come_back() {
+    let env = start().await;
+    let (st, db) = env
+        .post(
+            "/v2/redis/database",
+            json!({"database_name": "idle", "region": "global", "primary_region": "us-east-1", "plan": "free"}),
+        )
+        .await;
+    assert_eq!(st, StatusCode::OK);
+    let id = db["database_id"].as_str().unwrap();
+    env.data(&db, json!(["HSET", "h", "f", "kept"])).await;
+    let paid = env.create("paid").await;
+    let (st, v) = env
+        .control(
+            Method::POST,
+            &format!(
+                "/databases/{}/archive",
+                paid["database_id"].as_str().unwrap()
+            ),
+            None,
+        )
+        .await;
+    assert_eq!(st, StatusCode::BAD_REQUEST, "{v}");
+
+    let (st, view) = env
+        .control(Method::POST, &format!("/databases/{id}/archive"), None)
+        .await;
+    assert_eq!(st, StatusCode::OK, "{view}");
+    assert_eq!(view["archived"], true);
+    let backups = view["backup_list"].as_array().unwrap();
+    assert_eq!(backups.len(), 1);
+    assert!(
+        backups[0]["name"]
+            .as_str()
+            .unwrap()
+            .starts_with("archived-")
+    );
+    // Gone from the Developer API and the data plane.
+    let (st, v) = env.get(&format!("/v2/redis/database/{id}")).await;
+    assert_eq!(
+        (st, v),
+        (StatusCode::NOT_FOUND, json!("database not found"))
+    );
+    let (_, list) = env.get("/v2/redis/databases").await;
+    assert!(!list.to_string().contains(id));
+    let (st, _) = env.data(&db, json!(["HGET", "h", "f"])).await;
+    assert_eq!(st, StatusCode::UNAUTHORIZED);
+    // Still listed by the control API (the console's view), and restorable from its backup.
+    let (_, all) = env.control(Method::GET, "/databases", None).await;
+    assert!(all.to_string().contains(id));
+    let (st, back) = env
+        .control(Method::POST, &format!("/databases/{id}/unarchive"), None)
+        .await;
+    assert_eq!(st, StatusCode::OK, "{back}");
+    assert_eq!(back["archived"], false);
+    assert_eq!(
+        env.get(&format!("/v2/redis/database/{id}")).await.0,
+        StatusCode::OK
+    );
+    assert_eq!(
+        env.data(&db, json!(["HGET", "h", "f"])).await.1,
+        json!({"result": "kept"})
+    );
+    let (_, backups) = env.get(&format!("/v2/redis/list-backup/{id}")).await;
+    assert_eq!(
+        backups.as_array().unwrap().len(),
+        1,
+        "the archival's backup stays"
+    );
 }

@@ -619,35 +619,87 @@ async fn every_data_type_scripts_and_transactions_are_redis() {
         let db = &db;
         async move { env.data(db, cmd).await.1 }
     };
-    assert_eq!(run(json!(["HSET", "h", "a", 1, "b", 2])).await, json!({"result": 2}));
-    assert_eq!(run(json!(["HINCRBY", "h", "a", 10])).await, json!({"result": 11}));
-    assert_eq!(run(json!(["HGETALL", "h"])).await, json!({"result": ["a", "11", "b", "2"]}));
-    assert_eq!(run(json!(["RPUSH", "l", "x", "y", "z"])).await, json!({"result": 3}));
-    assert_eq!(run(json!(["LRANGE", "l", 0, -1])).await, json!({"result": ["x", "y", "z"]}));
-    assert_eq!(run(json!(["SADD", "s", "m1", "m2", "m1"])).await, json!({"result": 2}));
-    assert_eq!(run(json!(["SISMEMBER", "s", "m2"])).await, json!({"result": 1}));
-    assert_eq!(run(json!(["ZADD", "z", 3, "c", 1, "a", 2, "b"])).await, json!({"result": 3}));
+    assert_eq!(
+        run(json!(["HSET", "h", "a", 1, "b", 2])).await,
+        json!({"result": 2})
+    );
+    assert_eq!(
+        run(json!(["HINCRBY", "h", "a", 10])).await,
+        json!({"result": 11})
+    );
+    assert_eq!(
+        run(json!(["HGETALL", "h"])).await,
+        json!({"result": ["a", "11", "b", "2"]})
+    );
+    assert_eq!(
+        run(json!(["RPUSH", "l", "x", "y", "z"])).await,
+        json!({"result": 3})
+    );
+    assert_eq!(
+        run(json!(["LRANGE", "l", 0, -1])).await,
+        json!({"result": ["x", "y", "z"]})
+    );
+    assert_eq!(
+        run(json!(["SADD", "s", "m1", "m2", "m1"])).await,
+        json!({"result": 2})
+    );
+    assert_eq!(
+        run(json!(["SISMEMBER", "s", "m2"])).await,
+        json!({"result": 1})
+    );
+    assert_eq!(
+        run(json!(["ZADD", "z", 3, "c", 1, "a", 2, "b"])).await,
+        json!({"result": 3})
+    );
     assert_eq!(
         run(json!(["ZRANGE", "z", 0, -1, "WITHSCORES"])).await,
         json!({"result": ["a", "1", "b", "2", "c", "3"]})
     );
-    assert_eq!(run(json!(["XADD", "st", "1-1", "f", "v"])).await, json!({"result": "1-1"}));
-    assert_eq!(run(json!(["PFADD", "hll", "a", "b"])).await, json!({"result": 1}));
+    assert_eq!(
+        run(json!(["XADD", "st", "1-1", "f", "v"])).await,
+        json!({"result": "1-1"})
+    );
+    assert_eq!(
+        run(json!(["PFADD", "hll", "a", "b"])).await,
+        json!({"result": 1})
+    );
     // Lua: EVAL, SCRIPT LOAD, EVALSHA; a missing script is Redis's NOSCRIPT.
     let script = "return redis.call('HINCRBY', KEYS[1], ARGV[1], ARGV[2])";
-    assert_eq!(run(json!(["EVAL", script, 1, "h", "b", 5])).await, json!({"result": 7}));
-    let sha = run(json!(["SCRIPT", "LOAD", script])).await["result"].as_str().unwrap().to_string();
-    assert_eq!(run(json!(["EVALSHA", sha, 1, "h", "b", 1])).await, json!({"result": 8}));
-    let (st, v) = env.data(&db, json!(["EVALSHA", "0000000000000000000000000000000000000000", 0])).await;
+    assert_eq!(
+        run(json!(["EVAL", script, 1, "h", "b", 5])).await,
+        json!({"result": 7})
+    );
+    let sha = run(json!(["SCRIPT", "LOAD", script])).await["result"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    assert_eq!(
+        run(json!(["EVALSHA", sha, 1, "h", "b", 1])).await,
+        json!({"result": 8})
+    );
+    let (st, v) = env
+        .data(
+            &db,
+            json!(["EVALSHA", "0000000000000000000000000000000000000000", 0]),
+        )
+        .await;
     assert_eq!(st, StatusCode::BAD_REQUEST);
     assert!(v["error"].as_str().unwrap().starts_with("NOSCRIPT"), "{v}");
     // A transaction is atomic on the engine; a failing command inside is reported in place.
     let (st, v) = env
-        .data_with(&db, "rest_token", "/multi-exec", json!([["HSET", "h", "c", 1], ["LPUSH", "h", "x"], ["HLEN", "h"]]))
+        .data_with(
+            &db,
+            "rest_token",
+            "/multi-exec",
+            json!([["HSET", "h", "c", 1], ["LPUSH", "h", "x"], ["HLEN", "h"]]),
+        )
         .await;
     assert_eq!(st, StatusCode::OK);
     assert_eq!(v[0], json!({"result": 1}));
-    assert!(v[1]["error"].as_str().unwrap().starts_with("WRONGTYPE"), "{v}");
+    assert!(
+        v[1]["error"].as_str().unwrap().starts_with("WRONGTYPE"),
+        "{v}"
+    );
     assert_eq!(v[2], json!({"result": 3}));
     // Expiry is Redis's.
     run(json!(["SET", "short", "v", "PX", 50])).await;
@@ -660,7 +712,9 @@ async fn every_data_type_scripts_and_transactions_are_redis() {
 async fn fill(env: &Env, db: &Value, limit: usize) -> Option<String> {
     let value = "v".repeat(1024);
     for i in 0..limit {
-        let (st, v) = env.data(db, json!(["SET", format!("key:{i}"), value])).await;
+        let (st, v) = env
+            .data(db, json!(["SET", format!("key:{i}"), value]))
+            .await;
         if st != StatusCode::OK {
             return Some(v["error"].as_str().unwrap_or_default().to_string());
         }
@@ -685,19 +739,27 @@ async fn a_full_database_refuses_writes_with_redis_oom_error_or_evicts() {
     assert_eq!(view["db_disk_threshold"], 256 * 1024);
     // Eviction off: Redis's own OOM answer, and reads still work.
     let err = fill(&env, &db, 2000).await.expect("a write is refused");
-    assert_eq!(err, "OOM command not allowed when used memory > 'maxmemory'.");
+    assert_eq!(
+        err,
+        "OOM command not allowed when used memory > 'maxmemory'."
+    );
     let (st, keys) = env.data(&db, json!(["DBSIZE"])).await;
     assert_eq!(st, StatusCode::OK);
     let kept = keys["result"].as_u64().unwrap();
     assert!(kept > 50 && kept < 256, "{kept}");
-    assert_eq!(env.data(&db, json!(["GET", "key:0"])).await.0, StatusCode::OK);
+    assert_eq!(
+        env.data(&db, json!(["GET", "key:0"])).await.0,
+        StatusCode::OK
+    );
     // The stats report the database as full.
     let (_, stats) = env.get(&format!("/v2/redis/stats/{id}")).await;
     let storage = stats["current_storage"].as_u64().unwrap();
     assert!(storage > 200 * 1024, "{storage}");
 
     // Eviction on (the Developer API's switch): writes succeed and keys are evicted.
-    let (st, _) = env.post(&format!("/v2/redis/enable-eviction/{id}"), json!({})).await;
+    let (st, _) = env
+        .post(&format!("/v2/redis/enable-eviction/{id}"), json!({}))
+        .await;
     assert_eq!(st, StatusCode::OK);
     assert_eq!(fill(&env, &db, 2000).await, None, "no write is refused");
     let (_, keys) = env.data(&db, json!(["DBSIZE"])).await;
@@ -713,7 +775,12 @@ async fn a_full_database_refuses_writes_with_redis_oom_error_or_evicts() {
         .unwrap();
     assert!(evicted > 0, "evicted_keys");
     let (_, info) = env.data(&db, json!(["INFO", "memory"])).await;
-    assert!(info["result"].as_str().unwrap().contains("maxmemory_policy:allkeys-random"));
+    assert!(
+        info["result"]
+            .as_str()
+            .unwrap()
+            .contains("maxmemory_policy:allkeys-random")
+    );
 
     // Back to the plan's limit.
     let (_, view) = env
@@ -734,7 +801,11 @@ async fn engines_start_on_first_use_and_databases_without_traffic_cost_none() {
         dbs.push(env.create(&format!("quiet-{i}")).await);
     }
     env.get("/v2/redis/databases").await;
-    assert_eq!(env.emu.shared().engines.running(), 0, "create and list start no engine");
+    assert_eq!(
+        env.emu.shared().engines.running(),
+        0,
+        "create and list start no engine"
+    );
     env.data(&dbs[3], json!(["SET", "k", "v"])).await;
     assert_eq!(env.emu.shared().engines.running(), 1);
     let id = dbs[3]["database_id"].as_str().unwrap();
@@ -763,14 +834,23 @@ async fn idle_engines_stop_and_their_data_survives() {
     // A third engine stops the least recently used one (a), saving its key space.
     env.data(&c, json!(["HSET", "h", "f", "c"])).await;
     assert_eq!(env.emu.shared().engines.running(), 2);
-    assert_eq!(env.data(&a, json!(["HGET", "h", "f"])).await.1, json!({"result": "a"}));
+    assert_eq!(
+        env.data(&a, json!(["HGET", "h", "f"])).await.1,
+        json!({"result": "a"})
+    );
     // Unused for the idle timeout: every engine stops; the data is still there afterwards.
     let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
     while env.emu.shared().engines.running() > 0 {
-        assert!(std::time::Instant::now() < deadline, "idle engines did not stop");
+        assert!(
+            std::time::Instant::now() < deadline,
+            "idle engines did not stop"
+        );
         tokio::time::sleep(std::time::Duration::from_millis(100)).await;
     }
     for (db, v) in [(&a, "a"), (&b, "b"), (&c, "c")] {
-        assert_eq!(env.data(db, json!(["HGET", "h", "f"])).await.1, json!({"result": v}));
+        assert_eq!(
+            env.data(db, json!(["HGET", "h", "f"])).await.1,
+            json!({"result": v})
+        );
     }
 }

@@ -816,7 +816,10 @@ async fn team_keys_see_the_teams_databases_and_move_to_team_moves_one() {
         .collect();
     assert_eq!(
         roles,
-        vec![(EMAIL.into(), "owner".into()), (EMAIL2.into(), "dev".into())]
+        vec![
+            (EMAIL.into(), "owner".into()),
+            (EMAIL2.into(), "dev".into())
+        ]
     );
 
     // A team database carries the team as its account; a personal one the email.
@@ -833,11 +836,21 @@ async fn team_keys_see_the_teams_databases_and_move_to_team_moves_one() {
     let t_id = t["database_id"].as_str().unwrap();
     let p_id = p["database_id"].as_str().unwrap();
     let (st, v) = env
-        .call_as(personal, Method::GET, &format!("/v2/redis/database/{t_id}"), None)
+        .call_as(
+            personal,
+            Method::GET,
+            &format!("/v2/redis/database/{t_id}"),
+            None,
+        )
         .await;
     assert_eq!((st, v), (StatusCode::NOT_FOUND, s("database not found")));
     let (st, _) = env
-        .call_as(team, Method::GET, &format!("/v2/redis/database/{p_id}"), None)
+        .call_as(
+            team,
+            Method::GET,
+            &format!("/v2/redis/database/{p_id}"),
+            None,
+        )
         .await;
     assert_eq!(st, StatusCode::NOT_FOUND);
     // Backups of a team database name the team too.
@@ -849,7 +862,12 @@ async fn team_keys_see_the_teams_databases_and_move_to_team_moves_one() {
     )
     .await;
     let (_, backups) = env
-        .call_as(team, Method::GET, &format!("/v2/redis/list-backup/{t_id}"), None)
+        .call_as(
+            team,
+            Method::GET,
+            &format!("/v2/redis/list-backup/{t_id}"),
+            None,
+        )
         .await;
     assert_eq!(backups[0]["customer_id"], team_id.as_str());
 
@@ -885,7 +903,12 @@ async fn team_keys_see_the_teams_databases_and_move_to_team_moves_one() {
     assert!(list(personal).await.is_empty());
     assert_eq!(list(team).await, vec!["mine", "shared"]);
     let (_, moved) = env
-        .call_as(team, Method::GET, &format!("/v2/redis/database/{p_id}"), None)
+        .call_as(
+            team,
+            Method::GET,
+            &format!("/v2/redis/database/{p_id}"),
+            None,
+        )
         .await;
     assert_eq!(moved["customer_id"], team_id.as_str());
 
@@ -918,11 +941,15 @@ async fn team_keys_see_the_teams_databases_and_move_to_team_moves_one() {
             personal,
             Method::POST,
             "/v2/teams/member",
-            Some(json!({"team_id": data_id, "member_email": "x@example.com", "member_role": "boss"})),
+            Some(
+                json!({"team_id": data_id, "member_email": "x@example.com", "member_role": "boss"}),
+            ),
         )
         .await;
     assert_eq!(st, StatusCode::BAD_REQUEST);
-    let (_, teams2) = env.call_as((EMAIL2, KEY2), Method::GET, "/v2/teams", None).await;
+    let (_, teams2) = env
+        .call_as((EMAIL2, KEY2), Method::GET, "/v2/teams", None)
+        .await;
     assert_eq!(teams2.as_array().unwrap().len(), 2, "{teams2}");
     let (st, v) = env
         .call_as(
@@ -934,12 +961,22 @@ async fn team_keys_see_the_teams_databases_and_move_to_team_moves_one() {
         .await;
     assert_eq!((st, v), (StatusCode::OK, s("OK")));
     let (st, v) = env
-        .call_as(personal, Method::DELETE, &format!("/v2/team/{team_id}"), None)
+        .call_as(
+            personal,
+            Method::DELETE,
+            &format!("/v2/team/{team_id}"),
+            None,
+        )
         .await;
     assert_eq!(st, StatusCode::BAD_REQUEST);
     assert!(v.as_str().unwrap().contains("databases"), "{v}");
     let (st, v) = env
-        .call_as(personal, Method::DELETE, &format!("/v2/team/{data_id}"), None)
+        .call_as(
+            personal,
+            Method::DELETE,
+            &format!("/v2/team/{data_id}"),
+            None,
+        )
         .await;
     assert_eq!((st, v), (StatusCode::OK, s("OK")));
     let (st, _) = env
@@ -956,7 +993,12 @@ async fn team_keys_see_the_teams_databases_and_move_to_team_moves_one() {
     )
     .await;
     let (st, _) = env
-        .call_as((EMAIL2, TEAM_KEY2), Method::GET, "/v2/redis/databases", None)
+        .call_as(
+            (EMAIL2, TEAM_KEY2),
+            Method::GET,
+            "/v2/redis/databases",
+            None,
+        )
         .await;
     assert_eq!(st, StatusCode::UNAUTHORIZED);
 
@@ -965,12 +1007,17 @@ async fn team_keys_see_the_teams_databases_and_move_to_team_moves_one() {
         .control(
             Method::POST,
             "/accounts",
-            Some(json!({"email": "new@example.com", "api_key": "new-team-key", "team": "Platform"})),
+            Some(
+                json!({"email": "new@example.com", "api_key": "new-team-key", "team": "Platform"}),
+            ),
         )
         .await;
     assert_eq!(st, StatusCode::OK, "{added}");
     assert_eq!(added["team_id"], team_id.as_str());
-    assert_eq!(list(("new@example.com", "new-team-key")).await, vec!["mine", "shared"]);
+    assert_eq!(
+        list(("new@example.com", "new-team-key")).await,
+        vec!["mine", "shared"]
+    );
 }
 
 #[tokio::test]
@@ -980,7 +1027,9 @@ async fn read_only_keys_read_and_are_refused_every_change_before_any_lookup() {
     let id = db["database_id"].as_str().unwrap();
     let ro = (EMAIL, "ro-key");
     // Reads work and see the person's databases.
-    let (st, list) = env.call_as(ro, Method::GET, "/v2/redis/databases", None).await;
+    let (st, list) = env
+        .call_as(ro, Method::GET, "/v2/redis/databases", None)
+        .await;
     assert_eq!(st, StatusCode::OK);
     assert_eq!(list[0]["database_id"], id);
     for path in [
@@ -1023,7 +1072,11 @@ async fn read_only_keys_read_and_are_refused_every_change_before_any_lookup() {
             "/v2/redis/move-to-team".to_string(),
             Some(json!({"team_id": "t", "database_id": id})),
         ),
-        (Method::POST, "/v2/team".to_string(), Some(json!({"team_name": "T"}))),
+        (
+            Method::POST,
+            "/v2/team".to_string(),
+            Some(json!({"team_name": "T"})),
+        ),
     ] {
         let (st, v) = env.call_as(ro, m.clone(), &path, body).await;
         assert_eq!(st, StatusCode::FORBIDDEN, "{m} {path}");
@@ -1033,7 +1086,15 @@ async fn read_only_keys_read_and_are_refused_every_change_before_any_lookup() {
     let (_, after) = env.get(&format!("/v2/redis/database/{id}")).await;
     assert_eq!(after["password"], db["password"]);
     assert_eq!(after["budget"], 0);
-    assert_eq!(env.get("/v2/redis/databases").await.1.as_array().unwrap().len(), 1);
+    assert_eq!(
+        env.get("/v2/redis/databases")
+            .await
+            .1
+            .as_array()
+            .unwrap()
+            .len(),
+        1
+    );
     // Read-only keys added through the control API behave the same.
     let (st, _) = env
         .control(
@@ -1054,7 +1115,10 @@ async fn read_only_keys_read_and_are_refused_every_change_before_any_lookup() {
             .iter()
             .any(|k| k["email"] == EMAIL2 && k["readonly"] == true)
     );
-    assert!(!keys.to_string().contains("ro2"), "key values are never shown");
+    assert!(
+        !keys.to_string().contains("ro2"),
+        "key values are never shown"
+    );
 }
 
 #[tokio::test]
@@ -1073,7 +1137,10 @@ async fn terraform_requests_null_clears_lists_and_names_may_have_spaces() {
     let id = db["database_id"].as_str().unwrap();
     let get = || async { env.get(&format!("/v2/redis/database/{id}")).await.1 };
     let (st, v) = env
-        .post(&format!("/v2/redis/rename/{id}"), json!({"name": "Orders cache (prod)"}))
+        .post(
+            &format!("/v2/redis/rename/{id}"),
+            json!({"name": "Orders cache (prod)"}),
+        )
         .await;
     assert_eq!(st, StatusCode::OK, "{v}");
     assert_eq!(get().await["database_name"], "Orders cache (prod)");
@@ -1164,6 +1231,9 @@ async fn budget_is_in_cents_and_a_spent_budget_rate_limits_the_data_plane() {
         )
         .await;
     assert_eq!(st, StatusCode::OK);
-    assert_eq!(env.get(&format!("/v2/redis/database/{id}")).await.1["budget"], 5000);
+    assert_eq!(
+        env.get(&format!("/v2/redis/database/{id}")).await.1["budget"],
+        5000
+    );
     assert_eq!(env.data(&db, json!(["GET", "k"])).await.0, StatusCode::OK);
 }

@@ -26,14 +26,19 @@ async fn run(cmd: &mut Command, what: &str) -> std::process::Output {
 
 async fn ensure_node_modules() {
     let dir = clients_dir();
-    let installed = ["@upstash/cli", "@upstash/redis", "@upstash/ratelimit", "ioredis"]
-        .iter()
-        .all(|p| {
-            dir.join("node_modules")
-                .join(p)
-                .join("package.json")
-                .exists()
-        });
+    let installed = [
+        "@upstash/cli",
+        "@upstash/redis",
+        "@upstash/ratelimit",
+        "ioredis",
+    ]
+    .iter()
+    .all(|p| {
+        dir.join("node_modules")
+            .join(p)
+            .join("package.json")
+            .exists()
+    });
     if installed {
         return;
     }
@@ -112,7 +117,13 @@ async fn official_cli_and_upstash_redis_work_unchanged() {
         );
     }
     // ioredis came over the Redis protocol listener.
-    for ep in ["data:incrby", "data:multi-exec", "data:ttl", "data:zadd", "data:hget"] {
+    for ep in [
+        "data:incrby",
+        "data:multi-exec",
+        "data:ttl",
+        "data:zadd",
+        "data:hget",
+    ] {
         assert!(
             data.iter()
                 .any(|c| c["endpoint"] == ep && c["method"] == "RESP" && c["status"] == 200),

@@ -159,11 +159,15 @@ async fn a_real_redis_client_runs_commands_and_transactions() {
         .await
         .unwrap_err();
     assert!(
-        err.to_string().contains("Command is not available: 'CONFIG'"),
+        err.to_string()
+            .contains("Command is not available: 'CONFIG'"),
         "{err}"
     );
     // Every data type is the engine's.
-    let n: i64 = con.hset_multiple("user:1", &[("name", "ada"), ("visits", "1")]).await.unwrap_or(2);
+    let n: i64 = con
+        .hset_multiple("user:1", &[("name", "ada"), ("visits", "1")])
+        .await
+        .unwrap_or(2);
     assert!(n == 2 || n == 0, "{n}");
     let visits: i64 = con.hincr("user:1", "visits", 2).await.unwrap();
     assert_eq!(visits, 3);
@@ -253,7 +257,10 @@ async fn a_real_redis_client_runs_commands_and_transactions() {
     assert!(endpoints.contains(&"data:set"), "{endpoints:?}");
     assert!(endpoints.contains(&"data:incrby"), "{endpoints:?}");
     assert!(endpoints.contains(&"data:multi-exec"), "{endpoints:?}");
-    let config = resp.iter().find(|c| c["endpoint"] == "data:config").unwrap();
+    let config = resp
+        .iter()
+        .find(|c| c["endpoint"] == "data:config")
+        .unwrap();
     assert_eq!(config["status"], 400);
     let text = serde_json::to_string(&calls).unwrap();
     assert!(!text.contains(&password(&db)));
@@ -375,10 +382,7 @@ async fn connection_commands_answer_like_redis() {
     assert!(rest.starts_with("-NOAUTH HELLO must be called"), "{rest}");
     let hello = rest.split_once("\r\n").unwrap().1;
     // The engine's own HELLO answer.
-    assert!(
-        hello.starts_with("*14\r\n$6\r\nserver\r\n"),
-        "{hello}"
-    );
+    assert!(hello.starts_with("*14\r\n$6\r\nserver\r\n"), "{hello}");
     assert!(hello.contains("$5\r\nproto\r\n:2\r\n"), "{hello}");
     assert!(
         hello.ends_with(
@@ -558,8 +562,11 @@ async fn default_ro_reads_and_is_refused_writes() {
     let env = start().await;
     let db = env.create("ro-user").await;
     let id = db["database_id"].as_str().unwrap();
-    env.data(&db, json!(["HSET", "profile", "name", "ada"])).await;
-    let (_, view) = env.control(Method::GET, &format!("/databases/{id}"), None).await;
+    env.data(&db, json!(["HSET", "profile", "name", "ada"]))
+        .await;
+    let (_, view) = env
+        .control(Method::GET, &format!("/databases/{id}"), None)
+        .await;
     let ro_password = view["read_only_password"].as_str().unwrap().to_string();
     assert_ne!(ro_password, password(&db));
 
@@ -575,9 +582,16 @@ async fn default_ro_reads_and_is_refused_writes() {
     let err = ro.set::<_, _, ()>("k", "v").await.unwrap_err();
     assert_eq!(err.code(), Some("NOPERM"), "{err}");
     assert!(err.to_string().contains("'set' command"), "{err}");
-    let err = redis::cmd("KEYS").arg("*").query_async::<Vec<String>>(&mut ro).await.unwrap_err();
+    let err = redis::cmd("KEYS")
+        .arg("*")
+        .query_async::<Vec<String>>(&mut ro)
+        .await
+        .unwrap_err();
     assert_eq!(err.code(), Some("NOPERM"), "{err}");
-    assert_eq!(env.data(&db, json!(["EXISTS", "k"])).await.1, json!({"result": 0}));
+    assert_eq!(
+        env.data(&db, json!(["EXISTS", "k"])).await.1,
+        json!({"result": 0})
+    );
     // The read-only password is not the full one, and the full password is not default_ro's.
     assert!(
         redis_client_as(&env, &db, "default_ro", &password(&db))
@@ -587,8 +601,12 @@ async fn default_ro_reads_and_is_refused_writes() {
     );
     assert!(connect(&env, &db, &ro_password).await.is_err());
     // A password reset changes it too.
-    env.call(Method::POST, &format!("/v2/redis/reset-password/{id}"), None)
-        .await;
+    env.call(
+        Method::POST,
+        &format!("/v2/redis/reset-password/{id}"),
+        None,
+    )
+    .await;
     let err = ro.get::<_, Option<String>>("profile").await.unwrap_err();
     assert_eq!(err.code(), Some("WRONGPASS"), "{err}");
 }
@@ -601,18 +619,29 @@ async fn faults_apply_to_the_redis_protocol() {
     let pw = password(&db);
     env.fault(json!({"endpoint": "data:get", "database_id": id, "status": 503, "times": 1}))
         .await;
-    env.fault(json!({"endpoint": "data:incr", "database_id": id, "lose_response": true, "times": 1}))
-        .await;
+    env.fault(
+        json!({"endpoint": "data:incr", "database_id": id, "lose_response": true, "times": 1}),
+    )
+    .await;
     let out = raw(
         &env,
         &db,
-        &cmds(&[&["AUTH", &pw], &["GET", "k"], &["GET", "k"], &["INCR", "n"], &["PING"]]),
+        &cmds(&[
+            &["AUTH", &pw],
+            &["GET", "k"],
+            &["GET", "k"],
+            &["INCR", "n"],
+            &["PING"],
+        ]),
     )
     .await;
     // The status fault answers an error without running; lose_response runs the command and
     // closes the connection without its answer.
     assert_eq!(out, "+OK\r\n-ERR service unavailable\r\n$-1\r\n");
-    assert_eq!(env.data(&db, json!(["GET", "n"])).await.1, json!({"result": "1"}));
+    assert_eq!(
+        env.data(&db, json!(["GET", "n"])).await.1,
+        json!({"result": "1"})
+    );
     let calls = env.calls(&format!("?plane=data&database_id={id}")).await;
     let faulted: Vec<&Value> = calls.iter().filter(|c| !c["fault"].is_null()).collect();
     assert_eq!(faulted.len(), 2, "{calls:?}");

@@ -84,8 +84,8 @@ pub async fn create(ctx: &Ctx<'_>) -> ApiResult {
 
 pub async fn restore(ctx: &Ctx<'_>) -> ApiResult {
     let b = ctx.body_obj()?;
-    let id = opt_str(&b, "backup_id")?
-        .ok_or_else(|| ApiError::bad_request("backup_id is required"))?;
+    let id =
+        opt_str(&b, "backup_id")?.ok_or_else(|| ApiError::bad_request("backup_id is required"))?;
     with_db(ctx, false, |db| {
         db.backups
             .iter()

@@ -211,9 +211,7 @@ fn resolve_teams(m: &Method, segs: &[&str]) -> Result<Route, RouteError> {
         (["teams", "member"], &Method::POST) => route(Op::AddTeamMember, None),
         (["teams", "member"], &Method::DELETE) => route(Op::RemoveTeamMember, None),
         (["teams", id], &Method::GET) if *id != "member" => route(Op::ListTeamMembers, Some(id)),
-        (["teams"] | ["team"] | ["team", _] | ["teams", _], _) => {
-            Err(RouteError::MethodNotAllowed)
-        }
+        (["teams"] | ["team"] | ["team", _] | ["teams", _], _) => Err(RouteError::MethodNotAllowed),
         _ => Err(RouteError::NotFound),
     }
 }

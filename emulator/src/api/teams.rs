@@ -97,7 +97,9 @@ pub fn delete(ctx: &Ctx<'_>) -> ApiResult {
         ));
     }
     st.accounts.teams.remove(id);
-    st.accounts.keys.retain(|k| k.team_id.as_deref() != Some(id));
+    st.accounts
+        .keys
+        .retain(|k| k.team_id.as_deref() != Some(id));
     drop(st);
     ctx.shared.mark_dirty();
     Ok(Value::String("OK".into()).into())
