@@ -859,6 +859,11 @@ impl Engines {
     /// list.
     async fn stop_slot(&self, id: &str, slot: &Slot, save: bool) {
         let mut guard = slot.process.lock().await;
+        self.stop_locked(id, slot, &mut guard, save).await;
+    }
+
+    /// [`Self::stop_slot`] with the slot's process lock already held.
+    async fn stop_locked(&self, id: &str, slot: &Slot, guard: &mut Option<Process>, save: bool) {
         let Some(mut p) = guard.take() else {
             return;
         };
@@ -886,14 +891,6 @@ impl Engines {
         }
         drop(p);
         tracing::debug!(database_id = %id, saved = save, "engine stopped");
-    }
-
-    /// Stops the database's engine (saving its key space) if it runs.
-    pub async fn stop(&self, id: &str) {
-        let slot = lock(&self.slots).get(id).cloned();
-        if let Some(slot) = slot {
-            self.stop_slot(id, &slot, true).await;
-        }
     }
 
     /// Stops engines unused for the idle timeout.
@@ -939,10 +936,9 @@ impl Engines {
 
     /// Deletes the key space only (the engine is stopped without saving); backups stay.
     pub async fn clear(&self, id: &str) -> io::Result<()> {
-        let slot = lock(&self.slots).get(id).cloned();
-        if let Some(slot) = slot {
-            self.stop_slot(id, &slot, false).await;
-        }
+        let slot = self.slot(id);
+        let mut guard = slot.process.lock().await;
+        self.stop_locked(id, &slot, &mut guard, false).await;
         match std::fs::remove_file(self.dump(id)?) {
             Err(e) if e.kind() != io::ErrorKind::NotFound => Err(e),
             _ => Ok(()),
@@ -953,9 +949,8 @@ impl Engines {
     /// that never held data).
     pub async fn backup(&self, id: &str, backup_id: &str) -> io::Result<u64> {
         let slot = self.slot(id);
-        let guard = slot.process.lock().await;
+        let mut guard = slot.process.lock().await;
         let dump = self.dump(id)?;
-        let mut guard = guard;
         if let Some(p) = guard.as_mut()
             && let Reply::Error(e) = p.admin.call(&cmd(&["SAVE"])).await?
         {
@@ -971,11 +966,11 @@ impl Engines {
     }
 
     /// Replaces the key space with a backup's (the engine is stopped without saving and loads
-    /// the backup on its next start).
+    /// the backup on its next start; nothing starts it in between).
     pub async fn restore(&self, id: &str, backup_id: &str) -> io::Result<()> {
         let slot = self.slot(id);
-        self.stop_slot(id, &slot, false).await;
-        let _guard = slot.process.lock().await;
+        let mut guard = slot.process.lock().await;
+        self.stop_locked(id, &slot, &mut guard, false).await;
         let src = self.backup_file(id, backup_id)?;
         let dump = self.dump(id)?;
         if src.exists() {
@@ -1066,6 +1061,18 @@ mod tests {
         assert!(table.is_write(&args(&["SCRIPT", "FLUSH"])));
         assert!(!table.is_write(&args(&["script", "load", "return 1"])));
         assert!(!table.is_write(&args(&["NOSUCH"])));
+    }
+
+    #[test]
+    fn a_missing_server_names_the_package() {
+        let err = find_program(Some(Path::new("/nonexistent/redis-server")))
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("apt-get install redis-server"), "{err}");
+        assert!(
+            find_program(Some(Path::new("sh"))).is_ok(),
+            "a bare name is looked up on PATH"
+        );
     }
 
     #[test]
