@@ -33,9 +33,12 @@ say() {
     hint=""
     printf '\n==> %s\n' "$*"
 }
+failed_command=""
 on_error() {
     local rc=$?
-    printf '\n==> FAILED (exit %s) in step: %s\n    command: %s\n' "$rc" "$step" "$BASH_COMMAND" >&2
+    # Report once, from the script itself (not from a command substitution's subshell).
+    [[ "$BASHPID" == "$$" ]] || return 0
+    printf '\n==> FAILED (exit %s) in step: %s\n    command: %s\n' "$rc" "$step" "${failed_command:-$BASH_COMMAND}" >&2
     [[ -n "$hint" ]] && printf '    %s\n' "$hint" >&2
     return 0
 }
@@ -45,6 +48,7 @@ logged() { # log-file command...
     local log="$1"
     shift
     if ! "$@" >"$log" 2>&1; then
+        failed_command="$*"
         echo "---- last lines of $log ----" >&2
         tail -n 30 "$log" >&2
         return 1
