@@ -271,7 +271,7 @@ impl Phase {
     pub fn get(&self) -> String {
         self.0.lock().unwrap().clone()
     }
-    fn set(&self, name: &str) {
+    pub fn set(&self, name: &str) {
         *self.0.lock().unwrap() = name.to_string();
     }
 }

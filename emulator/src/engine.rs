@@ -689,36 +689,37 @@ impl Engines {
         Ok(lease)
     }
 
-    /// Stops the least recently used idle engine when the limit is reached.
+    /// Stops least recently used idle engines until one more fits under the limit.
     async fn make_room(&self, starting: &str) {
-        let victim = {
-            let slots = lock(&self.slots);
-            let running = slots
-                .values()
-                .filter(|s| s.running.load(Ordering::Acquire))
-                .count();
-            if running < self.max_running {
+        loop {
+            let victim = {
+                let slots = lock(&self.slots);
+                let running = slots
+                    .values()
+                    .filter(|s| s.running.load(Ordering::Acquire))
+                    .count();
+                if running < self.max_running {
+                    return;
+                }
+                slots
+                    .iter()
+                    .filter(|(id, s)| {
+                        id.as_str() != starting
+                            && s.running.load(Ordering::Acquire)
+                            && s.users.load(Ordering::Acquire) == 0
+                    })
+                    .min_by_key(|(_, s)| s.last_used.load(Ordering::Relaxed))
+                    .map(|(id, s)| (id.clone(), s.clone()))
+            };
+            let Some((id, slot)) = victim else {
+                tracing::warn!(
+                    limit = self.max_running,
+                    "every running engine is in use: starting one more than the limit"
+                );
                 return;
-            }
-            slots
-                .iter()
-                .filter(|(id, s)| {
-                    id.as_str() != starting
-                        && s.running.load(Ordering::Acquire)
-                        && s.users.load(Ordering::Acquire) == 0
-                })
-                .min_by_key(|(_, s)| s.last_used.load(Ordering::Relaxed))
-                .map(|(id, s)| (id.clone(), s.clone()))
-        };
-        match victim {
-            Some((id, slot)) => {
-                tracing::debug!(database_id = %id, "engine limit reached: stopping the least recently used engine");
-                self.stop_slot(&id, &slot, true).await;
-            }
-            None => tracing::warn!(
-                limit = self.max_running,
-                "every running engine is in use: starting one more than the limit"
-            ),
+            };
+            tracing::debug!(database_id = %id, "engine limit reached: stopping the least recently used engine");
+            self.stop_idle(&id, &slot).await;
         }
     }
 
@@ -862,6 +863,14 @@ impl Engines {
         self.stop_locked(id, slot, &mut guard, save).await;
     }
 
+    /// Stops an idle engine (saving its key space), unless it was taken into use meanwhile.
+    async fn stop_idle(&self, id: &str, slot: &Slot) {
+        let mut guard = slot.process.lock().await;
+        if slot.users.load(Ordering::Acquire) == 0 {
+            self.stop_locked(id, slot, &mut guard, true).await;
+        }
+    }
+
     /// [`Self::stop_slot`] with the slot's process lock already held.
     async fn stop_locked(&self, id: &str, slot: &Slot, guard: &mut Option<Process>, save: bool) {
         let Some(mut p) = guard.take() else {
@@ -907,7 +916,7 @@ impl Engines {
             .map(|(id, s)| (id.clone(), s.clone()))
             .collect();
         for (id, slot) in idle {
-            self.stop_slot(&id, &slot, true).await;
+            self.stop_idle(&id, &slot).await;
         }
     }
 
