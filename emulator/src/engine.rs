@@ -74,6 +74,9 @@ pub struct EngineOptions {
     /// At most this many engines run at once; starting another stops the least recently used
     /// idle one.
     pub max_running: usize,
+    /// Engines kept started ahead (after the first data-plane use), so that the first command of
+    /// a database that holds no data does not wait for a server to start.
+    pub spare_engines: usize,
 }
 
 impl Default for EngineOptions {
@@ -83,6 +86,7 @@ impl Default for EngineOptions {
             data_dir: None,
             idle_timeout: Duration::from_secs(60),
             max_running: 64,
+            spare_engines: 2,
         }
     }
 }
@@ -400,6 +404,8 @@ struct Slot {
     idle: Mutex<Idle>,
     /// Connections checked out and sessions attached.
     users: AtomicUsize,
+    /// A background stop is under way.
+    stopping: AtomicBool,
     /// Milliseconds since the pool was made, at the last use.
     last_used: AtomicU64,
 }
@@ -418,6 +424,10 @@ pub struct Engines {
     idle_timeout: Duration,
     max_running: usize,
     slots: Mutex<HashMap<String, Arc<Slot>>>,
+    /// Engines started ahead, without a database yet.
+    spares: Mutex<Vec<Process>>,
+    spares_starting: AtomicUsize,
+    spare_target: usize,
     commands: tokio::sync::OnceCell<Arc<CommandTable>>,
     /// Samples taken when engines stopped, waiting to be recorded in the traffic history.
     pending: Mutex<Vec<(String, Sample)>>,
@@ -558,6 +568,9 @@ impl Engines {
             idle_timeout: opts.idle_timeout,
             max_running: opts.max_running.max(1),
             slots: Mutex::new(HashMap::new()),
+            spares: Mutex::new(Vec::new()),
+            spares_starting: AtomicUsize::new(0),
+            spare_target: opts.spare_engines,
             commands: tokio::sync::OnceCell::new(),
             pending: Mutex::new(Vec::new()),
             next_id: AtomicU64::new(1),
@@ -609,6 +622,7 @@ impl Engines {
                     running: AtomicBool::new(false),
                     idle: Mutex::new(Idle::default()),
                     users: AtomicUsize::new(0),
+                    stopping: AtomicBool::new(false),
                     last_used: AtomicU64::new(0),
                 })
             })
@@ -640,7 +654,7 @@ impl Engines {
     /// A connection to the database's engine, starting the engine first if needed and applying
     /// changed settings.
     pub async fn checkout(
-        &self,
+        self: &Arc<Self>,
         id: &str,
         settings: EngineSettings,
         role: Role,
@@ -658,8 +672,12 @@ impl Engines {
         let (socket, generation) = {
             let mut guard = slot.process.lock().await;
             if guard.is_none() {
-                self.make_room(id).await;
-                let p = self.start(id, settings).await?;
+                self.make_room(id);
+                let p = match self.take_spare(id).await? {
+                    Some(p) => p,
+                    None => self.start(id, settings).await?,
+                };
+                self.refill();
                 lock(&slot.idle).generation = p.generation;
                 *guard = Some(p);
                 slot.running.store(true, Ordering::Release);
@@ -689,47 +707,116 @@ impl Engines {
         Ok(lease)
     }
 
-    /// Stops least recently used idle engines until one more fits under the limit.
-    async fn make_room(&self, starting: &str) {
-        loop {
-            let victim = {
-                let slots = lock(&self.slots);
-                let running = slots
-                    .values()
-                    .filter(|s| s.running.load(Ordering::Acquire))
-                    .count();
-                if running < self.max_running {
-                    return;
-                }
-                slots
-                    .iter()
-                    .filter(|(id, s)| {
-                        id.as_str() != starting
-                            && s.running.load(Ordering::Acquire)
-                            && s.users.load(Ordering::Acquire) == 0
-                    })
-                    .min_by_key(|(_, s)| s.last_used.load(Ordering::Relaxed))
-                    .map(|(id, s)| (id.clone(), s.clone()))
-            };
-            let Some((id, slot)) = victim else {
-                tracing::warn!(
-                    limit = self.max_running,
-                    "every running engine is in use: starting one more than the limit"
-                );
+    /// Stops least recently used idle engines (in the background) until one more fits under
+    /// the limit.
+    fn make_room(self: &Arc<Self>, starting: &str) {
+        let victims: Vec<(String, Arc<Slot>)> = {
+            let slots = lock(&self.slots);
+            let running = slots
+                .values()
+                .filter(|s| {
+                    s.running.load(Ordering::Acquire) && !s.stopping.load(Ordering::Acquire)
+                })
+                .count();
+            if running < self.max_running {
                 return;
-            };
-            tracing::debug!(database_id = %id, "engine limit reached: stopping the least recently used engine");
-            self.stop_idle(&id, &slot).await;
+            }
+            let mut idle: Vec<(&String, &Arc<Slot>)> = slots
+                .iter()
+                .filter(|(id, s)| {
+                    id.as_str() != starting
+                        && s.running.load(Ordering::Acquire)
+                        && !s.stopping.load(Ordering::Acquire)
+                        && s.users.load(Ordering::Acquire) == 0
+                })
+                .collect();
+            idle.sort_by_key(|(_, s)| s.last_used.load(Ordering::Relaxed));
+            idle.into_iter()
+                .take(running + 1 - self.max_running)
+                .map(|(id, s)| (id.clone(), s.clone()))
+                .collect()
+        };
+        if victims.is_empty() {
+            tracing::warn!(
+                limit = self.max_running,
+                "every running engine is in use: starting one more than the limit"
+            );
+        }
+        for (id, slot) in victims {
+            slot.stopping.store(true, Ordering::Release);
+            let this = self.clone();
+            tokio::spawn(async move {
+                tracing::debug!(database_id = %id, "engine limit reached: stopping the least recently used engine");
+                this.stop_idle(&id, &slot).await;
+                slot.stopping.store(false, Ordering::Release);
+            });
         }
     }
 
+    /// A ready spare engine for a database that holds no data yet (no RDB file), given the
+    /// database's directory; `None` when it holds data or no spare is ready.
+    async fn take_spare(&self, id: &str) -> io::Result<Option<Process>> {
+        let dir = self.dir(id)?;
+        if self.dump(id)?.exists() {
+            return Ok(None);
+        }
+        let spare = lock(&self.spares).pop();
+        let Some(mut p) = spare else {
+            return Ok(None);
+        };
+        std::fs::create_dir_all(&dir)?;
+        let mut args = cmd(&["CONFIG", "SET", "dir"]);
+        args.push(dir.as_os_str().as_encoded_bytes().to_vec());
+        match p.admin.call(&args).await? {
+            Reply::Error(e) => Err(broken(format!("CONFIG SET dir: {e}"))),
+            _ => Ok(Some(p)),
+        }
+    }
+
+    /// Starts spare engines in the background up to the configured number, so that a
+    /// database's first command does not wait for a server to start.
+    fn refill(self: &Arc<Self>) {
+        loop {
+            let have = lock(&self.spares).len() + self.spares_starting.load(Ordering::Acquire);
+            if have >= self.spare_target {
+                return;
+            }
+            self.spares_starting.fetch_add(1, Ordering::AcqRel);
+            let this = self.clone();
+            tokio::spawn(async move {
+                let dir = this.data_root.join(".spare");
+                let unlimited = EngineSettings {
+                    max_data_bytes: u64::MAX / 4,
+                    eviction: false,
+                };
+                let started = match std::fs::create_dir_all(&dir) {
+                    Ok(()) => this.spawn_engine(&dir, unlimited).await,
+                    Err(e) => Err(e),
+                };
+                match started {
+                    Ok(p) => lock(&this.spares).push(p),
+                    Err(e) => tracing::warn!(error = %e, "starting a spare engine failed"),
+                }
+                this.spares_starting.fetch_sub(1, Ordering::AcqRel);
+            });
+        }
+    }
+
+    /// Starts the database's own engine on its files (for a database that holds data).
     async fn start(&self, id: &str, settings: EngineSettings) -> io::Result<Process> {
         let dir = self.dir(id)?;
         std::fs::create_dir_all(&dir)?;
+        self.spawn_engine(&dir, settings).await
+    }
+
+    /// Starts a server whose data directory is `dir`, its users and limits set up.
+    async fn spawn_engine(&self, dir: &Path, settings: EngineSettings) -> io::Result<Process> {
+        let dir = dir.to_path_buf();
         let n = self.next_id.fetch_add(1, Ordering::Relaxed);
         let socket = self.socket_dir.path().join(format!("{n}.sock"));
         let _ = std::fs::remove_file(&socket);
-        let log = dir.join("redis.log");
+        // In the private socket directory: a spare's log stays valid when it gets a database.
+        let log = self.socket_dir.path().join(format!("{n}.log"));
         let save = if self.persist {
             "3600 1 300 100 60 10000"
         } else {
@@ -765,6 +852,8 @@ impl Engines {
             .args(["--requirepass", &self.admin_password])
             .args(["--maxmemory-policy", settings.policy()])
             .args(["--jemalloc-bg-thread", "no", "--protected-mode", "yes"])
+            // `dir` is set when a spare engine gets its database (over the unix socket).
+            .args(["--enable-protected-configs", "local"])
             .stdin(Stdio::null())
             .stdout(Stdio::null())
             .stderr(Stdio::null());
@@ -832,7 +921,7 @@ impl Engines {
         let f = info_fields(&text);
         p.startup_memory = field(&f, "used_memory").max(field(&f, "used_memory_startup"));
         p.apply(settings).await?;
-        tracing::debug!(database_id = %id, ms = started.elapsed().as_millis() as u64, "engine started");
+        tracing::debug!(ms = started.elapsed().as_millis() as u64, "engine started");
         Ok(p)
     }
 
@@ -882,10 +971,19 @@ impl Engines {
             idle.conns.clear();
             idle.generation = 0;
         }
+        let mut empty = false;
         if let Ok(s) = p.sample().await {
+            empty = s.keys == 0;
             lock(&self.pending).push((id.to_string(), s));
         }
-        let how = if save { "SAVE" } else { "NOSAVE" };
+        // An empty key space needs no file: the next start can be a spare engine.
+        if save
+            && empty
+            && let Ok(dump) = self.dump(id)
+        {
+            let _ = std::fs::remove_file(dump);
+        }
+        let how = if save && !empty { "SAVE" } else { "NOSAVE" };
         if let Ok(Reply::Error(e)) = p.admin.call(&cmd(&["SHUTDOWN", how])).await {
             tracing::warn!(database_id = %id, error = %e, "engine refused to shut down; killing it");
             let _ = p.child.kill();
@@ -918,10 +1016,26 @@ impl Engines {
         for (id, slot) in idle {
             self.stop_idle(&id, &slot).await;
         }
+        // Nothing used for the idle timeout: no spares either.
+        let last = lock(&self.slots)
+            .values()
+            .map(|s| s.last_used.load(Ordering::Relaxed))
+            .max()
+            .unwrap_or(0);
+        if self.running() == 0 && now.saturating_sub(last) >= idle_ms {
+            let spares = std::mem::take(&mut *lock(&self.spares));
+            for mut p in spares {
+                let _ = p.admin.call(&cmd(&["SHUTDOWN", "NOSAVE"])).await;
+            }
+        }
     }
 
     /// Stops every engine (saving key spaces): on shutdown.
     pub async fn stop_all(&self) {
+        let spares = std::mem::take(&mut *lock(&self.spares));
+        for mut p in spares {
+            let _ = p.admin.call(&cmd(&["SHUTDOWN", "NOSAVE"])).await;
+        }
         let all: Vec<(String, Arc<Slot>)> = lock(&self.slots)
             .iter()
             .map(|(id, s)| (id.clone(), s.clone()))

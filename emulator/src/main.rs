@@ -76,6 +76,10 @@ struct Args {
     /// Run at most this many Redis servers at once (the least recently used idle one stops).
     #[arg(long, env = "UPSTASH_EMULATOR_MAX_ENGINES", default_value_t = 64)]
     max_engines: usize,
+    /// Keep this many Redis servers started ahead (after the first data-plane use), so that the
+    /// first command of a database without data does not wait for one to start.
+    #[arg(long, env = "UPSTASH_EMULATOR_SPARE_ENGINES", default_value_t = 2)]
+    spare_engines: usize,
     /// Log format (logs go to stderr; stdout carries only the ready line).
     #[arg(
         long,
@@ -124,6 +128,7 @@ async fn main() -> anyhow::Result<()> {
             data_dir: None,
             idle_timeout: std::time::Duration::from_secs(args.engine_idle_secs),
             max_running: args.max_engines,
+            spare_engines: args.spare_engines,
         },
     };
     let emu = Emulator::start(config).await?;
