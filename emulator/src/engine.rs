@@ -542,8 +542,11 @@ impl Engines {
         } else {
             std::env::temp_dir()
         };
+        remove_stale_dirs(&socket_base);
+        remove_stale_dirs(&std::env::temp_dir());
+        let pid = std::process::id();
         let socket_dir = tempfile::Builder::new()
-            .prefix("upstash-emu-")
+            .prefix(&format!("upstash-emu-{pid}-"))
             .tempdir_in(socket_base)
             .context("creating the engines' socket directory")?;
         let (data_root, data_tmp) = match &opts.data_dir {
@@ -554,7 +557,7 @@ impl Engines {
             }
             None => {
                 let t = tempfile::Builder::new()
-                    .prefix("upstash-emu-data-")
+                    .prefix(&format!("upstash-emu-data-{pid}-"))
                     .tempdir()
                     .context("creating the engines' data directory")?;
                 (t.path().to_path_buf(), Some(t))
@@ -1125,6 +1128,29 @@ impl Engines {
             for e in entries.flatten() {
                 let _ = std::fs::remove_dir_all(e.path());
             }
+        }
+    }
+}
+
+/// Removes the temporary directories of emulators that were killed (their pid is in the
+/// name and no such process runs any more).
+fn remove_stale_dirs(base: &Path) {
+    let Ok(entries) = std::fs::read_dir(base) else {
+        return;
+    };
+    for e in entries.flatten() {
+        let name = e.file_name();
+        let Some(rest) = name.to_str().and_then(|n| {
+            n.strip_prefix("upstash-emu-data-")
+                .or_else(|| n.strip_prefix("upstash-emu-"))
+        }) else {
+            continue;
+        };
+        let Some(pid) = rest.split('-').next().and_then(|p| p.parse::<u32>().ok()) else {
+            continue;
+        };
+        if !Path::new(&format!("/proc/{pid}")).exists() {
+            let _ = std::fs::remove_dir_all(e.path());
         }
     }
 }
