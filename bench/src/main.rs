@@ -5,6 +5,7 @@
 
 mod chaos;
 mod common;
+mod emulator_scale;
 mod lower_bound;
 mod observe;
 mod report;
@@ -25,6 +26,9 @@ enum Mode {
     Chaos,
     /// Both.
     All,
+    /// The emulator alone with N = 1,000 and 10,000 databases (or `--n`): memory and CPU with
+    /// and without data-plane traffic (no operator, no control plane).
+    Emulator,
 }
 
 /// Benchmarks at scale and a chaos run of upstash-operator.
@@ -81,6 +85,9 @@ struct Args {
     /// until the client gives up).
     #[arg(long, default_value_t = 3)]
     upstash_timeout: u64,
+    /// Emulator: databases whose data plane is used (PING, SET, GET, INFO).
+    #[arg(long, default_value_t = 200)]
+    probe: usize,
     /// Chaos: random seed (default: random, printed).
     #[arg(long)]
     seed: Option<u64>,
@@ -145,6 +152,35 @@ async fn main() -> anyhow::Result<()> {
     std::fs::create_dir_all(&out).with_context(|| format!("creating {}", out.display()))?;
     let machine = machine();
     eprintln!("bench: {machine}");
+    if args.mode == Mode::Emulator {
+        let ns = if args.n.is_empty() {
+            vec![1000, 10_000]
+        } else {
+            args.n.clone()
+        };
+        let mut results = Vec::new();
+        for n in ns {
+            let cfg = emulator_scale::EmulatorConfig {
+                n,
+                probe: args.probe.min(n),
+                parallel: args.parallel,
+            };
+            let result = emulator_scale::run(&bins, cfg).await?;
+            let path = out.join(format!("emulator-{n}-{}.json", stamp()));
+            std::fs::write(&path, serde_json::to_vec_pretty(&result)?)?;
+            eprintln!("bench: wrote {}", path.display());
+            results.push(result);
+        }
+        let markdown = format!(
+            "Machine: {machine}.\n\n## The emulator alone\n\n{}",
+            emulator_scale::markdown(&results)
+        );
+        let path = out.join(format!("results-emulator-{}.md", stamp()));
+        std::fs::write(&path, &markdown)?;
+        println!("{markdown}");
+        eprintln!("bench: wrote {}", path.display());
+        return Ok(());
+    }
     let cluster = testkit::cluster().await;
     let mut markdown = format!(
         "Machine: {machine}. Kubernetes {} (tools/testenv).\n\n",

@@ -1,6 +1,8 @@
 //! What a run measures, each from outside the operator:
 //!
 //! * [`ProcSampler`]: RSS (`VmRSS`, `VmHWM`) and CPU (`utime + stime`) from `/proc`;
+//! * [`TreeSampler`]: the emulator with its Redis engines (its child processes): RSS, engines
+//!   running and CPU, including engines that already stopped;
 //! * [`ApiserverMetrics`]: `apiserver_request_total` from the API server's `/metrics`;
 //! * [`CallCollector`]: the emulator's call log (`GET /_emulator/calls`), by endpoint;
 //! * [`Recorder`]: a watch on the CacheInstances and the operator's Secrets that counts every
@@ -61,6 +63,35 @@ pub fn cpu_seconds(pid: u32) -> Option<f64> {
     let utime: f64 = fields.get(11)?.parse().ok()?;
     let stime: f64 = fields.get(12)?.parse().ok()?;
     Some((utime + stime) / clock_ticks())
+}
+
+/// CPU seconds of a process, its children that ended (`cutime + cstime`), and its children that
+/// still run.
+pub fn tree_cpu_seconds(pid: u32) -> f64 {
+    let own = std::fs::read_to_string(format!("/proc/{pid}/stat"))
+        .ok()
+        .and_then(|stat| {
+            let close = stat.rfind(')')?;
+            let f: Vec<&str> = stat[close + 2..].split_whitespace().collect();
+            // utime(11) stime(12) cutime(13) cstime(14)
+            let sum: f64 = (11..=14)
+                .filter_map(|i| f.get(i)?.parse::<f64>().ok())
+                .sum();
+            Some(sum / clock_ticks())
+        })
+        .unwrap_or(0.0);
+    own + children(pid)
+        .into_iter()
+        .filter_map(cpu_seconds)
+        .sum::<f64>()
+}
+
+/// The pids whose parent is `pid`.
+pub fn children(pid: u32) -> Vec<u32> {
+    all_pids()
+        .into_iter()
+        .filter(|p| comm_and_ppid(*p).is_some_and(|(_, ppid)| ppid == pid))
+        .collect()
 }
 
 fn clock_ticks() -> f64 {
@@ -157,6 +188,73 @@ impl ProcSampler {
     }
 }
 
+/// The emulator and its Redis engines in one phase.
+#[derive(Debug, Clone, Default, Serialize)]
+pub struct TreePhase {
+    /// Largest sampled `VmRSS` of the emulator process alone.
+    pub peak_rss: u64,
+    /// Largest sampled sum of `VmRSS` over the emulator and its engines.
+    pub peak_total_rss: u64,
+    /// Most engines running at once.
+    pub peak_children: usize,
+    /// At the end of the phase: the emulator's RSS, the total, the engines running.
+    pub last_rss: u64,
+    pub last_total_rss: u64,
+    pub last_children: usize,
+}
+
+/// Samples a process and its children (the emulator's engines) every 200 ms.
+#[derive(Clone)]
+pub struct TreeSampler {
+    pid: u32,
+    phase: Phase,
+    phases: Arc<Mutex<BTreeMap<String, TreePhase>>>,
+}
+
+impl TreeSampler {
+    pub fn start(pid: u32, phase: Phase) -> Self {
+        let this = Self {
+            pid,
+            phase,
+            phases: Arc::default(),
+        };
+        let sampler = this.clone();
+        tokio::spawn(async move {
+            loop {
+                sampler.sample();
+                tokio::time::sleep(Duration::from_millis(200)).await;
+            }
+        });
+        this
+    }
+
+    pub fn sample(&self) {
+        let Some((own, _)) = rss(self.pid) else {
+            return;
+        };
+        let kids = children(self.pid);
+        let total = own
+            + kids
+                .iter()
+                .filter_map(|k| rss(*k))
+                .map(|(r, _)| r)
+                .sum::<u64>();
+        let mut phases = self.phases.lock().unwrap();
+        let p = phases.entry(self.phase.get()).or_default();
+        p.peak_rss = p.peak_rss.max(own);
+        p.peak_total_rss = p.peak_total_rss.max(total);
+        p.peak_children = p.peak_children.max(kids.len());
+        p.last_rss = own;
+        p.last_total_rss = total;
+        p.last_children = kids.len();
+    }
+
+    pub fn phases(&self) -> BTreeMap<String, TreePhase> {
+        self.sample();
+        self.phases.lock().unwrap().clone()
+    }
+}
+
 /// CPU seconds of a fixed set of processes, read at phase boundaries.
 pub fn cpu_of(pids: &[u32]) -> f64 {
     pids.iter().filter_map(|p| cpu_seconds(*p)).sum()
@@ -173,7 +271,7 @@ impl Phase {
     pub fn get(&self) -> String {
         self.0.lock().unwrap().clone()
     }
-    fn set(&self, name: &str) {
+    pub fn set(&self, name: &str) {
         *self.0.lock().unwrap() = name.to_string();
     }
 }
@@ -679,11 +777,13 @@ fn condition<'a>(data: &'a Value, type_: &str) -> Option<&'a str> {
 pub struct Observers {
     pub phase: Phase,
     pub operator: ProcSampler,
+    /// The emulator with its Redis engines.
+    pub emulator: TreeSampler,
     pub calls: CallCollector,
     pub apiserver: ApiserverMetrics,
     /// Phase → API server request counts during it.
     pub requests: BTreeMap<String, RequestCounts>,
-    /// Phase → CPU seconds of the emulator and of the control plane.
+    /// Phase → CPU seconds of the emulator (with its Redis engines) and of the control plane.
     pub other_cpu: BTreeMap<String, (f64, f64)>,
     /// Phase → wall-clock seconds.
     pub durations: BTreeMap<String, f64>,
@@ -711,6 +811,7 @@ impl Observers {
     ) -> Self {
         Self {
             operator: ProcSampler::start(operator.pid_handle(), phase.clone()),
+            emulator: TreeSampler::start(emulator.pid(), phase.clone()),
             emulator_pid: emulator.pid(),
             calls: CallCollector::start(emulator, phase.clone()),
             apiserver: ApiserverMetrics::new(client),
@@ -728,8 +829,9 @@ impl Observers {
         // Book what happened so far on the phase that is ending.
         let _ = self.calls.collect().await;
         self.operator.sample();
+        self.emulator.sample();
         let requests = self.apiserver.snapshot().await?;
-        let emulator_cpu = cpu_of(&[self.emulator_pid]);
+        let emulator_cpu = tree_cpu_seconds(self.emulator_pid);
         let control_plane_cpu = cpu_of(&self.control_plane);
         if let Some(mark) = self.current.take() {
             self.durations

@@ -206,6 +206,45 @@ pub fn scale_markdown(results: &[ScaleResult]) -> String {
             .get("converge")
             .map_or("?".into(), |(e, k)| format!("{e:.1} / {k:.1} s"))
     });
+    row(
+        &mut s,
+        "Emulator CPU over the whole run (with its Redis engines)",
+        &|r| format!("{:.1} s", r.other_cpu.values().map(|(e, _)| e).sum::<f64>()),
+    );
+    row(
+        &mut s,
+        "Emulator peak RSS: process / with its Redis engines (engines at once)",
+        &|r| {
+            let own = r.emulator.values().map(|p| p.peak_rss).max().unwrap_or(0);
+            let total = r
+                .emulator
+                .values()
+                .map(|p| p.peak_total_rss)
+                .max()
+                .unwrap_or(0);
+            let engines = r
+                .emulator
+                .values()
+                .map(|p| p.peak_children)
+                .max()
+                .unwrap_or(0);
+            format!("{:.1} / {:.1} MiB ({engines})", mib(own), mib(total))
+        },
+    );
+    row(
+        &mut s,
+        "Emulator RSS with all databases, idle (engines running)",
+        &|r| {
+            r.emulator.get("idle").map_or("?".into(), |p| {
+                format!(
+                    "{:.1} / {:.1} MiB ({})",
+                    mib(p.last_rss),
+                    mib(p.last_total_rss),
+                    p.last_children
+                )
+            })
+        },
+    );
     row(&mut s, "Operator RSS idle after convergence", &|r| {
         r.operator
             .get("idle")

@@ -27,7 +27,7 @@ use crate::{
         wait_until,
     },
     lower_bound::{Bound, BoundInputs, lower_bound},
-    observe::{CallPhase, ChangePhase, Observers, Phase, ProcPhase, Recorder},
+    observe::{CallPhase, ChangePhase, Observers, Phase, ProcPhase, Recorder, TreePhase},
     stack::{Binaries, Emulator, Operator, OperatorSpec},
     stats::percentile,
 };
@@ -115,7 +115,9 @@ pub struct ScaleResult {
     pub changes: BTreeMap<String, ChangePhase>,
     pub requests: BTreeMap<String, Vec<RequestRow>>,
     pub operator: BTreeMap<String, ProcPhase>,
-    /// Phase → (emulator CPU s, control plane CPU s).
+    /// Phase → the emulator's memory with its Redis engines.
+    pub emulator: BTreeMap<String, TreePhase>,
+    /// Phase → (emulator CPU s with its engines, control plane CPU s).
     pub other_cpu: BTreeMap<String, (f64, f64)>,
     pub durations: BTreeMap<String, f64>,
     pub databases_left: usize,
@@ -293,6 +295,7 @@ pub async fn run(
             })
             .collect(),
         operator: obs.operator.phases(),
+        emulator: obs.emulator.phases(),
         other_cpu: obs.other_cpu.clone(),
         durations: obs.durations.clone(),
         databases_left,

@@ -121,6 +121,16 @@ impl Emulator {
         Ok(serde_json::from_str(&text).unwrap_or(Value::Null))
     }
 
+    /// A Developer API call as the test account: `(status, body)`.
+    pub async fn developer_api(
+        &self,
+        method: reqwest::Method,
+        path: &str,
+        body: Option<Value>,
+    ) -> anyhow::Result<(u16, Value)> {
+        Ok(self.inner.developer_api(method, path, body).await)
+    }
+
     /// Every database of every account, with credentials.
     pub async fn databases(&self) -> anyhow::Result<Vec<Value>> {
         Ok(self

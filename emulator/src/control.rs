@@ -8,11 +8,14 @@
 //! | `DELETE /_emulator/calls` | clear the call log |
 //! | `POST /_emulator/faults` | add a fault rule → the rule with its `id` |
 //! | `GET /_emulator/faults` / `DELETE /_emulator/faults` / `DELETE /_emulator/faults/{id}` | list / clear / remove |
-//! | `GET /_emulator/databases` / `GET /_emulator/databases/{id}` | every database, with credentials and account |
-//! | `PATCH /_emulator/databases/{id}` | set `state` (`active`, `suspended`, `passive`) |
+//! | `GET /_emulator/databases` / `GET /_emulator/databases/{id}` | every database (archived ones too), with credentials and owner |
+//! | `PATCH /_emulator/databases/{id}` | set `state` (`active`, `suspended`, `passive`), `max_data_size_bytes` (a lower data limit, `null` = the plan's) |
+//! | `POST /_emulator/databases/{id}/archive` | archive a free database: gone from the Developer API, its data kept in a backup |
+//! | `POST /_emulator/databases/{id}/unarchive` | bring it back from a backup (`{"backup_id"}`, default the archival's) |
 //! | `PUT` / `PATCH` / `DELETE /_emulator/databases/{id}/stats` | replace / merge / clear stats overrides |
 //! | `GET` / `PUT /_emulator/latency` | global Developer API latency `{"ms": N}` |
-//! | `GET` / `POST /_emulator/accounts` | account emails / add `{"email", "api_key"}` |
+//! | `GET` / `POST /_emulator/accounts` | account emails / add a key `{"email", "api_key", "team"?, "readonly"?}` |
+//! | `GET /_emulator/keys` / `GET /_emulator/teams` | the API keys (without their values) / the teams and members |
 //! | `POST /_emulator/reset` | delete all databases, faults, overrides and the call log |
 
 use std::sync::Arc;
@@ -28,6 +31,7 @@ use serde::Deserialize;
 use serde_json::{Map, Value, json};
 
 use crate::Shared;
+use crate::accounts::KeySpec;
 use crate::calllog::CallFilter;
 use crate::faults::FaultSpec;
 
@@ -49,12 +53,16 @@ pub fn router(shared: Arc<Shared>) -> Router<Arc<Shared>> {
         .route("/faults/{id}", delete(remove_fault))
         .route("/databases", get(databases))
         .route("/databases/{id}", get(database).patch(patch_database))
+        .route("/databases/{id}/archive", post(archive))
+        .route("/databases/{id}/unarchive", post(unarchive))
         .route(
             "/databases/{id}/stats",
             put(put_stats).patch(patch_stats).delete(clear_stats),
         )
         .route("/latency", get(get_latency).put(set_latency))
         .route("/accounts", get(accounts).post(add_account))
+        .route("/keys", get(keys))
+        .route("/teams", get(teams))
         .route("/reset", post(reset))
         .fallback(|| async { err(StatusCode::NOT_FOUND, "unknown control route") })
         .layer(middleware::from_fn_with_state(shared, admin_guard))
@@ -118,11 +126,26 @@ fn db_view(s: &Shared, db: &crate::state::Database) -> Value {
     let mut v =
         serde_json::to_value(db.to_wire(&s.settings.endpoint, false)).unwrap_or(Value::Null);
     if let Value::Object(m) = &mut v {
+        let (keys, bytes) = db.traffic.current();
         m.insert("account".into(), json!(db.meta.account));
         m.insert("plan".into(), json!(db.meta.plan));
-        m.insert("keys".into(), json!(db.keyspace.len()));
-        m.insert("stored_bytes".into(), json!(db.keyspace.stored_bytes()));
+        m.insert(
+            "read_only_password".into(),
+            json!(db.meta.read_only_password),
+        );
+        m.insert("archived".into(), json!(db.meta.archived));
+        m.insert("keys".into(), json!(keys));
+        m.insert("stored_bytes".into(), json!(bytes));
         m.insert("backups".into(), json!(db.backups.len()));
+        m.insert(
+            "backup_list".into(),
+            Value::Array(
+                db.backups
+                    .iter()
+                    .map(|b| serde_json::to_value(db.backup_wire(b)).unwrap_or(Value::Null))
+                    .collect(),
+            ),
+        );
         m.insert(
             "stats_overrides".into(),
             Value::Object(db.stats_overrides.clone()),
@@ -156,6 +179,13 @@ async fn database(State(s): S, Path(id): Path<String>) -> Response {
 #[serde(deny_unknown_fields)]
 struct DbPatch {
     state: Option<String>,
+    /// `Some(None)` (`null`): back to the plan's limit.
+    #[serde(default, deserialize_with = "some_nullable")]
+    max_data_size_bytes: Option<Option<u64>>,
+}
+
+fn some_nullable<'de, D: serde::Deserializer<'de>>(d: D) -> Result<Option<Option<u64>>, D::Error> {
+    Option::<u64>::deserialize(d).map(Some)
 }
 
 async fn patch_database(State(s): S, Path(id): Path<String>, body: axum::body::Bytes) -> Response {
@@ -175,6 +205,16 @@ async fn patch_database(State(s): S, Path(id): Path<String>, body: axum::body::B
             );
         }
         db.meta.state = state;
+    }
+    if let Some(limit) = patch.max_data_size_bytes {
+        if limit == Some(0) {
+            return err(
+                StatusCode::BAD_REQUEST,
+                "max_data_size_bytes must be positive",
+            );
+        }
+        // Applied to a running engine on its next use.
+        db.meta.max_data_size_bytes = limit;
     }
     let v = db_view(&s, db);
     drop(st);
@@ -244,37 +284,183 @@ async fn set_latency(State(s): S, body: axum::body::Bytes) -> Response {
 }
 
 async fn accounts(State(s): S) -> Response {
-    let st = s.lock();
-    let emails: Vec<&String> = st.accounts.keys().collect();
-    Json(json!(emails)).into_response()
+    Json(json!(s.lock().accounts.emails())).into_response()
 }
 
 #[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
 struct AccountBody {
     email: String,
     api_key: String,
+    /// A team name or id: the key acts for that team (created when unknown).
+    #[serde(default)]
+    team: Option<String>,
+    #[serde(default, alias = "read_only")]
+    readonly: bool,
 }
 
 async fn add_account(State(s): S, body: axum::body::Bytes) -> Response {
-    match serde_json::from_slice::<AccountBody>(&body) {
-        Ok(b) if !b.email.is_empty() && !b.api_key.is_empty() => {
-            s.lock().accounts.insert(b.email.clone(), b.api_key);
-            s.mark_dirty();
-            Json(json!({"email": b.email})).into_response()
+    let b = match serde_json::from_slice::<AccountBody>(&body) {
+        Ok(b) if !b.email.is_empty() && !b.api_key.is_empty() => b,
+        _ => {
+            return err(
+                StatusCode::BAD_REQUEST,
+                "expected {\"email\": ..., \"api_key\": ..., \"team\"?: ..., \"readonly\"?: bool}",
+            );
         }
-        _ => err(
-            StatusCode::BAD_REQUEST,
-            "expected {\"email\": ..., \"api_key\": ...}",
-        ),
+    };
+    let spec = KeySpec {
+        email: b.email.clone(),
+        api_key: b.api_key,
+        team: b.team,
+        read_only: b.readonly,
+    };
+    let added = s.lock().accounts.add(&spec);
+    match added {
+        Ok(k) => {
+            s.mark_dirty();
+            Json(json!({"email": b.email, "team_id": k.team_id, "readonly": k.read_only}))
+                .into_response()
+        }
+        Err(e) => err(StatusCode::BAD_REQUEST, e.to_string()),
     }
+}
+
+async fn keys(State(s): S) -> Response {
+    let st = s.lock();
+    let v: Vec<Value> = st
+        .accounts
+        .keys
+        .iter()
+        .map(|k| json!({"email": k.email, "team_id": k.team_id, "readonly": k.read_only}))
+        .collect();
+    Json(v).into_response()
+}
+
+async fn teams(State(s): S) -> Response {
+    let st = s.lock();
+    let v: Vec<Value> = st
+        .accounts
+        .teams
+        .values()
+        .map(|t| {
+            json!({
+                "team_id": t.id,
+                "team_name": t.name,
+                "copy_cc": t.copy_cc,
+                "members": t.members.iter().map(|m| json!({"email": m.email, "role": m.role})).collect::<Vec<_>>(),
+            })
+        })
+        .collect();
+    Json(v).into_response()
+}
+
+/// Archives a free database, as Upstash does with free databases unused for a long time: its
+/// key space goes into a backup, the engine's data is removed, and the database disappears from
+/// the Developer API and the data plane until it is unarchived.
+async fn archive(State(s): S, Path(id): Path<String>) -> Response {
+    {
+        let st = s.lock();
+        match st.databases.get(&id) {
+            None => return err(StatusCode::NOT_FOUND, "database not found"),
+            Some(d) if d.meta.archived => {
+                return err(StatusCode::BAD_REQUEST, "database is already archived");
+            }
+            Some(d) if d.meta.plan != "free" => {
+                return err(StatusCode::BAD_REQUEST, "only free databases are archived");
+            }
+            Some(_) => {}
+        }
+    }
+    let name = format!("archived-{}", jiff::Timestamp::now().strftime("%Y-%m-%d"));
+    let backup = match crate::api::backups::snapshot(&s, &id, name, false).await {
+        Ok(b) => b,
+        Err(e) => return err(e.status, e.message),
+    };
+    if let Err(e) = s.engines.clear(&id).await {
+        return err(
+            StatusCode::INTERNAL_SERVER_ERROR,
+            format!("archiving failed: {e}"),
+        );
+    }
+    let mut st = s.lock();
+    let Some(db) = st.databases.get_mut(&id) else {
+        return err(StatusCode::NOT_FOUND, "database not found");
+    };
+    db.backups.push(backup);
+    db.meta.archived = true;
+    let v = db_view(&s, db);
+    drop(st);
+    s.mark_dirty();
+    Json(v).into_response()
+}
+
+#[derive(Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+struct UnarchiveBody {
+    backup_id: Option<String>,
+}
+
+/// Brings an archived database back, its key space restored from a backup (the archival's
+/// unless `backup_id` names another).
+async fn unarchive(State(s): S, Path(id): Path<String>, body: axum::body::Bytes) -> Response {
+    let b: UnarchiveBody = if body.iter().all(u8::is_ascii_whitespace) {
+        UnarchiveBody::default()
+    } else {
+        match serde_json::from_slice(&body) {
+            Ok(b) => b,
+            Err(e) => return err(StatusCode::BAD_REQUEST, format!("invalid body: {e}")),
+        }
+    };
+    let backup_id = {
+        let st = s.lock();
+        let Some(db) = st.databases.get(&id) else {
+            return err(StatusCode::NOT_FOUND, "database not found");
+        };
+        if !db.meta.archived {
+            return err(StatusCode::BAD_REQUEST, "database is not archived");
+        }
+        let chosen = match &b.backup_id {
+            Some(bid) => db.backups.iter().find(|x| &x.id == bid),
+            None => db
+                .backups
+                .iter()
+                .rev()
+                .find(|x| x.name.starts_with("archived-")),
+        };
+        match chosen {
+            Some(x) => x.id.clone(),
+            None => return err(StatusCode::NOT_FOUND, "backup not found"),
+        }
+    };
+    if let Err(e) = s.engines.restore(&id, &backup_id).await {
+        return err(
+            StatusCode::INTERNAL_SERVER_ERROR,
+            format!("restore failed: {e}"),
+        );
+    }
+    let mut st = s.lock();
+    let Some(db) = st.databases.get_mut(&id) else {
+        return err(StatusCode::NOT_FOUND, "database not found");
+    };
+    db.meta.archived = false;
+    db.sync_seq += 1;
+    let v = db_view(&s, db);
+    drop(st);
+    s.mark_dirty();
+    Json(v).into_response()
 }
 
 async fn reset(State(s): S) -> Response {
     {
         let mut st = s.lock();
         st.databases.clear();
-        st.accounts = s.settings.config_accounts.iter().cloned().collect();
+        st.accounts = Default::default();
+        for k in &s.settings.config_accounts {
+            let _ = st.accounts.add(k);
+        }
     }
+    s.engines.reset().await;
     s.faults_lock().clear();
     s.calls_lock().clear();
     s.mark_dirty();

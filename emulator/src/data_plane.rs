@@ -6,8 +6,10 @@
 //! `{"result": ...}` / `{"error": "..."}`; `Upstash-Encoding: base64` and
 //! `Upstash-Response-Format: resp2` are honoured; `upstash-sync-token` is returned.
 //!
-//! [`execute`] is the transport-neutral core (checks, commands, stats); the RESP listener
-//! (`crate::resp`) runs its commands through it too.
+//! Commands run on the database's engine (`crate::engine`), a real Redis server. [`admit`] holds
+//! Upstash's checks (credentials, allow-list, state, request size, budget), [`precheck`] the
+//! per-command ones, and [`record`] writes the traffic history; the RESP listener
+//! (`crate::resp`) uses them too.
 
 use std::net::IpAddr;
 use std::sync::Arc;
@@ -23,10 +25,12 @@ use serde_json::{Value, json};
 use crate::Shared;
 use crate::api::databases::parse_cidr;
 use crate::calllog::redact_path;
+use crate::engine::{EngineSettings, Role, Sample};
+use crate::reply::Reply;
+use crate::scripts::ReplyFix;
 use crate::server::{ConnInfo, Exchange, Outcome};
 use crate::state::now_ms;
-use crate::stats::CommandSample;
-use crate::store::{self, InfoContext, Kind, Reply};
+use crate::stats::{CommandSample, StatsInput, monthly_billing};
 
 /// What the request asks for.
 #[derive(Debug, Clone, PartialEq)]
@@ -187,28 +191,101 @@ fn allowed(ranges: &[String], ip: IpAddr) -> bool {
         .any(|n| n.contains(&ip))
 }
 
-fn command_name(args: &[Vec<u8>]) -> String {
+/// The command's name in upper case.
+pub fn command_name(args: &[Vec<u8>]) -> String {
     args.first()
         .map(|c| String::from_utf8_lossy(c).to_ascii_uppercase())
         .unwrap_or_default()
 }
 
-/// Checks that a command is known and allowed for the token; returns the error reply otherwise.
-pub(crate) fn precheck(args: &[Vec<u8>], read_only: bool) -> Result<Kind, Reply> {
-    let name = command_name(args);
-    let Some(kind) = store::command_kind(&name) else {
-        return Err(Reply::err(format!(
-            "ERR Command is not available: '{}'",
-            String::from_utf8_lossy(args.first().map(Vec::as_slice).unwrap_or_default())
-        )));
-    };
-    if read_only && store::forbidden_for_read_only(&name) {
-        return Err(Reply::err(format!(
-            "NOPERM this user has no permissions to run the '{}' command",
-            name.to_ascii_lowercase()
-        )));
+/// Commands Upstash does not offer (server administration, replication, other databases):
+/// refused on both transports.
+const NOT_AVAILABLE: &[&str] = &[
+    "ACL",
+    "BGREWRITEAOF",
+    "BGSAVE",
+    "CLUSTER",
+    "CONFIG",
+    "DEBUG",
+    "FAILOVER",
+    "LASTSAVE",
+    "LATENCY",
+    "MIGRATE",
+    "MODULE",
+    "MONITOR",
+    "MOVE",
+    "PFDEBUG",
+    "PFSELFTEST",
+    "PSUBSCRIBE",
+    "PSYNC",
+    "PUNSUBSCRIBE",
+    "REPLCONF",
+    "REPLICAOF",
+    "SAVE",
+    "SHUTDOWN",
+    "SLAVEOF",
+    "SLOWLOG",
+    "SSUBSCRIBE",
+    "SUBSCRIBE",
+    "SUNSUBSCRIBE",
+    "SWAPDB",
+    "SYNC",
+    "UNSUBSCRIBE",
+];
+
+/// Commands that only make sense on a connection of one's own: refused by the REST API (a
+/// transaction is `/multi-exec`).
+const CONNECTION_ONLY: &[&str] = &[
+    "ASKING",
+    "AUTH",
+    "CLIENT",
+    "DISCARD",
+    "EXEC",
+    "HELLO",
+    "MULTI",
+    "QUIT",
+    "READONLY",
+    "READWRITE",
+    "RESET",
+    "UNWATCH",
+    "WATCH",
+];
+
+/// Upstash's answer to a command it does not offer.
+pub fn not_available(args: &[Vec<u8>]) -> Reply {
+    Reply::err(format!(
+        "ERR Command is not available: '{}'",
+        String::from_utf8_lossy(args.first().map(Vec::as_slice).unwrap_or_default())
+    ))
+}
+
+/// Which transport a command came over.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Transport {
+    Rest,
+    Resp,
+}
+
+/// The emulator's own checks of one command before the engine sees it: commands Upstash does not
+/// offer, and arguments larger than the plan's max entry size.
+pub fn precheck(args: &[Vec<u8>], transport: Transport, max_entry: u64) -> Result<(), Reply> {
+    if args.is_empty() {
+        return Err(Reply::err("ERR empty command"));
     }
-    Ok(kind)
+    let name = command_name(args);
+    let refused = NOT_AVAILABLE.contains(&name.as_str())
+        || (transport == Transport::Rest && CONNECTION_ONLY.contains(&name.as_str()))
+        || (name == "CLIENT"
+            && args
+                .get(1)
+                .is_some_and(|s| s.eq_ignore_ascii_case(b"reply")));
+    if refused {
+        return Err(not_available(args));
+    }
+    if args.iter().any(|a| a.len() as u64 > max_entry) {
+        return Err(Reply::err("ERR max entry size exceeded"));
+    }
+    Ok(())
 }
 
 /// Who runs a batch of commands, whatever the transport. (No `Debug`: it holds a password.)
@@ -216,7 +293,7 @@ pub(crate) fn precheck(args: &[Vec<u8>], read_only: bool) -> Result<Kind, Reply>
 pub struct Caller<'a> {
     /// The database the credentials named.
     pub database_id: &'a str,
-    /// The read-only REST token was used.
+    /// The read-only REST token or the `default_ro` user was used.
     pub read_only: bool,
     /// The password a RESP connection authenticated with; checked against the database's current
     /// password on every batch, so a reset password ends older sessions. `None` for REST (the
@@ -224,6 +301,16 @@ pub struct Caller<'a> {
     pub password: Option<&'a str>,
     /// The client's address (checked against the allow-list).
     pub peer: IpAddr,
+}
+
+impl Caller<'_> {
+    pub fn role(&self) -> Role {
+        if self.read_only {
+            Role::ReadOnly
+        } else {
+            Role::Full
+        }
+    }
 }
 
 /// The replies of a batch that ran.
@@ -248,8 +335,12 @@ pub enum Refused {
     NotActive(String),
     /// The request is larger than the plan allows.
     TooLarge,
-    /// A transaction was discarded because a command failed its precheck (the error is given).
+    /// This month's cost reached the database's budget.
+    BudgetReached,
+    /// A transaction was discarded because a command failed its check (the error is given).
     Discarded(String),
+    /// The database's engine could not be reached.
+    Engine(String),
 }
 
 impl Refused {
@@ -258,9 +349,11 @@ impl Refused {
         match self {
             Refused::UnknownDatabase | Refused::WrongPassword => StatusCode::UNAUTHORIZED,
             Refused::IpNotAllowed(_) => StatusCode::FORBIDDEN,
-            Refused::NotActive(_) | Refused::TooLarge | Refused::Discarded(_) => {
-                StatusCode::BAD_REQUEST
-            }
+            Refused::NotActive(_)
+            | Refused::TooLarge
+            | Refused::BudgetReached
+            | Refused::Discarded(_) => StatusCode::BAD_REQUEST,
+            Refused::Engine(_) => StatusCode::INTERNAL_SERVER_ERROR,
         }
     }
 
@@ -275,7 +368,11 @@ impl Refused {
             ),
             Refused::NotActive(state) => format!("ERR database is {state}"),
             Refused::TooLarge => "ERR max request size exceeded".into(),
+            Refused::BudgetReached => {
+                "ERR monthly budget reached: the database is rate limited".into()
+            }
             Refused::Discarded(e) => e.clone(),
+            Refused::Engine(e) => format!("ERR database unavailable: {e}"),
         }
     }
 }
@@ -283,87 +380,123 @@ impl Refused {
 /// Redis's answer to credentials that name no user (AUTH, and a password reset under a session).
 pub const WRONGPASS: &str = "WRONGPASS invalid username-password pair or user is disabled.";
 
-/// Runs the commands against the database under the state lock: the transport-neutral core of the
-/// data plane, shared by the REST API and the RESP listener (checks, stats, limits, sync token).
-pub fn execute(
+/// What an admitted batch may use.
+#[derive(Debug, Clone, Copy)]
+pub struct Admitted {
+    pub settings: EngineSettings,
+    pub max_entry: u64,
+}
+
+/// Upstash's checks of a batch, under the state lock: the database exists, the password is
+/// current, the client's address is allowed, the database is active, the request fits the plan
+/// and the budget is not spent.
+pub fn admit(
     shared: &Shared,
     caller: &Caller<'_>,
     request_size: usize,
-    parsed: &Parsed,
-) -> Result<Executed, Refused> {
-    let read_only = caller.read_only;
-    let mut st = shared.lock();
-    let Some(db) = st.databases.get_mut(caller.database_id) else {
+) -> Result<Admitted, Refused> {
+    let st = shared.lock();
+    let Some(db) = st
+        .databases
+        .get(caller.database_id)
+        .filter(|d| !d.meta.archived)
+    else {
         return Err(Refused::UnknownDatabase);
     };
-    if caller.password.is_some_and(|p| p != db.meta.password) {
+    let m = &db.meta;
+    let current = if caller.read_only {
+        &m.read_only_password
+    } else {
+        &m.password
+    };
+    if caller.password.is_some_and(|p| p != current) {
         return Err(Refused::WrongPassword);
     }
-    if !allowed(&db.meta.allowed_ip_ranges, caller.peer) {
+    if !allowed(&m.allowed_ip_ranges, caller.peer) {
         return Err(Refused::IpNotAllowed(caller.peer));
     }
-    if db.meta.state != "active" {
-        return Err(Refused::NotActive(db.meta.state.clone()));
+    if m.state != "active" {
+        return Err(Refused::NotActive(m.state.clone()));
     }
-    let plan = db.meta.plan();
+    let plan = m.plan();
     if request_size as u64 > plan.max_request_size {
         return Err(Refused::TooLarge);
     }
-    let limits = db.meta.limits();
-    let cmds: Vec<&Vec<Vec<u8>>> = match parsed {
-        Parsed::Single(c) => vec![c],
-        Parsed::Pipeline(c) | Parsed::Multi(c) => c.iter().collect(),
-    };
-    if let Parsed::Multi(_) = parsed {
-        for c in &cmds {
-            if let Err(Reply::Error(e)) = precheck(c, read_only) {
-                return Err(Refused::Discarded(e));
-            }
-        }
+    if budget_reached(db, now_ms()) {
+        return Err(Refused::BudgetReached);
+    }
+    Ok(Admitted {
+        settings: m.engine_settings(),
+        max_entry: plan.max_entry_size,
+    })
+}
+
+/// Whether this month's cost (in cents) reached a pay-as-you-go database's budget (in cents).
+pub fn budget_reached(db: &crate::state::Database, now: i64) -> bool {
+    let m = &db.meta;
+    if m.budget <= 0 || !matches!(m.plan().name, "payg" | "pro") {
+        return false;
+    }
+    let cost_usd = monthly_billing(&StatsInput {
+        traffic: &db.traffic,
+        plan: m.plan(),
+        prod_pack: m.prod_pack_enabled,
+        current_keys: db.traffic.current().0,
+        current_bytes: db.traffic.current().1,
+        now_ms: now,
+        period_minutes: 60,
+        overrides: &db.stats_overrides,
+    });
+    cost_usd * 100.0 >= m.budget as f64
+}
+
+/// One command as it ran, for the traffic history.
+pub struct Ran<'a> {
+    pub args: &'a [Vec<u8>],
+    pub latency_ms: f64,
+    pub failed: bool,
+}
+
+/// Records commands that ran (counts, latency, bandwidth, the sync sequence), the engine's
+/// counters when a sample is given, and samples of engines that stopped. Returns the sync
+/// sequence.
+pub fn record(shared: &Shared, database_id: &str, ran: &[Ran<'_>], sample: Option<Sample>) -> u64 {
+    let table = shared.engines.commands();
+    let pending = shared.engines.take_pending();
+    if pending.is_empty() && ran.is_empty() && sample.is_none() && database_id.is_empty() {
+        return 0;
     }
     let now = now_ms();
-    let mut replies = Vec::with_capacity(cmds.len());
+    let mut st = shared.lock();
+    for (id, s) in &pending {
+        if let Some(db) = st.databases.get_mut(id) {
+            db.traffic.record_sample(now, s);
+        }
+    }
+    let Some(db) = st.databases.get_mut(database_id) else {
+        drop(st);
+        if !pending.is_empty() {
+            shared.mark_dirty();
+        }
+        return 0;
+    };
     let mut wrote = false;
-    for c in cmds {
-        let kind = match precheck(c, read_only) {
-            Ok(k) => k,
-            Err(e) => {
-                replies.push(e);
-                continue;
-            }
-        };
-        let info = InfoContext {
-            total_commands_processed: db.traffic.total_commands + 1,
-            uptime_seconds: shared.settings.started.elapsed().as_secs(),
-            max_data_bytes: plan.max_data_size,
-        };
-        let (h0, m0) = (
-            db.keyspace.counters.keyspace_hits,
-            db.keyspace.counters.keyspace_misses,
-        );
-        let t0 = Instant::now();
-        let reply = db.keyspace.execute(c, &limits, &info, now);
-        let latency_ms = t0.elapsed().as_secs_f64() * 1000.0;
-        let name = command_name(c);
-        let bytes = c.iter().map(|a| a.len() as u64).sum::<u64>();
+    for r in ran {
+        let write = table.as_ref().is_some_and(|t| t.is_write(r.args));
+        wrote |= write && !r.failed;
         db.traffic.record(
             now,
             &CommandSample {
-                name: &name,
-                write: kind == Kind::Write,
-                hits: db.keyspace.counters.keyspace_hits - h0,
-                misses: db.keyspace.counters.keyspace_misses - m0,
-                latency_ms,
-                bytes,
+                name: &command_name(r.args),
+                write,
+                latency_ms: r.latency_ms,
+                bytes: r.args.iter().map(|a| a.len() as u64).sum(),
             },
         );
-        if kind == Kind::Write && !reply.is_error() {
-            wrote = true;
-        }
-        replies.push(reply);
     }
-    db.traffic
-        .record_gauges(now, db.keyspace.len() as u64, db.keyspace.stored_bytes());
+    if let Some(s) = &sample {
+        db.traffic.record_sample(now, s);
+    }
     if wrote {
         db.sync_seq += 1;
     }
@@ -371,6 +504,144 @@ pub fn execute(
     drop(st);
     // Traffic counters are state too; saving after reads keeps stats across restarts.
     shared.mark_dirty();
+    sync
+}
+
+/// A command rewritten for the engine (or `None`: as sent), and the change to its answer.
+type Translated = (Option<Vec<Vec<u8>>>, Option<ReplyFix>);
+
+fn engine_error(e: std::io::Error) -> Refused {
+    Refused::Engine(e.to_string())
+}
+
+/// Runs a REST request's commands on the database's engine: Upstash's checks, the emulator's
+/// per-command checks, the engine, then the traffic history.
+pub async fn execute(
+    shared: &Shared,
+    caller: &Caller<'_>,
+    request_size: usize,
+    parsed: &Parsed,
+) -> Result<Executed, Refused> {
+    let admitted = admit(shared, caller, request_size)?;
+    let cmds: Vec<&Vec<Vec<u8>>> = match parsed {
+        Parsed::Single(c) => vec![c],
+        Parsed::Pipeline(c) | Parsed::Multi(c) => c.iter().collect(),
+    };
+    let checks: Vec<Result<(), Reply>> = cmds
+        .iter()
+        .map(|c| precheck(c, Transport::Rest, admitted.max_entry))
+        .collect();
+    if let Parsed::Multi(_) = parsed
+        && let Some(Err(Reply::Error(e))) = checks.iter().find(|c| c.is_err())
+    {
+        return Err(Refused::Discarded(e.clone()));
+    }
+    let forwarded: Vec<&[Vec<u8>]> = cmds
+        .iter()
+        .zip(&checks)
+        .filter(|(_, ok)| ok.is_ok())
+        .map(|(c, _)| c.as_slice())
+        .collect();
+    if forwarded.is_empty() {
+        // Nothing for the engine: do not start it for refused commands.
+        let sync = record(shared, caller.database_id, &[], None);
+        let replies = checks
+            .into_iter()
+            .map(|c| c.err().unwrap_or(Reply::Nil))
+            .collect();
+        return Ok(Executed { replies, sync });
+    }
+    // Scripts written for Upstash, as Redis takes them.
+    let translated: Vec<Translated> = forwarded
+        .iter()
+        .map(|c| match shared.engines.scripts().translate(c) {
+            Some((args, fix)) => (Some(args), fix),
+            None => (None, None),
+        })
+        .collect();
+    let to_engine: Vec<&[Vec<u8>]> = forwarded
+        .iter()
+        .zip(&translated)
+        .map(|(c, (t, _))| t.as_deref().unwrap_or(c))
+        .collect();
+    let fix = |i: usize, r: Reply| match &translated[i].1 {
+        Some(f) => f.apply(r),
+        None => r,
+    };
+    let mut lease = shared
+        .engines
+        .checkout(caller.database_id, admitted.settings, caller.role())
+        .await
+        .map_err(engine_error)?;
+    let mut ran = Vec::with_capacity(cmds.len());
+    let replies = if let Parsed::Multi(_) = parsed {
+        let multi = vec![b"MULTI".to_vec()];
+        let exec = vec![b"EXEC".to_vec()];
+        let mut batch: Vec<&[Vec<u8>]> = vec![&multi];
+        batch.extend(&to_engine);
+        batch.push(&exec);
+        let t0 = Instant::now();
+        let answers = lease.run(&batch).await.map_err(engine_error)?;
+        let per = t0.elapsed().as_secs_f64() * 1000.0 / forwarded.len().max(1) as f64;
+        if let Some((Reply::Error(e), _)) = answers[1..answers.len() - 1]
+            .iter()
+            .find(|(r, _)| r.is_error())
+        {
+            return Err(Refused::Discarded(e.clone()));
+        }
+        match answers.into_iter().last().map(|(r, _)| r) {
+            Some(Reply::Array(items)) => {
+                for (c, r) in forwarded.iter().zip(&items) {
+                    ran.push(Ran {
+                        args: c,
+                        latency_ms: per,
+                        failed: r.is_error(),
+                    });
+                }
+                items
+                    .into_iter()
+                    .enumerate()
+                    .map(|(i, r)| fix(i, r))
+                    .collect()
+            }
+            Some(Reply::Error(e)) => return Err(Refused::Discarded(e)),
+            other => {
+                return Err(Refused::Discarded(format!(
+                    "ERR transaction failed: {other:?}"
+                )));
+            }
+        }
+    } else {
+        lease.in_flight = true;
+        let t0 = Instant::now();
+        lease.conn().send(&to_engine).await.map_err(engine_error)?;
+        let mut last = t0;
+        let mut from_engine = Vec::with_capacity(forwarded.len());
+        for (i, c) in forwarded.iter().enumerate() {
+            let (r, _) = lease.conn().read().await.map_err(engine_error)?;
+            let r = fix(i, r);
+            let now = Instant::now();
+            ran.push(Ran {
+                args: c,
+                latency_ms: (now - last).as_secs_f64() * 1000.0,
+                failed: r.is_error(),
+            });
+            last = now;
+            from_engine.push(r);
+        }
+        lease.in_flight = false;
+        let mut from_engine = from_engine.into_iter();
+        checks
+            .into_iter()
+            .map(|c| match c {
+                Ok(()) => from_engine.next().unwrap_or(Reply::Nil),
+                Err(e) => e,
+            })
+            .collect()
+    };
+    drop(lease);
+    let sample = shared.engines.sample(caller.database_id, false).await;
+    let sync = record(shared, caller.database_id, &ran, sample);
     Ok(Executed { replies, sync })
 }
 
@@ -509,7 +780,7 @@ pub async fn handle(
             password: None,
             peer,
         };
-        match execute(&shared2, &caller, size, &parsed) {
+        match execute(&shared2, &caller, size, &parsed).await {
             Ok(ex) => render(&parsed, ex, enc),
             Err(refused) => error(refused.status(), &refused.message()),
         }
@@ -569,10 +840,26 @@ mod tests {
 
     #[test]
     fn prechecks() {
-        assert!(precheck(&args(&["SET", "a", "b"]), true).is_err());
-        assert!(precheck(&args(&["KEYS", "*"]), true).is_err());
-        assert!(precheck(&args(&["GET", "a"]), true).is_ok());
-        assert!(precheck(&args(&["SET", "a", "b"]), false).is_ok());
-        assert!(precheck(&args(&["HSET", "a", "b"]), false).is_err());
+        let rest = |a: &[&str]| precheck(&args(a), Transport::Rest, 10);
+        let resp = |a: &[&str]| precheck(&args(a), Transport::Resp, 10);
+        assert!(rest(&["HSET", "a", "b", "c"]).is_ok());
+        assert_eq!(
+            rest(&["config", "get", "*"]),
+            Err(Reply::err("ERR Command is not available: 'config'"))
+        );
+        assert!(resp(&["SHUTDOWN"]).is_err());
+        assert!(
+            rest(&["MULTI"]).is_err(),
+            "REST transactions are /multi-exec"
+        );
+        assert!(resp(&["MULTI"]).is_ok());
+        assert!(rest(&["AUTH", "x"]).is_err());
+        assert!(resp(&["CLIENT", "SETNAME", "x"]).is_ok());
+        assert!(resp(&["client", "reply", "off"]).is_err());
+        assert_eq!(
+            rest(&["SET", "k", "01234567890"]),
+            Err(Reply::err("ERR max entry size exceeded"))
+        );
+        assert!(rest(&[]).is_err());
     }
 }

@@ -1,7 +1,8 @@
 //! upstash-emulator: a faithful local stand-in for Upstash — the Developer API under
-//! `/v2/redis/...`, database stats, the REST data API over TLS and the Redis protocol (RESP2) over
-//! TLS — plus a control API under `/_emulator/` for tests (fault injection, stats overrides, call
-//! log).
+//! `/v2/redis/...` and `/v2/teams`, database stats, the REST data API over TLS and the Redis
+//! protocol (RESP2) over TLS, with every database's commands running on a real Redis server —
+//! plus a control API under `/_emulator/` for tests (fault injection, stats overrides, call log,
+//! data limits, archival).
 //!
 //! ```no_run
 //! # async fn demo() -> anyhow::Result<()> {
@@ -12,25 +13,29 @@
 //! # Ok(()) }
 //! ```
 
+pub mod accounts;
 pub mod api;
 pub mod calllog;
 pub mod control;
 pub mod data_plane;
+pub mod engine;
 pub mod faults;
 pub mod ids;
 pub mod model;
+pub mod reply;
 pub mod resp;
+pub mod scripts;
 pub mod server;
+mod spawn;
 pub mod state;
 pub mod stats;
-pub mod store;
 pub mod tls;
 
 use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use anyhow::Context as _;
 use axum::Router;
@@ -38,7 +43,11 @@ use tokio::net::TcpListener;
 use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
 
+pub use crate::accounts::{
+    KeySpec, parse_file as parse_accounts_file, parse_list as parse_accounts_list,
+};
 use crate::calllog::CallLog;
+use crate::engine::{EngineOptions, Engines};
 use crate::faults::Faults;
 use crate::state::{EndpointStyle, Persister, State};
 
@@ -55,8 +64,8 @@ pub struct Config {
     /// Redis protocol (RESP2 over TLS) of every database, routed by password; its port is the
     /// databases' `port` in the Developer API.
     pub resp_addr: SocketAddr,
-    /// `(email, api_key)` pairs. Empty = the single [`DEFAULT_ACCOUNT`].
-    pub accounts: Vec<(String, String)>,
+    /// API keys (personal, team, read-only). Empty = the single [`DEFAULT_ACCOUNT`].
+    pub accounts: Vec<KeySpec>,
     /// Where to write the CA certificate (PEM).
     pub ca_out: Option<PathBuf>,
     /// State file (loaded on start, saved after each mutation).
@@ -67,6 +76,8 @@ pub struct Config {
     pub endpoint_domain: Option<String>,
     /// When set, the control API requires `Authorization: Bearer <token>`.
     pub admin_token: Option<String>,
+    /// How the databases' Redis engines run (the binary, idle timeout, how many at once).
+    pub engines: EngineOptions,
 }
 
 impl Default for Config {
@@ -81,74 +92,33 @@ impl Default for Config {
             latency_ms: 0,
             endpoint_domain: None,
             admin_token: None,
+            engines: EngineOptions::default(),
         }
     }
 }
 
 impl Config {
+    /// Adds a personal API key.
     pub fn with_account(mut self, email: &str, api_key: &str) -> Self {
-        self.accounts.push((email.to_string(), api_key.to_string()));
+        self.accounts.push(KeySpec::personal(email, api_key));
         self
     }
-}
 
-/// Parses accounts from `email:key,email:key` (flag/env form).
-pub fn parse_accounts_list(s: &str) -> anyhow::Result<Vec<(String, String)>> {
-    s.split(',')
-        .map(str::trim)
-        .filter(|x| !x.is_empty())
-        .map(parse_account)
-        .collect()
-}
-
-fn parse_account(s: &str) -> anyhow::Result<(String, String)> {
-    let (email, key) = s
-        .split_once(':')
-        .with_context(|| format!("account {s:?} is not email:apikey"))?;
-    anyhow::ensure!(
-        !email.is_empty() && !key.is_empty(),
-        "account {s:?} is not email:apikey"
-    );
-    Ok((email.to_string(), key.to_string()))
-}
-
-/// Parses an accounts file: one `email:key` per line (`#` comments), or JSON — an object
-/// `{"email": "key"}` or an array of `{"email": ..., "api_key": ...}`.
-pub fn parse_accounts_file(text: &str) -> anyhow::Result<Vec<(String, String)>> {
-    let trimmed = text.trim_start();
-    if trimmed.starts_with('{') || trimmed.starts_with('[') {
-        let v: serde_json::Value = serde_json::from_str(text).context("accounts file JSON")?;
-        let mut out = vec![];
-        match v {
-            serde_json::Value::Object(m) => {
-                for (k, v) in m {
-                    let key = v
-                        .as_str()
-                        .context("accounts file: values must be API keys")?;
-                    out.push((k, key.to_string()));
-                }
-            }
-            serde_json::Value::Array(items) => {
-                for it in items {
-                    let email = it["email"]
-                        .as_str()
-                        .context("accounts file: missing email")?;
-                    let key = it["api_key"]
-                        .as_str()
-                        .or(it["apiKey"].as_str())
-                        .context("accounts file: missing api_key")?;
-                    out.push((email.to_string(), key.to_string()));
-                }
-            }
-            _ => anyhow::bail!("accounts file: expected an object or an array"),
-        }
-        return Ok(out);
+    /// Adds an API key of `email` that acts for the team named `team` (created if missing).
+    pub fn with_team_key(mut self, email: &str, api_key: &str, team: &str) -> Self {
+        let mut k = KeySpec::personal(email, api_key);
+        k.team = Some(team.to_string());
+        self.accounts.push(k);
+        self
     }
-    text.lines()
-        .map(str::trim)
-        .filter(|l| !l.is_empty() && !l.starts_with('#'))
-        .map(parse_account)
-        .collect()
+
+    /// Adds a read-only personal API key.
+    pub fn with_read_only_key(mut self, email: &str, api_key: &str) -> Self {
+        let mut k = KeySpec::personal(email, api_key);
+        k.read_only = true;
+        self.accounts.push(k);
+        self
+    }
 }
 
 /// Runtime settings shared by the handlers.
@@ -156,7 +126,7 @@ pub struct Settings {
     pub endpoint: EndpointStyle,
     pub admin_token: Option<String>,
     pub started: Instant,
-    pub config_accounts: Vec<(String, String)>,
+    pub config_accounts: Vec<KeySpec>,
 }
 
 /// State shared by all handlers.
@@ -167,6 +137,8 @@ pub struct Shared {
     pub latency_ms: AtomicU64,
     pub settings: Settings,
     pub persister: Option<Arc<Persister>>,
+    /// The databases' Redis engines.
+    pub engines: Arc<Engines>,
 }
 
 impl Shared {
@@ -213,13 +185,23 @@ impl Emulator {
             None => State::default(),
         };
         let config_accounts = if config.accounts.is_empty() {
-            vec![(DEFAULT_ACCOUNT.0.to_string(), DEFAULT_ACCOUNT.1.to_string())]
+            vec![KeySpec::personal(DEFAULT_ACCOUNT.0, DEFAULT_ACCOUNT.1)]
         } else {
             config.accounts.clone()
         };
-        for (e, k) in &config_accounts {
-            state.accounts.insert(e.clone(), k.clone());
+        for k in &config_accounts {
+            state.accounts.add(k)?;
         }
+        // Key spaces live beside the state file, or in a temporary directory.
+        let mut engine_options = config.engines.clone();
+        if engine_options.data_dir.is_none()
+            && let Some(p) = &config.state_file
+        {
+            let mut dir = p.clone().into_os_string();
+            dir.push(".data");
+            engine_options.data_dir = Some(PathBuf::from(dir));
+        }
+        let engines = Arc::new(Engines::new(&engine_options, config.state_file.is_some())?);
 
         let api_listener = TcpListener::bind(config.api_addr)
             .await
@@ -267,9 +249,11 @@ impl Emulator {
                 config_accounts,
             },
             persister: persister.clone(),
+            engines: engines.clone(),
         });
 
         let mut tasks = vec![];
+        tasks.push(tokio::spawn(reap_engines(shared.clone(), shutdown.clone())));
         if let Some(p) = persister {
             p.save_now(&state);
             tasks.push(tokio::spawn(p.run(state.clone(), shutdown.clone())));
@@ -300,7 +284,7 @@ impl Emulator {
             shared.clone(),
             shutdown.clone(),
         )));
-        tracing::info!(%api_addr, %data_addr, %resp_addr, "upstash-emulator listening");
+        tracing::info!(%api_addr, %data_addr, %resp_addr, engine = %engines.version(), "upstash-emulator listening");
         Ok(RunningEmulator {
             api_addr,
             data_addr,
@@ -348,12 +332,20 @@ impl RunningEmulator {
     pub fn shutdown_token(&self) -> CancellationToken {
         self.shutdown.clone()
     }
-    /// Stops serving, saves the state file, and waits for the listeners to close.
+    /// Stops serving, stops the engines (saving key spaces when there is a state file), saves
+    /// the state file, and waits for the listeners to close.
     pub async fn shutdown(mut self) {
+        self.shared.engines.stop_all().await;
+        data_plane::record(&self.shared, "", &[], None);
         self.shutdown.cancel();
         for t in std::mem::take(&mut self.tasks) {
             let _ = t.await;
         }
+    }
+
+    /// The engine binary's version line (`Redis server v=7.0.15 ...`).
+    pub fn engine_version(&self) -> &str {
+        self.shared.engines.version()
     }
     /// Waits until the shutdown token is cancelled, then shuts down.
     pub async fn wait(self) {
@@ -369,28 +361,15 @@ impl Drop for RunningEmulator {
     }
 }
 
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn accounts_parsing() {
-        assert_eq!(
-            parse_accounts_list("a@b.c:k1, d@e.f:k2").unwrap(),
-            vec![("a@b.c".into(), "k1".into()), ("d@e.f".into(), "k2".into())]
-        );
-        assert!(parse_accounts_list("nokey").is_err());
-        assert_eq!(
-            parse_accounts_file("# c\na@b.c:k:with:colons\n\n").unwrap(),
-            vec![("a@b.c".into(), "k:with:colons".into())]
-        );
-        assert_eq!(
-            parse_accounts_file(r#"{"a@b.c":"k"}"#).unwrap(),
-            vec![("a@b.c".into(), "k".into())]
-        );
-        assert_eq!(
-            parse_accounts_file(r#"[{"email":"a@b.c","api_key":"k"}]"#).unwrap(),
-            vec![("a@b.c".into(), "k".into())]
-        );
+/// Stops idle engines every second and records their last counters.
+async fn reap_engines(shared: Arc<Shared>, shutdown: CancellationToken) {
+    loop {
+        tokio::select! {
+            _ = tokio::time::sleep(Duration::from_secs(1)) => {
+                shared.engines.reap().await;
+                data_plane::record(&shared, "", &[], None);
+            }
+            _ = shutdown.cancelled() => return,
+        }
     }
 }

@@ -7,6 +7,7 @@ use std::path::PathBuf;
 
 use anyhow::Context as _;
 use clap::{Parser, ValueEnum};
+use upstash_emulator::engine::EngineOptions;
 use upstash_emulator::{Config, Emulator, parse_accounts_file, parse_accounts_list};
 
 #[derive(Debug, Clone, Copy, ValueEnum)]
@@ -42,11 +43,12 @@ struct Args {
         default_value = "127.0.0.1:0"
     )]
     resp_addr: SocketAddr,
-    /// Accounts as `email:apikey,email:apikey`.
+    /// API keys as `email:apikey,email:apikey`; `;team=<name>` makes a team key,
+    /// `;readonly` a read-only one (`ops@example.com:k2;team=Platform;readonly`).
     #[arg(long, env = "UPSTASH_EMULATOR_ACCOUNTS", hide_env_values = true)]
     accounts: Option<String>,
-    /// File with one `email:apikey` per line, or JSON (`{"email": "key"}` or
-    /// `[{"email": ..., "api_key": ...}]`).
+    /// File with one `email:apikey[;team=<name>][;readonly]` per line, or JSON
+    /// (`{"email": "key"}` or `[{"email", "api_key", "team"?, "readonly"?}]`).
     #[arg(long, env = "UPSTASH_EMULATOR_ACCOUNTS_FILE")]
     accounts_file: Option<PathBuf>,
     /// Write the data plane's CA certificate (PEM) here.
@@ -64,6 +66,20 @@ struct Args {
     /// Require `Authorization: Bearer <token>` on the control API.
     #[arg(long, env = "UPSTASH_EMULATOR_ADMIN_TOKEN", hide_env_values = true)]
     admin_token: Option<String>,
+    /// The Redis server that runs the databases' commands (default: `redis-server`, else
+    /// `valkey-server`, from PATH).
+    #[arg(long, env = "UPSTASH_EMULATOR_REDIS_SERVER")]
+    redis_server: Option<PathBuf>,
+    /// Stop a database's Redis server after this many seconds without use (its data is kept).
+    #[arg(long, env = "UPSTASH_EMULATOR_ENGINE_IDLE_SECS", default_value_t = 60)]
+    engine_idle_secs: u64,
+    /// Run at most this many Redis servers at once (the least recently used idle one stops).
+    #[arg(long, env = "UPSTASH_EMULATOR_MAX_ENGINES", default_value_t = 64)]
+    max_engines: usize,
+    /// Keep this many Redis servers started ahead (after the first data-plane use), so that the
+    /// first command of a database without data does not wait for one to start.
+    #[arg(long, env = "UPSTASH_EMULATOR_SPARE_ENGINES", default_value_t = 2)]
+    spare_engines: usize,
     /// Log format (logs go to stderr; stdout carries only the ready line).
     #[arg(
         long,
@@ -107,11 +123,19 @@ async fn main() -> anyhow::Result<()> {
         latency_ms: args.latency_ms,
         endpoint_domain: args.endpoint_domain.clone(),
         admin_token: args.admin_token.clone(),
+        engines: EngineOptions {
+            program: args.redis_server.clone(),
+            data_dir: None,
+            idle_timeout: std::time::Duration::from_secs(args.engine_idle_secs),
+            max_running: args.max_engines,
+            spare_engines: args.spare_engines,
+        },
     };
     let emu = Emulator::start(config).await?;
-    let accounts: Vec<String> = emu.shared().lock().accounts.keys().cloned().collect();
+    let accounts: Vec<String> = emu.shared().lock().accounts.emails();
     let ready = serde_json::json!({
         "ready": true,
+        "engine": emu.engine_version(),
         "api_url": emu.api_url(),
         "data_url": emu.data_url(),
         "resp_addr": emu.resp_addr().to_string(),

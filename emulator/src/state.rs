@@ -1,5 +1,6 @@
-//! Everything the emulator remembers: accounts, databases (metadata, key space, backups, traffic,
-//! stats overrides), and the optional state file that survives restarts.
+//! Everything the emulator remembers: API keys and teams, databases (metadata, backups, traffic,
+//! stats overrides), and the optional state file that survives restarts. Key spaces live in the
+//! databases' engines (`crate::engine`), whose files sit beside the state file.
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
@@ -12,10 +13,11 @@ use serde_json::{Map, Value};
 use tokio::sync::Notify;
 use tokio_util::sync::CancellationToken;
 
+use crate::accounts::Accounts;
+use crate::engine::EngineSettings;
 use crate::ids;
 use crate::model::{self, BackupWire, DatabaseWire, MASKED, Plan, SecurityAddons};
 use crate::stats::Traffic;
-use crate::store::{Keyspace, Limits};
 
 /// Current time in Unix milliseconds.
 pub fn now_ms() -> i64 {
@@ -26,6 +28,7 @@ pub fn now_ms() -> i64 {
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct DbMeta {
     pub id: String,
+    /// The owner: a person's email, or a team id (`customer_id`, `user_email`).
     pub account: String,
     pub name: String,
     pub plan: String,
@@ -34,6 +37,9 @@ pub struct DbMeta {
     pub read_regions: Vec<String>,
     pub creation_time: i64,
     pub password: String,
+    /// Password of the `default_ro` Redis user (read-only over the Redis protocol).
+    #[serde(default = "ids::password")]
+    pub read_only_password: String,
     pub rest_token: String,
     pub read_only_rest_token: String,
     pub slug: String,
@@ -42,11 +48,19 @@ pub struct DbMeta {
     pub consistent: bool,
     pub multizone: bool,
     pub prod_pack_enabled: bool,
+    /// Monthly budget in US cents (0 = none).
     pub budget: i64,
     pub daily_backup_enabled: bool,
     pub allowed_ip_ranges: Vec<String>,
     pub last_plan_upgrade_time: i64,
     pub state: String,
+    /// A data limit below the plan's, set through the control API (tests of a full database).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub max_data_size_bytes: Option<u64>,
+    /// Archived (a free database unused for a long time): gone from the Developer API and the
+    /// data plane, its data kept in a backup.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub archived: bool,
 }
 
 impl DbMeta {
@@ -54,17 +68,22 @@ impl DbMeta {
         model::plan_by_name(&self.plan, true).unwrap_or(&model::PLANS[1])
     }
 
-    pub fn limits(&self) -> Limits {
-        let p = self.plan();
-        Limits {
-            max_data_bytes: p.max_data_size,
-            max_entry_bytes: p.max_entry_size,
+    /// The data limit in bytes: the plan's, or the lower one set for tests.
+    pub fn max_data_bytes(&self) -> u64 {
+        self.max_data_size_bytes
+            .unwrap_or(self.plan().max_data_size)
+    }
+
+    /// What the database's engine must enforce.
+    pub fn engine_settings(&self) -> EngineSettings {
+        EngineSettings {
+            max_data_bytes: self.max_data_bytes(),
             eviction: self.eviction,
         }
     }
 }
 
-/// A backup: a snapshot of the key space.
+/// A backup: a snapshot of the key space (an RDB file kept by the engines).
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct Backup {
     pub id: String,
@@ -72,15 +91,12 @@ pub struct Backup {
     pub creation_time: i64,
     pub size: u64,
     pub daily: bool,
-    pub data: Keyspace,
 }
 
 /// One database.
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct Database {
     pub meta: DbMeta,
-    #[serde(default)]
-    pub keyspace: Keyspace,
     #[serde(default)]
     pub backups: Vec<Backup>,
     #[serde(default)]
@@ -171,9 +187,9 @@ impl Database {
             modifying_state: String::new(),
             db_max_clients: 10_000,
             db_max_request_size: plan.max_request_size,
-            db_disk_threshold: plan.max_data_size,
+            db_disk_threshold: m.max_data_bytes(),
             db_max_entry_size: plan.max_entry_size,
-            db_memory_threshold: plan.max_data_size.min(3 * 1024 * 1024 * 1024),
+            db_memory_threshold: m.max_data_bytes().min(3 * 1024 * 1024 * 1024),
             db_daily_bandwidth_limit: plan.monthly_bandwidth,
             db_max_commands_per_second: plan.max_commands_per_second,
             db_request_limit: model::DB_REQUEST_LIMIT,
@@ -216,9 +232,10 @@ impl Database {
         }
     }
 
-    /// New REST tokens and password; the old ones stop working at once.
+    /// New REST tokens and passwords; the old ones stop working at once.
     pub fn rotate_credentials(&mut self) {
         self.meta.password = ids::password();
+        self.meta.read_only_password = ids::password();
         self.meta.rest_token = ids::rest_token();
         self.meta.read_only_rest_token = ids::read_only_rest_token();
     }
@@ -234,8 +251,8 @@ pub struct StoredCa {
 /// All mutable emulator state.
 #[derive(Debug, Default)]
 pub struct State {
-    /// email → API key.
-    pub accounts: BTreeMap<String, String>,
+    /// API keys and teams.
+    pub accounts: Accounts,
     pub databases: BTreeMap<String, Database>,
     pub next_order: u64,
     pub ca: Option<StoredCa>,
@@ -247,49 +264,72 @@ pub struct TokenMatch {
     pub read_only: bool,
 }
 
+/// The Redis users of a database: `default` (full access) and `default_ro` (read-only).
+pub const READ_ONLY_USER: &str = "default_ro";
+
 impl State {
-    /// The account's database, or `None` (unknown id or another account's database).
-    pub fn db_of(&self, account: &str, id: &str) -> Option<&Database> {
-        self.databases.get(id).filter(|d| d.meta.account == account)
+    /// The owner's database, or `None` (unknown id, another owner's database, or archived).
+    pub fn db_of(&self, owner: &str, id: &str) -> Option<&Database> {
+        self.databases
+            .get(id)
+            .filter(|d| d.meta.account == owner && !d.meta.archived)
     }
 
-    pub fn db_of_mut(&mut self, account: &str, id: &str) -> Option<&mut Database> {
+    pub fn db_of_mut(&mut self, owner: &str, id: &str) -> Option<&mut Database> {
         self.databases
             .get_mut(id)
-            .filter(|d| d.meta.account == account)
+            .filter(|d| d.meta.account == owner && !d.meta.archived)
     }
 
     pub fn find_token(&self, token: &str) -> Option<TokenMatch> {
         if token.is_empty() {
             return None;
         }
-        self.databases.values().find_map(|d| {
-            if d.meta.rest_token == token {
-                Some(TokenMatch {
-                    database_id: d.meta.id.clone(),
-                    read_only: false,
-                })
-            } else if d.meta.read_only_rest_token == token {
-                Some(TokenMatch {
-                    database_id: d.meta.id.clone(),
-                    read_only: true,
-                })
-            } else {
-                None
-            }
-        })
+        self.databases
+            .values()
+            .filter(|d| !d.meta.archived)
+            .find_map(|d| {
+                if d.meta.rest_token == token {
+                    Some(TokenMatch {
+                        database_id: d.meta.id.clone(),
+                        read_only: false,
+                    })
+                } else if d.meta.read_only_rest_token == token {
+                    Some(TokenMatch {
+                        database_id: d.meta.id.clone(),
+                        read_only: true,
+                    })
+                } else {
+                    None
+                }
+            })
     }
 
-    /// The database whose Redis password this is (RESP `AUTH`); `None` for an empty or unknown
-    /// password.
-    pub fn find_password(&self, password: &str) -> Option<String> {
+    /// The database whose Redis user (`default` or `default_ro`) has this password (RESP
+    /// `AUTH`), and whether the user is the read-only one; `None` for an empty or unknown pair.
+    pub fn find_password(&self, user: &str, password: &str) -> Option<TokenMatch> {
         if password.is_empty() {
             return None;
         }
+        let read_only = match user {
+            "default" => false,
+            READ_ONLY_USER => true,
+            _ => return None,
+        };
         self.databases
             .values()
-            .find(|d| d.meta.password == password)
-            .map(|d| d.meta.id.clone())
+            .filter(|d| !d.meta.archived)
+            .find(|d| {
+                if read_only {
+                    d.meta.read_only_password == password
+                } else {
+                    d.meta.password == password
+                }
+            })
+            .map(|d| TokenMatch {
+                database_id: d.meta.id.clone(),
+                read_only,
+            })
     }
 
     pub fn insert(&mut self, mut db: Database) {
@@ -298,12 +338,12 @@ impl State {
         self.databases.insert(db.meta.id.clone(), db);
     }
 
-    /// The account's databases in creation order.
-    pub fn list(&self, account: &str) -> Vec<&Database> {
+    /// The owner's databases in creation order (archived ones left out).
+    pub fn list(&self, owner: &str) -> Vec<&Database> {
         let mut v: Vec<&Database> = self
             .databases
             .values()
-            .filter(|d| d.meta.account == account)
+            .filter(|d| d.meta.account == owner && !d.meta.archived)
             .collect();
         v.sort_by_key(|d| d.order);
         v
@@ -323,12 +363,13 @@ struct Persisted {
     #[serde(default)]
     ca: Option<StoredCa>,
     #[serde(default)]
-    accounts: BTreeMap<String, String>,
+    accounts: Accounts,
     #[serde(default)]
     databases: Vec<Database>,
 }
 
-const STATE_VERSION: u32 = 1;
+/// Version 2: key spaces moved out of the file into the engines' files.
+const STATE_VERSION: u32 = 2;
 
 /// Loads a state file; a missing file is an empty state.
 pub fn load(path: &Path) -> anyhow::Result<State> {
@@ -342,6 +383,20 @@ pub fn load(path: &Path) -> anyhow::Result<State> {
             ));
         }
     };
+    #[derive(Deserialize)]
+    struct Version {
+        version: u32,
+    }
+    let v: Version = serde_json::from_slice(&bytes)
+        .map_err(|e| anyhow::anyhow!("parsing state file {}: {e}", path.display()))?;
+    if v.version == 1 {
+        anyhow::bail!(
+            "state file {} was written by an older emulator that kept key spaces in the file \
+             (version 1); this one keeps them in its Redis engines' files. Move the file away \
+             to start with an empty state",
+            path.display()
+        );
+    }
     let p: Persisted = serde_json::from_slice(&bytes)
         .map_err(|e| anyhow::anyhow!("parsing state file {}: {e}", path.display()))?;
     if p.version != STATE_VERSION {
@@ -370,7 +425,7 @@ fn serialize(st: &State) -> serde_json::Result<Vec<u8>> {
     struct PersistedRef<'a> {
         version: u32,
         ca: &'a Option<StoredCa>,
-        accounts: &'a BTreeMap<String, String>,
+        accounts: &'a Accounts,
         databases: Vec<&'a Database>,
     }
     serde_json::to_vec(&PersistedRef {
@@ -466,6 +521,7 @@ mod tests {
                 read_regions: vec!["eu-west-1".into()],
                 creation_time: 1,
                 password: ids::password(),
+                read_only_password: ids::password(),
                 rest_token: ids::rest_token(),
                 read_only_rest_token: ids::read_only_rest_token(),
                 slug: "a-b-12345".into(),
@@ -479,8 +535,9 @@ mod tests {
                 allowed_ip_ranges: vec![],
                 last_plan_upgrade_time: 0,
                 state: "active".into(),
+                max_data_size_bytes: None,
+                archived: false,
             },
-            keyspace: Keyspace::new(),
             backups: vec![],
             traffic: Traffic::default(),
             stats_overrides: Map::new(),
@@ -542,13 +599,48 @@ mod tests {
     fn finds_databases_by_password() {
         let mut st = State::default();
         let db = sample_db("a@b.c");
-        let (id, pw) = (db.meta.id.clone(), db.meta.password.clone());
+        let (id, pw, ro) = (
+            db.meta.id.clone(),
+            db.meta.password.clone(),
+            db.meta.read_only_password.clone(),
+        );
         st.insert(db);
-        assert_eq!(st.find_password(&pw), Some(id.clone()));
-        assert_eq!(st.find_password("not-the-password"), None);
-        assert_eq!(st.find_password(""), None);
+        let found = |user: &str, p: &str| {
+            st.find_password(user, p)
+                .map(|m| (m.database_id, m.read_only))
+        };
+        assert_eq!(found("default", &pw), Some((id.clone(), false)));
+        assert_eq!(found(READ_ONLY_USER, &ro), Some((id.clone(), true)));
+        assert_eq!(
+            found(READ_ONLY_USER, &pw),
+            None,
+            "each user has its own password"
+        );
+        assert_eq!(found("default", &ro), None);
+        assert_eq!(found("admin", &pw), None);
+        assert_eq!(found("default", "not-the-password"), None);
+        assert_eq!(found("default", ""), None);
         st.databases.get_mut(&id).unwrap().rotate_credentials();
-        assert_eq!(st.find_password(&pw), None);
+        assert_eq!(
+            st.find_password("default", &pw).map(|m| m.database_id),
+            None
+        );
+        assert_eq!(
+            st.find_password(READ_ONLY_USER, &ro).map(|m| m.database_id),
+            None
+        );
+    }
+
+    #[test]
+    fn archived_databases_are_invisible() {
+        let mut st = State::default();
+        let mut db = sample_db("a@b.c");
+        db.meta.archived = true;
+        let (id, token) = (db.meta.id.clone(), db.meta.rest_token.clone());
+        st.insert(db);
+        assert!(st.db_of("a@b.c", &id).is_none());
+        assert!(st.list("a@b.c").is_empty());
+        assert!(st.find_token(&token).is_none());
     }
 
     #[test]
@@ -556,21 +648,21 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("state.json");
         let mut st = State::default();
-        let mut db = sample_db("a@b.c");
-        let limits = db.meta.limits();
-        db.keyspace.execute(
-            &[b"SET".to_vec(), b"k".to_vec(), b"v".to_vec()],
-            &limits,
-            &Default::default(),
-            0,
-        );
+        let db = sample_db("a@b.c");
         let id = db.meta.id.clone();
         st.insert(db);
+        st.accounts
+            .add(&crate::accounts::KeySpec::personal("a@b.c", "k"))
+            .unwrap();
         let p = Persister::new(path.clone());
         p.save_now(&Mutex::new(st));
         let back = load(&path).unwrap();
-        assert_eq!(back.databases[&id].keyspace.len(), 1);
+        assert_eq!(back.databases[&id].meta.name, "db");
+        assert!(back.accounts.authenticate("a@b.c", "k").is_some());
         assert_eq!(back.next_order, 1);
+        std::fs::write(&path, r#"{"version":1,"databases":[]}"#).unwrap();
+        let old = load(&path).unwrap_err().to_string();
+        assert!(old.contains("older emulator"), "{old}");
         assert!(
             load(&dir.path().join("missing.json"))
                 .unwrap()

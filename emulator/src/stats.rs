@@ -56,8 +56,6 @@ pub struct Day {
 pub struct CommandSample<'a> {
     pub name: &'a str,
     pub write: bool,
-    pub hits: u64,
-    pub misses: u64,
     pub latency_ms: f64,
     pub bytes: u64,
 }
@@ -107,8 +105,6 @@ impl Traffic {
         self.total_commands += 1;
         let b = self.bucket(now_ms);
         b.commands += 1;
-        b.hits += s.hits;
-        b.misses += s.misses;
         b.bandwidth += s.bytes;
         *b.per_command.entry(s.name.to_string()).or_default() += 1;
         let lat = s.latency_ms;
@@ -140,6 +136,21 @@ impl Traffic {
         let b = self.bucket(now_ms);
         b.keys = keys;
         b.bytes = bytes;
+    }
+
+    /// Records what the engine counted since its previous sample (keys looked up that were
+    /// there or not: Redis's `keyspace_hits` / `keyspace_misses`) and its size now.
+    pub fn record_sample(&mut self, now_ms: i64, s: &crate::engine::Sample) {
+        let b = self.bucket(now_ms);
+        b.hits += s.hits;
+        b.misses += s.misses;
+        b.keys = s.keys;
+        b.bytes = s.bytes;
+    }
+
+    /// Keys and stored bytes at the last sample.
+    pub fn current(&self) -> (u64, u64) {
+        self.minutes.back().map_or((0, 0), |b| (b.keys, b.bytes))
     }
 }
 
@@ -208,6 +219,7 @@ pub fn period_minutes(period: Option<&str>) -> Option<i64> {
 }
 
 /// What the stats body needs besides the traffic.
+#[derive(Clone, Copy)]
 pub struct StatsInput<'a> {
     pub traffic: &'a Traffic,
     pub plan: &'a Plan,
@@ -234,6 +246,35 @@ fn daily_cost(plan: &Plan, prod_pack: bool, commands: u64, bytes: u64) -> f64 {
         cost += per_day(200.0);
     }
     cost
+}
+
+/// This month's cost in USD, as `total_monthly_billing` reports it (an override of that field
+/// included): what a budget is compared with.
+pub fn monthly_billing(inp: &StatsInput<'_>) -> f64 {
+    if let Some(v) = inp
+        .overrides
+        .get("total_monthly_billing")
+        .and_then(Value::as_f64)
+    {
+        return v;
+    }
+    let now = inp.now_ms;
+    let today = now.div_euclid(86_400_000);
+    let zoned = jiff::Timestamp::from_millisecond(now)
+        .unwrap_or(jiff::Timestamp::UNIX_EPOCH)
+        .to_zoned(jiff::tz::TimeZone::UTC);
+    let month_start_day = today - i64::from(zoned.day()) + 1;
+    (month_start_day..=today)
+        .map(|d| {
+            let c = inp
+                .traffic
+                .days
+                .iter()
+                .find(|x| x.day == d)
+                .map_or(0, |x| x.commands);
+            daily_cost(inp.plan, inp.prod_pack, c, inp.current_bytes)
+        })
+        .sum()
 }
 
 /// Series fields that the overrides may give as plain numbers, and whether they are daily.
@@ -375,12 +416,10 @@ pub fn stats_body(inp: &StatsInput<'_>) -> Value {
     let month_start_day = today - i64::from(zoned.day()) + 1;
     let month: Vec<&Day> = t.days.iter().filter(|d| d.day >= month_start_day).collect();
     let sum = |f: fn(&Day) -> u64| month.iter().map(|d| f(d)).sum::<u64>();
-    let billing: f64 = (month_start_day..=today)
-        .map(|d| {
-            let c = month.iter().find(|x| x.day == d).map_or(0, |x| x.commands);
-            daily_cost(inp.plan, inp.prod_pack, c, inp.current_bytes)
-        })
-        .sum();
+    let billing = monthly_billing(&StatsInput {
+        overrides: &Map::new(),
+        ..*inp
+    });
 
     let mut body = Map::new();
     for (k, v) in series {
@@ -510,13 +549,19 @@ mod tests {
                 &CommandSample {
                     name: "GET",
                     write: false,
-                    hits,
-                    misses: 0,
                     latency_ms: 1.0,
                     bytes: 1,
                 },
             );
-            t.record_gauges(now - ago_min * 60_000, hits, hits);
+            t.record_sample(
+                now - ago_min * 60_000,
+                &crate::engine::Sample {
+                    hits,
+                    keys: hits,
+                    bytes: hits,
+                    ..Default::default()
+                },
+            );
         }
         let plan = crate::model::plan_by_name("payg", false).unwrap();
         let overrides = Map::new();
@@ -567,14 +612,21 @@ mod tests {
                 &CommandSample {
                     name: "GET",
                     write: false,
-                    hits,
-                    misses,
                     latency_ms: 2.0,
                     bytes: 10,
                 },
             );
+            t.record_sample(
+                now - 1000,
+                &crate::engine::Sample {
+                    hits,
+                    misses,
+                    keys: 3,
+                    bytes: 30,
+                    ..Default::default()
+                },
+            );
         }
-        t.record_gauges(now, 3, 30);
         let overrides = Map::new();
         let plan = plan_by_name("payg", false).unwrap();
         let inp = StatsInput {

@@ -1,5 +1,5 @@
-//! Backups really snapshot and restore the key space; the state file survives restarts; the
-//! binary prints its ready line and binds port 0.
+//! Backups really snapshot and restore the key space (the engine's RDB file); the state file and
+//! the engines' files survive restarts; the binary prints its ready line and binds port 0.
 
 mod common;
 
@@ -16,6 +16,7 @@ async fn backup_create_list_restore_delete() {
     let db = env.create("bk").await;
     let id = db["database_id"].as_str().unwrap();
     env.data(&db, json!(["MSET", "a", "1", "b", "2"])).await;
+    env.data(&db, json!(["HSET", "h", "f", "v"])).await;
     let (st, v) = env
         .post(
             &format!("/v2/redis/create-backup/{id}"),
@@ -30,7 +31,8 @@ async fn backup_create_list_restore_delete() {
     assert_eq!(b["database_id"], id);
     assert_eq!(b["customer_id"], EMAIL);
     assert_eq!(b["state"], "completed");
-    assert_eq!(b["backup_size"], 4);
+    // The size of the RDB snapshot.
+    assert!(b["backup_size"].as_u64().unwrap() > 10, "{b}");
     assert_eq!(b["daily_backup"], "false");
     assert_eq!(b["hourly_backup"], "false");
     assert!(b["creation_time"].is_i64());
@@ -41,6 +43,8 @@ async fn backup_create_list_restore_delete() {
     env.data(&db, json!(["SET", "a", "changed"])).await;
     env.data(&db, json!(["DEL", "b"])).await;
     env.data(&db, json!(["SET", "c", "new"])).await;
+    env.data(&db, json!(["HSET", "h", "f", "w", "g", "x"]))
+        .await;
     let (st, v) = env
         .post(
             &format!("/v2/redis/restore-backup/{id}"),
@@ -51,6 +55,10 @@ async fn backup_create_list_restore_delete() {
     assert_eq!(
         env.data(&db, json!(["MGET", "a", "b", "c"])).await.1,
         json!({"result": ["1", "2", null]})
+    );
+    assert_eq!(
+        env.data(&db, json!(["HGETALL", "h"])).await.1,
+        json!({"result": ["f", "v"]})
     );
 
     let (st, v) = env
@@ -158,6 +166,8 @@ async fn state_file_keeps_databases_keys_backups_and_ca_across_restarts() {
     let id = db["database_id"].as_str().unwrap().to_string();
     env.data(&db, json!(["SET", "k", "v"])).await;
     env.data(&db, json!(["SET", "t", "x", "EX", 1000])).await;
+    env.data(&db, json!(["ZADD", "z", 1, "one", 2, "two"]))
+        .await;
     env.post(
         &format!("/v2/redis/create-backup/{id}"),
         json!({"name": "b1"}),
@@ -180,6 +190,10 @@ async fn state_file_keeps_databases_keys_backups_and_ca_across_restarts() {
         .as_i64()
         .unwrap();
     assert!(ttl > 900 && ttl <= 1000);
+    assert_eq!(
+        env.data(&got, json!(["ZRANGE", "z", 0, -1])).await.1,
+        json!({"result": ["one", "two"]})
+    );
     assert_eq!(
         env.get(&format!("/v2/redis/list-backup/{id}")).await.1[0]["name"],
         "b1"
@@ -317,4 +331,76 @@ async fn binary_prints_ready_line_and_serves() {
     {
         assert!(!logs.contains(secret), "{secret} leaked into logs");
     }
+}
+
+#[tokio::test]
+async fn free_databases_are_archived_with_a_backup_and_come_back() {
+    let env = start().await;
+    let (st, db) = env
+        .post(
+            "/v2/redis/database",
+            json!({"database_name": "idle", "region": "global", "primary_region": "us-east-1", "plan": "free"}),
+        )
+        .await;
+    assert_eq!(st, StatusCode::OK);
+    let id = db["database_id"].as_str().unwrap();
+    env.data(&db, json!(["HSET", "h", "f", "kept"])).await;
+    let paid = env.create("paid").await;
+    let (st, v) = env
+        .control(
+            Method::POST,
+            &format!(
+                "/databases/{}/archive",
+                paid["database_id"].as_str().unwrap()
+            ),
+            None,
+        )
+        .await;
+    assert_eq!(st, StatusCode::BAD_REQUEST, "{v}");
+
+    let (st, view) = env
+        .control(Method::POST, &format!("/databases/{id}/archive"), None)
+        .await;
+    assert_eq!(st, StatusCode::OK, "{view}");
+    assert_eq!(view["archived"], true);
+    let backups = view["backup_list"].as_array().unwrap();
+    assert_eq!(backups.len(), 1);
+    assert!(
+        backups[0]["name"]
+            .as_str()
+            .unwrap()
+            .starts_with("archived-")
+    );
+    // Gone from the Developer API and the data plane.
+    let (st, v) = env.get(&format!("/v2/redis/database/{id}")).await;
+    assert_eq!(
+        (st, v),
+        (StatusCode::NOT_FOUND, json!("database not found"))
+    );
+    let (_, list) = env.get("/v2/redis/databases").await;
+    assert!(!list.to_string().contains(id));
+    let (st, _) = env.data(&db, json!(["HGET", "h", "f"])).await;
+    assert_eq!(st, StatusCode::UNAUTHORIZED);
+    // Still listed by the control API (the console's view), and restorable from its backup.
+    let (_, all) = env.control(Method::GET, "/databases", None).await;
+    assert!(all.to_string().contains(id));
+    let (st, back) = env
+        .control(Method::POST, &format!("/databases/{id}/unarchive"), None)
+        .await;
+    assert_eq!(st, StatusCode::OK, "{back}");
+    assert_eq!(back["archived"], false);
+    assert_eq!(
+        env.get(&format!("/v2/redis/database/{id}")).await.0,
+        StatusCode::OK
+    );
+    assert_eq!(
+        env.data(&db, json!(["HGET", "h", "f"])).await.1,
+        json!({"result": "kept"})
+    );
+    let (_, backups) = env.get(&format!("/v2/redis/list-backup/{id}")).await;
+    assert_eq!(
+        backups.as_array().unwrap().len(),
+        1,
+        "the archival's backup stays"
+    );
 }

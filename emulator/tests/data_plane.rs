@@ -1,5 +1,6 @@
-//! The REST data API over TLS (reference §7): request forms, auth, encodings, read-only token,
-//! allow-list enforcement, and counters that reach INFO and the stats endpoint.
+//! The REST data API over TLS (reference §7) on the databases' Redis engines: request forms, auth,
+//! encodings, read-only token, allow-list enforcement, every data type, scripts, transactions,
+//! data limits (Redis's OOM error, eviction), and counters that reach INFO and the stats endpoint.
 
 mod common;
 
@@ -116,7 +117,9 @@ async fn cache_client_commands() {
     );
     assert_eq!(run(json!(["DBSIZE"])).await.1, json!({"result": 5}));
     let (_, keys) = run(json!(["KEYS", "user:*"])).await;
-    assert_eq!(keys, json!({"result": ["user:1", "user:2"]}));
+    let mut keys: Vec<String> = serde_json::from_value(keys["result"].clone()).unwrap();
+    keys.sort();
+    assert_eq!(keys, ["user:1", "user:2"]);
     let (_, scan) = run(json!(["SCAN", "0", "MATCH", "*", "COUNT", 100])).await;
     assert_eq!(scan["result"][0], "0");
     assert_eq!(scan["result"][1].as_array().unwrap().len(), 5);
@@ -156,22 +159,39 @@ async fn info_reports_stats_memory_keyspace() {
     env.data(&db, json!(["GET", "nope"])).await;
     let (_, v) = env.data(&db, json!(["INFO"])).await;
     let info = v["result"].as_str().unwrap();
+    // The engine's own INFO: a real Redis server with the plan's limit as maxmemory.
     for needle in [
+        "# Server",
+        "redis_version:",
         "# Stats",
         "keyspace_hits:1",
         "keyspace_misses:1",
         "evicted_keys:0",
-        "total_commands_processed:4",
         "# Memory",
-        "used_memory:5",
+        "used_memory:",
+        "maxmemory_policy:noeviction",
         "# Keyspace",
         "db0:keys=1,expires=0",
     ] {
         assert!(info.contains(needle), "INFO lacks {needle:?}:\n{info}");
     }
+    let field = |text: &str, k: &str| -> u64 {
+        text.lines()
+            .find_map(|l| l.trim().strip_prefix(&format!("{k}:")))
+            .unwrap_or_else(|| panic!("no {k}"))
+            .parse()
+            .unwrap()
+    };
     let (_, v) = env.data(&db, json!(["INFO", "memory"])).await;
     let mem = v["result"].as_str().unwrap();
     assert!(mem.contains("# Memory") && !mem.contains("# Stats"));
+    // maxmemory = what the empty server used after its setup + the plan's max data size
+    // (payg: 100 GiB).
+    let above = field(mem, "maxmemory") - field(mem, "used_memory_startup");
+    assert!(
+        (107_374_182_400..107_374_182_400 + (1 << 20)).contains(&above),
+        "{above}"
+    );
 }
 
 #[tokio::test]
@@ -324,7 +344,7 @@ async fn pipeline_and_multi_exec() {
             json!([
                 ["SET", "a", 1],
                 ["INCR", "a"],
-                ["HSET", "h", "f", "v"],
+                ["LPUSH", "a", "x"],
                 ["GET", "a"]
             ]),
         )
@@ -333,8 +353,8 @@ async fn pipeline_and_multi_exec() {
     assert_eq!(v[0], json!({"result": "OK"}));
     assert_eq!(v[1], json!({"result": 2}));
     assert!(
-        v[2]["error"].is_string(),
-        "not atomic: one failure, others run"
+        v[2]["error"].as_str().unwrap().starts_with("WRONGTYPE"),
+        "not atomic: one failure, others run: {v}"
     );
     assert_eq!(v[3], json!({"result": "2"}));
     let (st, v) = env
@@ -503,7 +523,9 @@ async fn real_traffic_reaches_the_stats_endpoint() {
     };
     assert_eq!(sum("hits"), 4.0);
     assert_eq!(sum("misses"), 2.0);
-    assert_eq!(stats["current_storage"], 2 + 5 + 2 + 1);
+    // Bytes the engine uses above the empty server's memory.
+    let storage = stats["current_storage"].as_u64().unwrap();
+    assert!(storage > 0 && storage < 1 << 20, "{storage}");
     assert_eq!(stats["daily_net_commands"], 6);
     assert_eq!(stats["daily_write_requests"], 2);
     assert_eq!(stats["daily_read_requests"], 4);
@@ -511,7 +533,7 @@ async fn real_traffic_reaches_the_stats_endpoint() {
     let keyspace = stats["keyspace"].as_array().unwrap();
     assert_eq!(keyspace.last().unwrap()["y"], 2.0);
     let disk = stats["diskusage"].as_array().unwrap();
-    assert_eq!(disk.last().unwrap()["y"], 10.0);
+    assert_eq!(disk.last().unwrap()["y"], storage as f64);
     let billing = stats["total_monthly_billing"].as_f64().unwrap();
     assert!(
         billing > 0.0 && billing < 0.001,
@@ -586,4 +608,256 @@ async fn endpoint_domain_on_443_looks_like_upstash_and_is_in_the_certificate() {
 
 fn rand_octet() -> u8 {
     (std::process::id() % 200) as u8 + 20
+}
+
+#[tokio::test]
+async fn every_data_type_scripts_and_transactions_are_redis() {
+    let env = start().await;
+    let db = env.create("types").await;
+    let run = |cmd: Value| {
+        let env = &env;
+        let db = &db;
+        async move { env.data(db, cmd).await.1 }
+    };
+    assert_eq!(
+        run(json!(["HSET", "h", "a", 1, "b", 2])).await,
+        json!({"result": 2})
+    );
+    assert_eq!(
+        run(json!(["HINCRBY", "h", "a", 10])).await,
+        json!({"result": 11})
+    );
+    assert_eq!(
+        run(json!(["HGETALL", "h"])).await,
+        json!({"result": ["a", "11", "b", "2"]})
+    );
+    assert_eq!(
+        run(json!(["RPUSH", "l", "x", "y", "z"])).await,
+        json!({"result": 3})
+    );
+    assert_eq!(
+        run(json!(["LRANGE", "l", 0, -1])).await,
+        json!({"result": ["x", "y", "z"]})
+    );
+    assert_eq!(
+        run(json!(["SADD", "s", "m1", "m2", "m1"])).await,
+        json!({"result": 2})
+    );
+    assert_eq!(
+        run(json!(["SISMEMBER", "s", "m2"])).await,
+        json!({"result": 1})
+    );
+    assert_eq!(
+        run(json!(["ZADD", "z", 3, "c", 1, "a", 2, "b"])).await,
+        json!({"result": 3})
+    );
+    assert_eq!(
+        run(json!(["ZRANGE", "z", 0, -1, "WITHSCORES"])).await,
+        json!({"result": ["a", "1", "b", "2", "c", "3"]})
+    );
+    assert_eq!(
+        run(json!(["XADD", "st", "1-1", "f", "v"])).await,
+        json!({"result": "1-1"})
+    );
+    assert_eq!(
+        run(json!(["PFADD", "hll", "a", "b"])).await,
+        json!({"result": 1})
+    );
+    // Lua: EVAL, SCRIPT LOAD, EVALSHA; a missing script is Redis's NOSCRIPT.
+    let script = "return redis.call('HINCRBY', KEYS[1], ARGV[1], ARGV[2])";
+    assert_eq!(
+        run(json!(["EVAL", script, 1, "h", "b", 5])).await,
+        json!({"result": 7})
+    );
+    let sha = run(json!(["SCRIPT", "LOAD", script])).await["result"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    assert_eq!(
+        run(json!(["EVALSHA", sha, 1, "h", "b", 1])).await,
+        json!({"result": 8})
+    );
+    let (st, v) = env
+        .data(
+            &db,
+            json!(["EVALSHA", "0000000000000000000000000000000000000000", 0]),
+        )
+        .await;
+    assert_eq!(st, StatusCode::BAD_REQUEST);
+    assert!(v["error"].as_str().unwrap().starts_with("NOSCRIPT"), "{v}");
+    // A transaction is atomic on the engine; a failing command inside is reported in place.
+    let (st, v) = env
+        .data_with(
+            &db,
+            "rest_token",
+            "/multi-exec",
+            json!([["HSET", "h", "c", 1], ["LPUSH", "h", "x"], ["HLEN", "h"]]),
+        )
+        .await;
+    assert_eq!(st, StatusCode::OK);
+    assert_eq!(v[0], json!({"result": 1}));
+    assert!(
+        v[1]["error"].as_str().unwrap().starts_with("WRONGTYPE"),
+        "{v}"
+    );
+    assert_eq!(v[2], json!({"result": 3}));
+    // Expiry is Redis's.
+    run(json!(["SET", "short", "v", "PX", 50])).await;
+    tokio::time::sleep(std::time::Duration::from_millis(120)).await;
+    assert_eq!(run(json!(["GET", "short"])).await, json!({"result": null}));
+    assert_eq!(run(json!(["TYPE", "z"])).await, json!({"result": "zset"}));
+}
+
+/// Writes 1 KiB values until the database answers an error (at most `limit`).
+async fn fill(env: &Env, db: &Value, limit: usize) -> Option<String> {
+    let value = "v".repeat(1024);
+    for i in 0..limit {
+        let (st, v) = env
+            .data(db, json!(["SET", format!("key:{i}"), value]))
+            .await;
+        if st != StatusCode::OK {
+            return Some(v["error"].as_str().unwrap_or_default().to_string());
+        }
+    }
+    None
+}
+
+#[tokio::test]
+async fn a_full_database_refuses_writes_with_redis_oom_error_or_evicts() {
+    let env = start().await;
+    let db = env.create("full").await;
+    let id = db["database_id"].as_str().unwrap();
+    // A 256 KiB data limit instead of the plan's 100 GiB, through the control API.
+    let (st, view) = env
+        .control(
+            Method::PATCH,
+            &format!("/databases/{id}"),
+            Some(json!({"max_data_size_bytes": 256 * 1024})),
+        )
+        .await;
+    assert_eq!(st, StatusCode::OK, "{view}");
+    assert_eq!(view["db_disk_threshold"], 256 * 1024);
+    // Eviction off: Redis's own OOM answer, and reads still work.
+    let err = fill(&env, &db, 2000).await.expect("a write is refused");
+    assert_eq!(
+        err,
+        "OOM command not allowed when used memory > 'maxmemory'."
+    );
+    let (st, keys) = env.data(&db, json!(["DBSIZE"])).await;
+    assert_eq!(st, StatusCode::OK);
+    let kept = keys["result"].as_u64().unwrap();
+    assert!(kept > 50 && kept < 256, "{kept}");
+    assert_eq!(
+        env.data(&db, json!(["GET", "key:0"])).await.0,
+        StatusCode::OK
+    );
+    // The stats report the database as full.
+    let (_, stats) = env.get(&format!("/v2/redis/stats/{id}")).await;
+    let storage = stats["current_storage"].as_u64().unwrap();
+    assert!(storage > 200 * 1024, "{storage}");
+
+    // Eviction on (the Developer API's switch): writes succeed and keys are evicted.
+    let (st, _) = env
+        .post(&format!("/v2/redis/enable-eviction/{id}"), json!({}))
+        .await;
+    assert_eq!(st, StatusCode::OK);
+    assert_eq!(fill(&env, &db, 2000).await, None, "no write is refused");
+    let (_, keys) = env.data(&db, json!(["DBSIZE"])).await;
+    assert!(keys["result"].as_u64().unwrap() < 2000);
+    let (_, info) = env.data(&db, json!(["INFO", "stats"])).await;
+    let evicted: u64 = info["result"]
+        .as_str()
+        .unwrap()
+        .lines()
+        .find_map(|l| l.trim().strip_prefix("evicted_keys:"))
+        .unwrap()
+        .parse()
+        .unwrap();
+    assert!(evicted > 0, "evicted_keys");
+    let (_, info) = env.data(&db, json!(["INFO", "memory"])).await;
+    assert!(
+        info["result"]
+            .as_str()
+            .unwrap()
+            .contains("maxmemory_policy:allkeys-random")
+    );
+
+    // Back to the plan's limit.
+    let (_, view) = env
+        .control(
+            Method::PATCH,
+            &format!("/databases/{id}"),
+            Some(json!({"max_data_size_bytes": null})),
+        )
+        .await;
+    assert_eq!(view["db_disk_threshold"], 107_374_182_400u64);
+}
+
+#[tokio::test]
+async fn engines_start_on_first_use_and_databases_without_traffic_cost_none() {
+    let env = start().await;
+    let mut dbs = vec![];
+    for i in 0..20 {
+        dbs.push(env.create(&format!("quiet-{i}")).await);
+    }
+    env.get("/v2/redis/databases").await;
+    assert_eq!(
+        env.emu.shared().engines.running(),
+        0,
+        "create and list start no engine"
+    );
+    env.data(&dbs[3], json!(["SET", "k", "v"])).await;
+    assert_eq!(env.emu.shared().engines.running(), 1);
+    let id = dbs[3]["database_id"].as_str().unwrap();
+    env.call(Method::DELETE, &format!("/v2/redis/database/{id}"), None)
+        .await;
+    assert_eq!(env.emu.shared().engines.running(), 0, "delete stops it");
+    for db in &dbs[..3] {
+        let id = db["database_id"].as_str().unwrap();
+        env.call(Method::DELETE, &format!("/v2/redis/database/{id}"), None)
+            .await;
+    }
+    assert_eq!(env.emu.shared().engines.running(), 0);
+}
+
+#[tokio::test]
+async fn idle_engines_stop_and_their_data_survives() {
+    let mut cfg = config();
+    cfg.engines.idle_timeout = std::time::Duration::from_millis(300);
+    cfg.engines.max_running = 2;
+    let env = start_with(cfg).await;
+    let a = env.create("a").await;
+    let b = env.create("b").await;
+    let c = env.create("c").await;
+    env.data(&a, json!(["HSET", "h", "f", "a"])).await;
+    env.data(&b, json!(["HSET", "h", "f", "b"])).await;
+    // A third engine stops the least recently used one (a), saving its key space.
+    env.data(&c, json!(["HSET", "h", "f", "c"])).await;
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+    while env.emu.shared().engines.running() > 2 {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the limit is not kept"
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+    }
+    assert_eq!(
+        env.data(&a, json!(["HGET", "h", "f"])).await.1,
+        json!({"result": "a"})
+    );
+    // Unused for the idle timeout: every engine stops; the data is still there afterwards.
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+    while env.emu.shared().engines.running() > 0 {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "idle engines did not stop"
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+    }
+    for (db, v) in [(&a, "a"), (&b, "b"), (&c, "c")] {
+        assert_eq!(
+            env.data(db, json!(["HGET", "h", "f"])).await.1,
+            json!({"result": v})
+        );
+    }
 }

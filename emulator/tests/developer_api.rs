@@ -161,7 +161,11 @@ async fn create_validation_errors_are_json_strings() {
             "database_name",
         ),
         (
-            json!({"database_name": "bad name!", "region": "global", "primary_region": "us-east-1"}),
+            json!({"database_name": "bad\nname", "region": "global", "primary_region": "us-east-1"}),
+            "name",
+        ),
+        (
+            json!({"database_name": "n".repeat(101), "region": "global", "primary_region": "us-east-1"}),
             "name",
         ),
         (
@@ -715,27 +719,6 @@ async fn update_budget_and_regions() {
 }
 
 #[tokio::test]
-async fn move_to_team_reports_unknown_team() {
-    let env = start().await;
-    let db = env.create("m").await;
-    let (st, v) = env
-        .post(
-            "/v2/redis/move-to-team",
-            json!({"team_id": "t-1", "database_id": db["database_id"]}),
-        )
-        .await;
-    assert_eq!(st, StatusCode::NOT_FOUND);
-    assert!(v.as_str().unwrap().contains("team not found"));
-    let (st, v) = env
-        .post(
-            "/v2/redis/move-to-team",
-            json!({"team_id": "t-1", "database_id": "nope"}),
-        )
-        .await;
-    assert_eq!((st, v), (StatusCode::NOT_FOUND, s("database not found")));
-}
-
-#[tokio::test]
 async fn allowlist_is_reflected_and_validated() {
     let env = start().await;
     let db = env.create("a").await;
@@ -765,4 +748,492 @@ async fn allowlist_is_reflected_and_validated() {
         .post(&format!("/v2/redis/update-allowlist/{id}"), json!({}))
         .await;
     assert_eq!(st, StatusCode::BAD_REQUEST);
+}
+
+const TEAM_KEY: &str = "owner-platform-key";
+const TEAM_KEY2: &str = "other-platform-key";
+
+#[tokio::test]
+async fn team_keys_see_the_teams_databases_and_move_to_team_moves_one() {
+    let cfg = config()
+        .with_team_key(EMAIL, TEAM_KEY, "Platform")
+        .with_team_key(EMAIL2, TEAM_KEY2, "Platform");
+    let env = start_with(cfg).await;
+    let personal = (EMAIL, KEY);
+    let team = (EMAIL, TEAM_KEY);
+    let create = |who: (&'static str, &'static str), name: &'static str| {
+        let env = &env;
+        async move {
+            let (st, v) = env
+                .call_as(
+                    who,
+                    Method::POST,
+                    "/v2/redis/database",
+                    Some(json!({"database_name": name, "region": "global", "primary_region": "us-east-1"})),
+                )
+                .await;
+            assert_eq!(st, StatusCode::OK, "{v}");
+            v
+        }
+    };
+    let list = |who: (&'static str, &'static str)| {
+        let env = &env;
+        async move {
+            let (_, v) = env
+                .call_as(who, Method::GET, "/v2/redis/databases", None)
+                .await;
+            v.as_array()
+                .unwrap()
+                .iter()
+                .map(|d| d["database_name"].as_str().unwrap().to_string())
+                .collect::<Vec<_>>()
+        }
+    };
+    let p = create(personal, "mine").await;
+    let t = create(team, "shared").await;
+
+    // The team: listed for its members, with the configured name and a stable id.
+    let (st, teams) = env.call_as(personal, Method::GET, "/v2/teams", None).await;
+    assert_eq!(st, StatusCode::OK);
+    assert_eq!(teams.as_array().unwrap().len(), 1, "{teams}");
+    assert_eq!(teams[0]["team_name"], "Platform");
+    assert_eq!(teams[0]["copy_cc"], false);
+    let team_id = teams[0]["team_id"].as_str().unwrap().to_string();
+    let (_, members) = env
+        .call_as(personal, Method::GET, &format!("/v2/teams/{team_id}"), None)
+        .await;
+    let roles: Vec<(String, String)> = members
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|m| {
+            assert_eq!(m["team_id"], team_id.as_str());
+            (
+                m["member_email"].as_str().unwrap().into(),
+                m["member_role"].as_str().unwrap().into(),
+            )
+        })
+        .collect();
+    assert_eq!(
+        roles,
+        vec![
+            (EMAIL.into(), "owner".into()),
+            (EMAIL2.into(), "dev".into())
+        ]
+    );
+
+    // A team database carries the team as its account; a personal one the email.
+    assert_eq!(p["customer_id"], EMAIL);
+    assert_eq!(p["user_email"], EMAIL);
+    assert_eq!(t["customer_id"], team_id.as_str());
+    assert_eq!(t["user_email"], team_id.as_str());
+    // The same person's two keys see different databases; the team's other member sees the
+    // team's.
+    assert_eq!(list(personal).await, vec!["mine"]);
+    assert_eq!(list(team).await, vec!["shared"]);
+    assert_eq!(list((EMAIL2, TEAM_KEY2)).await, vec!["shared"]);
+    assert!(list((EMAIL2, KEY2)).await.is_empty());
+    let t_id = t["database_id"].as_str().unwrap();
+    let p_id = p["database_id"].as_str().unwrap();
+    let (st, v) = env
+        .call_as(
+            personal,
+            Method::GET,
+            &format!("/v2/redis/database/{t_id}"),
+            None,
+        )
+        .await;
+    assert_eq!((st, v), (StatusCode::NOT_FOUND, s("database not found")));
+    let (st, _) = env
+        .call_as(
+            team,
+            Method::GET,
+            &format!("/v2/redis/database/{p_id}"),
+            None,
+        )
+        .await;
+    assert_eq!(st, StatusCode::NOT_FOUND);
+    // Backups of a team database name the team too.
+    env.call_as(
+        team,
+        Method::POST,
+        &format!("/v2/redis/create-backup/{t_id}"),
+        Some(json!({"name": "b"})),
+    )
+    .await;
+    let (_, backups) = env
+        .call_as(
+            team,
+            Method::GET,
+            &format!("/v2/redis/list-backup/{t_id}"),
+            None,
+        )
+        .await;
+    assert_eq!(backups[0]["customer_id"], team_id.as_str());
+
+    // move-to-team: unknown team, unknown (or another owner's) database, then a real move.
+    let (st, v) = env
+        .call_as(
+            personal,
+            Method::POST,
+            "/v2/redis/move-to-team",
+            Some(json!({"team_id": "t-1", "database_id": p_id})),
+        )
+        .await;
+    assert_eq!(st, StatusCode::NOT_FOUND);
+    assert_eq!(v, s("team not found: t-1"));
+    let (st, v) = env
+        .call_as(
+            personal,
+            Method::POST,
+            "/v2/redis/move-to-team",
+            Some(json!({"team_id": team_id, "database_id": t_id})),
+        )
+        .await;
+    assert_eq!((st, v), (StatusCode::NOT_FOUND, s("database not found")));
+    let (st, v) = env
+        .call_as(
+            personal,
+            Method::POST,
+            "/v2/redis/move-to-team",
+            Some(json!({"team_id": team_id, "database_id": p_id})),
+        )
+        .await;
+    assert_eq!((st, v), (StatusCode::OK, s("OK")));
+    assert!(list(personal).await.is_empty());
+    assert_eq!(list(team).await, vec!["mine", "shared"]);
+    let (_, moved) = env
+        .call_as(
+            team,
+            Method::GET,
+            &format!("/v2/redis/database/{p_id}"),
+            None,
+        )
+        .await;
+    assert_eq!(moved["customer_id"], team_id.as_str());
+
+    // Teams made through the API: members added and removed by the owner; a team with
+    // databases cannot be deleted, an empty one can.
+    let (st, made) = env
+        .call_as(
+            personal,
+            Method::POST,
+            "/v2/team",
+            Some(json!({"team_name": "Data", "copy_cc": true})),
+        )
+        .await;
+    assert_eq!(st, StatusCode::OK, "{made}");
+    assert_eq!(made["team_name"], "Data");
+    assert_eq!(made["copy_cc"], true);
+    let data_id = made["team_id"].as_str().unwrap();
+    let (st, m) = env
+        .call_as(
+            personal,
+            Method::POST,
+            "/v2/teams/member",
+            Some(json!({"team_id": data_id, "member_email": EMAIL2, "member_role": "admin"})),
+        )
+        .await;
+    assert_eq!(st, StatusCode::OK, "{m}");
+    assert_eq!(m["member_role"], "admin");
+    let (st, _) = env
+        .call_as(
+            personal,
+            Method::POST,
+            "/v2/teams/member",
+            Some(
+                json!({"team_id": data_id, "member_email": "x@example.com", "member_role": "boss"}),
+            ),
+        )
+        .await;
+    assert_eq!(st, StatusCode::BAD_REQUEST);
+    let (_, teams2) = env
+        .call_as((EMAIL2, KEY2), Method::GET, "/v2/teams", None)
+        .await;
+    assert_eq!(teams2.as_array().unwrap().len(), 2, "{teams2}");
+    let (st, v) = env
+        .call_as(
+            personal,
+            Method::DELETE,
+            "/v2/teams/member",
+            Some(json!({"team_id": data_id, "member_email": EMAIL2})),
+        )
+        .await;
+    assert_eq!((st, v), (StatusCode::OK, s("OK")));
+    let (st, v) = env
+        .call_as(
+            personal,
+            Method::DELETE,
+            &format!("/v2/team/{team_id}"),
+            None,
+        )
+        .await;
+    assert_eq!(st, StatusCode::BAD_REQUEST);
+    assert!(v.as_str().unwrap().contains("databases"), "{v}");
+    let (st, v) = env
+        .call_as(
+            personal,
+            Method::DELETE,
+            &format!("/v2/team/{data_id}"),
+            None,
+        )
+        .await;
+    assert_eq!((st, v), (StatusCode::OK, s("OK")));
+    let (st, _) = env
+        .call_as(personal, Method::GET, &format!("/v2/teams/{data_id}"), None)
+        .await;
+    assert_eq!(st, StatusCode::NOT_FOUND);
+
+    // A member removed from the team loses its team key.
+    env.call_as(
+        personal,
+        Method::DELETE,
+        "/v2/teams/member",
+        Some(json!({"team_id": team_id, "member_email": EMAIL2})),
+    )
+    .await;
+    let (st, _) = env
+        .call_as(
+            (EMAIL2, TEAM_KEY2),
+            Method::GET,
+            "/v2/redis/databases",
+            None,
+        )
+        .await;
+    assert_eq!(st, StatusCode::UNAUTHORIZED);
+
+    // Team keys added through the control API join the team by name.
+    let (st, added) = env
+        .control(
+            Method::POST,
+            "/accounts",
+            Some(
+                json!({"email": "new@example.com", "api_key": "new-team-key", "team": "Platform"}),
+            ),
+        )
+        .await;
+    assert_eq!(st, StatusCode::OK, "{added}");
+    assert_eq!(added["team_id"], team_id.as_str());
+    assert_eq!(
+        list(("new@example.com", "new-team-key")).await,
+        vec!["mine", "shared"]
+    );
+}
+
+#[tokio::test]
+async fn read_only_keys_read_and_are_refused_every_change_before_any_lookup() {
+    let env = start_with(config().with_read_only_key(EMAIL, "ro-key")).await;
+    let db = env.create("ro").await;
+    let id = db["database_id"].as_str().unwrap();
+    let ro = (EMAIL, "ro-key");
+    // Reads work and see the person's databases.
+    let (st, list) = env
+        .call_as(ro, Method::GET, "/v2/redis/databases", None)
+        .await;
+    assert_eq!(st, StatusCode::OK);
+    assert_eq!(list[0]["database_id"], id);
+    for path in [
+        format!("/v2/redis/database/{id}"),
+        format!("/v2/redis/stats/{id}"),
+        format!("/v2/redis/list-backup/{id}"),
+        "/v2/teams".to_string(),
+    ] {
+        let (st, v) = env.call_as(ro, Method::GET, &path, None).await;
+        assert_eq!(st, StatusCode::OK, "{path}: {v}");
+    }
+    // The MCP server's probe: a normal key gets "database not found", a read-only key
+    // "Readonly API key", before the id is looked up.
+    let probe = "/v2/redis/database/readonly-check-nonexistent";
+    let (st, v) = env.call(Method::DELETE, probe, None).await;
+    assert_eq!((st, v), (StatusCode::NOT_FOUND, s("database not found")));
+    let (st, v) = env.call_as(ro, Method::DELETE, probe, None).await;
+    assert_eq!(st, StatusCode::FORBIDDEN);
+    assert!(v.as_str().unwrap().contains("Readonly API key"), "{v}");
+    for (m, path, body) in [
+        (Method::DELETE, format!("/v2/redis/database/{id}"), None),
+        (
+            Method::POST,
+            "/v2/redis/database".to_string(),
+            Some(json!({"database_name": "x", "region": "global", "primary_region": "us-east-1"})),
+        ),
+        (Method::POST, format!("/v2/redis/reset-password/{id}"), None),
+        (
+            Method::PATCH,
+            format!("/v2/redis/update-budget/{id}"),
+            Some(json!({"budget": 100})),
+        ),
+        (
+            Method::POST,
+            format!("/v2/redis/create-backup/{id}"),
+            Some(json!({"name": "b"})),
+        ),
+        (
+            Method::POST,
+            "/v2/redis/move-to-team".to_string(),
+            Some(json!({"team_id": "t", "database_id": id})),
+        ),
+        (
+            Method::POST,
+            "/v2/team".to_string(),
+            Some(json!({"team_name": "T"})),
+        ),
+    ] {
+        let (st, v) = env.call_as(ro, m.clone(), &path, body).await;
+        assert_eq!(st, StatusCode::FORBIDDEN, "{m} {path}");
+        assert!(v.as_str().unwrap().contains("Readonly API key"), "{v}");
+    }
+    // Nothing changed.
+    let (_, after) = env.get(&format!("/v2/redis/database/{id}")).await;
+    assert_eq!(after["password"], db["password"]);
+    assert_eq!(after["budget"], 0);
+    assert_eq!(
+        env.get("/v2/redis/databases")
+            .await
+            .1
+            .as_array()
+            .unwrap()
+            .len(),
+        1
+    );
+    // Read-only keys added through the control API behave the same.
+    let (st, _) = env
+        .control(
+            Method::POST,
+            "/accounts",
+            Some(json!({"email": EMAIL2, "api_key": "ro2", "readonly": true})),
+        )
+        .await;
+    assert_eq!(st, StatusCode::OK);
+    let (st, _) = env
+        .call_as((EMAIL2, "ro2"), Method::DELETE, probe, None)
+        .await;
+    assert_eq!(st, StatusCode::FORBIDDEN);
+    let (_, keys) = env.control(Method::GET, "/keys", None).await;
+    assert!(
+        keys.as_array()
+            .unwrap()
+            .iter()
+            .any(|k| k["email"] == EMAIL2 && k["readonly"] == true)
+    );
+    assert!(
+        !keys.to_string().contains("ro2"),
+        "key values are never shown"
+    );
+}
+
+#[tokio::test]
+async fn terraform_requests_null_clears_lists_and_names_may_have_spaces() {
+    let env = start().await;
+    // The provider's own example name, and `read_regions: null` on create.
+    let (st, db) = env
+        .post(
+            "/v2/redis/database",
+            json!({"database_name": "Terraform DB6", "region": "global", "primary_region": "us-east-1", "read_regions": null}),
+        )
+        .await;
+    assert_eq!(st, StatusCode::OK, "{db}");
+    assert_eq!(db["database_name"], "Terraform DB6");
+    assert_eq!(db["read_regions"], json!([]));
+    let id = db["database_id"].as_str().unwrap();
+    let get = || async { env.get(&format!("/v2/redis/database/{id}")).await.1 };
+    let (st, v) = env
+        .post(
+            &format!("/v2/redis/rename/{id}"),
+            json!({"name": "Orders cache (prod)"}),
+        )
+        .await;
+    assert_eq!(st, StatusCode::OK, "{v}");
+    assert_eq!(get().await["database_name"], "Orders cache (prod)");
+
+    env.post(
+        &format!("/v2/redis/update-allowlist/{id}"),
+        json!({"allowed_ips": ["10.0.0.0/8"]}),
+    )
+    .await;
+    assert_eq!(get().await["allowed_ip_ranges"], json!(["10.0.0.0/8"]));
+    let (st, v) = env
+        .post(
+            &format!("/v2/redis/update-allowlist/{id}"),
+            json!({"allowed_ips": null}),
+        )
+        .await;
+    assert_eq!((st, v), (StatusCode::OK, s("OK")));
+    let got = get().await;
+    assert_eq!(got["allowed_ip_ranges"], json!([]));
+    assert_eq!(got["securityAddons"]["ipWhitelisting"], false);
+
+    env.post(
+        &format!("/v2/redis/update-regions/{id}"),
+        json!({"read_regions": ["eu-west-1"]}),
+    )
+    .await;
+    assert_eq!(get().await["read_regions"], json!(["eu-west-1"]));
+    let (st, v) = env
+        .post(
+            &format!("/v2/redis/update-regions/{id}"),
+            json!({"read_regions": null}),
+        )
+        .await;
+    assert_eq!((st, v), (StatusCode::OK, s("OK")));
+    let got = get().await;
+    assert_eq!(got["read_regions"], json!([]));
+    assert_eq!(got["all_members"], json!(["us-east-1"]));
+    // A missing field is still an error (it is not "clear").
+    let (st, _) = env
+        .post(&format!("/v2/redis/update-regions/{id}"), json!({}))
+        .await;
+    assert_eq!(st, StatusCode::BAD_REQUEST);
+}
+
+#[tokio::test]
+async fn budget_is_in_cents_and_a_spent_budget_rate_limits_the_data_plane() {
+    let env = start().await;
+    let (st, db) = env
+        .post(
+            "/v2/redis/database",
+            json!({"database_name": "b", "region": "global", "primary_region": "us-east-1", "budget": 2000}),
+        )
+        .await;
+    assert_eq!(st, StatusCode::OK);
+    // Stored and answered as sent: 2000 cents = $20.
+    assert_eq!(db["budget"], 2000);
+    let id = db["database_id"].as_str().unwrap();
+    env.data(&db, json!(["SET", "k", "v"])).await;
+    // $19.99 spent of $20: still served.
+    let (st, _) = env
+        .control(
+            Method::PATCH,
+            &format!("/databases/{id}/stats"),
+            Some(json!({"total_monthly_billing": 19.99})),
+        )
+        .await;
+    assert_eq!(st, StatusCode::OK);
+    assert_eq!(
+        env.data(&db, json!(["GET", "k"])).await,
+        (StatusCode::OK, json!({"result": "v"}))
+    );
+    // $20 spent: refused.
+    env.control(
+        Method::PATCH,
+        &format!("/databases/{id}/stats"),
+        Some(json!({"total_monthly_billing": 20.0})),
+    )
+    .await;
+    let (st, v) = env.data(&db, json!(["GET", "k"])).await;
+    assert_eq!(st, StatusCode::BAD_REQUEST);
+    assert!(v["error"].as_str().unwrap().contains("budget"), "{v}");
+    // A larger budget (in cents) lifts it.
+    let (st, _) = env
+        .call(
+            Method::PATCH,
+            &format!("/v2/redis/update-budget/{id}"),
+            Some(json!({"budget": 5000})),
+        )
+        .await;
+    assert_eq!(st, StatusCode::OK);
+    assert_eq!(
+        env.get(&format!("/v2/redis/database/{id}")).await.1["budget"],
+        5000
+    );
+    assert_eq!(env.data(&db, json!(["GET", "k"])).await.0, StatusCode::OK);
 }

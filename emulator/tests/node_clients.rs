@@ -1,7 +1,8 @@
 //! Upstash's own Node clients, unchanged, against the emulator: the official CLI (`@upstash/cli`,
-//! pointed at the emulator by `clients/preload.mjs`) and `@upstash/redis` (trusting the emulator's
-//! CA through `NODE_EXTRA_CA_CERTS`), and `ioredis` on the Redis protocol listener with a
-//! `REDIS_URL`. Runs `node --test` in `emulator/clients`, installing the
+//! pointed at the emulator by `clients/preload.mjs`), `@upstash/redis` (trusting the emulator's
+//! CA through `NODE_EXTRA_CA_CERTS`) over every data type, scripts, transactions and pipelines,
+//! `@upstash/ratelimit` (its Lua scripts), and `ioredis` on the Redis protocol listener with a
+//! `REDIS_URL` and as the read-only `default_ro` user. Runs `node --test` in `emulator/clients`, installing the
 //! pinned packages with `npm ci` first when `node_modules` is missing.
 
 mod common;
@@ -25,14 +26,19 @@ async fn run(cmd: &mut Command, what: &str) -> std::process::Output {
 
 async fn ensure_node_modules() {
     let dir = clients_dir();
-    let installed = ["@upstash/cli", "@upstash/redis", "ioredis"]
-        .iter()
-        .all(|p| {
-            dir.join("node_modules")
-                .join(p)
-                .join("package.json")
-                .exists()
-        });
+    let installed = [
+        "@upstash/cli",
+        "@upstash/redis",
+        "@upstash/ratelimit",
+        "ioredis",
+    ]
+    .iter()
+    .all(|p| {
+        dir.join("node_modules")
+            .join(p)
+            .join("package.json")
+            .exists()
+    });
     if installed {
         return;
     }
@@ -82,7 +88,7 @@ async fn official_cli_and_upstash_redis_work_unchanged() {
         "node --test failed:\n{stdout}\n{stderr}"
     );
     assert!(
-        stdout.contains("ℹ pass 4") && stdout.contains("ℹ fail 0"),
+        stdout.contains("ℹ pass 7") && stdout.contains("ℹ fail 0"),
         "{stdout}"
     );
 
@@ -111,7 +117,13 @@ async fn official_cli_and_upstash_redis_work_unchanged() {
         );
     }
     // ioredis came over the Redis protocol listener.
-    for ep in ["data:incrby", "data:multi-exec", "data:ttl"] {
+    for ep in [
+        "data:incrby",
+        "data:multi-exec",
+        "data:ttl",
+        "data:zadd",
+        "data:hget",
+    ] {
         assert!(
             data.iter()
                 .any(|c| c["endpoint"] == ep && c["method"] == "RESP" && c["status"] == 200),

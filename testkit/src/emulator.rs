@@ -116,7 +116,8 @@ impl Emulator {
         serde_json::from_str(&text).unwrap_or(Value::Null)
     }
 
-    /// Every database of every account, with credentials.
+    /// Every database of every account (archived ones too), with credentials, the read-only
+    /// Redis password (`read_only_password`, for the `default_ro` user) and `archived`.
     pub async fn databases(&self) -> Vec<Value> {
         let v = self.control(reqwest::Method::GET, "databases", None).await;
         v.as_array().cloned().unwrap_or_default()
@@ -178,6 +179,72 @@ impl Emulator {
         .await;
     }
 
+    /// Adds an API key of `email` that acts for the team `team` (a name, created when unknown,
+    /// or an id); the key sees the team's databases, which carry the team id as `customer_id`.
+    /// Returns the team id.
+    pub async fn add_team_key(&self, email: &str, api_key: &str, team: &str) -> String {
+        let v = self
+            .control(
+                reqwest::Method::POST,
+                "accounts",
+                Some(json!({"email": email, "api_key": api_key, "team": team})),
+            )
+            .await;
+        v["team_id"].as_str().expect("team_id").to_string()
+    }
+
+    /// Adds a read-only API key of `email`: its mutating calls get "Readonly API key".
+    pub async fn add_read_only_key(&self, email: &str, api_key: &str) {
+        self.control(
+            reqwest::Method::POST,
+            "accounts",
+            Some(json!({"email": email, "api_key": api_key, "readonly": true})),
+        )
+        .await;
+    }
+
+    /// Lowers a database's data limit (`None`: back to the plan's), e.g. to fill it in a test:
+    /// past it, writes get Redis's OOM error, or keys are evicted with eviction on.
+    pub async fn set_data_limit(&self, id: &str, bytes: Option<u64>) {
+        self.control(
+            reqwest::Method::PATCH,
+            &format!("databases/{id}"),
+            Some(json!({"max_data_size_bytes": bytes})),
+        )
+        .await;
+    }
+
+    /// Sets a database's state (`active`, `suspended`, `passive`).
+    pub async fn set_state(&self, id: &str, state: &str) {
+        self.control(
+            reqwest::Method::PATCH,
+            &format!("databases/{id}"),
+            Some(json!({"state": state})),
+        )
+        .await;
+    }
+
+    /// Archives a free database as Upstash does after 30 idle days: it disappears from the
+    /// Developer API and the data plane; a backup of its data is kept.
+    pub async fn archive_database(&self, id: &str) {
+        self.control(
+            reqwest::Method::POST,
+            &format!("databases/{id}/archive"),
+            None,
+        )
+        .await;
+    }
+
+    /// Brings an archived database back from its archival backup.
+    pub async fn unarchive_database(&self, id: &str) {
+        self.control(
+            reqwest::Method::POST,
+            &format!("databases/{id}/unarchive"),
+            None,
+        )
+        .await;
+    }
+
     /// Merges stats overrides into a database's stats.
     pub async fn set_stats(&self, id: &str, stats: Value) {
         self.control(
@@ -195,11 +262,24 @@ impl Emulator {
         path: &str,
         body: Option<Value>,
     ) -> (u16, Value) {
+        self.developer_api_as(EMAIL, API_KEY, method, path, body)
+            .await
+    }
+
+    /// Calls the Developer API with another key (a team key, a read-only key, ...).
+    pub async fn developer_api_as(
+        &self,
+        email: &str,
+        api_key: &str,
+        method: reqwest::Method,
+        path: &str,
+        body: Option<Value>,
+    ) -> (u16, Value) {
         let url = format!("{}{path}", self.api_url);
         let mut request = self
             .http
             .request(method, &url)
-            .basic_auth(EMAIL, Some(API_KEY));
+            .basic_auth(email, Some(api_key));
         if let Some(body) = body {
             request = request.json(&body);
         }

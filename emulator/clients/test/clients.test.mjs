@@ -14,6 +14,7 @@ import { join, dirname } from "node:path";
 import { fileURLToPath } from "node:url";
 import { createRequire } from "node:module";
 import { Redis } from "@upstash/redis";
+import { Ratelimit } from "@upstash/ratelimit";
 import IORedis from "ioredis";
 
 const here = dirname(fileURLToPath(import.meta.url));
@@ -201,4 +202,148 @@ test("ioredis: REDIS_URL (rediss://default:<password>@<endpoint host>:<port>) ov
   assert.equal(await connectWith(reset.password), "PONG");
 
   await ok("redis", "delete", "--db-id", db.database_id);
+});
+
+/** The emulator's control API (the database's read-only password is only shown there). */
+async function control(path) {
+  const r = await fetch(`${process.env.UPSTASH_EMULATOR_API_URL}/_emulator${path}`);
+  assert.equal(r.status, 200, `GET /_emulator${path}`);
+  return r.json();
+}
+
+test("@upstash/redis: hashes, lists, sets, sorted sets, scripts, transactions, pipelines", async () => {
+  const db = await ok("redis", "create", "--name", `types-${Date.now()}`, "--region", "us-east-1");
+  const redis = new Redis({ url: `https://${db.endpoint}`, token: db.rest_token, enableTelemetry: false });
+  try {
+    // Hashes.
+    assert.equal(await redis.hset("user:1", { name: "ada", visits: 1 }), 2);
+    assert.equal(await redis.hincrby("user:1", "visits", 4), 5);
+    assert.deepEqual(await redis.hgetall("user:1"), { name: "ada", visits: 5 });
+    assert.deepEqual(await redis.hkeys("user:1"), ["name", "visits"]);
+    // Lists.
+    assert.equal(await redis.rpush("jobs", "a", "b", "c"), 3);
+    assert.equal(await redis.lpop("jobs"), "a");
+    assert.deepEqual(await redis.lrange("jobs", 0, -1), ["b", "c"]);
+    assert.equal(await redis.llen("jobs"), 2);
+    // Sets.
+    assert.equal(await redis.sadd("tags", "red", "green", "red"), 2);
+    assert.equal(await redis.sismember("tags", "green"), 1);
+    assert.deepEqual((await redis.smembers("tags")).sort(), ["green", "red"]);
+    // Sorted sets.
+    await redis.zadd("board", { score: 10, member: "ada" }, { score: 30, member: "bob" }, { score: 20, member: "cy" });
+    assert.deepEqual(await redis.zrange("board", 0, -1), ["ada", "cy", "bob"]);
+    assert.deepEqual(await redis.zrange("board", 0, 0, { rev: true, withScores: true }), ["bob", 30]);
+    assert.equal(await redis.zincrby("board", 15, "ada"), 25);
+    assert.equal(await redis.zrank("board", "ada"), 1);
+    // Scripts: EVAL, SCRIPT LOAD + EVALSHA, and the client's own script helper (EVALSHA, NOSCRIPT, EVAL).
+    assert.equal(await redis.eval("return redis.call('HGET', KEYS[1], ARGV[1])", ["user:1"], ["name"]), "ada");
+    const sha = await redis.scriptLoad("return redis.call('ZSCORE', KEYS[1], ARGV[1])");
+    assert.equal(await redis.evalsha(sha, ["board"], ["cy"]), 20);
+    const script = redis.createScript("return redis.call('INCRBY', KEYS[1], ARGV[1])");
+    assert.equal(await script.exec(["hits"], ["3"]), 3);
+    assert.equal(await script.exec(["hits"], ["3"]), 6);
+    // A transaction (MULTI/EXEC on the engine) and a pipeline.
+    const tx = redis.multi();
+    tx.hset("order:7", { status: "paid" });
+    tx.lpush("events", "order:7 paid");
+    tx.zadd("board", { score: 1, member: "dee" });
+    tx.hget("order:7", "status");
+    assert.deepEqual(await tx.exec(), [1, 1, 1, "paid"]);
+    const p = redis.pipeline();
+    p.sadd("seen", "x");
+    p.scard("seen");
+    p.zcard("board");
+    p.lrange("events", 0, -1);
+    assert.deepEqual(await p.exec(), [1, 1, 4, ["order:7 paid"]]);
+    // Errors are Redis's.
+    await assert.rejects(() => redis.lpush("user:1", "x"), /WRONGTYPE/);
+    assert.equal(await redis.type("board"), "zset");
+  } finally {
+    await ok("redis", "delete", "--db-id", db.database_id);
+  }
+});
+
+test("@upstash/ratelimit: sliding window and token bucket allow, then refuse", async () => {
+  const db = await ok("redis", "create", "--name", `ratelimit-${Date.now()}`, "--region", "us-east-1");
+  const redis = new Redis({ url: `https://${db.endpoint}`, token: db.rest_token, enableTelemetry: false });
+  try {
+    const sliding = new Ratelimit({
+      redis,
+      limiter: Ratelimit.slidingWindow(3, "30 s"),
+      prefix: "rl:sliding",
+      ephemeralCache: false,
+      analytics: false,
+    });
+    const window = [];
+    for (let i = 0; i < 5; i++) window.push((await sliding.limit("user-1")).success);
+    assert.deepEqual(window, [true, true, true, false, false]);
+    // Another identifier has its own window.
+    assert.equal((await sliding.limit("user-2")).success, true);
+    const refused = await sliding.limit("user-1");
+    assert.equal(refused.success, false);
+    assert.equal(refused.remaining, 0);
+    assert.equal(refused.limit, 3);
+
+    const bucket = new Ratelimit({
+      redis,
+      limiter: Ratelimit.tokenBucket(1, "60 s", 2),
+      prefix: "rl:bucket",
+      ephemeralCache: false,
+      analytics: false,
+    });
+    const tokens = [];
+    for (let i = 0; i < 4; i++) tokens.push((await bucket.limit("api-key-1")).success);
+    assert.deepEqual(tokens, [true, true, false, false]);
+    // The limiter's state lives in the database, where its Lua scripts put it.
+    const keys = await redis.keys("rl:*");
+    assert.ok(keys.some((k) => k.startsWith("rl:sliding")), keys.join(","));
+    assert.ok(keys.some((k) => k.startsWith("rl:bucket")), keys.join(","));
+  } finally {
+    await ok("redis", "delete", "--db-id", db.database_id);
+  }
+});
+
+test("ioredis and @upstash/redis on the same data; default_ro reads and is refused writes", async () => {
+  const db = await ok("redis", "create", "--name", `ro-${Date.now()}`, "--region", "us-east-1");
+  const host = db.endpoint.replace(/:\d+$/, "");
+  const rest = new Redis({ url: `https://${db.endpoint}`, token: db.rest_token, enableTelemetry: false });
+  const client = new IORedis(`rediss://default:${db.password}@${host}:${db.port}`, {
+    maxRetriesPerRequest: 0,
+    retryStrategy: () => null,
+    lazyConnect: true,
+  });
+  const { read_only_password } = await control(`/databases/${db.database_id}`);
+  const ro = new IORedis(`rediss://default_ro:${read_only_password}@${host}:${db.port}`, {
+    maxRetriesPerRequest: 0,
+    retryStrategy: () => null,
+    lazyConnect: true,
+  });
+  try {
+    await client.connect();
+    await ro.connect();
+    // Written over REST, read over the Redis protocol, and the other way round.
+    await rest.hset("cart:9", { apples: 3 });
+    assert.equal(await client.hincrby("cart:9", "apples", 2), 5);
+    await client.zadd("scores", 5, "ada", 7, "bob");
+    assert.deepEqual(await rest.zrange("scores", 0, -1), ["ada", "bob"]);
+    await client.rpush("log", "one", "two");
+    assert.deepEqual(await rest.lrange("log", 0, -1), ["one", "two"]);
+    assert.deepEqual(await client.multi().sadd("s", "a").scard("s").exec(), [
+      [null, 1],
+      [null, 1],
+    ]);
+    assert.equal(await rest.scard("s"), 1);
+    // default_ro sees the same data and is refused writes with Redis's NOPERM.
+    assert.equal(await ro.hget("cart:9", "apples"), "5");
+    assert.deepEqual(await ro.zrange("scores", 0, -1), ["ada", "bob"]);
+    await assert.rejects(() => ro.set("k", "v"), /NOPERM/);
+    await assert.rejects(() => ro.hset("cart:9", "pears", 1), /NOPERM/);
+    await assert.rejects(() => ro.keys("*"), /NOPERM/);
+    assert.equal(await rest.exists("k"), 0);
+    assert.equal(await rest.hget("cart:9", "pears"), null);
+  } finally {
+    client.disconnect();
+    ro.disconnect();
+    await ok("redis", "delete", "--db-id", db.database_id);
+  }
 });

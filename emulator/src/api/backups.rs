@@ -1,5 +1,5 @@
-//! Backups: create (a snapshot of the key space), list, restore (the key space becomes the
-//! snapshot again), delete, and the daily-backup switch.
+//! Backups: create (a snapshot of the key space: the engine's RDB file), list, restore (the key
+//! space becomes the snapshot again), delete, and the daily-backup switch.
 
 use serde_json::Value;
 
@@ -40,55 +40,83 @@ pub fn list(ctx: &Ctx<'_>) -> ApiResult {
     })
 }
 
-pub fn create(ctx: &Ctx<'_>) -> ApiResult {
-    with_db(ctx, true, |db| {
-        let b = ctx.body_obj()?;
-        let name = opt_str(&b, "name")?.unwrap_or_default();
-        if name.trim().is_empty() {
-            return Err(ApiError::bad_request("backup name is required"));
-        }
-        let now = now_ms();
-        db.keyspace.sweep(now);
-        db.backups.push(Backup {
-            id: ids::uuid(),
-            name,
-            creation_time: now / 1000,
-            size: db.keyspace.stored_bytes(),
-            daily: false,
-            data: db.keyspace.clone(),
-        });
-        ok()
+/// Snapshots the key space of database `id` as a new backup (also used by archival).
+pub async fn snapshot(
+    shared: &crate::Shared,
+    id: &str,
+    name: String,
+    daily: bool,
+) -> Result<Backup, ApiError> {
+    let backup_id = ids::uuid();
+    let size = shared
+        .engines
+        .backup(id, &backup_id)
+        .await
+        .map_err(|e| ApiError::internal(format!("backup failed: {e}")))?;
+    Ok(Backup {
+        id: backup_id,
+        name,
+        creation_time: now_ms() / 1000,
+        size,
+        daily,
     })
 }
 
-pub fn restore(ctx: &Ctx<'_>) -> ApiResult {
-    with_db(ctx, true, |db| {
-        let b = ctx.body_obj()?;
-        let id = opt_str(&b, "backup_id")?
-            .ok_or_else(|| ApiError::bad_request("backup_id is required"))?;
-        let backup = db
-            .backups
+pub async fn create(ctx: &Ctx<'_>) -> ApiResult {
+    let b = ctx.body_obj()?;
+    let name = opt_str(&b, "name")?.unwrap_or_default();
+    if name.trim().is_empty() {
+        return Err(ApiError::bad_request("backup name is required"));
+    }
+    with_db(ctx, false, |_| Ok(()))?;
+    let backup = snapshot(ctx.shared, ctx.id(), name, false).await?;
+    let kept = with_db(ctx, true, |db| {
+        db.backups.push(backup.clone());
+        Ok(())
+    });
+    if kept.is_err() {
+        // Deleted meanwhile.
+        ctx.shared.engines.delete_backup(ctx.id(), &backup.id);
+    }
+    kept?;
+    ok()
+}
+
+pub async fn restore(ctx: &Ctx<'_>) -> ApiResult {
+    let b = ctx.body_obj()?;
+    let id =
+        opt_str(&b, "backup_id")?.ok_or_else(|| ApiError::bad_request("backup_id is required"))?;
+    with_db(ctx, false, |db| {
+        db.backups
             .iter()
-            .find(|x| x.id == id)
-            .ok_or_else(|| ApiError::not_found("backup not found"))?
-            .data
-            .clone();
-        db.keyspace.restore_from(&backup);
+            .any(|x| x.id == id)
+            .then_some(())
+            .ok_or_else(|| ApiError::not_found("backup not found"))
+    })?;
+    ctx.shared
+        .engines
+        .restore(ctx.id(), &id)
+        .await
+        .map_err(|e| ApiError::internal(format!("restore failed: {e}")))?;
+    with_db(ctx, true, |db| {
         db.sync_seq += 1;
-        ok()
-    })
+        Ok(())
+    })?;
+    ok()
 }
 
 pub fn delete(ctx: &Ctx<'_>) -> ApiResult {
+    let backup_id = ctx.route.backup_id.as_deref().unwrap_or_default();
     with_db(ctx, true, |db| {
-        let id = ctx.route.backup_id.as_deref().unwrap_or_default();
         let before = db.backups.len();
-        db.backups.retain(|b| b.id != id);
+        db.backups.retain(|b| b.id != backup_id);
         if db.backups.len() == before {
             return Err(ApiError::not_found("backup not found"));
         }
-        ok()
-    })
+        Ok(())
+    })?;
+    ctx.shared.engines.delete_backup(ctx.id(), backup_id);
+    ok()
 }
 
 pub fn set_daily(ctx: &Ctx<'_>, on: bool) -> ApiResult {

@@ -3,13 +3,12 @@
 
 use serde_json::{Map, Value};
 
-use super::fields::{opt_bool, opt_i64, opt_str, opt_str_list};
+use super::fields::{nullable_str_list, opt_bool, opt_i64, opt_str};
 use super::{ApiError, ApiResult, Ctx, Success};
 use crate::ids;
 use crate::model::{self, GCP_REGIONS};
 use crate::state::{Database, DbMeta, now_ms};
 use crate::stats::Traffic;
-use crate::store::Keyspace;
 
 fn ok() -> ApiResult {
     Ok(Value::String("OK".into()).into())
@@ -29,18 +28,16 @@ fn hide(ctx: &Ctx<'_>) -> bool {
     ctx.query.get("credentials").is_some_and(|v| v == "hide")
 }
 
-/// Database names: 1–100 characters of letters, digits, `-`, `_`, `.`.
+/// Database names: not blank, at most 100 characters, no control characters. Neither the OpenAPI
+/// spec nor the docs restrict them further, and Terraform's own example has a space
+/// (`Terraform DB6`).
 pub fn validate_name(name: &str) -> Result<(), ApiError> {
     if name.trim().is_empty() {
         return Err(ApiError::bad_request("database name cannot be empty"));
     }
-    let ok = name.len() <= 100
-        && name
-            .chars()
-            .all(|c| c.is_ascii_alphanumeric() || matches!(c, '-' | '_' | '.'));
-    if !ok {
+    if name.chars().count() > 100 || name.chars().any(char::is_control) {
         return Err(ApiError::bad_request(
-            "invalid database name: use at most 100 letters, digits, '-', '_' or '.'",
+            "invalid database name: at most 100 characters, without control characters",
         ));
     }
     Ok(())
@@ -139,7 +136,7 @@ pub fn create(ctx: &Ctx<'_>) -> ApiResult {
     if model::plan_by_name(&plan, false).is_none() {
         return Err(ApiError::bad_request(format!("invalid plan: {plan}")));
     }
-    let read_regions = opt_str_list(&b, "read_regions")?.unwrap_or_default();
+    let read_regions = nullable_str_list(&b, "read_regions")?.unwrap_or_default();
     validate_read_regions(&primary, &plan, &read_regions)?;
     let budget = opt_i64(&b, "budget")?.unwrap_or(0);
     if budget < 0 {
@@ -157,6 +154,7 @@ pub fn create(ctx: &Ctx<'_>) -> ApiResult {
             read_regions,
             creation_time: now / 1000,
             password: ids::password(),
+            read_only_password: ids::password(),
             rest_token: ids::rest_token(),
             read_only_rest_token: ids::read_only_rest_token(),
             slug: ids::slug(),
@@ -170,8 +168,9 @@ pub fn create(ctx: &Ctx<'_>) -> ApiResult {
             allowed_ip_ranges: vec![],
             last_plan_upgrade_time: 0,
             state: "active".into(),
+            max_data_size_bytes: None,
+            archived: false,
         },
-        keyspace: Keyspace::new(),
         backups: vec![],
         traffic: Traffic::default(),
         stats_overrides: Map::new(),
@@ -201,14 +200,17 @@ fn with_db<T>(
     Ok(out)
 }
 
-pub fn delete(ctx: &Ctx<'_>) -> ApiResult {
-    let mut st = ctx.shared.lock();
-    if st.db_of(ctx.account, ctx.id()).is_none() {
-        return Err(ApiError::db_not_found());
+pub async fn delete(ctx: &Ctx<'_>) -> ApiResult {
+    {
+        let mut st = ctx.shared.lock();
+        if st.db_of(ctx.account, ctx.id()).is_none() {
+            return Err(ApiError::db_not_found());
+        }
+        st.databases.remove(ctx.id());
     }
-    st.databases.remove(ctx.id());
-    drop(st);
     ctx.shared.mark_dirty();
+    // The engine (if one ever ran) and the key space and backup files go with it.
+    ctx.shared.engines.remove(ctx.id()).await;
     ok()
 }
 
@@ -308,7 +310,8 @@ pub fn update_budget(ctx: &Ctx<'_>) -> ApiResult {
 pub fn update_regions(ctx: &Ctx<'_>) -> ApiResult {
     with_db(ctx, |db| {
         let b = ctx.body_obj()?;
-        let regions = opt_str_list(&b, "read_regions")?
+        // `null` (Terraform's emptied list) clears the read regions.
+        let regions = nullable_str_list(&b, "read_regions")?
             .ok_or_else(|| ApiError::bad_request("read_regions is required"))?;
         validate_read_regions(&db.meta.primary_region, &db.meta.plan, &regions)?;
         db.meta.read_regions = regions;
@@ -316,17 +319,32 @@ pub fn update_regions(ctx: &Ctx<'_>) -> ApiResult {
     })
 }
 
-/// Teams are not emulated: any team id is unknown.
+/// Moves one of the key's databases to a team the caller belongs to: the database's owner
+/// (`customer_id`, `user_email`) becomes the team.
 pub fn move_to_team(ctx: &Ctx<'_>) -> ApiResult {
     let b = ctx.body_obj()?;
     let db_id = opt_str(&b, "database_id")?
         .ok_or_else(|| ApiError::bad_request("database_id is required"))?;
     let team =
         opt_str(&b, "team_id")?.ok_or_else(|| ApiError::bad_request("team_id is required"))?;
-    if ctx.shared.lock().db_of(ctx.account, &db_id).is_none() {
+    let mut st = ctx.shared.lock();
+    if st.db_of(ctx.account, &db_id).is_none() {
         return Err(ApiError::db_not_found());
     }
-    Err(ApiError::not_found(format!("team not found: {team}")))
+    let member = st
+        .accounts
+        .teams
+        .get(&team)
+        .is_some_and(|t| t.role_of(&ctx.principal.email).is_some());
+    if !member {
+        return Err(ApiError::not_found(format!("team not found: {team}")));
+    }
+    if let Some(db) = st.databases.get_mut(&db_id) {
+        db.meta.account = team;
+    }
+    drop(st);
+    ctx.shared.mark_dirty();
+    ok()
 }
 
 /// Parses an allow-list entry: a CIDR, or a bare address (a single host).
@@ -341,7 +359,8 @@ pub fn parse_cidr(s: &str) -> Option<ipnet::IpNet> {
 pub fn update_allowlist(ctx: &Ctx<'_>) -> ApiResult {
     with_db(ctx, |db| {
         let b = ctx.body_obj()?;
-        let ips = opt_str_list(&b, "allowed_ips")?
+        // `null` (Terraform's emptied list) clears the allow-list.
+        let ips = nullable_str_list(&b, "allowed_ips")?
             .ok_or_else(|| ApiError::bad_request("allowed_ips is required"))?;
         let mut ranges = vec![];
         for ip in &ips {
@@ -364,9 +383,12 @@ mod tests {
     #[test]
     fn names() {
         assert!(validate_name("crm-cache_1.prod").is_ok());
+        assert!(validate_name("Terraform DB6").is_ok());
+        assert!(validate_name("café ☕").is_ok());
         assert!(validate_name("").is_err());
         assert!(validate_name("   ").is_err());
-        assert!(validate_name("has space").is_err());
+        assert!(validate_name("new\nline").is_err());
+        assert!(validate_name(&"é".repeat(100)).is_ok());
         assert!(validate_name(&"a".repeat(101)).is_err());
     }
 

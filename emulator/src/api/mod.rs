@@ -1,12 +1,14 @@
-//! The Developer API (`/v2/redis/...`): HTTP Basic auth, routing to operations, JSON-string error
-//! bodies (reference §2, §4).
+//! The Developer API (`/v2/redis/...`, `/v2/teams`, `/v2/team`): HTTP Basic auth with personal,
+//! team and read-only API keys, routing to operations, JSON-string error bodies (reference §2,
+//! §4).
 //!
 //! Routing is a table (`resolve`) rather than an axum `Router` because the operation name must be
 //! known before the handler runs: faults, the call log and the global latency are keyed by it.
 
-mod backups;
+pub mod backups;
 pub mod databases;
 mod stats;
+mod teams;
 
 use std::collections::HashMap;
 use std::sync::Arc;
@@ -21,6 +23,7 @@ use http::{Method, StatusCode, header};
 use serde_json::{Map, Value, json};
 
 use crate::Shared;
+use crate::accounts::Principal;
 use crate::calllog::redact_path;
 use crate::server::{ConnInfo, Exchange, Outcome};
 
@@ -52,6 +55,12 @@ pub enum Op {
     EnableProdpack,
     DisableProdpack,
     UpdateAllowlist,
+    ListTeams,
+    CreateTeam,
+    DeleteTeam,
+    ListTeamMembers,
+    AddTeamMember,
+    RemoveTeamMember,
 }
 
 impl Op {
@@ -82,7 +91,21 @@ impl Op {
             Op::EnableProdpack => "enable-prodpack",
             Op::DisableProdpack => "disable-prodpack",
             Op::UpdateAllowlist => "update-allowlist",
+            Op::ListTeams => "list-teams",
+            Op::CreateTeam => "create-team",
+            Op::DeleteTeam => "delete-team",
+            Op::ListTeamMembers => "list-team-members",
+            Op::AddTeamMember => "add-team-member",
+            Op::RemoveTeamMember => "remove-team-member",
         }
+    }
+
+    /// Whether the operation changes anything (refused for read-only API keys).
+    pub fn mutates(self) -> bool {
+        !matches!(
+            self,
+            Op::List | Op::Get | Op::Stats | Op::ListBackup | Op::ListTeams | Op::ListTeamMembers
+        )
     }
 }
 
@@ -103,6 +126,12 @@ pub enum RouteError {
 
 /// Maps method + path to an operation.
 pub fn resolve(method: &Method, path: &str) -> Result<Route, RouteError> {
+    if let Some(rest) = path.strip_prefix("/v2/") {
+        let segs: Vec<&str> = rest.strip_suffix('/').unwrap_or(rest).split('/').collect();
+        if matches!(segs.first(), Some(&"teams") | Some(&"team")) {
+            return resolve_teams(method, &segs);
+        }
+    }
     let Some(rest) = path.strip_prefix("/v2/redis/") else {
         return Err(RouteError::NotFound);
     };
@@ -163,6 +192,30 @@ pub fn resolve(method: &Method, path: &str) -> Result<Route, RouteError> {
     }
 }
 
+/// The team routes (reference §2.1 "Teams"; `DELETE /v2/teams/member` carries a JSON body).
+fn resolve_teams(m: &Method, segs: &[&str]) -> Result<Route, RouteError> {
+    if segs.iter().any(|s| s.is_empty()) {
+        return Err(RouteError::NotFound);
+    }
+    let route = |op: Op, id: Option<&str>| {
+        Ok(Route {
+            op,
+            id: id.map(str::to_string),
+            backup_id: None,
+        })
+    };
+    match (segs, m) {
+        (["teams"], &Method::GET) => route(Op::ListTeams, None),
+        (["team"], &Method::POST) => route(Op::CreateTeam, None),
+        (["team", id], &Method::DELETE) => route(Op::DeleteTeam, Some(id)),
+        (["teams", "member"], &Method::POST) => route(Op::AddTeamMember, None),
+        (["teams", "member"], &Method::DELETE) => route(Op::RemoveTeamMember, None),
+        (["teams", id], &Method::GET) if *id != "member" => route(Op::ListTeamMembers, Some(id)),
+        (["teams"] | ["team"] | ["team", _] | ["teams", _], _) => Err(RouteError::MethodNotAllowed),
+        _ => Err(RouteError::NotFound),
+    }
+}
+
 /// An API error: status + JSON-string body (trip-up 1).
 #[derive(Debug, Clone, PartialEq)]
 pub struct ApiError {
@@ -186,7 +239,17 @@ impl ApiError {
     pub fn db_not_found() -> Self {
         Self::not_found("database not found")
     }
+    pub fn internal(msg: impl Into<String>) -> Self {
+        ApiError {
+            status: StatusCode::INTERNAL_SERVER_ERROR,
+            message: msg.into(),
+        }
+    }
 }
+
+/// The answer to a mutating call with a read-only API key, given before any lookup. Upstash's
+/// answer contains "Readonly API key" (what its MCP server looks for); the status is ours.
+pub const READ_ONLY_KEY: &str = "Readonly API key: this key can only read";
 
 /// A successful answer: a JSON value, or JSON already serialized (large lists are serialized
 /// straight from their wire structs, outside the state lock).
@@ -206,7 +269,9 @@ pub type ApiResult = Result<Success, ApiError>;
 /// What an operation gets.
 pub struct Ctx<'a> {
     pub shared: &'a Arc<Shared>,
+    /// The owner of the databases the key sees: the caller's email or the key's team id.
     pub account: &'a str,
+    pub principal: &'a Principal,
     pub route: &'a Route,
     pub body: &'a Bytes,
     pub query: &'a HashMap<String, String>,
@@ -268,6 +333,18 @@ pub(crate) mod fields {
         }
     }
 
+    /// A list that may be `null` (Terraform sends `null` for an emptied list): `Some(vec![])`
+    /// for `null`, `None` when absent.
+    pub fn nullable_str_list(
+        m: &Map<String, Value>,
+        k: &str,
+    ) -> Result<Option<Vec<String>>, ApiError> {
+        match m.get(k) {
+            Some(Value::Null) => Ok(Some(vec![])),
+            _ => opt_str_list(m, k),
+        }
+    }
+
     pub fn opt_str_list(m: &Map<String, Value>, k: &str) -> Result<Option<Vec<String>>, ApiError> {
         match m.get(k) {
             None | Some(Value::Null) => Ok(None),
@@ -285,8 +362,8 @@ pub(crate) mod fields {
     }
 }
 
-/// Checks HTTP Basic credentials; returns the account email.
-pub fn authenticate(shared: &Shared, headers: &http::HeaderMap) -> Option<String> {
+/// Checks HTTP Basic credentials; returns the caller.
+pub fn authenticate(shared: &Shared, headers: &http::HeaderMap) -> Option<Principal> {
     let value = headers.get(header::AUTHORIZATION)?.to_str().ok()?;
     let (scheme, rest) = value.split_once(' ')?;
     if !scheme.eq_ignore_ascii_case("basic") {
@@ -295,13 +372,7 @@ pub fn authenticate(shared: &Shared, headers: &http::HeaderMap) -> Option<String
     let decoded = B64.decode(rest.trim()).ok()?;
     let decoded = String::from_utf8(decoded).ok()?;
     let (email, key) = decoded.split_once(':')?;
-    let st = shared.lock();
-    let expected = st.accounts.get(email)?;
-    constant_time_eq(expected.as_bytes(), key.as_bytes()).then(|| email.to_string())
-}
-
-fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
-    a.len() == b.len() && a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
+    shared.lock().accounts.authenticate(email, key)
 }
 
 /// Default body of an injected error on the Developer API: a JSON string.
@@ -323,13 +394,13 @@ fn unauthorized() -> Outcome {
     Outcome::json(StatusCode::UNAUTHORIZED, &json!({"error": "Unauthorized"}))
 }
 
-fn perform(ctx: &Ctx<'_>) -> ApiResult {
+async fn perform(ctx: &Ctx<'_>) -> ApiResult {
     use Op::*;
     match ctx.route.op {
         List => databases::list(ctx),
         Get => databases::get(ctx),
         Create => databases::create(ctx),
-        Delete => databases::delete(ctx),
+        Delete => databases::delete(ctx).await,
         Rename => databases::rename(ctx),
         ResetPassword => databases::reset_password(ctx),
         EnableTls => databases::enable_tls(ctx),
@@ -341,16 +412,22 @@ fn perform(ctx: &Ctx<'_>) -> ApiResult {
         UpdateBudget => databases::update_budget(ctx),
         UpdateRegions => databases::update_regions(ctx),
         MoveToTeam => databases::move_to_team(ctx),
-        Stats => stats::stats(ctx),
+        Stats => stats::stats(ctx).await,
         ListBackup => backups::list(ctx),
-        CreateBackup => backups::create(ctx),
+        CreateBackup => backups::create(ctx).await,
         DeleteBackup => backups::delete(ctx),
-        RestoreBackup => backups::restore(ctx),
+        RestoreBackup => backups::restore(ctx).await,
         EnableDailyBackup => backups::set_daily(ctx, true),
         DisableDailyBackup => backups::set_daily(ctx, false),
         EnableProdpack => databases::set_prodpack(ctx, true),
         DisableProdpack => databases::set_prodpack(ctx, false),
         UpdateAllowlist => databases::update_allowlist(ctx),
+        ListTeams => teams::list(ctx),
+        CreateTeam => teams::create(ctx),
+        DeleteTeam => teams::delete(ctx),
+        ListTeamMembers => teams::members(ctx),
+        AddTeamMember => teams::add_member(ctx),
+        RemoveTeamMember => teams::remove_member(ctx),
     }
 }
 
@@ -370,7 +447,8 @@ pub async fn dispatch(
         axum::extract::Query::<HashMap<String, String>>::try_from_uri(&uri)
             .map(|q| q.0)
             .unwrap_or_default();
-    let account = authenticate(&shared, req.headers());
+    let principal = authenticate(&shared, req.headers());
+    let account = principal.as_ref().map(|p| p.email.clone());
     let route = resolve(&method, &path);
     let endpoint = match &route {
         Ok(r) => r.op.name().to_string(),
@@ -392,7 +470,7 @@ pub async fn dispatch(
     };
     let shared2 = shared.clone();
     ex.run(async move {
-        let Some(account) = account else {
+        let Some(principal) = principal else {
             return unauthorized();
         };
         let route = match route {
@@ -402,17 +480,21 @@ pub async fn dispatch(
                 return error_outcome(StatusCode::METHOD_NOT_ALLOWED, "method not allowed");
             }
         };
+        if principal.read_only && route.op.mutates() {
+            return error_outcome(StatusCode::FORBIDDEN, READ_ONLY_KEY);
+        }
         let Ok(body) = body else {
             return error_outcome(StatusCode::PAYLOAD_TOO_LARGE, "request body too large");
         };
         let ctx = Ctx {
             shared: &shared2,
-            account: &account,
+            account: &principal.owner,
+            principal: &principal,
             route: &route,
             body: &body,
             query: &query,
         };
-        match perform(&ctx) {
+        match perform(&ctx).await {
             Ok(Success::Json(v)) => Outcome::json(StatusCode::OK, &v),
             Ok(Success::Raw(b)) => Outcome {
                 status: StatusCode::OK,
@@ -485,5 +567,27 @@ mod tests {
             r(Method::GET, "/v1/redis/databases"),
             Err(RouteError::NotFound)
         );
+        assert_eq!(r(Method::GET, "/v2/teams").unwrap().op, Op::ListTeams);
+        assert_eq!(r(Method::POST, "/v2/team").unwrap().op, Op::CreateTeam);
+        let t = r(Method::DELETE, "/v2/team/t1").unwrap();
+        assert_eq!((t.op, t.id.as_deref()), (Op::DeleteTeam, Some("t1")));
+        assert_eq!(
+            r(Method::GET, "/v2/teams/t1").unwrap().op,
+            Op::ListTeamMembers
+        );
+        assert_eq!(
+            r(Method::POST, "/v2/teams/member").unwrap().op,
+            Op::AddTeamMember
+        );
+        assert_eq!(
+            r(Method::DELETE, "/v2/teams/member").unwrap().op,
+            Op::RemoveTeamMember
+        );
+        assert_eq!(
+            r(Method::PUT, "/v2/teams"),
+            Err(RouteError::MethodNotAllowed)
+        );
+        assert!(Op::Delete.mutates() && Op::MoveToTeam.mutates() && Op::CreateTeam.mutates());
+        assert!(!Op::List.mutates() && !Op::Stats.mutates() && !Op::ListTeams.mutates());
     }
 }
