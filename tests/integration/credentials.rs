@@ -12,7 +12,7 @@ use serde_json::json;
 use upstash_operator::crd::CacheInstance;
 
 use crate::support::{
-    apply_manifest, events_for, install_crds, instance, secret_data, start_operator,
+    apply_manifest, events_for, install_crds, instance, secret_data, start_operator, start_stack,
 };
 
 const TIMEOUT: Duration = Duration::from_secs(60);
@@ -270,4 +270,137 @@ async fn spec_namespace_and_operator_credentials_pick_the_account_and_a_changed_
         emulator.databases().await.is_empty()
     })
     .await;
+}
+
+/// A team's key for the same email acts for another account: the personal database is not
+/// visible to it and must not be recreated in the team, whether or not the team already has
+/// databases from which the operator can learn whose key it is.
+#[tokio::test]
+async fn a_team_key_of_the_same_email_is_another_account() {
+    let cluster = testkit::cluster().await;
+    let ns = cluster.namespace("creds-team-key").await;
+    let client = ns.client().await;
+    let stack = start_stack(&ns, &[]).await;
+    let emulator = &stack.emulator;
+    let team_id = emulator
+        .add_team_key(testkit::emulator::EMAIL, "team-key-51a8", "Platform")
+        .await;
+    // A second team of the same person, whose key the operator has never used.
+    let other_team = emulator
+        .add_team_key(testkit::emulator::EMAIL, "team-key-77c0", "Analytics")
+        .await;
+    let api: Api<CacheInstance> = Api::namespaced(client.clone(), ns.name());
+    let secrets: Api<Secret> = Api::namespaced(client.clone(), ns.name());
+
+    apply_manifest(
+        &client,
+        ns.name(),
+        &instance("personal", json!({"primaryRegion": "us-east-1"})),
+    )
+    .await
+    .unwrap();
+    let personal = testkit::wait_for_condition(&api, "personal", "Ready", "True", TIMEOUT).await;
+    let id = database_id(&personal);
+    assert_eq!(
+        personal.status.as_ref().unwrap().account.as_deref(),
+        Some(testkit::emulator::EMAIL),
+        "a personal database's account is its owner's email"
+    );
+
+    // A database created with the team's key belongs to the team, by Upstash's customer_id.
+    testkit::operator::write_credentials_with(
+        &client,
+        ns.name(),
+        "platform-credentials",
+        testkit::emulator::EMAIL,
+        "team-key-51a8",
+    )
+    .await;
+    apply_manifest(
+        &client,
+        ns.name(),
+        &instance(
+            "team-owned",
+            json!({"primaryRegion": "us-east-1", "credentials": {"secretRef": {"name": "platform-credentials"}}}),
+        ),
+    )
+    .await
+    .unwrap();
+    let team_owned =
+        testkit::wait_for_condition(&api, "team-owned", "Ready", "True", TIMEOUT).await;
+    assert_eq!(
+        team_owned.status.as_ref().unwrap().account.as_deref(),
+        Some(team_id.as_str())
+    );
+    api.delete("team-owned", &DeleteParams::default())
+        .await
+        .unwrap();
+    testkit::wait_for("the team's database to be deleted", TIMEOUT, || async {
+        api.get_opt("team-owned")
+            .await
+            .ok()?
+            .is_none()
+            .then_some(())
+    })
+    .await;
+
+    // The namespace's Secret gets a team key of the same email that the operator has never
+    // used, while that team has no database to tell whose key it is: the personal database is
+    // not recreated.
+    emulator.clear_calls().await;
+    switch_account(&secrets, (testkit::emulator::EMAIL, "team-key-77c0")).await;
+    nudge(&api, "personal", "1").await;
+    let why = testkit::wait_for("AccountChanged for an unknown account", TIMEOUT, || async {
+        let obj = api.get("personal").await.ok()?;
+        let (status, reason, message) = ready_reason(&obj)?;
+        (status == "False" && reason == "AccountChanged").then_some(message)
+    })
+    .await;
+    assert!(
+        why.contains(&id) && why.contains(testkit::emulator::EMAIL),
+        "{why}"
+    );
+    assert!(
+        emulator.calls_to("create").await.is_empty(),
+        "a replacement was created with the team's key"
+    );
+
+    // Once the team has a database, the operator learns the key is the team's.
+    let (code, _) = emulator
+        .developer_api_as(
+            testkit::emulator::EMAIL,
+            "team-key-77c0",
+            reqwest::Method::POST,
+            "/v2/redis/database",
+            Some(json!({"database_name": "team-other", "platform": "aws", "primary_region": "us-east-1"})),
+        )
+        .await;
+    assert_eq!(code, 200);
+    emulator.clear_calls().await;
+    nudge(&api, "personal", "2").await;
+    let why = testkit::wait_for("AccountChanged naming the team", TIMEOUT, || async {
+        let obj = api.get("personal").await.ok()?;
+        let (_, reason, message) = ready_reason(&obj)?;
+        (reason == "AccountChanged" && message.contains(&other_team)).then_some(message)
+    })
+    .await;
+    assert!(why.contains(testkit::emulator::EMAIL), "{why}");
+    assert!(emulator.calls_to("create").await.is_empty());
+    assert!(emulator.database(&id).await.is_some());
+
+    // The personal key back: Ready with the same database, nothing created.
+    switch_account(
+        &secrets,
+        (testkit::emulator::EMAIL, testkit::emulator::API_KEY),
+    )
+    .await;
+    nudge(&api, "personal", "3").await;
+    let back = testkit::wait_for("the personal database back", TIMEOUT, || async {
+        let obj = api.get("personal").await.ok()?;
+        let (status, _, _) = ready_reason(&obj)?;
+        (status == "True").then_some(obj)
+    })
+    .await;
+    assert_eq!(database_id(&back), id);
+    assert!(emulator.calls_to("create").await.is_empty());
 }
