@@ -107,6 +107,7 @@ pub fn instance_controller(
     .applied_objects();
     let controller = Controller::for_stream(trigger, reader);
     let store = controller.store();
+    let controller_store = controller.store();
     // The operator's Secrets: a change or a deletion triggers their instance, and their store
     // spares the pass a read of each Secret.
     let (secret_reader, secret_writer) = reflector::store();
@@ -134,8 +135,37 @@ pub fn instance_controller(
                 .map(|i| ObjectRef::from_obj(i.as_ref()))
                 .collect::<Vec<_>>()
         })
+        // A credentials Secret created or edited (say, a missing one supplied, or another
+        // account's key put in) is looked at by the instances of its namespace now.
+        .reconcile_on(credentials_changes(ctx, controller_store))
         .with_config(ControllerConfig::default().concurrency(ctx.config.concurrency))
         .graceful_shutdown_on(shutdown)
+}
+
+/// The instances of the namespace of each credentials Secret that changes.
+fn credentials_changes(
+    ctx: &Context,
+    store: kube::runtime::reflector::Store<CacheInstance>,
+) -> impl futures::Stream<Item = ObjectRef<CacheInstance>> + Send + 'static {
+    let receiver = ctx.credentials.changes();
+    futures::stream::unfold(receiver, |mut receiver| async move {
+        loop {
+            match receiver.recv().await {
+                Ok(origin) => return Some((origin, receiver)),
+                Err(tokio::sync::broadcast::error::RecvError::Lagged(_)) => continue,
+                Err(tokio::sync::broadcast::error::RecvError::Closed) => return None,
+            }
+        }
+    })
+    .flat_map(move |origin| {
+        let refs: Vec<ObjectRef<CacheInstance>> = store
+            .state()
+            .into_iter()
+            .filter(|i| i.metadata.namespace.as_deref() == Some(origin.namespace.as_str()))
+            .map(|i| ObjectRef::from_obj(i.as_ref()))
+            .collect();
+        futures::stream::iter(refs)
+    })
 }
 
 /// Runs a controller built by [`instance_controller`]; `warm` fires once its cache is filled.

@@ -35,8 +35,20 @@ use super::{Origin, usage::CLAIM_LABEL};
 use crate::error::{Error, Result};
 
 /// How long a Secret read from the API server is served before it is read again, while no watch
-/// covers it.
+/// covers it (a claimed Secret is soon in a watch).
 const READ_TTL: Duration = Duration::from_secs(30);
+/// How long an absent Secret is taken as absent without reading again: just long enough for the
+/// reconciles of one burst to share a read, so that a Secret created next is seen at once.
+const ABSENT_TTL: Duration = Duration::from_secs(2);
+
+fn fresh(secret: &Option<Arc<Secret>>, at: Instant) -> bool {
+    at.elapsed()
+        < if secret.is_some() {
+            READ_TTL
+        } else {
+            ABSENT_TTL
+        }
+}
 
 /// One watch and whether it has listed everything once.
 #[derive(Clone)]
@@ -75,6 +87,8 @@ pub struct SecretCache {
     watched: Arc<Mutex<Vec<Watched>>>,
     read: Arc<Mutex<Reads>>,
     reads: Arc<std::sync::atomic::AtomicU64>,
+    /// Each credentials Secret the watches see created or changed.
+    changes: tokio::sync::broadcast::Sender<Origin>,
 }
 
 impl SecretCache {
@@ -84,7 +98,14 @@ impl SecretCache {
             watched: Arc::default(),
             read: Arc::default(),
             reads: Arc::default(),
+            changes: tokio::sync::broadcast::channel(1024).0,
         }
+    }
+
+    /// Credentials Secrets created or changed from now on (a receiver that falls behind skips
+    /// what it missed).
+    pub fn changes(&self) -> tokio::sync::broadcast::Receiver<Origin> {
+        self.changes.subscribe()
     }
 
     /// Starts the watches: the operator-wide Secret, the per-namespace Secret name in each
@@ -141,12 +162,20 @@ impl SecretCache {
             crate::policies::wait_until_ready(&store).await;
             ready.store(true, Ordering::Release);
         });
+        let changes = self.changes.clone();
         tokio::spawn(async move {
             stream
-                .for_each(|event| async move {
-                    if let Err(e) = event {
-                        tracing::debug!(error = %e, "credentials Secret watch");
+                .for_each(|event| {
+                    match event {
+                        Ok(secret) => {
+                            let _ = changes.send(Origin {
+                                namespace: secret.namespace().unwrap_or_default(),
+                                name: secret.name_any(),
+                            });
+                        }
+                        Err(e) => tracing::debug!(error = %e, "credentials Secret watch"),
                     }
+                    futures::future::ready(())
                 })
                 .await;
         });
@@ -172,7 +201,7 @@ impl SecretCache {
             .unwrap_or_else(|e| e.into_inner())
             .get(&key)
             .cloned()
-            && at.elapsed() < READ_TTL
+            && fresh(&secret, at)
         {
             return Ok(secret);
         }
@@ -219,7 +248,7 @@ impl SecretCache {
             .lock()
             .unwrap_or_else(|e| e.into_inner())
             .get(&(origin.namespace.clone(), origin.name.clone()))
-            .filter(|(_, at)| at.elapsed() < READ_TTL)
+            .filter(|(secret, at)| fresh(secret, *at))
             .map(|(s, _)| s.is_some())
     }
 

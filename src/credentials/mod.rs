@@ -199,6 +199,11 @@ impl CredentialResolver {
         );
     }
 
+    /// The credentials Secrets created or changed from now on, as the watches see them.
+    pub fn changes(&self) -> tokio::sync::broadcast::Receiver<Origin> {
+        self.inner.cache.changes()
+    }
+
     /// Waits until the credentials watches have listed once.
     pub async fn wait_until_ready(&self) {
         self.inner.cache.wait_until_ready().await;
