@@ -63,6 +63,8 @@ fn fingerprint<T: Hash>(value: &T) -> u64 {
 
 struct Entry {
     inputs: Inputs,
+    /// Digest of the credentials the database was read with: other credentials read again.
+    credentials: String,
     database: Database,
     read_at: Instant,
 }
@@ -93,11 +95,13 @@ impl RecentReads {
     }
 
     /// The database `obj`'s last successful pass saw, if that pass read it recently, with the
-    /// same spec, labels and annotations, and it is still the database `id`.
-    pub fn reuse(&self, obj: &CacheInstance, id: &str) -> Option<Database> {
+    /// same spec, labels, annotations and credentials (`credentials` is their digest), and it
+    /// is still the database `id`.
+    pub fn reuse(&self, obj: &CacheInstance, id: &str, credentials: &str) -> Option<Database> {
         let entries = self.lock();
         let entry = entries.get(&ObjectRef::from_obj(obj))?;
         (entry.inputs == Inputs::of(obj)
+            && entry.credentials == credentials
             && entry.database.database_id == id
             && entry.read_at.elapsed() < self.max_age)
             .then(|| entry.database.clone())
@@ -105,11 +109,18 @@ impl RecentReads {
 
     /// Records what a successful pass ended with. `read_at` is when the database was last
     /// read from Upstash (earlier than now when the pass itself reused a read).
-    pub fn record(&self, obj: &CacheInstance, database: Database, read_at: Instant) {
+    pub fn record(
+        &self,
+        obj: &CacheInstance,
+        credentials: &str,
+        database: Database,
+        read_at: Instant,
+    ) {
         self.lock().insert(
             ObjectRef::from_obj(obj),
             Entry {
                 inputs: Inputs::of(obj),
+                credentials: credentials.to_string(),
                 database,
                 read_at,
             },
@@ -179,37 +190,50 @@ mod tests {
     fn reuses_a_fresh_read_of_the_same_inputs() {
         let recent = RecentReads::new(Duration::from_secs(300));
         let obj = instance(1);
-        assert!(recent.reuse(&obj, "db-1").is_none());
-        recent.record(&obj, database("db-1"), Instant::now());
-        assert_eq!(recent.reuse(&obj, "db-1").unwrap().database_id, "db-1");
-        assert!(recent.reuse(&obj, "db-2").is_none(), "another database");
+        assert!(recent.reuse(&obj, "db-1", "k").is_none());
+        recent.record(&obj, "k", database("db-1"), Instant::now());
+        assert_eq!(recent.reuse(&obj, "db-1", "k").unwrap().database_id, "db-1");
+        assert!(
+            recent.reuse(&obj, "db-2", "k").is_none(),
+            "another database"
+        );
+        assert!(
+            recent.reuse(&obj, "db-1", "other").is_none(),
+            "other credentials"
+        );
     }
 
     #[test]
     fn a_spec_label_or_annotation_change_reads_again() {
         let recent = RecentReads::new(Duration::from_secs(300));
         let obj = instance(1);
-        recent.record(&obj, database("db-1"), Instant::now());
-        assert!(recent.reuse(&instance(2), "db-1").is_none(), "generation");
+        recent.record(&obj, "k", database("db-1"), Instant::now());
+        assert!(
+            recent.reuse(&instance(2), "db-1", "k").is_none(),
+            "generation"
+        );
         let mut labelled = instance(1);
         labelled.labels_mut().insert("tier".into(), "gold".into());
-        assert!(recent.reuse(&labelled, "db-1").is_none(), "labels");
+        assert!(recent.reuse(&labelled, "db-1", "k").is_none(), "labels");
         let mut annotated = instance(1);
         annotated
             .annotations_mut()
             .insert(crate::crd::ROTATE_ANNOTATION.into(), "now".into());
-        assert!(recent.reuse(&annotated, "db-1").is_none(), "annotations");
+        assert!(
+            recent.reuse(&annotated, "db-1", "k").is_none(),
+            "annotations"
+        );
         let mut pending = instance(1);
         pending
             .annotations_mut()
             .insert(PENDING_CREATE_ANNOTATION.into(), "{}".into());
         assert!(
-            recent.reuse(&pending, "db-1").is_some(),
+            recent.reuse(&pending, "db-1", "k").is_some(),
             "the operator's own bookkeeping"
         );
         let mut replaced = instance(1);
         replaced.metadata.uid = Some("another".into());
-        assert!(recent.reuse(&replaced, "db-1").is_none(), "uid");
+        assert!(recent.reuse(&replaced, "db-1", "k").is_none(), "uid");
     }
 
     #[test]
@@ -220,8 +244,8 @@ mod tests {
         let old = Instant::now()
             .checked_sub(Duration::from_secs(9))
             .expect("a past instant");
-        recent.record(&obj, database("db-1"), old);
-        assert!(recent.reuse(&obj, "db-1").is_none());
+        recent.record(&obj, "k", database("db-1"), old);
+        assert!(recent.reuse(&obj, "db-1", "k").is_none());
         assert!(recent.peek(&obj, "db-1").unwrap().1 >= Duration::from_secs(9));
     }
 
@@ -229,10 +253,10 @@ mod tests {
     fn forget_drops_the_entry() {
         let recent = RecentReads::new(Duration::from_secs(300));
         let obj = instance(1);
-        recent.record(&obj, database("db-1"), Instant::now());
+        recent.record(&obj, "k", database("db-1"), Instant::now());
         assert_eq!(recent.len(), 1);
         recent.forget(&obj);
         assert!(recent.is_empty());
-        assert!(recent.reuse(&obj, "db-1").is_none());
+        assert!(recent.reuse(&obj, "db-1", "k").is_none());
     }
 }

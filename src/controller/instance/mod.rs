@@ -208,7 +208,10 @@ async fn converge(
         let keep = seen.pending.as_ref().filter(|_| pending.on_object);
         finalizer::ensure(obj, ctx, keep).await?;
     }
-    upstash.bound.learn(&db).await;
+    if !seen.reused {
+        // Only a database these credentials just read or created tells their account.
+        upstash.bound.learn(&db).await;
+    }
     report.associate(how, &db, &upstash.account_of(&db), now);
 
     // The settings.
@@ -307,8 +310,12 @@ async fn converge(
 
     // Reused by reconciles that the operator's own writes trigger (forgotten if this pass
     // fails later).
-    ctx.recent
-        .record(obj, db.clone(), seen.read_at.unwrap_or_else(Instant::now));
+    ctx.recent.record(
+        obj,
+        &upstash.index_key,
+        db.clone(),
+        seen.read_at.unwrap_or_else(Instant::now),
+    );
     if let (false, Some(reason)) = (announced, how.event_reason()) {
         let mut note = plan::association_note(obj, how, &db);
         if !set_at_create.is_empty() {

@@ -170,7 +170,7 @@ async fn sight(
     if let Some(id) = seen.status.database_id.clone() {
         // Triggered by the operator's own writes (or the monitor's) since the last read:
         // nothing the database could have drifted in is worth a call before the next resync.
-        if let Some(db) = ctx.recent.reuse(obj, &id) {
+        if let Some(db) = ctx.recent.reuse(obj, &id, &upstash.index_key) {
             seen.read_at = ctx.recent.read_at(obj, &id);
             seen.reused = true;
             return Ok(Sighting::Recorded {
