@@ -265,10 +265,12 @@ pub fn instance_controller(
                 .labels(&secret_selector)
                 .any_semantic(),
         )
-        // A policy change can change guardrails and deletion defaults of its namespace's instances.
-        .watches(
-            policies,
-            watcher::Config::default().any_semantic(),
+        // A policy change can change guardrails and deletion defaults of its namespace's
+        // instances; its status writes cannot.
+        .watches_stream(
+            policy_changes(
+                watcher(policies, watcher::Config::default().any_semantic()).default_backoff(),
+            ),
             move |policy: CachePolicy| {
                 let ns = policy.namespace();
                 store
@@ -281,6 +283,43 @@ pub fn instance_controller(
         )
         .with_config(ControllerConfig::default().concurrency(ctx.config.concurrency))
         .graceful_shutdown_on(shutdown)
+}
+
+/// The CachePolicy events that can change what the instances of its namespace should do: a
+/// policy seen for the first time, a new spec (`metadata.generation`), a deletion. Status
+/// writes are left out: the monitor updates `status.selectedInstances` while instances come
+/// and go, and each such write would otherwise requeue every instance of the namespace.
+fn policy_changes(
+    events: impl futures::Stream<Item = Result<watcher::Event<CachePolicy>, watcher::Error>>
+    + Send
+    + 'static,
+) -> impl futures::Stream<Item = Result<CachePolicy, watcher::Error>> + Send + 'static {
+    let mut generations = HashMap::new();
+    events.filter_map(move |event| {
+        std::future::ready(match event {
+            Ok(event) => policy_trigger(&mut generations, event).map(Ok),
+            Err(e) => Some(Err(e)),
+        })
+    })
+}
+
+/// The policy to trigger on for `event`, given the generation last seen of each policy.
+fn policy_trigger(
+    generations: &mut HashMap<ObjectRef<CachePolicy>, Option<i64>>,
+    event: watcher::Event<CachePolicy>,
+) -> Option<CachePolicy> {
+    match event {
+        watcher::Event::Apply(policy) | watcher::Event::InitApply(policy) => {
+            let generation = policy.metadata.generation;
+            let before = generations.insert(ObjectRef::from_obj(&policy), generation);
+            (before != Some(generation)).then_some(policy)
+        }
+        watcher::Event::Delete(policy) => {
+            generations.remove(&ObjectRef::from_obj(&policy));
+            Some(policy)
+        }
+        watcher::Event::Init | watcher::Event::InitDone => None,
+    }
 }
 
 /// Runs a controller built by [`instance_controller`]; `warm` fires once its cache is filled.
@@ -371,6 +410,32 @@ mod tests {
         ] {
             assert!(!is_transient_upstash_failure(label), "{label}");
         }
+    }
+
+    #[test]
+    fn policy_status_writes_do_not_requeue_instances() {
+        let policy = |generation: i64, selected: i32| -> CachePolicy {
+            serde_json::from_value(serde_json::json!({
+                "apiVersion": "cache.upstash-operator.dev/v1alpha1",
+                "kind": "CachePolicy",
+                "metadata": {"name": "prod", "namespace": "crm", "generation": generation},
+                "spec": {},
+                "status": {"selectedInstances": selected},
+            }))
+            .unwrap()
+        };
+        let mut seen = HashMap::new();
+        assert!(policy_trigger(&mut seen, watcher::Event::InitApply(policy(1, 0))).is_some());
+        assert!(policy_trigger(&mut seen, watcher::Event::InitDone).is_none());
+        // Status only.
+        assert!(policy_trigger(&mut seen, watcher::Event::Apply(policy(1, 7))).is_none());
+        // A relist after a watch restart.
+        assert!(policy_trigger(&mut seen, watcher::Event::InitApply(policy(1, 7))).is_none());
+        // A new spec.
+        assert!(policy_trigger(&mut seen, watcher::Event::Apply(policy(2, 7))).is_some());
+        // Deleted, then created again with the same name.
+        assert!(policy_trigger(&mut seen, watcher::Event::Delete(policy(2, 7))).is_some());
+        assert!(policy_trigger(&mut seen, watcher::Event::Apply(policy(1, 0))).is_some());
     }
 
     #[test]
