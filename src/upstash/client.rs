@@ -1,7 +1,7 @@
 //! The Developer API client.
 //!
-//! One [`UpstashClient`] per process holds the HTTP connection pool, the global rate limit and
-//! the circuit breaker; [`UpstashClient::with_credentials`] binds it to an account, giving an
+//! One [`UpstashClient`] per process holds the HTTP connection pool, the global rate limit
+//! (changes ahead of reads, see [`super::limiter`]) and the circuit breaker; [`UpstashClient::with_credentials`] binds it to an account, giving an
 //! [`UpstashApi`] with one method per endpoint. Every call has a timeout, is counted in
 //! `upstash_api_requests_total`, and idempotent calls are retried a few times with backoff
 //! (`min(attempt * 50 ms, 2 s)`), honouring `Retry-After`. Creates and password resets are never
@@ -9,9 +9,8 @@
 //! repeated only when the failure proves Upstash did nothing (429, no connection). The circuit
 //! breaker sees one outcome per call, after its retries.
 
-use std::{fmt, num::NonZeroU32, sync::Arc, time::Duration};
+use std::{fmt, sync::Arc, time::Duration};
 
-use governor::{DefaultDirectRateLimiter, Quota, RateLimiter};
 use reqwest::{Method, StatusCode};
 use secrecy::{ExposeSecret, SecretString};
 use serde::de::DeserializeOwned;
@@ -19,6 +18,7 @@ use serde::de::DeserializeOwned;
 use super::{
     breaker::{BreakerConfig, BreakerState, CircuitBreaker},
     error::UpstashError,
+    limiter::{Kind, Limiter},
     types::{Backup, CreateDatabase, Database, DatabaseStats},
 };
 use crate::metrics::{ApiRequestLabels, EndpointLabels, Metrics};
@@ -90,7 +90,7 @@ pub struct UpstashClient {
 struct Inner {
     http: reqwest::Client,
     config: ClientConfig,
-    limiter: DefaultDirectRateLimiter,
+    limiter: Limiter,
     breaker: Arc<CircuitBreaker>,
     metrics: Arc<Metrics>,
 }
@@ -116,9 +116,7 @@ pub fn http_client(
 impl UpstashClient {
     pub fn new(config: ClientConfig, metrics: Arc<Metrics>) -> Result<Self, reqwest::Error> {
         let http = http_client(config.timeout, config.extra_ca_pem.as_deref())?;
-        let per_second = NonZeroU32::new(config.rate_limit_per_second.max(1)).expect("nonzero");
-        let burst = NonZeroU32::new(config.rate_limit_burst.max(1)).expect("nonzero");
-        let limiter = RateLimiter::direct(Quota::per_second(per_second).allow_burst(burst));
+        let limiter = Limiter::new(config.rate_limit_per_second, config.rate_limit_burst);
         let breaker = Arc::new(CircuitBreaker::new(config.breaker));
         Ok(Self {
             inner: Arc::new(Inner {
@@ -454,7 +452,12 @@ impl UpstashApi {
         body: Option<&serde_json::Value>,
     ) -> Result<T, UpstashError> {
         let inner = &self.client.inner;
-        inner.limiter.until_ready().await;
+        let kind = if *method == Method::GET {
+            Kind::Read
+        } else {
+            Kind::Change
+        };
+        inner.limiter.until_ready(kind).await;
         let url = inner
             .config
             .base_url
