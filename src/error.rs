@@ -100,7 +100,9 @@ impl From<&UpstashError> for ErrorCategory {
             UpstashError::RateLimited { .. } => ErrorCategory::UpstashRateLimited,
             UpstashError::Server { .. } => ErrorCategory::UpstashServerError,
             UpstashError::Timeout(_) => ErrorCategory::UpstashTimeout,
-            UpstashError::Transport(_) => ErrorCategory::UpstashUnreachable,
+            UpstashError::Connect(_) | UpstashError::Transport(_) => {
+                ErrorCategory::UpstashUnreachable
+            }
             UpstashError::Decode(_) => ErrorCategory::UpstashBadResponse,
             UpstashError::CircuitOpen(_) => ErrorCategory::CircuitOpen,
         }

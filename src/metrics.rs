@@ -63,12 +63,14 @@ pub struct Metrics {
     pub reconcile_errors_total: Family<ControllerLabels, Counter>,
     pub reconcile_failures_total: Family<FailureLabels, Counter>,
     pub reconcile_time_seconds: Family<ControllerLabels, Histogram>,
+    pub reconcile_backoff_seconds: Family<ControllerLabels, Histogram>,
     pub active_workers: Family<ControllerLabels, Gauge>,
     pub max_concurrent_reconciles: Family<ControllerLabels, Gauge>,
     pub leader: Gauge,
     pub api_requests_total: Family<ApiRequestLabels, Counter>,
     pub api_request_duration_seconds: Family<EndpointLabels, Histogram>,
     pub breaker_state: Gauge,
+    pub breaker_openings_total: Counter,
     pub monitor_interval_stretch: Gauge<f64, std::sync::atomic::AtomicU64>,
     pub instance_ready: Family<InstanceLabels, Gauge>,
     pub instance_hit_ratio: Family<InstanceLabels, Gauge<f64, std::sync::atomic::AtomicU64>>,
@@ -96,6 +98,11 @@ pub type FloatFamily = Family<InstanceLabels, Gauge<f64, std::sync::atomic::Atom
 
 fn duration_histogram() -> Histogram {
     Histogram::new(exponential_buckets(0.005, 2.0, 14))
+}
+
+/// 1 s to 512 s: per-object backoff is seconds to minutes.
+fn backoff_histogram() -> Histogram {
+    Histogram::new(exponential_buckets(1.0, 2.0, 10))
 }
 
 impl Default for Metrics {
@@ -132,6 +139,14 @@ impl Metrics {
             "controller_runtime_reconcile_time_seconds",
             "Length of time per reconciliation per controller",
             reconcile_time_seconds.clone(),
+        );
+        let reconcile_backoff_seconds = Family::<ControllerLabels, Histogram>::new_with_constructor(
+            backoff_histogram as fn() -> Histogram,
+        );
+        registry.register(
+            "upstash_operator_reconcile_backoff_seconds",
+            "Delay before an object is reconciled again after a failed reconciliation (its per-object backoff), per controller",
+            reconcile_backoff_seconds.clone(),
         );
         let active_workers = Family::default();
         registry.register(
@@ -171,6 +186,12 @@ impl Metrics {
             "upstash_api_circuit_breaker_state",
             "Circuit breaker around the Upstash API: 0 closed, 1 open, 2 half-open",
             breaker_state.clone(),
+        );
+        let breaker_openings_total = Counter::default();
+        registry.register(
+            "upstash_api_circuit_breaker_openings",
+            "Times the circuit breaker around the Upstash API opened (after consecutive failed calls, or a failed trial call)",
+            breaker_openings_total.clone(),
         );
         let monitor_interval_stretch = Gauge::<f64, std::sync::atomic::AtomicU64>::default();
         monitor_interval_stretch.set(1.0);
@@ -277,12 +298,14 @@ impl Metrics {
             reconcile_errors_total,
             reconcile_failures_total,
             reconcile_time_seconds,
+            reconcile_backoff_seconds,
             active_workers,
             max_concurrent_reconciles,
             leader,
             api_requests_total,
             api_request_duration_seconds,
             breaker_state,
+            breaker_openings_total,
             monitor_interval_stretch,
             instance_ready,
             instance_hit_ratio,
@@ -410,6 +433,12 @@ mod tests {
         }
         m.reconcile_finished("cacheinstance", "success");
         m.reconcile_failed("cacheinstance", "Upstash");
+        m.breaker_openings_total.inc();
+        m.reconcile_backoff_seconds
+            .get_or_create(&ControllerLabels {
+                controller: "cacheinstance".into(),
+            })
+            .observe(3.0);
         let text = m.render();
         for family in [
             "controller_runtime_reconcile_total{controller=\"cacheinstance\",result=\"success\"} 1",
@@ -417,6 +446,9 @@ mod tests {
             "controller_runtime_reconcile_time_seconds_count{controller=\"cacheinstance\"} 1",
             "controller_runtime_active_workers{controller=\"cacheinstance\"} 0",
             "upstash_operator_reconcile_failures_total{controller=\"cacheinstance\",reason=\"Upstash\"} 1",
+            "upstash_api_circuit_breaker_openings_total 1",
+            "upstash_operator_reconcile_backoff_seconds_bucket{le=\"4.0\",controller=\"cacheinstance\"} 1",
+            "upstash_operator_reconcile_backoff_seconds_count{controller=\"cacheinstance\"} 1",
         ] {
             assert!(text.contains(family), "missing {family} in\n{text}");
         }

@@ -19,9 +19,13 @@ use serde::Serialize;
 use serde_json::{Value, json};
 
 use crate::{
-    common::{create_instances, delete_instances, install_crds, instances_api, secs_flag},
+    common::{
+        OperatorCounters, Series, create_instances, delete_instances, delete_namespace,
+        histogram_buckets, install_crds, instances_api, secs_flag, series_diff, series_sum,
+    },
     observe::{CallPhase, Observers, Phase, Recorder},
     stack::{Binaries, Emulator, Operator, OperatorSpec},
+    stats::percentile,
 };
 
 /// Settings of the chaos run.
@@ -41,6 +45,8 @@ pub struct ChaosConfig {
     pub kill_after_min: Duration,
     pub kill_after_max: Duration,
     pub seed: u64,
+    /// Provision the same N without faults or kills first, for the ratio.
+    pub baseline: bool,
     pub extra_args: Vec<String>,
     pub client_parallelism: usize,
     pub timeout: Duration,
@@ -87,16 +93,73 @@ pub fn fault_rules(rate: f64) -> Vec<(String, f64, Value)> {
         .collect()
 }
 
+/// What the operator's own metrics say about one phase, summed over its processes.
+#[derive(Debug, Clone, Default, Serialize)]
+pub struct OperatorPhase {
+    /// Circuit-breaker openings (`upstash_api_circuit_breaker_openings_total`).
+    pub breaker_openings: f64,
+    /// Upstash calls the open breaker refused (`upstash_api_requests_total{code="circuit_open"}`).
+    pub refused_by_breaker: f64,
+    /// Failed reconciles (`controller_runtime_reconcile_errors_total`).
+    pub reconcile_errors: f64,
+    /// Per-object backoff chosen after each failure
+    /// (`upstash_operator_reconcile_backoff_seconds`): `(upper bound, cumulative count)`.
+    pub backoff_buckets: Vec<(f64, f64)>,
+    /// Sum of the backoffs, in seconds.
+    pub backoff_sum_s: f64,
+}
+
+impl OperatorPhase {
+    fn of(series: &Series) -> Self {
+        let refused = series
+            .iter()
+            .filter(|(k, _)| {
+                k.starts_with("upstash_api_requests_total{") && k.contains("code=\"circuit_open\"")
+            })
+            .map(|(_, v)| v)
+            .sum();
+        Self {
+            breaker_openings: series_sum(series, "upstash_api_circuit_breaker_openings_total"),
+            refused_by_breaker: refused,
+            reconcile_errors: series_sum(series, "controller_runtime_reconcile_errors_total"),
+            backoff_buckets: histogram_buckets(
+                series,
+                "upstash_operator_reconcile_backoff_seconds",
+            ),
+            backoff_sum_s: series_sum(series, "upstash_operator_reconcile_backoff_seconds_sum"),
+        }
+    }
+
+    /// Backoffs observed.
+    pub fn backoffs(&self) -> f64 {
+        self.backoff_buckets.last().map_or(0.0, |b| b.1)
+    }
+}
+
+/// The same N provisioned without faults or kills, for the ratio.
+#[derive(Debug, Clone, Serialize)]
+pub struct Baseline {
+    pub all_ready_s: f64,
+    pub ready_p50_s: f64,
+    pub ready_max_s: f64,
+}
+
 /// What the chaos run found.
 #[derive(Debug, Clone, Serialize)]
 pub struct ChaosResult {
     pub config: ChaosConfig,
     pub operator_flags: Vec<String>,
     pub faults: Vec<FaultShare>,
+    pub baseline: Option<Baseline>,
     /// Kill times (seconds after the phase started).
     pub provision_kill_times: Vec<f64>,
     pub delete_kill_times: Vec<f64>,
     pub all_ready_s: f64,
+    pub ready_p50_s: f64,
+    pub ready_p90_s: f64,
+    pub ready_max_s: f64,
+    /// The slowest instances: name, creation and Ready (seconds after the first POST).
+    pub slowest: Vec<(String, f64, f64)>,
     pub delete_s: f64,
     // While the CacheInstances exist.
     pub databases: usize,
@@ -111,15 +174,22 @@ pub struct ChaosResult {
     pub databases_after_delete: usize,
     pub instances_after_delete: usize,
     pub calls: BTreeMap<String, CallPhase>,
+    /// The operator's metrics per phase (`provision`, `delete`).
+    pub operator: BTreeMap<String, OperatorPhase>,
     pub operator_starts: u32,
     pub logs: Vec<String>,
     pub problems: Vec<String>,
+    /// Every Developer API call of the run (written next to the result).
+    #[serde(skip)]
+    pub raw_calls: Vec<Value>,
 }
 
 /// Kills the operator at random moments until `done` holds or `kills` are spent; restarts it
-/// at once each time. Returns the kill times.
+/// at once each time. Each process's metrics are read just before it is killed. Returns the
+/// kill times.
 async fn kill_randomly<F: FnMut() -> bool>(
     operator: &mut Operator,
+    counters: &mut OperatorCounters,
     rng: &mut StdRng,
     cfg: &ChaosConfig,
     kills: u32,
@@ -136,6 +206,7 @@ async fn kill_randomly<F: FnMut() -> bool>(
             }
             tokio::time::sleep(Duration::from_millis(20)).await;
         }
+        counters.retire(&operator.series().await);
         operator.kill();
         times.push(started.elapsed().as_secs_f64());
         eprintln!(
@@ -146,6 +217,47 @@ async fn kill_randomly<F: FnMut() -> bool>(
         operator.spawn()?;
     }
     Ok(times)
+}
+
+/// Provisions `n` instances in a namespace of their own with no fault and no kill, then
+/// deletes them: the fault-free time the chaos run is compared with.
+async fn baseline(
+    cluster: &'static testkit::Cluster,
+    client: &Client,
+    emulator: &Emulator,
+    cfg: &ChaosConfig,
+) -> anyhow::Result<Baseline> {
+    let n = cfg.n;
+    let ns = cluster.namespace(&format!("bench-chaos-base-{n}")).await;
+    testkit::operator::write_credentials(client, ns.name()).await;
+    let start = Instant::now();
+    let recorder = Recorder::start(client.clone(), ns.name(), start, Phase::default()).await?;
+    let api = instances_api(client, ns.name());
+    create_instances(&api, n, cfg.client_parallelism, 0, &recorder).await?;
+    crate::common::wait_until(&format!("{n} Ready (fault-free)"), cfg.timeout, || {
+        let ready = recorder.counts().1;
+        async move { ready == n }
+    })
+    .await?;
+    let all_ready_s = recorder
+        .last_first_ready()
+        .unwrap_or_else(|| start.elapsed())
+        .as_secs_f64();
+    let latencies = recorder.ready_latencies();
+    eprintln!("bench: fault-free: all {n} Ready after {all_ready_s:.1}s");
+    delete_instances(&api, n, cfg.client_parallelism).await?;
+    crate::common::wait_until("the fault-free run deleted", cfg.timeout, || {
+        let instances = recorder.counts().0;
+        async move { instances == 0 && emulator.databases().await.is_ok_and(|d| d.is_empty()) }
+    })
+    .await?;
+    delete_namespace(client, ns.name(), Duration::from_secs(300)).await;
+    drop(ns);
+    Ok(Baseline {
+        all_ready_s,
+        ready_p50_s: percentile(&latencies, 50.0).unwrap_or(f64::NAN),
+        ready_max_s: percentile(&latencies, 100.0).unwrap_or(f64::NAN),
+    })
 }
 
 pub async fn run(
@@ -180,6 +292,17 @@ pub async fn run(
     })
     .await?;
 
+    let baseline = if cfg.baseline {
+        Some(baseline(cluster, &client, &emulator, &cfg).await?)
+    } else {
+        None
+    };
+    // The chaos run starts from a fresh operator process.
+    operator.stop();
+    operator.spawn()?;
+    operator.wait_ready(Duration::from_secs(60)).await?;
+    let mut counters = OperatorCounters::default();
+
     let mut faults = Vec::new();
     for (kind, share, rule) in fault_rules(cfg.fault_rate) {
         let stored = emulator.add_fault(rule.clone()).await?;
@@ -189,24 +312,36 @@ pub async fn run(
     let start = Instant::now();
     let phase = Phase::default();
     let recorder = Recorder::start(client.clone(), ns.name(), start, phase.clone()).await?;
-    let mut obs = Observers::attach(phase.clone(), &operator, emulator.clone(), client.clone());
+    let mut obs = Observers::attach(
+        phase.clone(),
+        &operator,
+        emulator.clone(),
+        client.clone(),
+        ns.name(),
+    );
+    obs.calls.keep_raw().await;
     let api = instances_api(&client, ns.name());
 
     // Provisioning with kills.
     obs.enter(Some("provision")).await?;
+    let before = counters.totals(&operator.series().await);
     let t0 = Instant::now();
     let creating = {
         let api = api.clone();
         let recorder = recorder.clone();
         let parallel = cfg.client_parallelism;
-        tokio::spawn(async move { create_instances(&api, n, parallel, &recorder).await })
+        tokio::spawn(async move { create_instances(&api, n, parallel, 0, &recorder).await })
     };
     let rec = recorder.clone();
-    let provision_kill_times =
-        kill_randomly(&mut operator, &mut rng, &cfg, cfg.provision_kills, || {
-            rec.counts().1 == n
-        })
-        .await?;
+    let provision_kill_times = kill_randomly(
+        &mut operator,
+        &mut counters,
+        &mut rng,
+        &cfg,
+        cfg.provision_kills,
+        || rec.counts().1 == n,
+    )
+    .await?;
     creating.await??;
     let mut problems = Vec::new();
     let mut last_report = Instant::now();
@@ -225,8 +360,19 @@ pub async fn run(
     if let Err(e) = ready {
         problems.push(format!("{e:#}"));
     }
-    let all_ready_s = t0.elapsed().as_secs_f64();
+    let all_ready_s = recorder
+        .last_first_ready()
+        .map_or(t0.elapsed(), |t| t.saturating_sub(t0.duration_since(start)))
+        .as_secs_f64();
+    let latencies = recorder.ready_latencies();
+    let slowest = recorder.slowest(10);
     eprintln!("bench: provisioning over after {all_ready_s:.1}s");
+    let after = counters.totals(&operator.series().await);
+    let mut operator_phases = BTreeMap::new();
+    operator_phases.insert(
+        "provision".to_string(),
+        OperatorPhase::of(&series_diff(&before, &after)),
+    );
 
     // Checks while the CacheInstances exist.
     obs.enter(Some("check")).await?;
@@ -235,6 +381,7 @@ pub async fn run(
 
     // Deletion with kills.
     obs.enter(Some("delete")).await?;
+    let before = counters.totals(&operator.series().await);
     let td = Instant::now();
     delete_instances(&api, n, cfg.client_parallelism).await?;
     let emu = emulator.clone();
@@ -255,9 +402,14 @@ pub async fn run(
         })
     };
     let g = gone.clone();
-    let delete_kill_times = kill_randomly(&mut operator, &mut rng, &cfg, cfg.delete_kills, || {
-        g.load(std::sync::atomic::Ordering::Relaxed)
-    })
+    let delete_kill_times = kill_randomly(
+        &mut operator,
+        &mut counters,
+        &mut rng,
+        &cfg,
+        cfg.delete_kills,
+        || g.load(std::sync::atomic::Ordering::Relaxed),
+    )
     .await?;
     let finished = tokio::time::timeout(cfg.timeout, watcher).await;
     if finished.is_err() {
@@ -267,6 +419,11 @@ pub async fn run(
         ));
     }
     let delete_s = td.elapsed().as_secs_f64();
+    let after = counters.totals(&operator.series().await);
+    operator_phases.insert(
+        "delete".to_string(),
+        OperatorPhase::of(&series_diff(&before, &after)),
+    );
     obs.enter(None).await?;
     let databases_after_delete = emulator.databases().await?.len();
     let instances_after_delete = api.list(&ListParams::default()).await?.items.len();
@@ -302,12 +459,18 @@ pub async fn run(
         .map(|p| p.display().to_string())
         .collect();
     operator.stop();
-    Ok(ChaosResult {
+    let raw_calls = obs.calls.raw().await;
+    let result = ChaosResult {
         operator_flags,
         faults,
+        baseline,
         provision_kill_times,
         delete_kill_times,
         all_ready_s,
+        ready_p50_s: percentile(&latencies, 50.0).unwrap_or(f64::NAN),
+        ready_p90_s: percentile(&latencies, 90.0).unwrap_or(f64::NAN),
+        ready_max_s: percentile(&latencies, 100.0).unwrap_or(f64::NAN),
+        slowest,
         delete_s,
         databases: check.databases,
         distinct_names: check.distinct_names,
@@ -320,11 +483,16 @@ pub async fn run(
         databases_after_delete,
         instances_after_delete,
         calls: obs.calls.phases().await,
+        operator: operator_phases,
         operator_starts: operator.starts,
         logs,
         problems,
+        raw_calls,
         config: cfg,
-    })
+    };
+    delete_namespace(&client, ns.name(), Duration::from_secs(300)).await;
+    drop(ns);
+    Ok(result)
 }
 
 #[derive(Debug, Default)]

@@ -1,16 +1,22 @@
 //! Steps the scenarios share: CRDs, instances, waits, operator metrics.
 
 use std::{
+    collections::BTreeMap,
     future::Future,
     time::{Duration, Instant},
 };
 
 use anyhow::{Context as _, bail};
 use futures::StreamExt;
-use k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::CustomResourceDefinition;
+use k8s_openapi::{
+    api::core::v1::Namespace,
+    apiextensions_apiserver::pkg::apis::apiextensions::v1::CustomResourceDefinition,
+};
 use kube::{
     Api, Client,
-    api::{DeleteParams, DynamicObject, Patch, PatchParams, PostParams},
+    api::{
+        ApiResource, DeleteParams, DynamicObject, GroupVersionKind, Patch, PatchParams, PostParams,
+    },
 };
 use serde_json::json;
 
@@ -79,15 +85,63 @@ pub fn instance_name(i: usize) -> String {
     format!("cache-{i:04}")
 }
 
-/// The smallest useful CacheInstance (the sample `cacheinstance-minimal.yaml`).
-pub fn instance_manifest(name: &str) -> DynamicObject {
+/// Label that assigns an instance to one of the bench's CachePolicies.
+pub const GROUP_LABEL: &str = "bench.upstash-operator.dev/group";
+
+/// The smallest useful CacheInstance (the sample `cacheinstance-minimal.yaml`); with
+/// `policies > 0`, labelled into one of that many groups, each selected by one CachePolicy.
+pub fn instance_manifest(name: &str, i: usize, policies: usize) -> DynamicObject {
+    let mut labels = serde_json::Map::new();
+    if policies > 0 {
+        labels.insert(GROUP_LABEL.into(), json!((i % policies).to_string()));
+    }
     serde_json::from_value(json!({
         "apiVersion": "cache.upstash-operator.dev/v1alpha1",
         "kind": "CacheInstance",
-        "metadata": {"name": name},
+        "metadata": {"name": name, "labels": labels},
         "spec": {"primaryRegion": "us-east-1"},
     }))
     .expect("a valid CacheInstance")
+}
+
+/// CachePolicy `k` of `namespace`: the guide's thresholds (the sample
+/// `cachepolicy-production.yaml` without guardrails) for the instances of group `k`.
+pub fn policy_manifest(k: usize) -> DynamicObject {
+    serde_json::from_value(json!({
+        "apiVersion": "cache.upstash-operator.dev/v1alpha1",
+        "kind": "CachePolicy",
+        "metadata": {"name": format!("bench-policy-{k}")},
+        "spec": {
+            "selector": {"matchLabels": {GROUP_LABEL: k.to_string()}},
+            "hitRate": {"warningBelow": 70, "target": 80},
+            "memory": {"warningAbove": 80},
+            "errorRate": {"warningAbove": 1},
+            "latency": {"p95WarningAboveMs": 50},
+            "budget": {"warningAbovePercent": 80},
+            "connectionFailures": {"warningAfter": 3},
+            "evaluationInterval": "60s",
+        },
+    }))
+    .expect("a valid CachePolicy")
+}
+
+/// Creates `k` CachePolicies in `namespace` (see [`policy_manifest`]).
+pub async fn create_policies(client: &Client, namespace: &str, k: usize) -> anyhow::Result<()> {
+    let resource = ApiResource::from_gvk_with_plural(
+        &GroupVersionKind::gvk("cache.upstash-operator.dev", "v1alpha1", "CachePolicy"),
+        "cachepolicies",
+    );
+    let api: Api<DynamicObject> = Api::namespaced_with(client.clone(), namespace, &resource);
+    let params = PostParams {
+        field_manager: Some(BENCH_MANAGER.into()),
+        ..Default::default()
+    };
+    for k in 0..k {
+        api.create(&params, &policy_manifest(k))
+            .await
+            .with_context(|| format!("creating CachePolicy bench-policy-{k}"))?;
+    }
+    Ok(())
 }
 
 /// The CacheInstances of `namespace`.
@@ -95,17 +149,19 @@ pub fn instances_api(client: &Client, namespace: &str) -> Api<DynamicObject> {
     Api::namespaced_with(client.clone(), namespace, &cache_instance_resource())
 }
 
-/// Creates `n` instances, `parallel` POSTs at a time, noting each creation in `recorder`.
+/// Creates `n` instances, `parallel` POSTs at a time, noting each creation in `recorder`;
+/// labelled into `policies` groups (see [`instance_manifest`]).
 pub async fn create_instances(
     api: &Api<DynamicObject>,
     n: usize,
     parallel: usize,
+    policies: usize,
     recorder: &Recorder,
 ) -> anyhow::Result<()> {
     let results: Vec<anyhow::Result<()>> = futures::stream::iter(0..n)
         .map(|i| async move {
             let name = instance_name(i);
-            let obj = instance_manifest(&name);
+            let obj = instance_manifest(&name, i, policies);
             let params = PostParams {
                 field_manager: Some(BENCH_MANAGER.into()),
                 ..Default::default()
@@ -152,6 +208,30 @@ pub async fn delete_instances(
     results.into_iter().collect()
 }
 
+/// Deletes namespace `name` and waits until it is gone (everything in it deleted), at most
+/// `timeout`; a namespace still there afterwards is reported, not fatal.
+pub async fn delete_namespace(client: &Client, name: &str, timeout: Duration) {
+    let api: Api<Namespace> = Api::all(client.clone());
+    let started = Instant::now();
+    if let Err(e) = api.delete(name, &DeleteParams::background()).await {
+        eprintln!("bench: deleting namespace {name}: {e}");
+        return;
+    }
+    let gone = wait_until(&format!("namespace {name} to be deleted"), timeout, || {
+        let api = api.clone();
+        let name = name.to_string();
+        async move { matches!(api.get_opt(&name).await, Ok(None)) }
+    })
+    .await;
+    match gone {
+        Ok(()) => eprintln!(
+            "bench: namespace {name} deleted in {:.1}s",
+            started.elapsed().as_secs_f64()
+        ),
+        Err(e) => eprintln!("bench: {e:#}"),
+    }
+}
+
 /// Polls `check` every 250 ms until it holds; fails after `timeout`.
 pub async fn wait_until<F, Fut>(what: &str, timeout: Duration, mut check: F) -> anyhow::Result<()>
 where
@@ -170,15 +250,107 @@ where
     }
 }
 
-/// Sum of a counter family in Prometheus text (every series whose name is `name`).
-pub fn metric_sum(text: &str, name: &str) -> f64 {
+/// Every sample of Prometheus text, by series (`name{labels}`).
+pub type Series = BTreeMap<String, f64>;
+
+/// Parses Prometheus text into its samples (comments and malformed lines skipped).
+pub fn parse_series(text: &str) -> Series {
     text.lines()
-        .filter(|l| {
-            l.strip_prefix(name)
-                .is_some_and(|rest| rest.starts_with('{') || rest.starts_with(' '))
+        .filter(|l| !l.starts_with('#'))
+        .filter_map(|l| {
+            let (key, value) = l.rsplit_once(' ')?;
+            Some((key.to_string(), value.parse::<f64>().ok()?))
         })
-        .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
+        .collect()
+}
+
+/// Counters of an operator that is killed and restarted: what its dead processes reported
+/// last, plus the running one's current values. Every counter (and histogram bucket) of a
+/// new process starts at zero, so the sums are the totals of the run.
+#[derive(Debug, Clone, Default)]
+pub struct OperatorCounters {
+    dead: Series,
+}
+
+impl OperatorCounters {
+    /// Adds the last scrape of a process that is about to end.
+    pub fn retire(&mut self, last: &Series) {
+        for (k, v) in last {
+            *self.dead.entry(k.clone()).or_default() += v;
+        }
+    }
+
+    /// The run's totals with `current` as the running process's values.
+    pub fn totals(&self, current: &Series) -> Series {
+        let mut out = self.dead.clone();
+        for (k, v) in current {
+            *out.entry(k.clone()).or_default() += v;
+        }
+        out
+    }
+}
+
+/// `after - before` for every series.
+pub fn series_diff(before: &Series, after: &Series) -> Series {
+    after
+        .iter()
+        .map(|(k, v)| (k.clone(), v - before.get(k).copied().unwrap_or(0.0)))
+        .collect()
+}
+
+/// Sum of every series of family `name` (`name` alone or `name{...}`).
+pub fn series_sum(series: &Series, name: &str) -> f64 {
+    series
+        .iter()
+        .filter(|(k, _)| {
+            k.strip_prefix(name)
+                .is_some_and(|rest| rest.is_empty() || rest.starts_with('{'))
+        })
+        .map(|(_, v)| v)
         .sum()
+}
+
+/// The buckets of histogram `name` as `(upper bound, cumulative count)`, summed over label
+/// sets, sorted by bound (`+Inf` last).
+pub fn histogram_buckets(series: &Series, name: &str) -> Vec<(f64, f64)> {
+    let prefix = format!("{name}_bucket{{");
+    let mut buckets: BTreeMap<u64, (f64, f64)> = BTreeMap::new();
+    for (k, v) in series {
+        let Some(labels) = k.strip_prefix(&prefix) else {
+            continue;
+        };
+        let Some(le) = labels
+            .split(',')
+            .find_map(|l| l.trim_end_matches('}').strip_prefix("le=\""))
+            .map(|l| l.trim_end_matches('"'))
+        else {
+            continue;
+        };
+        let bound = if le == "+Inf" {
+            f64::INFINITY
+        } else {
+            match le.parse::<f64>() {
+                Ok(b) => b,
+                Err(_) => continue,
+            }
+        };
+        let e = buckets.entry(bound.to_bits()).or_insert((bound, 0.0));
+        e.1 += v;
+    }
+    let mut out: Vec<(f64, f64)> = buckets.into_values().collect();
+    out.sort_by(|a, b| a.0.total_cmp(&b.0));
+    out
+}
+
+/// The upper bound of the bucket holding the `p`-th percentile (0–100) of a histogram given
+/// by [`histogram_buckets`]; `None` without observations.
+pub fn histogram_percentile(buckets: &[(f64, f64)], p: f64) -> Option<f64> {
+    let total = buckets.last()?.1;
+    if total <= 0.0 {
+        return None;
+    }
+    let rank = (p / 100.0 * total).ceil().max(1.0);
+    buckets.iter().find(|(_, c)| *c >= rank).map(|(b, _)| *b)
 }
 
 /// Renders a duration flag value (`30s`).
@@ -191,9 +363,50 @@ mod tests {
     use super::*;
 
     #[test]
-    fn sums_a_family() {
-        let text = "# TYPE controller_runtime_reconcile_total counter\ncontroller_runtime_reconcile_total{controller=\"c\",result=\"success\"} 3\ncontroller_runtime_reconcile_total{controller=\"c\",result=\"error\"} 2\ncontroller_runtime_reconcile_time_seconds_sum 9\n";
-        assert_eq!(metric_sum(text, "controller_runtime_reconcile_total"), 5.0);
+    fn counters_add_up_over_restarts() {
+        let first = parse_series(
+            "# TYPE x counter\nx_total 3\nh_bucket{controller=\"c\",le=\"2.0\"} 1\nh_bucket{controller=\"c\",le=\"+Inf\"} 2\n",
+        );
+        let mut counters = OperatorCounters::default();
+        counters.retire(&first);
+        let second = parse_series(
+            "x_total 4\nh_bucket{controller=\"c\",le=\"2.0\"} 0\nh_bucket{controller=\"c\",le=\"+Inf\"} 1\n",
+        );
+        let totals = counters.totals(&second);
+        assert_eq!(series_sum(&totals, "x_total"), 7.0);
+        assert_eq!(
+            histogram_buckets(&totals, "h"),
+            vec![(2.0, 1.0), (f64::INFINITY, 3.0)]
+        );
+        let d = series_diff(&first, &totals);
+        assert_eq!(series_sum(&d, "x_total"), 4.0);
+    }
+
+    #[test]
+    fn histogram_percentiles_are_bucket_bounds() {
+        let b = vec![(1.0, 2.0), (2.0, 5.0), (4.0, 9.0), (f64::INFINITY, 10.0)];
+        assert_eq!(histogram_percentile(&b, 10.0), Some(1.0));
+        assert_eq!(histogram_percentile(&b, 50.0), Some(2.0));
+        assert_eq!(histogram_percentile(&b, 90.0), Some(4.0));
+        assert_eq!(histogram_percentile(&b, 100.0), Some(f64::INFINITY));
+        assert_eq!(histogram_percentile(&[(1.0, 0.0)], 50.0), None);
+    }
+
+    #[test]
+    fn instances_are_grouped_for_the_policies() {
+        let labels = |i, k| {
+            instance_manifest("x", i, k)
+                .metadata
+                .labels
+                .unwrap_or_default()
+        };
+        assert!(labels(3, 0).is_empty());
+        assert_eq!(labels(13, 10)[GROUP_LABEL], "3");
+        let policy = policy_manifest(3);
+        assert_eq!(
+            policy.data["spec"]["selector"]["matchLabels"][GROUP_LABEL],
+            "3"
+        );
     }
 
     #[test]

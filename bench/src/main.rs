@@ -52,6 +52,10 @@ struct Args {
     /// The operator's `--upstash-rate-limit` (requests per second).
     #[arg(long, default_value_t = 20)]
     upstash_rate_limit: u32,
+    /// The limit raised: `--upstash-rate-limit 1000 --concurrency 10` (overrides both), where
+    /// only latency, concurrency and the control plane bound the result.
+    #[arg(long)]
+    raised_limit: bool,
     /// `--resync-interval` of the steady-state phase, in seconds.
     #[arg(long, default_value_t = 30)]
     resync_interval: u64,
@@ -61,6 +65,10 @@ struct Args {
     /// Extra operator flag (repeatable), e.g. `--operator-arg=--default-thresholds=false`.
     #[arg(long = "operator-arg", allow_hyphen_values = true)]
     operator_args: Vec<String>,
+    /// Scale: CachePolicies in the namespace, each selecting an equal share of the instances
+    /// by label (0: none; the instances get the default thresholds).
+    #[arg(long, default_value_t = 0)]
+    policies: usize,
     /// CacheInstance POSTs and DELETEs the bench sends at a time.
     #[arg(long, default_value_t = 16)]
     parallel: usize,
@@ -68,8 +76,11 @@ struct Args {
     #[arg(long, default_value_t = 1800)]
     timeout: u64,
     /// Chaos: share of Developer API calls that fail.
-    #[arg(long, default_value_t = 0.2)]
+    #[arg(long, default_value_t = 0.25)]
     fault_rate: f64,
+    /// Chaos: skip the fault-free run of the same N (the chaos time is compared with it).
+    #[arg(long)]
+    no_baseline: bool,
     /// Chaos: SIGKILLs while provisioning.
     #[arg(long, default_value_t = 6)]
     kills: u32,
@@ -146,7 +157,11 @@ fn stamp() -> String {
 
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
-    let args = Args::parse();
+    let mut args = Args::parse();
+    if args.raised_limit {
+        args.upstash_rate_limit = 1000;
+        args.concurrency = 10;
+    }
     let bins = stack::Binaries::locate(args.bin_dir.as_deref())?;
     let out = out_dir(&args);
     std::fs::create_dir_all(&out).with_context(|| format!("creating {}", out.display()))?;
@@ -205,37 +220,28 @@ async fn main() -> anyhow::Result<()> {
                 steady_resync: Duration::from_secs(args.resync_interval),
                 steady_intervals: args.steady_intervals,
                 extra_args: args.operator_args.clone(),
+                policies: args.policies,
                 client_parallelism: args.parallel,
                 ready_timeout: Duration::from_secs(args.timeout),
             };
             let result = scale::run(cluster, &bins, cfg).await?;
-            let path = out.join(format!("scale-{n}-{}.json", stamp()));
+            let path = out.join(format!(
+                "scale-{n}{}{}-{}.json",
+                if args.raised_limit { "-raised" } else { "" },
+                if args.policies > 0 {
+                    format!("-policies-{}", args.policies)
+                } else {
+                    String::new()
+                },
+                stamp()
+            ));
             std::fs::write(&path, serde_json::to_vec_pretty(&result)?)?;
             eprintln!("bench: wrote {}", path.display());
             results.push(result);
         }
         let table = report::scale_markdown(&results);
         let _ = writeln!(markdown, "## Scale\n\n{table}");
-        let mut targets = String::new();
-        for r in &results {
-            let hwm = r.operator.values().map(|p| p.hwm).max().unwrap_or_default();
-            let steady = r.calls.get("steady").map_or(0, |c| c.mutating);
-            let writes: u64 = r
-                .changes
-                .get("steady")
-                .map_or(0, |c| c.by_manager.values().flat_map(|m| m.values()).sum());
-            let _ = writeln!(
-                targets,
-                "- N = {}: Ready within 3× the bound: {} ({:.2}×); RSS under 64 MiB: {} ({:.1} MiB); steady state zero mutating calls: {} ({steady}); zero writes: {} ({writes})",
-                r.config.n,
-                yes(r.ratio <= 3.0),
-                r.ratio,
-                yes(hwm < 64 * 1024 * 1024),
-                stats::mib(hwm),
-                yes(steady == 0),
-                yes(writes == 0),
-            );
-        }
+        let targets = report::scale_targets(&results);
         let _ = writeln!(markdown, "Targets:\n\n{targets}");
     }
 
@@ -259,6 +265,7 @@ async fn main() -> anyhow::Result<()> {
                 args.kill_after_max_ms.max(args.kill_after_min_ms),
             ),
             seed,
+            baseline: !args.no_baseline,
             extra_args: args.operator_args.clone(),
             client_parallelism: args.parallel,
             timeout: Duration::from_secs(args.timeout),
@@ -267,6 +274,9 @@ async fn main() -> anyhow::Result<()> {
         let path = out.join(format!("chaos-{n}-{}.json", stamp()));
         std::fs::write(&path, serde_json::to_vec_pretty(&result)?)?;
         eprintln!("bench: wrote {}", path.display());
+        let path = out.join(format!("chaos-{n}-calls-{}.json", stamp()));
+        std::fs::write(&path, serde_json::to_vec(&result.raw_calls)?)?;
+        eprintln!("bench: wrote {} (every Developer API call)", path.display());
         let _ = writeln!(
             markdown,
             "## Chaos (seed {seed})\n\n{}",
@@ -286,8 +296,4 @@ async fn main() -> anyhow::Result<()> {
         "a target was not met or the chaos check failed (see the tables above)"
     );
     Ok(())
-}
-
-fn yes(b: bool) -> &'static str {
-    if b { "met" } else { "NOT met" }
 }

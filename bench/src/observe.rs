@@ -12,7 +12,7 @@
 //! Every counter is kept per phase (`converge`, `settle`, `steady`, `delete`, ...).
 
 use std::{
-    collections::{BTreeMap, HashMap},
+    collections::{BTreeMap, HashMap, HashSet},
     sync::{
         Arc, Mutex,
         atomic::{AtomicU32, Ordering},
@@ -65,25 +65,25 @@ pub fn cpu_seconds(pid: u32) -> Option<f64> {
     Some((utime + stime) / clock_ticks())
 }
 
-/// CPU seconds of a process, its children that ended (`cutime + cstime`), and its children that
-/// still run.
+/// CPU seconds of a process and of its children that ended (`cutime + cstime`).
+pub fn cpu_with_ended_children(pid: u32) -> Option<f64> {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+    let close = stat.rfind(')')?;
+    let f: Vec<&str> = stat[close + 2..].split_whitespace().collect();
+    // utime(11) stime(12) cutime(13) cstime(14)
+    let sum: f64 = (11..=14)
+        .filter_map(|i| f.get(i)?.parse::<f64>().ok())
+        .sum();
+    Some(sum / clock_ticks())
+}
+
+/// CPU seconds of a process, its children that ended, and its children that still run.
 pub fn tree_cpu_seconds(pid: u32) -> f64 {
-    let own = std::fs::read_to_string(format!("/proc/{pid}/stat"))
-        .ok()
-        .and_then(|stat| {
-            let close = stat.rfind(')')?;
-            let f: Vec<&str> = stat[close + 2..].split_whitespace().collect();
-            // utime(11) stime(12) cutime(13) cstime(14)
-            let sum: f64 = (11..=14)
-                .filter_map(|i| f.get(i)?.parse::<f64>().ok())
-                .sum();
-            Some(sum / clock_ticks())
-        })
-        .unwrap_or(0.0);
-    own + children(pid)
-        .into_iter()
-        .filter_map(cpu_seconds)
-        .sum::<f64>()
+    cpu_with_ended_children(pid).unwrap_or(0.0)
+        + children(pid)
+            .into_iter()
+            .filter_map(cpu_seconds)
+            .sum::<f64>()
 }
 
 /// The pids whose parent is `pid`.
@@ -111,7 +111,7 @@ pub fn rss(pid: u32) -> Option<(u64, u64)> {
     Some((field("VmRSS:")?, field("VmHWM:")?))
 }
 
-/// Memory and CPU of one process in one phase.
+/// Memory and CPU of one process (or a set of processes, summed) in one phase.
 #[derive(Debug, Clone, Default, Serialize)]
 pub struct ProcPhase {
     /// Largest sampled `VmRSS`.
@@ -122,6 +122,40 @@ pub struct ProcPhase {
     pub last_rss: u64,
     /// CPU seconds used during the phase (summed over restarts).
     pub cpu_s: f64,
+    /// Most processes seen at once (for [`Pids::Tree`]: the process and its children).
+    pub peak_procs: usize,
+}
+
+/// The processes a [`ProcSampler`] follows.
+#[derive(Clone)]
+pub enum Pids {
+    /// One process that may be killed and restarted: its current pid, 0 while none runs.
+    Restarting(Arc<AtomicU32>),
+    /// A fixed set, whose RSS and CPU are added up (the control plane's processes).
+    Fixed(Vec<u32>),
+    /// One process with its children (the emulator and its Redis engines): RSS and CPU of all
+    /// of them, including the CPU of children that already ended.
+    Tree(u32),
+}
+
+impl Pids {
+    /// The pids to sample, each with whether its CPU includes its ended children.
+    fn current(&self) -> Vec<(u32, bool)> {
+        match self {
+            Pids::Restarting(pid) => {
+                let pid = pid.load(Ordering::Relaxed);
+                if pid == 0 {
+                    Vec::new()
+                } else {
+                    vec![(pid, false)]
+                }
+            }
+            Pids::Fixed(pids) => pids.iter().map(|p| (*p, false)).collect(),
+            Pids::Tree(pid) => std::iter::once((*pid, true))
+                .chain(children(*pid).into_iter().map(|c| (c, false)))
+                .collect(),
+        }
+    }
 }
 
 #[derive(Default)]
@@ -131,18 +165,18 @@ struct ProcState {
     last_cpu: HashMap<u32, f64>,
 }
 
-/// Samples one (possibly restarting) process every 100 ms.
+/// Samples a process (or a set of processes) every 200 ms.
 #[derive(Clone)]
 pub struct ProcSampler {
-    pid: Arc<AtomicU32>,
+    pids: Pids,
     phase: Phase,
     state: Arc<Mutex<ProcState>>,
 }
 
 impl ProcSampler {
-    pub fn start(pid: Arc<AtomicU32>, phase: Phase) -> Self {
+    pub fn start(pids: Pids, phase: Phase) -> Self {
         let this = Self {
-            pid,
+            pids,
             phase,
             state: Arc::default(),
         };
@@ -150,7 +184,7 @@ impl ProcSampler {
         tokio::spawn(async move {
             loop {
                 sampler.sample();
-                tokio::time::sleep(Duration::from_millis(100)).await;
+                tokio::time::sleep(Duration::from_millis(200)).await;
             }
         });
         this
@@ -158,27 +192,39 @@ impl ProcSampler {
 
     /// Takes one sample now (also called at phase changes).
     pub fn sample(&self) {
-        let pid = self.pid.load(Ordering::Relaxed);
-        if pid == 0 {
+        let pids = self.pids.current();
+        if pids.is_empty() {
             return;
         }
         let phase = self.phase.get();
         let mut st = self.state.lock().unwrap();
-        let cpu = cpu_seconds(pid);
-        let mem = rss(pid);
-        // A new process starts from zero CPU.
-        let before = st.last_cpu.get(&pid).copied().unwrap_or(0.0);
+        let mut cpu_delta = 0.0;
+        let (mut rss_sum, mut hwm_sum, mut seen) = (0, 0, false);
+        let procs = pids.len();
+        for (pid, with_ended_children) in pids {
+            let cpu = if with_ended_children {
+                cpu_with_ended_children(pid)
+            } else {
+                cpu_seconds(pid)
+            };
+            if let Some(cpu) = cpu {
+                // A new process starts from zero CPU.
+                let before = st.last_cpu.insert(pid, cpu).unwrap_or(0.0);
+                cpu_delta += (cpu - before).max(0.0);
+            }
+            if let Some((rss, hwm)) = rss(pid) {
+                rss_sum += rss;
+                hwm_sum += hwm;
+                seen = true;
+            }
+        }
         let entry = st.phases.entry(phase).or_default();
-        if let Some(cpu) = cpu {
-            entry.cpu_s += (cpu - before).max(0.0);
-        }
-        if let Some((rss, hwm)) = mem {
-            entry.peak_rss = entry.peak_rss.max(rss);
-            entry.hwm = hwm;
-            entry.last_rss = rss;
-        }
-        if let Some(cpu) = cpu {
-            st.last_cpu.insert(pid, cpu);
+        entry.cpu_s += cpu_delta;
+        entry.peak_procs = entry.peak_procs.max(procs);
+        if seen {
+            entry.peak_rss = entry.peak_rss.max(rss_sum);
+            entry.hwm = hwm_sum;
+            entry.last_rss = rss_sum;
         }
     }
 
@@ -253,11 +299,6 @@ impl TreeSampler {
         self.sample();
         self.phases.lock().unwrap().clone()
     }
-}
-
-/// CPU seconds of a fixed set of processes, read at phase boundaries.
-pub fn cpu_of(pids: &[u32]) -> f64 {
-    pids.iter().filter_map(|p| cpu_seconds(*p)).sum()
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -393,12 +434,17 @@ pub struct CallPhase {
     pub mutating: u64,
     /// `create` calls that were performed (a database came out of them).
     pub creates_performed: u64,
+    /// Databases read (`get` answered 2xx) at least once in the phase.
+    #[serde(skip)]
+    pub read_ids: HashSet<String>,
 }
 
 #[derive(Default)]
 struct CallState {
     since: u64,
     phases: BTreeMap<String, CallPhase>,
+    /// Every Developer API entry read, when asked to keep them.
+    raw: Option<Vec<Value>>,
 }
 
 /// Follows the emulator's call log every second.
@@ -430,16 +476,23 @@ impl CallCollector {
 
     /// Reads new entries and books them on the current phase.
     pub async fn collect(&self) -> anyhow::Result<()> {
-        let mut st = self.state.lock().await;
+        let mut guard = self.state.lock().await;
+        let st = &mut *guard;
         let calls = self.emulator.calls_since(st.since).await?;
         let phase = self.phase.get();
-        let entry = st.phases.entry(phase).or_default();
+        let raw = &mut st.raw;
+        let entry = st.phases.entry(phase.clone()).or_default();
         let mut last = None;
         for c in &calls {
             last = c["seq"].as_u64().or(last);
             if c["plane"] != "api" {
                 entry.data_plane += 1;
                 continue;
+            }
+            if let Some(raw) = raw.as_mut().filter(|_| !phase.is_empty()) {
+                let mut c = c.clone();
+                c["phase"] = Value::String(phase.clone());
+                raw.push(c);
             }
             let endpoint = c["endpoint"].as_str().unwrap_or("?").to_string();
             let method = c["method"].as_str().unwrap_or("?").to_string();
@@ -458,6 +511,12 @@ impl CallCollector {
             if endpoint == "create" && c["database_id"].is_string() {
                 entry.creates_performed += 1;
             }
+            if endpoint == "get"
+                && (200..300).contains(&status)
+                && let Some(id) = c["database_id"].as_str()
+            {
+                entry.read_ids.insert(id.to_string());
+            }
             *entry.by_endpoint.entry(endpoint).or_default() += 1;
             *entry.by_method.entry(method).or_default() += 1;
             *entry.by_status.entry(class).or_default() += 1;
@@ -471,6 +530,28 @@ impl CallCollector {
     pub async fn phases(&self) -> BTreeMap<String, CallPhase> {
         let _ = self.collect().await;
         self.state.lock().await.phases.clone()
+    }
+
+    /// Keeps every Developer API entry from now on (for [`CallCollector::raw`]).
+    pub async fn keep_raw(&self) {
+        self.state.lock().await.raw.get_or_insert_with(Vec::new);
+    }
+
+    /// The Developer API entries kept since [`CallCollector::keep_raw`], each with its phase.
+    pub async fn raw(&self) -> Vec<Value> {
+        let _ = self.collect().await;
+        self.state.lock().await.raw.clone().unwrap_or_default()
+    }
+
+    /// How many distinct databases were read (`get`, 2xx) in `phase` so far.
+    pub async fn databases_read(&self, phase: &str) -> usize {
+        let _ = self.collect().await;
+        self.state
+            .lock()
+            .await
+            .phases
+            .get(phase)
+            .map_or(0, |p| p.read_ids.len())
     }
 }
 
@@ -520,6 +601,8 @@ struct RecState {
     ready: usize,
     healthy: usize,
     instances: usize,
+    /// The operator's Secrets (labelled as managed by it).
+    secrets: usize,
     /// When the last resourceVersion change happened.
     last_change: Option<Instant>,
 }
@@ -675,6 +758,9 @@ impl Recorder {
         if ready && seen.first_ready.is_none() {
             seen.first_ready = Some(at);
         }
+        if kind == "Secret" && !existed {
+            st.secrets += 1;
+        }
         if kind == "CacheInstance" {
             if !existed {
                 st.instances += 1;
@@ -700,12 +786,14 @@ impl Recorder {
         let name = obj.metadata.name.clone().unwrap_or_default();
         let phase = self.phase.get();
         let mut st = self.state.lock().unwrap();
-        if let Some(seen) = st.objects.remove(&(kind.to_string(), name))
-            && kind == "CacheInstance"
-        {
-            st.instances -= 1;
-            st.ready -= usize::from(seen.ready);
-            st.healthy -= usize::from(seen.healthy);
+        match st.objects.remove(&(kind.to_string(), name)) {
+            Some(seen) if kind == "CacheInstance" => {
+                st.instances -= 1;
+                st.ready -= usize::from(seen.ready);
+                st.healthy -= usize::from(seen.healthy);
+            }
+            Some(seen) if kind == "Secret" && !seen.rv.is_empty() => st.secrets -= 1,
+            _ => {}
         }
         st.last_change = Some(Instant::now());
         *st.phases
@@ -720,6 +808,11 @@ impl Recorder {
     pub fn counts(&self) -> (usize, usize, usize) {
         let st = self.state.lock().unwrap();
         (st.instances, st.ready, st.healthy)
+    }
+
+    /// The operator's Secrets as last seen.
+    pub fn secrets(&self) -> usize {
+        self.state.lock().unwrap().secrets
     }
 
     /// Time since the last change of any watched object.
@@ -739,6 +832,27 @@ impl Recorder {
             .filter(|((k, _), _)| k == "CacheInstance")
             .filter_map(|(_, s)| Some((s.first_ready? - s.created?).as_secs_f64()))
             .collect()
+    }
+
+    /// The `k` instances that took longest from creation to Ready: `(name, created, Ready)`
+    /// in seconds from the run's start.
+    pub fn slowest(&self, k: usize) -> Vec<(String, f64, f64)> {
+        let st = self.state.lock().unwrap();
+        let mut all: Vec<(String, f64, f64)> = st
+            .objects
+            .iter()
+            .filter(|((kind, _), _)| kind == "CacheInstance")
+            .filter_map(|((_, name), s)| {
+                Some((
+                    name.clone(),
+                    s.created?.as_secs_f64(),
+                    s.first_ready?.as_secs_f64(),
+                ))
+            })
+            .collect();
+        all.sort_by(|a, b| (b.2 - b.1).total_cmp(&(a.2 - a.1)));
+        all.truncate(k);
+        all
     }
 
     /// The latest first-Ready time, from the run's start.
@@ -771,54 +885,137 @@ fn condition<'a>(data: &'a Value, type_: &str) -> Option<&'a str> {
 }
 
 // ---------------------------------------------------------------------------------------------
+// Events
+
+/// Events about CacheInstances in one phase.
+#[derive(Debug, Clone, Default, Serialize)]
+pub struct EventPhase {
+    /// Reason → times it was emitted (a repeat the operator folds into an Event's series
+    /// counts as one more).
+    pub by_reason: BTreeMap<String, u64>,
+    /// Event objects created.
+    pub objects: u64,
+}
+
+#[derive(Default)]
+struct EventState {
+    /// Event name → emissions seen so far.
+    seen: HashMap<String, u64>,
+    phases: BTreeMap<String, EventPhase>,
+}
+
+/// Watches the `events.k8s.io/v1` Events of one namespace and counts those about
+/// CacheInstances by reason.
+#[derive(Clone)]
+pub struct EventCounter {
+    phase: Phase,
+    state: Arc<Mutex<EventState>>,
+}
+
+impl EventCounter {
+    pub fn start(client: Client, namespace: &str, phase: Phase) -> Self {
+        let this = Self {
+            phase,
+            state: Arc::default(),
+        };
+        let api: Api<k8s_openapi::api::events::v1::Event> = Api::namespaced(client, namespace);
+        let counter = this.clone();
+        tokio::spawn(async move {
+            let mut stream = watcher(api, watcher::Config::default()).boxed();
+            while let Some(event) = stream.next().await {
+                match event {
+                    Ok(watcher::Event::Apply(e) | watcher::Event::InitApply(e)) => {
+                        counter.apply(&e)
+                    }
+                    Ok(_) => {}
+                    Err(e) => eprintln!("bench: Event watch: {e}"),
+                }
+            }
+        });
+        this
+    }
+
+    fn apply(&self, e: &k8s_openapi::api::events::v1::Event) {
+        if e.regarding.as_ref().and_then(|r| r.kind.as_deref()) != Some("CacheInstance") {
+            return;
+        }
+        let name = e.metadata.name.clone().unwrap_or_default();
+        let emitted = e
+            .series
+            .as_ref()
+            .map_or(1, |s| u64::try_from(s.count).unwrap_or(1))
+            .max(1);
+        let reason = e.reason.clone().unwrap_or_default();
+        let phase = self.phase.get();
+        let mut st = self.state.lock().unwrap();
+        let before = st.seen.insert(name, emitted);
+        let delta = emitted.saturating_sub(before.unwrap_or(0));
+        let p = st.phases.entry(phase).or_default();
+        if before.is_none() {
+            p.objects += 1;
+        }
+        if delta > 0 {
+            *p.by_reason.entry(reason).or_default() += delta;
+        }
+    }
+
+    pub fn phases(&self) -> BTreeMap<String, EventPhase> {
+        self.state.lock().unwrap().phases.clone()
+    }
+}
+
+// ---------------------------------------------------------------------------------------------
 // All collectors together
 
 /// The collectors of one run, switched between phases together.
 pub struct Observers {
     pub phase: Phase,
+    /// The operator's process (across restarts).
     pub operator: ProcSampler,
-    /// The emulator with its Redis engines.
-    pub emulator: TreeSampler,
+    /// The emulator's process with its Redis engines.
+    pub emulator: ProcSampler,
+    /// The control plane: etcd and kube-apiserver (one testenv process) and
+    /// kube-controller-manager.
+    pub control_plane: ProcSampler,
     pub calls: CallCollector,
+    pub events: EventCounter,
     pub apiserver: ApiserverMetrics,
     /// Phase → API server request counts during it.
     pub requests: BTreeMap<String, RequestCounts>,
-    /// Phase → CPU seconds of the emulator (with its Redis engines) and of the control plane.
-    pub other_cpu: BTreeMap<String, (f64, f64)>,
     /// Phase → wall-clock seconds.
     pub durations: BTreeMap<String, f64>,
     current: Option<PhaseMark>,
-    emulator_pid: u32,
-    control_plane: Vec<u32>,
 }
 
 struct PhaseMark {
     name: String,
     started: Instant,
     requests: RequestCounts,
-    emulator_cpu: f64,
-    control_plane_cpu: f64,
 }
 
 impl Observers {
-    /// Observers of one run: the operator's process, the emulator's call log, the API server's
-    /// request counters, and the CPU of the emulator and the control plane.
+    /// Observers of one run: the processes of the operator, the emulator and the control
+    /// plane, the emulator's call log, the namespace's Events and the API server's request
+    /// counters.
     pub fn attach(
         phase: Phase,
         operator: &crate::stack::Operator,
         emulator: Arc<Emulator>,
         client: Client,
+        namespace: &str,
     ) -> Self {
         Self {
-            operator: ProcSampler::start(operator.pid_handle(), phase.clone()),
-            emulator: TreeSampler::start(emulator.pid(), phase.clone()),
-            emulator_pid: emulator.pid(),
+            operator: ProcSampler::start(Pids::Restarting(operator.pid_handle()), phase.clone()),
+            emulator: ProcSampler::start(Pids::Tree(emulator.pid()), phase.clone()),
+            control_plane: ProcSampler::start(
+                Pids::Fixed(crate::stack::control_plane_pids()),
+                phase.clone(),
+            ),
             calls: CallCollector::start(emulator, phase.clone()),
+            events: EventCounter::start(client.clone(), namespace, phase.clone()),
             apiserver: ApiserverMetrics::new(client),
-            control_plane: crate::stack::control_plane_pids(),
             phase,
             requests: BTreeMap::new(),
-            other_cpu: BTreeMap::new(),
             durations: BTreeMap::new(),
             current: None,
         }
@@ -828,23 +1025,15 @@ impl Observers {
     pub async fn enter(&mut self, name: Option<&str>) -> anyhow::Result<()> {
         // Book what happened so far on the phase that is ending.
         let _ = self.calls.collect().await;
-        self.operator.sample();
-        self.emulator.sample();
+        for sampler in [&self.operator, &self.emulator, &self.control_plane] {
+            sampler.sample();
+        }
         let requests = self.apiserver.snapshot().await?;
-        let emulator_cpu = tree_cpu_seconds(self.emulator_pid);
-        let control_plane_cpu = cpu_of(&self.control_plane);
         if let Some(mark) = self.current.take() {
             self.durations
                 .insert(mark.name.clone(), mark.started.elapsed().as_secs_f64());
             self.requests
-                .insert(mark.name.clone(), diff_counts(&mark.requests, &requests));
-            self.other_cpu.insert(
-                mark.name,
-                (
-                    emulator_cpu - mark.emulator_cpu,
-                    control_plane_cpu - mark.control_plane_cpu,
-                ),
-            );
+                .insert(mark.name, diff_counts(&mark.requests, &requests));
         }
         if let Some(name) = name {
             self.phase.set(name);
@@ -852,14 +1041,29 @@ impl Observers {
                 name: name.to_string(),
                 started: Instant::now(),
                 requests,
-                emulator_cpu,
-                control_plane_cpu,
             });
         } else {
             self.phase.set("after");
         }
         Ok(())
     }
+
+    /// Memory and CPU per phase of the three processes.
+    pub fn processes(&self) -> Processes {
+        Processes {
+            operator: self.operator.phases(),
+            emulator: self.emulator.phases(),
+            control_plane: self.control_plane.phases(),
+        }
+    }
+}
+
+/// Memory and CPU per phase of the operator, the emulator and the control plane.
+#[derive(Debug, Clone, Default, Serialize)]
+pub struct Processes {
+    pub operator: BTreeMap<String, ProcPhase>,
+    pub emulator: BTreeMap<String, ProcPhase>,
+    pub control_plane: BTreeMap<String, ProcPhase>,
 }
 
 #[cfg(test)]

@@ -3,8 +3,9 @@
 use std::{collections::BTreeMap, fmt::Write as _};
 
 use crate::{
-    chaos::ChaosResult,
-    observe::{CallPhase, ChangePhase, OPERATOR_MANAGERS, is_mutating},
+    chaos::{ChaosResult, OperatorPhase},
+    common::histogram_percentile,
+    observe::{CallPhase, ChangePhase, EventPhase, OPERATOR_MANAGERS, ProcPhase, is_mutating},
     scale::{RequestRow, ScaleResult},
     stats::mib,
 };
@@ -50,6 +51,13 @@ fn all_changes(r: &BTreeMap<String, ChangePhase>, phases: &[&str], kind: &str) -
         .sum()
 }
 
+/// Whether a request row is the bench's own (POST and DELETE of CacheInstances) or the
+/// garbage collector's (DELETE of the owned Secrets).
+fn bench_or_gc(row: &RequestRow) -> bool {
+    (row.resource == "cacheinstances" && matches!(row.verb.as_str(), "POST" | "DELETE"))
+        || (row.resource == "secrets" && row.verb == "DELETE")
+}
+
 /// Mutating API server requests the operator made in `phases`: everything but the bench's
 /// own POST/DELETE of CacheInstances and the garbage collector's DELETE of Secrets.
 fn operator_requests(
@@ -58,17 +66,62 @@ fn operator_requests(
 ) -> BTreeMap<String, f64> {
     let mut out = BTreeMap::new();
     for row in phases.iter().filter_map(|p| r.get(*p)).flatten() {
-        if !is_mutating(&row.verb) {
-            continue;
-        }
-        let bench_or_gc = (row.resource == "cacheinstances"
-            && matches!(row.verb.as_str(), "POST" | "DELETE"))
-            || (row.resource == "secrets" && row.verb == "DELETE");
-        if bench_or_gc {
+        if !is_mutating(&row.verb) || bench_or_gc(row) {
             continue;
         }
         *out.entry(format!("{} {}", row.verb, row.resource))
             .or_default() += row.count;
+    }
+    out
+}
+
+/// Read requests (GET, LIST, WATCH) in `phases`, by verb and resource. They include the
+/// bench's own watches (one LIST and WATCH each of CacheInstances, Secrets and Events) and
+/// kube-controller-manager's.
+fn read_requests(r: &BTreeMap<String, Vec<RequestRow>>, phases: &[&str]) -> BTreeMap<String, f64> {
+    let mut out = BTreeMap::new();
+    for row in phases.iter().filter_map(|p| r.get(*p)).flatten() {
+        if is_mutating(&row.verb) {
+            continue;
+        }
+        *out.entry(format!("{} {}", row.verb, row.resource))
+            .or_default() += row.count;
+    }
+    out
+}
+
+/// Requests of one verb on one resource in `phases`.
+fn requests_of(
+    r: &BTreeMap<String, Vec<RequestRow>>,
+    phases: &[&str],
+    verb: &str,
+    resource: &str,
+) -> f64 {
+    phases
+        .iter()
+        .filter_map(|p| r.get(*p))
+        .flatten()
+        .filter(|row| row.verb == verb && row.resource == resource)
+        .map(|row| row.count)
+        .sum()
+}
+
+/// The operator's writes in `phases` other than Events (which are counted apart).
+fn writes_without_events(r: &BTreeMap<String, Vec<RequestRow>>, phases: &[&str]) -> f64 {
+    operator_requests(r, phases)
+        .iter()
+        .filter(|(k, _)| !k.ends_with(" events"))
+        .map(|(_, v)| v)
+        .sum()
+}
+
+/// Events about CacheInstances in `phases`, by reason.
+fn events_of(r: &BTreeMap<String, EventPhase>, phases: &[&str]) -> BTreeMap<String, u64> {
+    let mut out = BTreeMap::new();
+    for p in phases.iter().filter_map(|p| r.get(*p)) {
+        for (k, v) in &p.by_reason {
+            *out.entry(k.clone()).or_default() += v;
+        }
     }
     out
 }
@@ -106,6 +159,45 @@ fn num(v: f64) -> String {
     }
 }
 
+fn phase<'a>(m: &'a BTreeMap<String, ProcPhase>, name: &str) -> Option<&'a ProcPhase> {
+    m.get(name)
+}
+
+fn cpu(m: &BTreeMap<String, ProcPhase>, phases: &[&str]) -> f64 {
+    phases
+        .iter()
+        .filter_map(|p| m.get(*p))
+        .map(|p| p.cpu_s)
+        .sum()
+}
+
+fn peak(m: &BTreeMap<String, ProcPhase>, phases: &[&str]) -> u64 {
+    phases
+        .iter()
+        .filter_map(|p| m.get(*p))
+        .map(|p| p.peak_rss)
+        .max()
+        .unwrap_or_default()
+}
+
+/// The operator's peak RSS while provisioning, less its RSS with no instance, per 1,000
+/// instances.
+pub fn rss_per_thousand(r: &ScaleResult) -> f64 {
+    let base = phase(&r.processes.operator, "baseline").map_or(0, |p| p.last_rss);
+    let peak = peak(&r.processes.operator, &["converge", "settle"]);
+    mib(peak.saturating_sub(base)) / (r.config.n as f64 / 1000.0)
+}
+
+/// The phases of a scale run in order, as the tables name them.
+const PHASES: [(&str, &str); 6] = [
+    ("converge", "create (until Ready)"),
+    ("settle", "settle"),
+    ("restart", "restart (first pass)"),
+    ("steady", "steady"),
+    ("delete", "delete"),
+    ("collect", "Secrets collected"),
+];
+
 /// The scale results, one column per N.
 pub fn scale_markdown(results: &[ScaleResult]) -> String {
     let mut s = String::new();
@@ -127,6 +219,16 @@ pub fn scale_markdown(results: &[ScaleResult]) -> String {
     row(&mut s, "Added Upstash latency", &|r| {
         format!("{} ms", r.config.latency_ms)
     });
+    if results.iter().any(|r| r.config.policies > 0) {
+        row(
+            &mut s,
+            "CachePolicies (each selecting)",
+            &|r| match r.config.policies {
+                0 => "none (default thresholds)".to_string(),
+                k => format!("{k} ({} instances)", r.config.n / k),
+            },
+        );
+    }
     row(&mut s, "Bench applies all CacheInstances in", &|r| {
         format!("{:.1} s", r.apply_s)
     });
@@ -142,12 +244,16 @@ pub fn scale_markdown(results: &[ScaleResult]) -> String {
     row(&mut s, "**Ratio to the lower bound**", &|r| {
         format!("**{:.2}×**", r.ratio)
     });
-    row(&mut s, "Creation → Ready p50 / p99 / max", &|r| {
-        format!(
-            "{:.1} / {:.1} / {:.1} s",
-            r.ready_p50_s, r.ready_p99_s, r.ready_max_s
-        )
-    });
+    row(
+        &mut s,
+        "**Creation → Ready p50** / p90 / p99 / max",
+        &|r| {
+            format!(
+                "**{:.2}** / {:.2} / {:.2} / {:.2} s",
+                r.ready_p50_s, r.ready_p90_s, r.ready_p99_s, r.ready_max_s
+            )
+        },
+    );
     row(&mut s, "Upstash calls per instance until Ready", &|r| {
         let n = r.config.n as f64;
         fmt_map(&calls_of(&r.calls, &converge).by_endpoint, n)
@@ -166,7 +272,39 @@ pub fn scale_markdown(results: &[ScaleResult]) -> String {
     });
     row(
         &mut s,
-        "K8s object writes per instance (watch, operator's managers)",
+        "**K8s writes per instance until Ready / until settled** (apiserver, Events apart)",
+        &|r| {
+            let n = r.config.n as f64;
+            format!(
+                "**{}** / {}",
+                num(writes_without_events(&r.requests, &converge) / n),
+                num(writes_without_events(&r.requests, &provision) / n)
+            )
+        },
+    );
+    row(
+        &mut s,
+        "K8s write requests per instance until Ready (apiserver)",
+        &|r| {
+            fmt_fmap(
+                &operator_requests(&r.requests, &converge),
+                r.config.n as f64,
+            )
+        },
+    );
+    row(
+        &mut s,
+        "K8s write requests per instance until settled (apiserver)",
+        &|r| {
+            fmt_fmap(
+                &operator_requests(&r.requests, &provision),
+                r.config.n as f64,
+            )
+        },
+    );
+    row(
+        &mut s,
+        "K8s object writes per instance until settled (watch, operator's managers)",
         &|r| {
             let n = r.config.n as f64;
             format!(
@@ -178,78 +316,108 @@ pub fn scale_markdown(results: &[ScaleResult]) -> String {
     );
     row(
         &mut s,
-        "K8s write requests per instance (apiserver)",
+        "**Events per instance until Ready** / until settled",
         &|r| {
-            fmt_fmap(
-                &operator_requests(&r.requests, &provision),
-                r.config.n as f64,
+            let n = r.config.n as f64;
+            let ready = events_of(&r.events, &converge);
+            let settled = events_of(&r.events, &provision);
+            format!(
+                "**{}** ({}) / {}",
+                num(ready.values().sum::<u64>() as f64 / n),
+                fmt_map(&ready, n),
+                num(settled.values().sum::<u64>() as f64 / n)
             )
         },
     );
     row(
         &mut s,
-        "Operator peak RSS (VmHWM) during convergence",
-        &|r| {
-            r.operator
-                .get("settle")
-                .or(r.operator.get("converge"))
-                .map_or("?".into(), |p| format!("{:.1} MiB", mib(p.hwm)))
-        },
-    );
-    row(&mut s, "Operator CPU until Ready / until settled", &|r| {
-        let c = r.operator.get("converge").map_or(0.0, |p| p.cpu_s);
-        let st = r.operator.get("settle").map_or(0.0, |p| p.cpu_s);
-        format!("{c:.1} / {:.1} s", c + st)
-    });
-    row(&mut s, "Emulator / control plane CPU until Ready", &|r| {
-        r.other_cpu
-            .get("converge")
-            .map_or("?".into(), |(e, k)| format!("{e:.1} / {k:.1} s"))
-    });
-    row(
-        &mut s,
-        "Emulator CPU over the whole run (with its Redis engines)",
-        &|r| format!("{:.1} s", r.other_cpu.values().map(|(e, _)| e).sum::<f64>()),
+        "K8s read requests per instance until Ready (apiserver)",
+        &|r| fmt_fmap(&read_requests(&r.requests, &converge), r.config.n as f64),
     );
     row(
         &mut s,
-        "Emulator peak RSS: process / with its Redis engines (engines at once)",
-        &|r| {
-            let own = r.emulator.values().map(|p| p.peak_rss).max().unwrap_or(0);
-            let total = r
-                .emulator
-                .values()
-                .map(|p| p.peak_total_rss)
-                .max()
-                .unwrap_or(0);
-            let engines = r
-                .emulator
-                .values()
-                .map(|p| p.peak_children)
-                .max()
-                .unwrap_or(0);
-            format!("{:.1} / {:.1} MiB ({engines})", mib(own), mib(total))
-        },
+        "K8s read requests per instance until settled (apiserver)",
+        &|r| fmt_fmap(&read_requests(&r.requests, &provision), r.config.n as f64),
     );
     row(
         &mut s,
-        "Emulator RSS with all databases, idle (engines running)",
+        "**Secret GETs per instance**: until Ready / settled / restart / steady per interval",
         &|r| {
-            r.emulator.get("idle").map_or("?".into(), |p| {
-                format!(
-                    "{:.1} / {:.1} MiB ({})",
-                    mib(p.last_rss),
-                    mib(p.last_total_rss),
-                    p.last_children
-                )
-            })
+            let n = r.config.n as f64;
+            let per = f64::from(r.config.steady_intervals);
+            let get = |p: &[&str]| requests_of(&r.requests, p, "GET", "secrets");
+            format!(
+                "**{}** / {} / {} / **{}**",
+                num(get(&converge) / n),
+                num(get(&["settle"]) / n),
+                num(get(&["restart"]) / n),
+                num(get(&["steady"]) / n / per)
+            )
         },
     );
-    row(&mut s, "Operator RSS idle after convergence", &|r| {
-        r.operator
-            .get("idle")
+    row(&mut s, "Operator RSS with no instance (baseline)", &|r| {
+        phase(&r.processes.operator, "baseline")
             .map_or("?".into(), |p| format!("{:.1} MiB", mib(p.last_rss)))
     });
+    row(
+        &mut s,
+        "**Operator peak RSS (VmHWM) while provisioning**",
+        &|r| {
+            phase(&r.processes.operator, "settle")
+                .or(phase(&r.processes.operator, "converge"))
+                .map_or("?".into(), |p| format!("**{:.1} MiB**", mib(p.hwm)))
+        },
+    );
+    row(
+        &mut s,
+        "**Operator RSS per 1,000 instances** (peak − baseline)",
+        &|r| format!("**{:.1} MiB**", rss_per_thousand(r)),
+    );
+    row(&mut s, "Operator RSS idle after convergence", &|r| {
+        phase(&r.processes.operator, "idle")
+            .map_or("?".into(), |p| format!("{:.1} MiB", mib(p.last_rss)))
+    });
+    row(&mut s, "Operator RSS idle in steady state", &|r| {
+        phase(&r.processes.operator, "steady")
+            .map_or("?".into(), |p| format!("{:.1} MiB", mib(p.last_rss)))
+    });
+    row(
+        &mut s,
+        "Peak RSS: operator / emulator with its Redis engines / control plane (whole run)",
+        &|r| {
+            let all: Vec<&str> = PHASES.iter().map(|(p, _)| *p).collect();
+            format!(
+                "{:.0} / {:.0} / {:.0} MiB",
+                mib(peak(&r.processes.operator, &all)),
+                mib(peak(&r.processes.emulator, &all)),
+                mib(peak(&r.processes.control_plane, &all))
+            )
+        },
+    );
+    row(
+        &mut s,
+        "Emulator's Redis engines running at most at once",
+        &|r| {
+            let most = r.processes.emulator.values().map(|p| p.peak_procs).max();
+            most.map_or("?".into(), |n| n.saturating_sub(1).to_string())
+        },
+    );
+    for (p, label) in PHASES {
+        row(
+            &mut s,
+            &format!("CPU s, {label}: operator / emulator / control plane (wall)"),
+            &|r| {
+                let wall = r.durations.get(p).copied().unwrap_or(0.0);
+                format!(
+                    "{:.1} / {:.1} / {:.1} ({:.0} s)",
+                    cpu(&r.processes.operator, &[p]),
+                    cpu(&r.processes.emulator, &[p]),
+                    cpu(&r.processes.control_plane, &[p]),
+                    wall
+                )
+            },
+        );
+    }
     row(&mut s, "Steady state: resync interval, window", &|r| {
         format!(
             "{} s × {} = {:.0} s",
@@ -257,6 +425,9 @@ pub fn scale_markdown(results: &[ScaleResult]) -> String {
             r.config.steady_intervals,
             r.steady_window_s
         )
+    });
+    row(&mut s, "Restart: first pass over every instance", &|r| {
+        format!("{:.1} s", r.restart_first_pass_s)
     });
     row(&mut s, "Steady: Upstash calls per resync interval", &|r| {
         let per = f64::from(r.config.steady_intervals);
@@ -291,6 +462,16 @@ pub fn scale_markdown(results: &[ScaleResult]) -> String {
     );
     row(
         &mut s,
+        "Steady: K8s read requests per interval (apiserver)",
+        &|r| {
+            fmt_fmap(
+                &read_requests(&r.requests, &["steady"]),
+                f64::from(r.config.steady_intervals),
+            )
+        },
+    );
+    row(
+        &mut s,
         "Restart (first pass): mutating calls / K8s writes",
         &|r| {
             let c = calls_of(&r.calls, &["restart"]);
@@ -300,11 +481,6 @@ pub fn scale_markdown(results: &[ScaleResult]) -> String {
             format!("{} / {} (apiserver {})", c.mutating, watch, num(api))
         },
     );
-    row(&mut s, "Operator RSS idle in steady state", &|r| {
-        r.operator
-            .get("steady")
-            .map_or("?".into(), |p| format!("{:.1} MiB", mib(p.last_rss)))
-    });
     row(&mut s, "**Delete all, every database gone**", &|r| {
         format!(
             "**{:.1} s** (bound {:.1} s, {:.2}×)",
@@ -329,10 +505,174 @@ pub fn scale_markdown(results: &[ScaleResult]) -> String {
     );
     row(
         &mut s,
-        "Left after delete: databases / CacheInstances",
-        &|r| format!("{} / {}", r.databases_left, r.instances_left),
+        "Secrets removed by the garbage collector after",
+        &|r| {
+            r.secrets_gone_s.map_or_else(
+                || format!("not within the wait ({} left)", r.secrets_left),
+                |t| format!("{t:.1} s"),
+            )
+        },
+    );
+    row(
+        &mut s,
+        "Left after delete: databases / CacheInstances / Secrets",
+        &|r| {
+            format!(
+                "{} / {} / {}",
+                r.databases_left, r.instances_left, r.secrets_left
+            )
+        },
+    );
+    row(
+        &mut s,
+        "Circuit-breaker openings / failed reconciles",
+        &|r| format!("{} / {}", num(r.breaker_openings), num(r.reconcile_errors)),
     );
     s
+}
+
+fn met(b: bool) -> &'static str {
+    if b { "met" } else { "NOT met" }
+}
+
+/// The targets each scale run is measured against.
+pub fn scale_targets(results: &[ScaleResult]) -> String {
+    let mut out = String::new();
+    for r in results {
+        let n = r.config.n;
+        let nf = n as f64;
+        let raised = r.config.rate_limit >= 1000;
+        let mut parts = Vec::new();
+        if raised {
+            if n == 1000 {
+                parts.push(format!(
+                    "all Ready under 15 s: {} ({:.1} s)",
+                    met(r.all_ready_s < 15.0),
+                    r.all_ready_s
+                ));
+            }
+            if n == 100 {
+                parts.push(format!(
+                    "creation → Ready p50 ≤ 0.5 s: {} ({:.2} s)",
+                    met(r.ready_p50_s <= 0.5),
+                    r.ready_p50_s
+                ));
+            }
+        } else {
+            parts.push(format!(
+                "all Ready ≤ 1.25× the bound: {} ({:.2}×)",
+                met(r.ratio <= 1.25),
+                r.ratio
+            ));
+        }
+        let writes = writes_without_events(&r.requests, &["converge"]) / nf;
+        let events: u64 = events_of(&r.events, &["converge"]).values().sum();
+        let events = events as f64 / nf;
+        parts.push(format!(
+            "≤ 4 K8s writes and 1 Event per instance until Ready: {} ({} writes, {} Events)",
+            met(writes <= 4.0 + 1e-9 && events <= 1.0 + 1e-9),
+            num(writes),
+            num(events)
+        ));
+        let hwm = r
+            .processes
+            .operator
+            .values()
+            .map(|p| p.hwm)
+            .max()
+            .unwrap_or_default();
+        let rss_limit = match n {
+            n if n >= 10_000 => Some(128),
+            n if n >= 1000 => Some(32),
+            _ => None,
+        };
+        if let Some(limit) = rss_limit {
+            parts.push(format!(
+                "operator RSS < {limit} MiB: {} ({:.1} MiB peak over all phases)",
+                met(hwm < limit * 1024 * 1024),
+                mib(hwm)
+            ));
+        }
+        let get = |p: &[&str]| requests_of(&r.requests, p, "GET", "secrets");
+        let ready_gets = get(&["converge"]) / nf;
+        let steady_gets = get(&["steady"]);
+        parts.push(format!(
+            "Secret GETs ≤ 1 per instance until Ready and 0 in steady state: {} ({} / {})",
+            met(ready_gets <= 1.0 + 1e-9 && steady_gets == 0.0),
+            num(ready_gets),
+            num(steady_gets)
+        ));
+        let steady = r.calls.get("steady").map_or(0, |c| c.mutating);
+        let writes: f64 = operator_requests(&r.requests, &["steady"]).values().sum();
+        parts.push(format!(
+            "steady state: zero mutating calls {} ({steady}), zero writes {} ({})",
+            met(steady == 0),
+            met(writes == 0.0),
+            num(writes)
+        ));
+        parts.push(format!(
+            "delete all with nothing left: {} ({} databases, {} CacheInstances, {} Secrets)",
+            met(r.databases_left == 0 && r.instances_left == 0 && r.secrets_left == 0),
+            r.databases_left,
+            r.instances_left,
+            r.secrets_left
+        ));
+        let _ = writeln!(
+            out,
+            "- N = {n}{}: {}",
+            if raised { " (limit raised)" } else { "" },
+            parts.join("; ")
+        );
+    }
+    out
+}
+
+/// Backoff percentiles (bucket bounds) and count.
+fn fmt_backoff(o: &OperatorPhase) -> String {
+    let count = o.backoffs();
+    if count == 0.0 {
+        return "none".into();
+    }
+    let p = |q: f64| {
+        histogram_percentile(&o.backoff_buckets, q).map_or("?".to_string(), |b| {
+            if b.is_infinite() {
+                "> 512 s".to_string()
+            } else {
+                format!("≤ {} s", num(b))
+            }
+        })
+    };
+    format!(
+        "{} backoffs, mean {:.1} s; p50 {}, p90 {}, max {}",
+        num(count),
+        o.backoff_sum_s / count,
+        p(50.0),
+        p(90.0),
+        p(100.0)
+    )
+}
+
+/// The histogram as `≤ bound: count` for the non-empty buckets.
+fn fmt_buckets(o: &OperatorPhase) -> String {
+    let mut parts = Vec::new();
+    let mut below = 0.0;
+    for (bound, cumulative) in &o.backoff_buckets {
+        let here = cumulative - below;
+        below = *cumulative;
+        if here > 0.0 {
+            let bound = if bound.is_infinite() {
+                "> 512 s".to_string()
+            } else {
+                format!("≤ {} s", num(*bound))
+            };
+            parts.push(format!("{bound}: {}", num(here)));
+        }
+    }
+    if parts.is_empty() {
+        "none".into()
+    } else {
+        parts.join(", ")
+    }
 }
 
 /// The chaos results.
@@ -373,12 +713,28 @@ pub fn chaos_markdown(r: &ChaosResult) -> String {
         fmt_times(&r.delete_kill_times)
     );
     let _ = writeln!(s, "| Operator processes started | {} |", r.operator_starts);
-    let provision = calls_of(&r.calls, &["provision"]);
+    if let Some(b) = &r.baseline {
+        let _ = writeln!(
+            s,
+            "| Fault-free run of the same N: all Ready after | {:.1} s (creation → Ready p50 {:.2} s, max {:.2} s) |",
+            b.all_ready_s, b.ready_p50_s, b.ready_max_s
+        );
+    }
     let _ = writeln!(
         s,
-        "| Provisioning: all Ready after | {:.1} s |",
-        r.all_ready_s
+        "| **Provisioning: all Ready after** | **{:.1} s**{} |",
+        r.all_ready_s,
+        r.baseline.as_ref().map_or(String::new(), |b| format!(
+            " (**{:.2}×** the fault-free time)",
+            r.all_ready_s / b.all_ready_s
+        ))
     );
+    let _ = writeln!(
+        s,
+        "| Provisioning: creation → Ready p50 / p90 / max | {:.1} / {:.1} / {:.1} s |",
+        r.ready_p50_s, r.ready_p90_s, r.ready_max_s
+    );
+    let provision = calls_of(&r.calls, &["provision"]);
     let _ = writeln!(
         s,
         "| Provisioning: Upstash calls | {} |",
@@ -396,6 +752,24 @@ pub fn chaos_markdown(r: &ChaosResult) -> String {
         provision.by_endpoint.get("create").copied().unwrap_or(0),
         provision.creates_performed
     );
+    for (p, label) in [("provision", "Provisioning"), ("delete", "Deletion")] {
+        let Some(o) = r.operator.get(p) else {
+            continue;
+        };
+        let _ = writeln!(
+            s,
+            "| **{label}: circuit-breaker openings** / calls it refused | **{}** / {} |",
+            num(o.breaker_openings),
+            num(o.refused_by_breaker)
+        );
+        let _ = writeln!(
+            s,
+            "| {label}: failed reconciles; per-object backoff | {}; {} |",
+            num(o.reconcile_errors),
+            fmt_backoff(o)
+        );
+        let _ = writeln!(s, "| {label}: backoff distribution | {} |", fmt_buckets(o));
+    }
     let _ = writeln!(
         s,
         "| **Databases while the CRs exist** | **{}** ({} distinct names) |",
@@ -510,8 +884,50 @@ mod tests {
                 count: 99.0,
             },
         ];
-        let m = operator_requests(&BTreeMap::from([("p".to_string(), rows)]), &["p"]);
+        let by_phase = BTreeMap::from([("p".to_string(), rows)]);
+        let m = operator_requests(&by_phase, &["p"]);
         assert_eq!(m.len(), 1);
         assert_eq!(m["APPLY cacheinstances/status"], 20.0);
+        let reads = read_requests(&by_phase, &["p"]);
+        assert_eq!(reads.len(), 1);
+        assert_eq!(reads["GET secrets"], 99.0);
+        assert_eq!(requests_of(&by_phase, &["p"], "GET", "secrets"), 99.0);
+    }
+
+    #[test]
+    fn events_are_not_counted_among_writes() {
+        let rows = vec![
+            RequestRow {
+                verb: "APPLY".into(),
+                resource: "cacheinstances/status".into(),
+                count: 2.0,
+            },
+            RequestRow {
+                verb: "POST".into(),
+                resource: "events".into(),
+                count: 1.0,
+            },
+            RequestRow {
+                verb: "PATCH".into(),
+                resource: "cacheinstances".into(),
+                count: 1.0,
+            },
+        ];
+        let by_phase = BTreeMap::from([("converge".to_string(), rows)]);
+        assert_eq!(writes_without_events(&by_phase, &["converge"]), 3.0);
+    }
+
+    #[test]
+    fn the_backoff_histogram_is_shown_by_bucket() {
+        let o = OperatorPhase {
+            backoff_buckets: vec![(1.0, 0.0), (2.0, 3.0), (4.0, 4.0), (f64::INFINITY, 4.0)],
+            backoff_sum_s: 7.0,
+            ..Default::default()
+        };
+        assert_eq!(fmt_buckets(&o), "≤ 2 s: 3, ≤ 4 s: 1");
+        assert_eq!(
+            fmt_backoff(&o),
+            "4 backoffs, mean 1.8 s; p50 ≤ 2 s, p90 ≤ 4 s, max ≤ 4 s"
+        );
     }
 }

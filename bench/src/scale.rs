@@ -1,16 +1,18 @@
 //! The scale benchmark: N CacheInstances applied at once against the release-built operator,
 //! the emulator (with added latency) and the real control plane, through these phases:
 //!
+//! 0. `baseline`: 3 s of the operator with no instance, for its base memory;
 //! 1. `converge`: from the first POST until every instance is Ready;
 //! 2. `settle`: until the follow-up work is done (every instance has the monitor's `Healthy`
 //!    condition and nothing changed for 10 s);
 //! 3. `idle`: 15 s of nothing, for the idle RSS;
 //! 4. `restart`: the operator restarted (SIGTERM) with a short `--resync-interval`, until its
-//!    first pass over every instance is over;
+//!    first pass over every instance is over (every database read once);
 //! 5. `steady`: several resync intervals, where the target is zero mutating Upstash calls and
 //!    zero Kubernetes writes;
 //! 6. `delete`: every CacheInstance deleted, until none is left and the emulator has no
-//!    database.
+//!    database;
+//! 7. `collect`: until the garbage collector has removed the connection Secrets.
 
 use std::{
     collections::BTreeMap,
@@ -23,11 +25,11 @@ use serde::Serialize;
 
 use crate::{
     common::{
-        create_instances, delete_instances, install_crds, instances_api, metric_sum, secs_flag,
-        wait_until,
+        OperatorCounters, create_instances, create_policies, delete_instances, delete_namespace,
+        install_crds, instances_api, secs_flag, series_sum, wait_until,
     },
     lower_bound::{Bound, BoundInputs, lower_bound},
-    observe::{CallPhase, ChangePhase, Observers, Phase, ProcPhase, Recorder, TreePhase},
+    observe::{CallPhase, ChangePhase, EventPhase, Observers, Phase, Processes, Recorder},
     stack::{Binaries, Emulator, Operator, OperatorSpec},
     stats::percentile,
 };
@@ -46,6 +48,9 @@ pub struct ScaleConfig {
     pub steady_intervals: u32,
     /// Extra operator flags.
     pub extra_args: Vec<String>,
+    /// CachePolicies, each selecting an equal share of the instances (0: none, the instances
+    /// get the default thresholds).
+    pub policies: usize,
     /// POSTs (and DELETEs) the bench sends at a time.
     pub client_parallelism: usize,
     pub ready_timeout: Duration,
@@ -88,6 +93,28 @@ pub struct RequestRow {
     pub count: f64,
 }
 
+/// Request rows per phase, from the per-phase counts of the observers.
+pub fn request_rows(
+    requests: &BTreeMap<String, crate::observe::RequestCounts>,
+) -> BTreeMap<String, Vec<RequestRow>> {
+    requests
+        .iter()
+        .map(|(phase, counts)| {
+            (
+                phase.clone(),
+                counts
+                    .iter()
+                    .map(|((verb, resource), count)| RequestRow {
+                        verb: verb.clone(),
+                        resource: resource.clone(),
+                        count: *count,
+                    })
+                    .collect(),
+            )
+        })
+        .collect()
+}
+
 /// Everything a scale run measured.
 #[derive(Debug, Clone, Serialize)]
 pub struct ScaleResult {
@@ -101,27 +128,36 @@ pub struct ScaleResult {
     pub ratio: f64,
     /// Creation (POST answered) to first seen Ready, per instance.
     pub ready_p50_s: f64,
+    pub ready_p90_s: f64,
     pub ready_p99_s: f64,
     pub ready_max_s: f64,
     /// Time the bench needed to POST all instances.
     pub apply_s: f64,
+    /// From the restart until every database was read once (the first pass).
+    pub restart_first_pass_s: f64,
     pub delete_s: f64,
     pub delete_bound: Bound,
     pub delete_ratio: f64,
+    /// From the first DELETE until the garbage collector removed every Secret (`None`: some
+    /// were still there after the wait).
+    pub secrets_gone_s: Option<f64>,
     /// Reconciles (controller_runtime_reconcile_total) until settled, per instance.
     pub reconciles_per_instance: f64,
+    /// Circuit-breaker openings over the whole run (both operator processes).
+    pub breaker_openings: f64,
+    /// Failed reconciles over the whole run.
+    pub reconcile_errors: f64,
     pub steady_window_s: f64,
     pub calls: BTreeMap<String, CallPhase>,
     pub changes: BTreeMap<String, ChangePhase>,
+    pub events: BTreeMap<String, EventPhase>,
     pub requests: BTreeMap<String, Vec<RequestRow>>,
-    pub operator: BTreeMap<String, ProcPhase>,
-    /// Phase → the emulator's memory with its Redis engines.
-    pub emulator: BTreeMap<String, TreePhase>,
-    /// Phase → (emulator CPU s with its engines, control plane CPU s).
-    pub other_cpu: BTreeMap<String, (f64, f64)>,
+    /// Memory and CPU per phase of the operator, the emulator and the control plane.
+    pub processes: Processes,
     pub durations: BTreeMap<String, f64>,
     pub databases_left: usize,
     pub instances_left: usize,
+    pub secrets_left: usize,
     pub logs: Vec<String>,
 }
 
@@ -136,6 +172,7 @@ pub async fn run(
     install_crds(&client).await?;
     let ns = cluster.namespace(&format!("bench-scale-{n}")).await;
     testkit::operator::write_credentials(&client, ns.name()).await;
+    create_policies(&client, ns.name(), cfg.policies).await?;
     let emulator = Arc::new(Emulator::start(&bins.emulator, cfg.latency_ms).await?);
     let converge_flags = cfg.operator_args(cfg.converge_resync);
     let steady_flags = cfg.operator_args(cfg.steady_resync);
@@ -152,13 +189,24 @@ pub async fn run(
     let start = Instant::now();
     let phase = Phase::default();
     let recorder = Recorder::start(client.clone(), ns.name(), start, phase.clone()).await?;
-    let mut obs = Observers::attach(phase.clone(), &operator, emulator.clone(), client.clone());
+    let mut obs = Observers::attach(
+        phase.clone(),
+        &operator,
+        emulator.clone(),
+        client.clone(),
+        ns.name(),
+    );
     let api = instances_api(&client, ns.name());
+    let mut counters = OperatorCounters::default();
+
+    // 0. The operator with nothing to do, for its base memory.
+    obs.enter(Some("baseline")).await?;
+    tokio::time::sleep(Duration::from_secs(3)).await;
 
     // 1. Converge.
     obs.enter(Some("converge")).await?;
     let t0 = Instant::now();
-    create_instances(&api, n, cfg.client_parallelism, &recorder).await?;
+    create_instances(&api, n, cfg.client_parallelism, cfg.policies, &recorder).await?;
     let apply_s = t0.elapsed().as_secs_f64();
     eprintln!("bench: {n} CacheInstances created in {apply_s:.1}s");
     let mut last_report = Instant::now();
@@ -197,27 +245,55 @@ pub async fn run(
     if let Err(e) = settled {
         eprintln!("bench: {e:#} (continuing)");
     }
-    let reconciles = operator
-        .metrics()
-        .await
-        .map(|m| metric_sum(&m, "controller_runtime_reconcile_total"))
-        .unwrap_or(f64::NAN);
+    let first = operator.series().await;
+    let reconciles = series_sum(&first, "controller_runtime_reconcile_total");
 
     // 3. Idle.
     obs.enter(Some("idle")).await?;
     tokio::time::sleep(Duration::from_secs(15)).await;
 
-    // 4. Restart with a short resync, and let the first pass finish.
+    // 4. Restart with a short resync, and let the first pass finish: every database read
+    //    once (by the reconciler, or by the monitor's first sample).
     obs.enter(Some("restart")).await?;
+    let tr = Instant::now();
+    counters.retire(&operator.series().await);
     operator.stop();
     operator.set_args(steady_flags.clone());
     operator.spawn()?;
     operator.wait_ready(Duration::from_secs(120)).await?;
     let resync = cfg.steady_resync.as_secs_f64();
     // One read per instance from the reconciler and about two from the monitor's first
-    // samples, at the rate limit; at least one resync interval.
-    let first_pass = (3.0 * n as f64 / f64::from(cfg.rate_limit)).max(resync) * 1.1 + 5.0;
-    tokio::time::sleep(Duration::from_secs_f64(first_pass)).await;
+    // samples, at the rate limit.
+    let estimate = (3.0 * n as f64 / f64::from(cfg.rate_limit)).max(resync);
+    let first_pass_timeout = Duration::from_secs_f64(2.0 * estimate + 120.0);
+    let mut last_report = Instant::now();
+    let calls = obs.calls.clone();
+    let first_pass = wait_until(
+        "the first pass after the restart",
+        first_pass_timeout,
+        || {
+            let calls = calls.clone();
+            let report = last_report.elapsed() > Duration::from_secs(15);
+            if report {
+                last_report = Instant::now();
+            }
+            async move {
+                let read = calls.databases_read("restart").await;
+                if report {
+                    eprintln!("bench: restart: {read}/{n} databases read");
+                }
+                read >= n
+            }
+        },
+    )
+    .await;
+    if let Err(e) = first_pass {
+        eprintln!("bench: {e:#} (continuing)");
+    }
+    let restart_first_pass_s = tr.elapsed().as_secs_f64();
+    eprintln!("bench: first pass after the restart over after {restart_first_pass_s:.1}s");
+    // What the pass started (status writes, monitor samples) finishes.
+    tokio::time::sleep(Duration::from_secs(5)).await;
 
     // 5. Steady state.
     obs.enter(Some("steady")).await?;
@@ -245,6 +321,16 @@ pub async fn run(
     .await?;
     let delete_s = td.elapsed().as_secs_f64();
     eprintln!("bench: all {n} deleted after {delete_s:.1}s");
+    obs.enter(Some("collect")).await?;
+    // The garbage collector removes the Secrets (kube-controller-manager at its default
+    // 20 requests/s).
+    let gc_timeout = Duration::from_secs(120 + (n / 10) as u64);
+    let secrets_gone = wait_until("the Secrets to be collected", gc_timeout, || {
+        let left = recorder.secrets();
+        async move { left == 0 }
+    })
+    .await;
+    let secrets_gone_s = secrets_gone.is_ok().then(|| td.elapsed().as_secs_f64());
     obs.enter(None).await?;
 
     let bound_inputs = cfg.bound_inputs(1);
@@ -252,6 +338,8 @@ pub async fn run(
     let delete_bound = lower_bound(cfg.bound_inputs(1));
     let databases_left = emulator.databases().await?.len();
     let instances_left = recorder.counts().0;
+    let secrets_left = recorder.secrets();
+    let totals = counters.totals(&operator.series().await);
     let logs = operator
         .logs
         .iter()
@@ -267,43 +355,34 @@ pub async fn run(
         all_ready_s,
         ratio: all_ready_s / bound.bound_s,
         ready_p50_s: percentile(&latencies, 50.0).context("no latencies")?,
+        ready_p90_s: percentile(&latencies, 90.0).context("no latencies")?,
         ready_p99_s: percentile(&latencies, 99.0).context("no latencies")?,
         ready_max_s: percentile(&latencies, 100.0).context("no latencies")?,
         apply_s,
+        restart_first_pass_s,
         delete_s,
         delete_bound,
         delete_ratio: delete_s / delete_bound.bound_s,
+        secrets_gone_s,
         reconciles_per_instance: reconciles / n as f64,
+        breaker_openings: series_sum(&totals, "upstash_api_circuit_breaker_openings_total"),
+        reconcile_errors: series_sum(&totals, "controller_runtime_reconcile_errors_total"),
         steady_window_s: window.as_secs_f64(),
         calls: obs.calls.phases().await,
         changes: recorder.phases(),
-        requests: obs
-            .requests
-            .iter()
-            .map(|(phase, counts)| {
-                (
-                    phase.clone(),
-                    counts
-                        .iter()
-                        .map(|((verb, resource), count)| RequestRow {
-                            verb: verb.clone(),
-                            resource: resource.clone(),
-                            count: *count,
-                        })
-                        .collect(),
-                )
-            })
-            .collect(),
-        operator: obs.operator.phases(),
-        emulator: obs.emulator.phases(),
-        other_cpu: obs.other_cpu.clone(),
+        events: obs.events.phases(),
+        requests: request_rows(&obs.requests),
+        processes: obs.processes(),
         durations: obs.durations.clone(),
         databases_left,
         instances_left,
+        secrets_left,
         logs,
         config: cfg,
     };
-    // The namespace is deleted when `ns` drops.
+    // Delete the namespace and wait, so that the next run does not share the control plane
+    // with its cleanup.
+    delete_namespace(&client, ns.name(), Duration::from_secs(600)).await;
     drop(ns);
     Ok(result)
 }

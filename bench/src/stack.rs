@@ -300,6 +300,14 @@ impl Operator {
         r.text().await.ok()
     }
 
+    /// The operator's `/metrics` as series (empty when it does not answer within 10 s).
+    pub async fn series(&self) -> crate::common::Series {
+        match tokio::time::timeout(Duration::from_secs(10), self.metrics()).await {
+            Ok(Some(text)) => crate::common::parse_series(&text),
+            _ => Default::default(),
+        }
+    }
+
     /// Whether the process is still running (it exits by itself only on fatal errors).
     pub fn running(&mut self) -> bool {
         self.process

@@ -41,11 +41,33 @@ use crate::{
     metrics::ControllerLabels,
 };
 
-/// Per-object exponential backoff: 2 s, 4 s, 8 s, ... up to 5 minutes, with jitter; at least
-/// what Upstash asked for with `Retry-After`.
-pub fn backoff(failures: u32, retry_after: Option<Duration>) -> Duration {
+/// Longest per-object backoff after a failure that says Upstash is unavailable or throttling
+/// (5xx, timeouts, no connection, 429). Such failures come and go for the whole account: the
+/// circuit breaker pauses every call during an outage, so an object's own count of failures
+/// says little about when its next attempt will work, and a long backoff would only delay its
+/// recovery once the faults stop.
+pub const TRANSIENT_BACKOFF_CAP: Duration = Duration::from_secs(30);
+/// Longest per-object backoff after any other failure (refused requests, Kubernetes errors,
+/// missing credentials), which usually needs someone to change something.
+pub const BACKOFF_CAP: Duration = Duration::from_secs(300);
+
+/// Whether a failure of this category is a transient Upstash fault.
+pub fn is_transient_upstash_failure(category: ErrorCategory) -> bool {
+    matches!(
+        category,
+        ErrorCategory::UpstashServerError
+            | ErrorCategory::UpstashTimeout
+            | ErrorCategory::UpstashUnreachable
+            | ErrorCategory::UpstashBadResponse
+            | ErrorCategory::UpstashRateLimited
+    )
+}
+
+/// Per-object exponential backoff: 2 s, 4 s, 8 s, ... up to `cap`, with jitter; at least what
+/// Upstash asked for with `Retry-After`.
+pub fn backoff(failures: u32, retry_after: Option<Duration>, cap: Duration) -> Duration {
     let exp = 2u64.saturating_pow(failures.min(16));
-    let base = Duration::from_secs(exp).min(Duration::from_secs(300));
+    let base = Duration::from_secs(exp).min(cap);
     jitter(base, 0.2).max(retry_after.unwrap_or_default())
 }
 
@@ -64,11 +86,24 @@ fn error_policy(obj: Arc<CacheInstance>, error: &Error, ctx: Arc<Context>) -> Ac
         return Action::requeue(wait + jitter(Duration::from_millis(500), 1.0));
     }
     let failures = ctx.record_failure(&obj);
-    let wait = backoff(failures, error.retry_after());
+    let transient = is_transient_upstash_failure(error.category());
+    let wait = match ctx.upstash.breaker().reopens_in() {
+        // Upstash looks down: the breaker's trial call decides when to try again.
+        Some(reopen) if transient => reopen + jitter(Duration::from_millis(500), 1.0),
+        _ if transient => backoff(failures, error.retry_after(), TRANSIENT_BACKOFF_CAP),
+        _ => backoff(failures, error.retry_after(), BACKOFF_CAP),
+    };
+    ctx.metrics
+        .reconcile_backoff_seconds
+        .get_or_create(&ControllerLabels {
+            controller: INSTANCE_CONTROLLER.into(),
+        })
+        .observe(wait.as_secs_f64());
     tracing::warn!(
         object = %format!("{}/{}", obj.namespace().unwrap_or_default(), obj.name_any()),
         err = %error,
         reason = error.metric_label(),
+        failures,
         retry_in_s = wait.as_secs(),
         "reconcile failed"
     );
@@ -216,14 +251,45 @@ mod tests {
 
     #[test]
     fn backoff_grows_and_caps() {
-        let one = backoff(1, None);
+        let one = backoff(1, None, BACKOFF_CAP);
         assert!(
             one >= Duration::from_millis(1600) && one <= Duration::from_millis(2400),
             "{one:?}"
         );
-        let many = backoff(30, None);
+        let many = backoff(30, None, BACKOFF_CAP);
         assert!(many <= Duration::from_secs(360), "{many:?}");
         assert!(many >= Duration::from_secs(240), "{many:?}");
-        assert!(backoff(1, Some(Duration::from_secs(30))) >= Duration::from_secs(30));
+        assert!(backoff(1, Some(Duration::from_secs(30)), BACKOFF_CAP) >= Duration::from_secs(30));
+    }
+
+    #[test]
+    fn transient_upstash_failures_back_off_briefly() {
+        let many = backoff(30, None, TRANSIENT_BACKOFF_CAP);
+        assert!(
+            many >= Duration::from_secs(24) && many <= Duration::from_secs(36),
+            "{many:?}"
+        );
+        // Retry-After still wins.
+        let asked = backoff(30, Some(Duration::from_secs(90)), TRANSIENT_BACKOFF_CAP);
+        assert!(asked >= Duration::from_secs(90));
+        for c in [
+            ErrorCategory::UpstashServerError,
+            ErrorCategory::UpstashTimeout,
+            ErrorCategory::UpstashUnreachable,
+            ErrorCategory::UpstashBadResponse,
+            ErrorCategory::UpstashRateLimited,
+        ] {
+            assert!(is_transient_upstash_failure(c), "{c:?}");
+        }
+        for c in [
+            ErrorCategory::UpstashRejected,
+            ErrorCategory::UpstashUnauthorized,
+            ErrorCategory::UpstashNotFound,
+            ErrorCategory::KubernetesApi,
+            ErrorCategory::Credentials,
+            ErrorCategory::InvalidSpec,
+        ] {
+            assert!(!is_transient_upstash_failure(c), "{c:?}");
+        }
     }
 }

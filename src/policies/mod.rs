@@ -8,14 +8,17 @@
 
 pub mod status;
 
-use std::sync::{Arc, Mutex};
+use std::{
+    collections::HashMap,
+    sync::{Arc, Mutex},
+};
 
 use futures::{Stream, StreamExt, TryStreamExt, channel::mpsc};
 use kube::{
     Api, Client,
     runtime::{
         WatchStreamExt,
-        reflector::{self, ReflectHandle, Store},
+        reflector::{self, ObjectRef, ReflectHandle, Store},
         watcher,
     },
 };
@@ -97,6 +100,23 @@ struct Subscriptions {
     status: Option<ReflectHandle<CachePolicy>>,
 }
 
+/// Whether a policy event should requeue the instances of its namespace, given the
+/// generation last seen of each policy: a policy seen for the first time, a new spec
+/// (`metadata.generation`) or a deletion does; a status write does not.
+pub fn policy_trigger(
+    generations: &mut HashMap<ObjectRef<CachePolicy>, Option<i64>>,
+    policy: &CachePolicy,
+    deleted: bool,
+) -> bool {
+    let key = ObjectRef::from_obj(policy);
+    if deleted {
+        generations.remove(&key);
+        return true;
+    }
+    let generation = policy.metadata.generation;
+    generations.insert(key, generation) != Some(generation)
+}
+
 /// One scope's policy watch.
 pub struct ScopeWatch {
     /// The namespace watched, `None` for the whole cluster.
@@ -107,8 +127,11 @@ pub struct ScopeWatch {
 }
 
 impl ScopeWatch {
-    /// Every change to a policy of this scope, deletions included, for the CacheInstance
-    /// controller's `watches_shared_stream`. Panics when taken twice.
+    /// The changes to the policies of this scope that can change what their instances should
+    /// do (a new policy, a new spec, a deletion), for the CacheInstance controller's
+    /// `watches_shared_stream`. Status writes are left out: the status controller updates
+    /// `status.selectedInstances` while instances come and go, and each such write would
+    /// otherwise requeue every instance of the namespace. Panics when taken twice.
     pub fn instance_trigger(&self) -> impl Stream<Item = Arc<CachePolicy>> + Send + 'static {
         let (applied, deleted) = self
             .subscriptions
@@ -117,7 +140,14 @@ impl ScopeWatch {
             .instances
             .take()
             .expect("the instance trigger of a policy watch is taken once");
-        futures::stream::select(applied, deleted)
+        let mut generations = HashMap::new();
+        futures::stream::select(applied.map(|p| (p, false)), deleted.map(|p| (p, true))).filter_map(
+            move |(policy, deleted)| {
+                std::future::ready(
+                    policy_trigger(&mut generations, &policy, deleted).then_some(policy),
+                )
+            },
+        )
     }
 
     /// Applied policies, for the policy status controller. Panics when taken twice.
@@ -197,5 +227,35 @@ pub fn watch(client: &Client, namespaces: &[String]) -> PolicyWatches {
             stores: watches.iter().map(|w| w.store.clone()).collect(),
         },
         scopes: watches,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn policy(generation: i64, selected: i32) -> CachePolicy {
+        serde_json::from_value(serde_json::json!({
+            "apiVersion": "cache.upstash-operator.dev/v1alpha1",
+            "kind": "CachePolicy",
+            "metadata": {"name": "prod", "namespace": "crm", "generation": generation},
+            "spec": {},
+            "status": {"selectedInstances": selected},
+        }))
+        .unwrap()
+    }
+
+    #[test]
+    fn policy_status_writes_do_not_requeue_instances() {
+        let mut seen = HashMap::new();
+        assert!(policy_trigger(&mut seen, &policy(1, 0), false));
+        // Status only, or a relist after a watch restart.
+        assert!(!policy_trigger(&mut seen, &policy(1, 7), false));
+        assert!(!policy_trigger(&mut seen, &policy(1, 7), false));
+        // A new spec.
+        assert!(policy_trigger(&mut seen, &policy(2, 7), false));
+        // Deleted, then created again with the same name.
+        assert!(policy_trigger(&mut seen, &policy(2, 7), true));
+        assert!(policy_trigger(&mut seen, &policy(1, 0), false));
     }
 }

@@ -2,6 +2,11 @@
 //! failures it opens and refuses calls for `reset_timeout`; then it lets one trial call through
 //! at a time (half-open) and closes after `success_threshold` consecutive successes.
 //!
+//! The client records one outcome per call, after the call's own retries, and only failures
+//! that say Upstash is unavailable count (see [`super::UpstashError::counts_as_outage`]): a
+//! scattered share of failing requests is absorbed by the retries and never adds up to five
+//! failed calls in a row, while an outage fails every call and opens the breaker after five.
+//!
 //! Written here rather than taken from a crate because the operator needs the exact
 //! half-open semantics of its guide (one trial at a time, N successes to close), state-change
 //! notifications for metrics and Events, and `Retry-After` awareness; the small state machine is
@@ -73,7 +78,8 @@ enum Inner {
     },
     HalfOpen {
         successes: u32,
-        trial_in_flight: bool,
+        /// When the trial call in flight started, if one is.
+        trial_since: Option<Instant>,
     },
 }
 
@@ -90,6 +96,14 @@ pub struct CircuitBreaker {
 #[must_use = "report the call's outcome with CircuitBreaker::record"]
 pub struct Permit {
     trial: bool,
+}
+
+impl Permit {
+    /// Whether this is the half-open breaker's trial call (which is made once, not retried:
+    /// it only has to tell whether Upstash is back).
+    pub fn is_trial(&self) -> bool {
+        self.trial
+    }
 }
 
 impl CircuitBreaker {
@@ -121,6 +135,18 @@ impl CircuitBreaker {
         }
     }
 
+    /// While the breaker is open: how long until it lets a trial call through.
+    pub fn reopens_in(&self) -> Option<Duration> {
+        self.reopens_in_at(Instant::now())
+    }
+
+    fn reopens_in_at(&self, now: Instant) -> Option<Duration> {
+        match &*self.inner.lock().unwrap_or_else(|e| e.into_inner()) {
+            Inner::Open { until } => Some(until.saturating_duration_since(now)),
+            _ => None,
+        }
+    }
+
     /// Notifications of state changes.
     pub fn subscribe(&self) -> watch::Receiver<BreakerState> {
         self.state_tx.subscribe()
@@ -140,7 +166,7 @@ impl CircuitBreaker {
                 if now >= *until {
                     *inner = Inner::HalfOpen {
                         successes: 0,
-                        trial_in_flight: true,
+                        trial_since: Some(now),
                     };
                     drop(inner);
                     self.publish(BreakerState::HalfOpen);
@@ -149,13 +175,15 @@ impl CircuitBreaker {
                     Err(*until - now)
                 }
             }
-            Inner::HalfOpen {
-                trial_in_flight, ..
-            } => {
-                if *trial_in_flight {
+            Inner::HalfOpen { trial_since, .. } => {
+                // A trial whose outcome never came back (its task was cancelled) does not
+                // hold the breaker half-open for ever.
+                let lost = trial_since
+                    .is_some_and(|since| now.duration_since(since) > self.config.reset_timeout);
+                if trial_since.is_some() && !lost {
                     Err(Duration::from_secs(1))
                 } else {
-                    *trial_in_flight = true;
+                    *trial_since = Some(now);
                     Ok(Permit { trial: true })
                 }
             }
@@ -163,12 +191,13 @@ impl CircuitBreaker {
     }
 
     /// Reports the outcome of a permitted call: `success` is false only for outage-like
-    /// failures (5xx, timeouts, broken connections, 429), not for refused requests.
-    pub fn record(&self, permit: Permit, success: bool) {
-        self.record_at(permit, success, Instant::now());
+    /// failures (5xx, timeouts, broken connections), not for answers that refuse a request
+    /// (4xx, 429 included). Returns the new state when this outcome changed it.
+    pub fn record(&self, permit: Permit, success: bool) -> Option<BreakerState> {
+        self.record_at(permit, success, Instant::now())
     }
 
-    fn record_at(&self, permit: Permit, success: bool, now: Instant) {
+    fn record_at(&self, permit: Permit, success: bool, now: Instant) -> Option<BreakerState> {
         let mut inner = self.inner.lock().unwrap_or_else(|e| e.into_inner());
         let mut changed = None;
         match &mut *inner {
@@ -190,10 +219,10 @@ impl CircuitBreaker {
             }
             Inner::HalfOpen {
                 successes,
-                trial_in_flight,
+                trial_since,
             } => {
                 if permit.trial {
-                    *trial_in_flight = false;
+                    *trial_since = None;
                 }
                 if success {
                     *successes += 1;
@@ -213,6 +242,7 @@ impl CircuitBreaker {
         if let Some(state) = changed {
             self.publish(state);
         }
+        changed
     }
 
     fn publish(&self, state: BreakerState) {
@@ -242,6 +272,11 @@ mod tests {
         assert_eq!(b.state(), BreakerState::Open);
         let wait = b.try_acquire_at(t0 + Duration::from_secs(10)).unwrap_err();
         assert_eq!(wait, Duration::from_secs(50));
+        assert_eq!(
+            b.reopens_in_at(t0 + Duration::from_secs(10)),
+            Some(Duration::from_secs(50))
+        );
+        assert_eq!(breaker().reopens_in_at(t0), None);
     }
 
     #[test]
@@ -292,6 +327,39 @@ mod tests {
         assert_eq!(b.state(), BreakerState::Open);
         assert!(b.try_acquire_at(later + Duration::from_secs(59)).is_err());
         assert!(b.try_acquire_at(later + Duration::from_secs(60)).is_ok());
+    }
+
+    #[test]
+    fn a_lost_trial_does_not_block_for_ever() {
+        let b = breaker();
+        let t0 = Instant::now();
+        for _ in 0..5 {
+            let p = b.try_acquire_at(t0).unwrap();
+            b.record_at(p, false, t0);
+        }
+        let later = t0 + Duration::from_secs(60);
+        let _lost = b.try_acquire_at(later).unwrap();
+        assert!(b.try_acquire_at(later + Duration::from_secs(30)).is_err());
+        let trial = b.try_acquire_at(later + Duration::from_secs(61)).unwrap();
+        assert!(trial.is_trial());
+    }
+
+    #[test]
+    fn record_reports_transitions() {
+        let b = breaker();
+        let t0 = Instant::now();
+        for _ in 0..4 {
+            let p = b.try_acquire_at(t0).unwrap();
+            assert_eq!(b.record_at(p, false, t0), None);
+        }
+        let p = b.try_acquire_at(t0).unwrap();
+        assert!(!p.is_trial());
+        assert_eq!(b.record_at(p, false, t0), Some(BreakerState::Open));
+        let later = t0 + Duration::from_secs(60);
+        let trial = b.try_acquire_at(later).unwrap();
+        assert_eq!(b.record_at(trial, true, later), None);
+        let trial = b.try_acquire_at(later).unwrap();
+        assert_eq!(b.record_at(trial, true, later), Some(BreakerState::Closed));
     }
 
     #[test]

@@ -1,22 +1,24 @@
 //! The Developer API client.
 //!
-//! One [`UpstashClient`] per process holds the HTTP connection pool, the global rate limit and
-//! the circuit breaker; [`UpstashClient::with_credentials`] binds it to an account, giving an
+//! One [`UpstashClient`] per process holds the HTTP connection pool, the global rate limit
+//! (changes ahead of reads, see [`super::limiter`]) and the circuit breaker; [`UpstashClient::with_credentials`] binds it to an account, giving an
 //! [`UpstashApi`] with one method per endpoint. Every call has a timeout, is counted in
 //! `upstash_api_requests_total`, and idempotent calls are retried a few times with backoff
 //! (`min(attempt * 50 ms, 2 s)`), honouring `Retry-After`. Creates and password resets are never
-//! retried blindly: a lost answer must be resolved by looking, not by repeating.
+//! retried blindly: a lost answer must be resolved by looking, not by repeating; they are
+//! repeated only when the failure proves Upstash did nothing (429, no connection). The circuit
+//! breaker sees one outcome per call, after its retries.
 
-use std::{fmt, num::NonZeroU32, sync::Arc, time::Duration};
+use std::{fmt, sync::Arc, time::Duration};
 
-use governor::{DefaultDirectRateLimiter, Quota, RateLimiter};
 use reqwest::{Method, StatusCode};
 use secrecy::{ExposeSecret, SecretString};
 use serde::de::DeserializeOwned;
 
 use super::{
-    breaker::{BreakerConfig, CircuitBreaker},
+    breaker::{BreakerConfig, BreakerState, CircuitBreaker},
     error::UpstashError,
+    limiter::{Kind, Limiter},
     types::{Backup, Budget, CreateDatabase, Database, DatabaseStats},
 };
 use crate::metrics::{ApiRequestLabels, EndpointLabels, Metrics};
@@ -88,7 +90,7 @@ pub struct UpstashClient {
 struct Inner {
     http: reqwest::Client,
     config: ClientConfig,
-    limiter: DefaultDirectRateLimiter,
+    limiter: Limiter,
     breaker: Arc<CircuitBreaker>,
     metrics: Arc<Metrics>,
 }
@@ -114,9 +116,7 @@ pub fn http_client(
 impl UpstashClient {
     pub fn new(config: ClientConfig, metrics: Arc<Metrics>) -> Result<Self, reqwest::Error> {
         let http = http_client(config.timeout, config.extra_ca_pem.as_deref())?;
-        let per_second = NonZeroU32::new(config.rate_limit_per_second.max(1)).expect("nonzero");
-        let burst = NonZeroU32::new(config.rate_limit_burst.max(1)).expect("nonzero");
-        let limiter = RateLimiter::direct(Quota::per_second(per_second).allow_burst(burst));
+        let limiter = Limiter::new(config.rate_limit_per_second, config.rate_limit_burst);
         let breaker = Arc::new(CircuitBreaker::new(config.breaker));
         Ok(Self {
             inner: Arc::new(Inner {
@@ -384,6 +384,11 @@ impl UpstashApi {
             .map(|_| ())
     }
 
+    /// One call: a circuit-breaker permit, up to `attempts` requests, and one outcome
+    /// recorded with the breaker. Idempotent calls are repeated after failures that may pass;
+    /// creates and password resets only after failures that prove Upstash did nothing (429, no
+    /// connection), since a lost answer must be resolved by looking, not by repeating. The
+    /// half-open breaker's trial call is made once.
     async fn call<T: DeserializeOwned>(
         &self,
         method: Method,
@@ -393,35 +398,52 @@ impl UpstashApi {
         idempotence: Idempotence,
     ) -> Result<T, UpstashError> {
         let inner = &self.client.inner;
-        let attempts = match idempotence {
-            Idempotence::Retry => inner.config.attempts.max(1),
-            Idempotence::Once => 1,
+        let permit = match inner.breaker.try_acquire() {
+            Ok(permit) => permit,
+            Err(wait) => {
+                self.count(endpoint, "circuit_open");
+                return Err(UpstashError::CircuitOpen(wait));
+            }
+        };
+        let attempts = if permit.is_trial() {
+            1
+        } else {
+            inner.config.attempts.max(1)
         };
         let mut attempt = 1;
-        loop {
-            let result = self.send_once(&method, endpoint, path, body.as_ref()).await;
-            let error = match result {
-                Ok(value) => return Ok(value),
+        let result = loop {
+            let error = match self.send_once(&method, endpoint, path, body.as_ref()).await {
+                Ok(value) => break Ok(value),
                 Err(e) => e,
             };
-            if attempt >= attempts
-                || !error.is_retryable()
-                || matches!(error, UpstashError::CircuitOpen(_))
-            {
-                return Err(error);
+            if attempt >= attempts || !may_repeat(idempotence, &error) {
+                break Err(error);
             }
             let backoff =
                 Duration::from_millis(50 * u64::from(attempt)).min(Duration::from_secs(2));
             let wait = error.retry_after().unwrap_or(backoff).max(backoff);
             if wait > inner.config.max_inline_wait {
-                return Err(error);
+                break Err(error);
             }
             tracing::debug!(endpoint, attempt, wait_ms = wait.as_millis() as u64, error = %error, "retrying Upstash call");
             tokio::time::sleep(wait).await;
             attempt += 1;
+        };
+        let healthy = match &result {
+            Ok(_) => true,
+            Err(e) => !e.counts_as_outage(),
+        };
+        if inner.breaker.record(permit, healthy) == Some(BreakerState::Open) {
+            inner.metrics.breaker_openings_total.inc();
         }
+        inner
+            .metrics
+            .breaker_state
+            .set(inner.breaker.state().as_gauge());
+        result
     }
 
+    /// One request under the rate limit, counted and timed.
     async fn send_once<T: DeserializeOwned>(
         &self,
         method: &Method,
@@ -430,14 +452,12 @@ impl UpstashApi {
         body: Option<&serde_json::Value>,
     ) -> Result<T, UpstashError> {
         let inner = &self.client.inner;
-        let permit = match inner.breaker.try_acquire() {
-            Ok(permit) => permit,
-            Err(wait) => {
-                self.count(endpoint, "circuit_open");
-                return Err(UpstashError::CircuitOpen(wait));
-            }
+        let kind = if *method == Method::GET {
+            Kind::Read
+        } else {
+            Kind::Change
         };
-        inner.limiter.until_ready().await;
+        inner.limiter.until_ready(kind).await;
         let url = inner
             .config
             .base_url
@@ -469,7 +489,7 @@ impl UpstashApi {
             Err(_) => "error".to_string(),
         };
         self.count(endpoint, &code);
-        let result = outcome.and_then(|(status, retry_after, text)| {
+        outcome.and_then(|(status, retry_after, text)| {
             if status.is_success() {
                 serde_json::from_str::<T>(&text).map_err(|e| {
                     UpstashError::Decode(format!("{endpoint}: {e} (body of {} bytes)", text.len()))
@@ -481,17 +501,7 @@ impl UpstashApi {
                     retry_after,
                 ))
             }
-        });
-        let healthy = match &result {
-            Ok(_) => true,
-            Err(e) => !e.counts_as_outage(),
-        };
-        inner.breaker.record(permit, healthy);
-        inner
-            .metrics
-            .breaker_state
-            .set(inner.breaker.state().as_gauge());
-        result
+        })
     }
 
     /// Sends the request; returns the status, `Retry-After` (seconds form) and the body.
@@ -531,11 +541,20 @@ impl UpstashApi {
     }
 }
 
+/// Whether a failed attempt may be repeated within the same call.
+fn may_repeat(idempotence: Idempotence, error: &UpstashError) -> bool {
+    match idempotence {
+        Idempotence::Retry => error.is_retryable(),
+        Idempotence::Once => error.is_retryable() && error.not_performed(),
+    }
+}
+
 fn transport_error(e: reqwest::Error, timeout: Duration) -> UpstashError {
     if e.is_timeout() {
         return UpstashError::Timeout(timeout);
     }
     let decode = e.is_decode() || e.is_body();
+    let connect = e.is_connect();
     // The URL carries no secret, but messages stay short and stable without it.
     let e = e.without_url();
     let mut text = e.to_string();
@@ -547,6 +566,8 @@ fn transport_error(e: reqwest::Error, timeout: Duration) -> UpstashError {
     }
     if decode {
         UpstashError::Decode(text)
+    } else if connect {
+        UpstashError::Connect(text)
     } else {
         UpstashError::Transport(text)
     }
@@ -580,6 +601,32 @@ mod tests {
         let shown = format!("{c:?}");
         assert!(shown.contains("ops@example.com"));
         assert!(!shown.contains("k-123"));
+    }
+
+    #[test]
+    fn once_only_calls_repeat_only_what_was_not_performed() {
+        let throttled = UpstashError::RateLimited {
+            retry_after: Some(Duration::from_secs(1)),
+        };
+        let failed = UpstashError::Server {
+            status: 500,
+            message: "internal error".into(),
+        };
+        let refused = UpstashError::Rejected {
+            status: 400,
+            message: "invalid region".into(),
+        };
+        let unconnected = UpstashError::Connect("connection refused".into());
+        let timeout = UpstashError::Timeout(Duration::from_secs(3));
+        for e in [&throttled, &failed, &unconnected, &timeout] {
+            assert!(may_repeat(Idempotence::Retry, e), "{e}");
+        }
+        assert!(!may_repeat(Idempotence::Retry, &refused));
+        assert!(may_repeat(Idempotence::Once, &throttled));
+        assert!(may_repeat(Idempotence::Once, &unconnected));
+        for e in [&failed, &timeout, &refused] {
+            assert!(!may_repeat(Idempotence::Once, e), "{e}");
+        }
     }
 
     #[test]

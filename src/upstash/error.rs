@@ -23,6 +23,9 @@ pub enum UpstashError {
     /// No answer within the timeout.
     #[error("Upstash did not answer within {0:?}")]
     Timeout(Duration),
+    /// No connection could be made, so the request was never sent.
+    #[error("could not connect to Upstash: {0}")]
+    Connect(String),
     /// The connection failed or broke off.
     #[error("could not reach Upstash: {0}")]
     Transport(String),
@@ -45,16 +48,33 @@ impl UpstashError {
         )
     }
 
-    /// Whether the failure says something about Upstash's health (and so counts for the
-    /// circuit breaker) rather than about the request.
+    /// Whether the failure says Upstash is unavailable (and so counts for the circuit
+    /// breaker): a 5xx, no answer in time, no connection, a broken or truncated answer. An
+    /// answer that refuses the request (4xx, 429 included) comes from a working API: throttling
+    /// is handled by `Retry-After` and the rate limit, refusals by fixing the request.
     pub fn counts_as_outage(&self) -> bool {
         matches!(
             self,
             UpstashError::Server { .. }
                 | UpstashError::Timeout(_)
+                | UpstashError::Connect(_)
                 | UpstashError::Transport(_)
                 | UpstashError::Decode(_)
+        )
+    }
+
+    /// Whether the failure proves that Upstash did not act on the request: it refused it
+    /// (4xx, 429 included) or the request was never sent (the circuit breaker was open, or no
+    /// connection could be made). A 5xx, a timeout or a broken connection leaves it unknown.
+    pub fn not_performed(&self) -> bool {
+        matches!(
+            self,
+            UpstashError::Unauthorized { .. }
+                | UpstashError::NotFound { .. }
+                | UpstashError::Rejected { .. }
                 | UpstashError::RateLimited { .. }
+                | UpstashError::Connect(_)
+                | UpstashError::CircuitOpen(_)
         )
     }
 
@@ -76,7 +96,7 @@ impl UpstashError {
             UpstashError::RateLimited { .. } => "RateLimited",
             UpstashError::Server { .. } => "ServerError",
             UpstashError::Timeout(_) => "Timeout",
-            UpstashError::Transport(_) => "Unreachable",
+            UpstashError::Connect(_) | UpstashError::Transport(_) => "Unreachable",
             UpstashError::Decode(_) => "BadResponse",
             UpstashError::CircuitOpen(_) => "CircuitOpen",
         }
@@ -152,12 +172,18 @@ mod tests {
         assert!(!e.is_retryable());
         let e = UpstashError::from_response(429, "", Some(Duration::from_secs(3)));
         assert_eq!(e.retry_after(), Some(Duration::from_secs(3)));
-        assert!(e.is_retryable() && e.counts_as_outage());
+        assert!(e.is_retryable() && !e.counts_as_outage() && e.not_performed());
         let e = UpstashError::from_response(401, r#"{"error":"Unauthorized"}"#, None);
         assert_eq!(e.label(), "Unauthorized");
         assert!(!e.counts_as_outage());
         let e = UpstashError::from_response(503, "down", None);
-        assert!(e.is_retryable() && e.counts_as_outage());
+        assert!(e.is_retryable() && e.counts_as_outage() && !e.not_performed());
+        assert!(UpstashError::Timeout(Duration::from_secs(3)).counts_as_outage());
+        assert!(!UpstashError::Timeout(Duration::from_secs(3)).not_performed());
+        let e = UpstashError::Connect("connection refused".into());
+        assert!(e.counts_as_outage() && e.not_performed() && e.is_retryable());
+        assert!(!UpstashError::Transport("reset".into()).not_performed());
+        assert!(UpstashError::CircuitOpen(Duration::from_secs(1)).not_performed());
         let e = UpstashError::from_response(400, r#""invalid region""#, None);
         assert_eq!(
             e.to_string(),

@@ -6,6 +6,7 @@
 pub mod breaker;
 pub mod client;
 pub mod error;
+pub mod limiter;
 pub mod types;
 
 pub use client::{Credentials, UpstashApi, UpstashClient};

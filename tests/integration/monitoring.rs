@@ -451,18 +451,23 @@ async fn the_circuit_breaker_opens_waits_and_closes() {
     .await
     .unwrap();
 
-    // Five failed calls open the breaker; then nothing reaches Upstash until the reset timeout.
-    let calls = testkit::wait_for("five failed calls", TIMEOUT, || async {
-        let calls = stack.emulator.calls().await;
-        (calls.len() >= 5).then_some(calls)
+    // Five failed calls (each after its retries) open the breaker; then nothing reaches
+    // Upstash until the reset timeout.
+    testkit::wait_for("the breaker to open", TIMEOUT, || async {
+        let (_, metrics) = stack.operator.get("/metrics").await;
+        metrics
+            .contains("upstash_api_circuit_breaker_openings_total 1")
+            .then_some(())
     })
     .await;
-    assert!(calls.iter().all(|c| c["status"] == 500));
+    let opened_after = stack.emulator.calls().await;
+    assert!(opened_after.len() >= 5, "{opened_after:?}");
+    assert!(opened_after.iter().all(|c| c["status"] == 500));
     tokio::time::sleep(Duration::from_secs(4)).await;
     let calls = stack.emulator.calls().await;
     assert_eq!(
         calls.len(),
-        5,
+        opened_after.len(),
         "no calls while the breaker is open: {calls:?}"
     );
     let (_, metrics) = stack.operator.get("/metrics").await;
@@ -473,16 +478,18 @@ async fn the_circuit_breaker_opens_waits_and_closes() {
     let (_, status) = stack.operator.get("/status").await;
     assert!(status.contains("\"state\":\"open\""), "{status}");
 
-    // After the reset timeout exactly one trial call goes through (and fails: open again).
+    // After the reset timeout exactly one trial call goes through, once (and fails: open
+    // again).
+    let before = opened_after.len();
     let calls = testkit::wait_for("one trial call", Duration::from_secs(10), || async {
         let calls = stack.emulator.calls().await;
-        (calls.len() >= 6).then_some(calls)
+        (calls.len() > before).then_some(calls)
     })
     .await;
     tokio::time::sleep(Duration::from_secs(2)).await;
     assert_eq!(
         stack.emulator.calls().await.len(),
-        6,
+        before + 1,
         "a single trial: {calls:?}"
     );
 
