@@ -114,6 +114,9 @@ pub async fn run(args: Args) -> anyhow::Result<()> {
             default_deletion_policy: args.default_deletion_policy,
             concurrency: args.concurrency,
             cluster_id,
+            lost_create_grace: crate::controller::instance::lost_create_grace(
+                args.upstash_timeout.duration()?,
+            ),
         },
     ));
     let scopes: Vec<Option<String>> = if namespaces.is_empty() {

@@ -44,6 +44,9 @@ pub struct Settings {
     /// This cluster's identity, part of every derived database name (see
     /// [`super::naming::derived_name`]).
     pub cluster_id: String,
+    /// How long a create whose answer was lost is given to show up in the account's list
+    /// before it is made again (see [`super::instance::lost_create_grace`]).
+    pub lost_create_grace: Duration,
 }
 
 impl Settings {
@@ -78,6 +81,8 @@ pub struct Context {
     pub databases: DatabaseIndex,
     /// Create calls Upstash refused, not repeated by the passes the operator's writes trigger.
     pub refusals: Refusals,
+    /// Create calls that failed with an answer, decided from the list without waiting.
+    pub answered_creates: super::answered_creates::AnsweredCreates,
     /// The connection Secrets the operator wrote, as its watch sees them.
     pub owned_secrets: super::owned_secrets::OwnedSecrets,
     /// Consecutive failures per object, for exponential backoff.
@@ -106,6 +111,7 @@ impl Context {
             reported: reported::ReportedFailures::default(),
             databases: DatabaseIndex::default(),
             refusals: Refusals::default(),
+            answered_creates: Default::default(),
             owned_secrets: Default::default(),
             config,
             failures: Mutex::default(),

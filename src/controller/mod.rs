@@ -1,5 +1,6 @@
 //! The controllers and what they share.
 
+pub mod answered_creates;
 pub mod conditions;
 pub mod context;
 pub mod database_index;

@@ -78,6 +78,18 @@ impl UpstashError {
         )
     }
 
+    /// Whether Upstash finished handling the request even though it failed: it answered with
+    /// an error of its own (a 5xx other than a gateway's 502 or 504, after which the request
+    /// may still be running behind the gateway) or with a body that could not be read. Whatever
+    /// the request did is then visible to the next read.
+    pub fn answered(&self) -> bool {
+        match self {
+            UpstashError::Server { status, .. } => !matches!(status, 502 | 504),
+            UpstashError::Decode(_) => true,
+            _ => false,
+        }
+    }
+
     /// How long Upstash asked us to wait, if it did.
     pub fn retry_after(&self) -> Option<Duration> {
         match self {
@@ -184,6 +196,13 @@ mod tests {
         assert!(e.counts_as_outage() && e.not_performed() && e.is_retryable());
         assert!(!UpstashError::Transport("reset".into()).not_performed());
         assert!(UpstashError::CircuitOpen(Duration::from_secs(1)).not_performed());
+        // What the next read can tell apart: a call Upstash finished, or one still unknown.
+        assert!(UpstashError::from_response(500, "oops", None).answered());
+        assert!(UpstashError::from_response(503, "down", None).answered());
+        assert!(!UpstashError::from_response(502, "bad gateway", None).answered());
+        assert!(!UpstashError::from_response(504, "gateway timeout", None).answered());
+        assert!(!UpstashError::Timeout(Duration::from_secs(3)).answered());
+        assert!(!UpstashError::Transport("reset".into()).answered());
         let e = UpstashError::from_response(400, r#""invalid region""#, None);
         assert_eq!(
             e.to_string(),

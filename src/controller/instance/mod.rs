@@ -18,12 +18,16 @@ mod validate;
 #[cfg(test)]
 pub(crate) mod fixtures;
 
-use std::{sync::Arc, time::Instant};
+use std::{
+    sync::Arc,
+    time::{Duration, Instant},
+};
 
 use k8s_openapi::{apimachinery::pkg::apis::meta::v1::Time, jiff::Timestamp};
 use kube::{ResourceExt, runtime::controller::Action};
 
 pub use cleanup::WAY_OUT;
+pub use plan::lost_create_grace;
 pub use publish::RESTART_ANNOTATION;
 pub use validate::paused;
 
@@ -185,14 +189,22 @@ async fn converge(
             match apply::create(&upstash.api, &ctx.databases, &upstash.index_key, &request).await {
                 Ok(db) => {
                     ctx.refusals.forget(obj);
+                    ctx.answered_creates.forget(obj);
                     (db, How::Created)
                 }
                 Err(e) => {
                     if !e.is_retryable() {
-                        // Refused: nothing was created.
                         ctx.refusals.refused(obj, &e);
+                    }
+                    if e.not_performed() {
+                        // Refused, throttled or never sent: nothing was created, so the next
+                        // attempt needs no record of this one.
+                        ctx.answered_creates.forget(obj);
                         finalizer::ensure(obj, ctx, None).await?;
                         pending.on_object = false;
+                    } else if e.answered() {
+                        // Upstash finished the call: the next pass's list is authoritative.
+                        ctx.answered_creates.answered(obj, &record);
                     }
                     return Err(e.into());
                 }
@@ -401,6 +413,10 @@ fn input<'a>(
         valid,
         blocked: policy.blocked,
         pending: seen.pending.as_ref(),
+        grace: match &seen.pending {
+            Some(p) if ctx.answered_creates.was_answered(obj, p) => Duration::ZERO,
+            _ => ctx.config.lost_create_grace,
+        },
         sighting: &seen.sighting,
         now: Timestamp::now(),
     }

@@ -29,9 +29,22 @@ use crate::{
     upstash::{CreateDatabase, Database},
 };
 
-/// How long to wait for a database whose create answer was lost to show up in the list before
+/// The longest wait for a database whose create answer was lost to show up in the list before
 /// creating again.
 pub const LOST_CREATE_GRACE: Duration = Duration::from_secs(30);
+
+/// The shortest such wait.
+pub const MIN_LOST_CREATE_GRACE: Duration = Duration::from_secs(5);
+
+/// How often the list is read again while waiting for a lost create's database.
+pub const LOST_CREATE_RECHECK: Duration = Duration::from_secs(2);
+
+/// How long a create whose answer was lost is given to show up: as long as the client waited
+/// for the answer (the Upstash request timeout), within [5 s, 30 s]. A create still running
+/// when the client gave up has already run that long.
+pub fn lost_create_grace(request_timeout: Duration) -> Duration {
+    request_timeout.clamp(MIN_LOST_CREATE_GRACE, LOST_CREATE_GRACE)
+}
 
 /// Where a database that disappears from Upstash may have gone.
 pub const ARCHIVE_NOTE: &str = "Upstash archives free databases after 30 days without use and keeps a backup that can be restored from the Upstash console";
@@ -118,6 +131,9 @@ pub struct ProvisionInput<'a> {
     pub valid: &'a Valid,
     pub blocked: bool,
     pub pending: Option<&'a PendingCreate>,
+    /// How long the pending create may still be on its way: zero when its call ended with an
+    /// answer (the list is then authoritative), else [`lost_create_grace`].
+    pub grace: Duration,
     pub sighting: &'a Sighting,
     pub now: Timestamp,
 }
@@ -202,8 +218,10 @@ pub fn provision(input: &ProvisionInput) -> Provision {
             match matches.as_slice() {
                 [] => {
                     if let Some(p) = input.pending {
-                        let grace = SignedDuration::try_from(LOST_CREATE_GRACE).unwrap_or_default();
-                        if input.now.duration_since(p.started.0) < grace {
+                        let grace = SignedDuration::try_from(input.grace).unwrap_or_default();
+                        let waited = input.now.duration_since(p.started.0);
+                        if waited < grace {
+                            let left = Duration::try_from(grace - waited).unwrap_or_default();
                             return Provision::Hold {
                                 cond: Cond::new(
                                     conditions::PROVISIONED,
@@ -214,7 +232,7 @@ pub fn provision(input: &ProvisionInput) -> Provision {
                                         p.database_name
                                     ),
                                 ),
-                                requeue: Some(Duration::from_secs(5)),
+                                requeue: Some(left.min(LOST_CREATE_RECHECK)),
                             };
                         }
                     }

@@ -41,6 +41,7 @@ fn decide_with(
         valid: &valid,
         blocked,
         pending,
+        grace: LOST_CREATE_GRACE,
         sighting: &sighting,
         now: now(),
     })
@@ -273,6 +274,58 @@ fn a_pending_create_that_is_listed_is_found_not_created_again() {
     ));
 }
 
+fn decide_after(record: &PendingCreate, grace: Duration) -> Provision {
+    let obj = plain();
+    let valid = valid(&obj);
+    provision(&ProvisionInput {
+        obj: &obj,
+        cluster_id: CLUSTER,
+        valid: &valid,
+        blocked: false,
+        pending: Some(record),
+        grace,
+        sighting: &Sighting::Candidates { matches: vec![] },
+        now: now(),
+    })
+}
+
+#[test]
+fn a_create_that_failed_with_an_answer_is_made_again_at_once_when_not_listed() {
+    let name = naming::derived_name(CLUSTER, "crm", "orders");
+    // One second ago, and Upstash answered (a 500): the list is authoritative.
+    let record = pending(&name, "2026-11-01T11:59:59Z");
+    let p = decide_after(&record, Duration::ZERO);
+    assert!(matches!(p, Provision::Create { .. }), "{p:?}");
+}
+
+#[test]
+fn the_wait_for_a_lost_create_follows_the_request_timeout() {
+    assert_eq!(
+        lost_create_grace(Duration::from_secs(3)),
+        MIN_LOST_CREATE_GRACE
+    );
+    assert_eq!(
+        lost_create_grace(Duration::from_secs(12)),
+        Duration::from_secs(12)
+    );
+    assert_eq!(
+        lost_create_grace(Duration::from_secs(120)),
+        LOST_CREATE_GRACE
+    );
+    let name = naming::derived_name(CLUSTER, "crm", "orders");
+    let grace = lost_create_grace(Duration::from_secs(3));
+    // 4 s after a call whose answer was lost: one more second to wait, then look again.
+    let p = decide_after(&pending(&name, "2026-11-01T11:59:56Z"), grace);
+    let Provision::Hold { cond, requeue } = p else {
+        panic!("waits: {p:?}");
+    };
+    assert_eq!(cond.reason, "Provisioning");
+    assert_eq!(requeue, Some(Duration::from_secs(1)));
+    // 6 s after it: past the grace, so the database is created again.
+    let p = decide_after(&pending(&name, "2026-11-01T11:59:54Z"), grace);
+    assert!(matches!(p, Provision::Create { .. }), "{p:?}");
+}
+
 #[test]
 fn a_pending_create_not_listed_yet_is_waited_for_then_created_again() {
     let obj = plain();
@@ -288,7 +341,7 @@ fn a_pending_create_not_listed_yet_is_waited_for_then_created_again() {
         panic!("waits");
     };
     assert_eq!(cond.reason, "Provisioning");
-    assert_eq!(requeue, Some(Duration::from_secs(5)));
+    assert_eq!(requeue, Some(LOST_CREATE_RECHECK));
     let old = pending(&name, "2026-11-01T11:00:00Z");
     let p = decide_with(
         &obj,
