@@ -11,6 +11,7 @@ pub mod crd;
 pub mod crdgen;
 pub mod credentials;
 pub mod error;
+pub mod events;
 pub mod guardrails;
 pub mod http;
 pub mod leader;

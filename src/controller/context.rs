@@ -8,19 +8,14 @@ use std::{
     time::Duration,
 };
 
-use kube::{
-    Client, Resource,
-    runtime::{
-        events::{Event, EventType, Recorder, Reporter},
-        reflector::ObjectRef,
-    },
-};
+use kube::{Client, Resource, runtime::reflector::ObjectRef};
 use rand::Rng;
 
 use super::{database_index::DatabaseIndex, recent, refusals::Refusals, reported};
 use crate::{
     crd::{CacheInstance, DeletionPolicy},
     credentials::CredentialResolver,
+    events::{EventType, Publisher, Reporter},
     metrics::Metrics,
     policies::Policies,
     upstash::UpstashClient,
@@ -67,9 +62,8 @@ pub struct Context {
     pub client: Client,
     pub upstash: UpstashClient,
     pub credentials: CredentialResolver,
-    pub recorder: Recorder,
-    /// Who the Events say reported them.
-    reporter: Reporter,
+    /// The Events of every controller and the monitor.
+    pub events: Publisher,
     pub metrics: Arc<Metrics>,
     pub policies: Policies,
     pub config: Settings,
@@ -100,8 +94,7 @@ impl Context {
         config: Settings,
     ) -> Self {
         Self {
-            recorder: Recorder::new(client.clone(), reporter.clone()),
-            reporter,
+            events: Publisher::new(client.clone(), reporter),
             client,
             upstash,
             credentials,
@@ -129,41 +122,14 @@ impl Context {
         note: &str,
     ) {
         let reference = obj.object_ref(&());
-        let recorder = self.recorder.clone();
-        let mut note = note.to_string();
-        if note.len() > 1000 {
-            let mut end = 1000;
-            while !note.is_char_boundary(end) {
-                end -= 1;
-            }
-            note.truncate(end);
-        }
-        let event = Event {
-            type_,
-            reason: reason.to_string(),
-            note: Some(note),
-            action: action.to_string(),
-            secondary: None,
-        };
-        // kube's recorder names Events `<object>.<hex nanos>`, which the API server refuses for
-        // objects named close to the 253-character limit: those get a shortened name.
-        let long_name = reference.name.as_deref().is_some_and(|n| {
-            let nanos = k8s_openapi::jiff::Timestamp::now().as_nanosecond();
-            n.len() + format!(".{nanos:x}").len() > crate::names::NAME_MAX
-        });
-        if long_name {
-            let client = self.client.clone();
-            let reporter = self.reporter.clone();
-            tokio::spawn(async move {
-                if let Err(e) = publish_shortened(&client, &reporter, &event, &reference).await {
-                    tracing::warn!(error = %crate::error::kube_message(&e), reason = %event.reason, "could not publish Event");
-                }
-            });
-            return;
-        }
+        let events = self.events.clone();
+        let (reason, action, note) = (reason.to_string(), action.to_string(), note.to_string());
         tokio::spawn(async move {
-            if let Err(e) = recorder.publish(&event, &reference).await {
-                tracing::warn!(error = %crate::error::kube_message(&e), reason = %event.reason, "could not publish Event");
+            if let Err(e) = events
+                .publish(&reference, type_, &reason, &action, &note)
+                .await
+            {
+                tracing::warn!(error = %crate::error::kube_message(&e), %reason, "could not publish Event");
             }
         });
     }
@@ -181,60 +147,6 @@ impl Context {
         *count = count.saturating_add(1);
         *count
     }
-}
-
-/// Publishes `event` as kube's recorder would, under a name shortened to fit (see
-/// [`crate::names::event_name`]). Used for objects whose names leave no room for the recorder's.
-async fn publish_shortened(
-    client: &Client,
-    reporter: &Reporter,
-    event: &Event,
-    reference: &k8s_openapi::api::core::v1::ObjectReference,
-) -> kube::Result<()> {
-    use k8s_openapi::{
-        api::events::v1::Event as K8sEvent, apimachinery::pkg::apis::meta::v1::MicroTime,
-        jiff::Timestamp,
-    };
-    let now = Timestamp::now();
-    let namespace = reference
-        .namespace
-        .clone()
-        .unwrap_or_else(|| "default".into());
-    let k8s = K8sEvent {
-        action: Some(event.action.clone()),
-        reason: Some(event.reason.clone()),
-        event_time: Some(MicroTime(now)),
-        regarding: Some(reference.clone()),
-        note: event.note.clone(),
-        metadata: kube::api::ObjectMeta {
-            namespace: Some(namespace.clone()),
-            name: Some(crate::names::event_name(
-                reference.name.as_deref().unwrap_or_default(),
-                now.as_nanosecond(),
-            )),
-            ..Default::default()
-        },
-        reporting_controller: Some(reporter.controller.clone()),
-        reporting_instance: Some(
-            reporter
-                .instance
-                .clone()
-                .unwrap_or_else(|| reporter.controller.clone()),
-        ),
-        type_: Some(
-            match event.type_ {
-                EventType::Normal => "Normal",
-                EventType::Warning => "Warning",
-            }
-            .into(),
-        ),
-        related: event.secondary.clone(),
-        ..Default::default()
-    };
-    kube::Api::<K8sEvent>::namespaced(client.clone(), &namespace)
-        .create(&Default::default(), &k8s)
-        .await
-        .map(|_| ())
 }
 
 #[cfg(test)]

@@ -378,14 +378,11 @@ pub async fn watch_breaker(ctx: Arc<Context>, own: ObjectReference) {
             state = state.as_str(),
             "circuit breaker around the Upstash API changed state"
         );
-        let event = kube::runtime::events::Event {
-            type_,
-            reason: reason.to_string(),
-            note: Some(note),
-            action: "CallUpstash".to_string(),
-            secondary: None,
-        };
-        if let Err(e) = ctx.recorder.publish(&event, &own).await {
+        if let Err(e) = ctx
+            .events
+            .publish(&own, type_, reason, "CallUpstash", &note)
+            .await
+        {
             tracing::warn!(err = %e, "could not publish the circuit breaker Event");
         }
     }

@@ -5,6 +5,7 @@
 mod admission;
 mod crds;
 mod credentials;
+mod events;
 mod lifecycle;
 mod monitoring;
 mod names;
