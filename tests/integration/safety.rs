@@ -304,14 +304,14 @@ async fn a_paused_instance_gets_no_calls_and_no_writes_until_resumed() {
 async fn a_cleanup_that_cannot_run_says_how_to_let_the_object_go() {
     let cluster = testkit::cluster().await;
     let ns = cluster.namespace("wedge").await;
-    // The first failing delete (three attempts) opens the circuit breaker for good: after it,
-    // no call reaches Upstash, so a delete call after the way out is taken would be the
-    // operator ignoring it.
+    // The first failing delete call (three attempts; the breaker counts a call once, after
+    // its retries) opens the circuit breaker for good: after it, no call reaches Upstash, so a
+    // delete call after the way out is taken would be the operator ignoring it.
     let stack = start_stack(
         &ns,
         &[
             "--breaker-failure-threshold",
-            "3",
+            "1",
             "--breaker-reset-timeout",
             "10m",
         ],
