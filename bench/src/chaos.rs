@@ -173,6 +173,8 @@ pub struct ChaosResult {
     // After deletion.
     pub databases_after_delete: usize,
     pub instances_after_delete: usize,
+    /// Seconds from the deletes to the release of the credentials Secret.
+    pub credentials_released_s: Option<f64>,
     pub calls: BTreeMap<String, CallPhase>,
     /// The operator's metrics per phase (`provision`, `delete`).
     pub operator: BTreeMap<String, OperatorPhase>,
@@ -419,6 +421,15 @@ pub async fn run(
         ));
     }
     let delete_s = td.elapsed().as_secs_f64();
+    // The credentials Secret must be released by whichever operator process runs now.
+    let credentials_released_s =
+        crate::common::credentials_released(&client, ns.name(), Duration::from_secs(60))
+            .await
+            .ok()
+            .map(|_| td.elapsed().as_secs_f64());
+    if credentials_released_s.is_none() {
+        problems.push("the credentials Secret was still claimed 60 s after deletion".into());
+    }
     let after = counters.totals(&operator.series().await);
     operator_phases.insert(
         "delete".to_string(),
@@ -482,6 +493,7 @@ pub async fn run(
         secrets_missing: check.secrets_missing,
         databases_after_delete,
         instances_after_delete,
+        credentials_released_s,
         calls: obs.calls.phases().await,
         operator: operator_phases,
         operator_starts: operator.starts,

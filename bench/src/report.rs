@@ -515,6 +515,16 @@ pub fn scale_markdown(results: &[ScaleResult]) -> String {
     );
     row(
         &mut s,
+        "Credentials Secret released (in-use finalizer removed) after",
+        &|r| {
+            r.credentials_released_s.map_or_else(
+                || "not within the wait".to_string(),
+                |t| format!("{t:.1} s"),
+            )
+        },
+    );
+    row(
+        &mut s,
         "Left after delete: databases / CacheInstances / Secrets",
         &|r| {
             format!(
@@ -611,11 +621,15 @@ pub fn scale_targets(results: &[ScaleResult]) -> String {
             num(writes)
         ));
         parts.push(format!(
-            "delete all with nothing left: {} ({} databases, {} CacheInstances, {} Secrets)",
-            met(r.databases_left == 0 && r.instances_left == 0 && r.secrets_left == 0),
+            "delete all with nothing left: {} ({} databases, {} CacheInstances, {} Secrets, credentials Secret {})",
+            met(r.databases_left == 0
+                && r.instances_left == 0
+                && r.secrets_left == 0
+                && r.credentials_released_s.is_some()),
             r.databases_left,
             r.instances_left,
-            r.secrets_left
+            r.secrets_left,
+            if r.credentials_released_s.is_some() { "released" } else { "still claimed" }
         ));
         let _ = writeln!(
             out,
@@ -807,6 +821,14 @@ pub fn chaos_markdown(r: &ChaosResult) -> String {
         s,
         "| **After deletion: databases / CacheInstances** | **{} / {}** |",
         r.databases_after_delete, r.instances_after_delete
+    );
+    let _ = writeln!(
+        s,
+        "| After deletion: credentials Secret released (in-use finalizer removed) | {} |",
+        r.credentials_released_s.map_or_else(
+            || "**not within 60 s**".to_string(),
+            |t| format!("{t:.1} s after the deletes")
+        )
     );
     let _ = writeln!(
         s,

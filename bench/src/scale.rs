@@ -158,6 +158,9 @@ pub struct ScaleResult {
     pub databases_left: usize,
     pub instances_left: usize,
     pub secrets_left: usize,
+    /// Seconds from the deletes to the release of the credentials Secret (its in-use
+    /// finalizer removed); `None`: still claimed a minute after the Secrets were collected.
+    pub credentials_released_s: Option<f64>,
     pub logs: Vec<String>,
 }
 
@@ -331,6 +334,11 @@ pub async fn run(
     })
     .await;
     let secrets_gone_s = secrets_gone.is_ok().then(|| td.elapsed().as_secs_f64());
+    let credentials_released_s =
+        crate::common::credentials_released(&client, ns.name(), Duration::from_secs(60))
+            .await
+            .ok()
+            .map(|_| td.elapsed().as_secs_f64());
     obs.enter(None).await?;
 
     let bound_inputs = cfg.bound_inputs(1);
@@ -377,6 +385,7 @@ pub async fn run(
         databases_left,
         instances_left,
         secrets_left,
+        credentials_released_s,
         logs,
         config: cfg,
     };

@@ -77,6 +77,8 @@ pub struct Context {
     pub refusals: Refusals,
     /// Create calls that failed with an answer, decided from the list without waiting.
     pub answered_creates: super::answered_creates::AnsweredCreates,
+    /// Settled instances whose first read of this process waits for its turn.
+    pub first_reads: super::startup::FirstReads,
     /// The connection Secrets the operator wrote, as its watch sees them.
     pub owned_secrets: super::owned_secrets::OwnedSecrets,
     /// Consecutive failures per object, for exponential backoff.
@@ -105,6 +107,7 @@ impl Context {
             databases: DatabaseIndex::default(),
             refusals: Refusals::default(),
             answered_creates: Default::default(),
+            first_reads: Default::default(),
             owned_secrets: Default::default(),
             config,
             failures: Mutex::default(),

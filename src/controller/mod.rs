@@ -13,6 +13,7 @@ pub mod recent;
 pub mod refusals;
 pub mod reported;
 pub mod secret;
+pub mod startup;
 
 #[cfg(test)]
 mod fake_api;
@@ -64,13 +65,24 @@ pub fn is_transient_upstash_failure(category: ErrorCategory) -> bool {
     )
 }
 
-/// Per-object exponential backoff: 2 s, 4 s, 8 s, ... up to `cap`, with jitter; at least what
-/// Upstash asked for with `Retry-After`.
-pub fn backoff(failures: u32, retry_after: Option<Duration>, cap: Duration) -> Duration {
-    let exp = 2u64.saturating_pow(failures.min(16));
-    let base = Duration::from_secs(exp).min(cap);
+/// Per-object exponential backoff: `first`, twice that, four times, ... up to `cap`, with
+/// jitter; at least what Upstash asked for with `Retry-After`.
+pub fn backoff(
+    failures: u32,
+    first: Duration,
+    retry_after: Option<Duration>,
+    cap: Duration,
+) -> Duration {
+    let factor = 2u32.saturating_pow(failures.saturating_sub(1).min(16));
+    let base = first.saturating_mul(factor).min(cap);
     jitter(base, 0.2).max(retry_after.unwrap_or_default())
 }
+
+/// The first backoff after a transient Upstash fault: a fault that comes and goes is most
+/// likely gone a second later (at 25% of calls failing, three retries in four succeed).
+pub const TRANSIENT_FIRST_BACKOFF: Duration = Duration::from_secs(1);
+/// The first backoff after any other failure.
+pub const FIRST_BACKOFF: Duration = Duration::from_secs(2);
 
 fn error_policy(obj: Arc<CacheInstance>, error: &Error, ctx: Arc<Context>) -> Action {
     // The next attempt reads the database again.
@@ -91,8 +103,13 @@ fn error_policy(obj: Arc<CacheInstance>, error: &Error, ctx: Arc<Context>) -> Ac
     let wait = match ctx.upstash.breaker().reopens_in() {
         // Upstash looks down: the breaker's trial call decides when to try again.
         Some(reopen) if transient => reopen + jitter(Duration::from_millis(500), 1.0),
-        _ if transient => backoff(failures, error.retry_after(), TRANSIENT_BACKOFF_CAP),
-        _ => backoff(failures, error.retry_after(), BACKOFF_CAP),
+        _ if transient => backoff(
+            failures,
+            TRANSIENT_FIRST_BACKOFF,
+            error.retry_after(),
+            TRANSIENT_BACKOFF_CAP,
+        ),
+        _ => backoff(failures, FIRST_BACKOFF, error.retry_after(), BACKOFF_CAP),
     };
     ctx.metrics
         .reconcile_backoff_seconds
@@ -252,26 +269,44 @@ mod tests {
 
     #[test]
     fn backoff_grows_and_caps() {
-        let one = backoff(1, None, BACKOFF_CAP);
+        let one = backoff(1, FIRST_BACKOFF, None, BACKOFF_CAP);
         assert!(
             one >= Duration::from_millis(1600) && one <= Duration::from_millis(2400),
             "{one:?}"
         );
-        let many = backoff(30, None, BACKOFF_CAP);
+        let many = backoff(30, FIRST_BACKOFF, None, BACKOFF_CAP);
         assert!(many <= Duration::from_secs(360), "{many:?}");
         assert!(many >= Duration::from_secs(240), "{many:?}");
-        assert!(backoff(1, Some(Duration::from_secs(30)), BACKOFF_CAP) >= Duration::from_secs(30));
+        assert!(
+            backoff(1, FIRST_BACKOFF, Some(Duration::from_secs(30)), BACKOFF_CAP)
+                >= Duration::from_secs(30)
+        );
+        let third = backoff(3, FIRST_BACKOFF, None, BACKOFF_CAP);
+        assert!(
+            third >= Duration::from_millis(6400) && third <= Duration::from_millis(9600),
+            "{third:?}"
+        );
     }
 
     #[test]
     fn transient_upstash_failures_back_off_briefly() {
-        let many = backoff(30, None, TRANSIENT_BACKOFF_CAP);
+        let one = backoff(1, TRANSIENT_FIRST_BACKOFF, None, TRANSIENT_BACKOFF_CAP);
+        assert!(
+            one >= Duration::from_millis(800) && one <= Duration::from_millis(1200),
+            "{one:?}"
+        );
+        let many = backoff(30, TRANSIENT_FIRST_BACKOFF, None, TRANSIENT_BACKOFF_CAP);
         assert!(
             many >= Duration::from_secs(24) && many <= Duration::from_secs(36),
             "{many:?}"
         );
         // Retry-After still wins.
-        let asked = backoff(30, Some(Duration::from_secs(90)), TRANSIENT_BACKOFF_CAP);
+        let asked = backoff(
+            30,
+            TRANSIENT_FIRST_BACKOFF,
+            Some(Duration::from_secs(90)),
+            TRANSIENT_BACKOFF_CAP,
+        );
         assert!(asked >= Duration::from_secs(90));
         for c in [
             ErrorCategory::UpstashServerError,

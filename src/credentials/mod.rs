@@ -391,7 +391,15 @@ impl CredentialResolver {
             tracing::debug!("release loop: credentials caches ready");
             loop {
                 self.release_unused(&stores).await;
-                let _ = tokio::time::timeout(RELEASE_SWEEP, self.inner.released.notified()).await;
+                // While a Secret's last users are being deleted, look again every second (their
+                // cleanups may have run in a process that no longer runs, so no notification
+                // comes); otherwise at the next cleanup or sweep.
+                let claimed = self.inner.cache.claimed();
+                let namespace_secret = self.inner.namespace_secret.as_deref();
+                if !usage::about_to_be_unused(&claimed, namespace_secret, &stores) {
+                    let _ =
+                        tokio::time::timeout(RELEASE_SWEEP, self.inner.released.notified()).await;
+                }
                 // The finalizer of the instance whose cleanup just finished is removed after
                 // the cleanup returns: give that write time to reach the cache.
                 tokio::time::sleep(std::time::Duration::from_secs(1)).await;

@@ -180,6 +180,36 @@ pub fn unused(
         .collect()
 }
 
+/// Whether a claimed Secret is used only by instances being deleted: it is about to become
+/// unused, and the release loop should look again soon rather than at its next sweep.
+pub fn about_to_be_unused(
+    claimed: &[Arc<Secret>],
+    namespace_secret: Option<&str>,
+    stores: &[Store<CacheInstance>],
+) -> bool {
+    let instances: Vec<Arc<CacheInstance>> = stores.iter().flat_map(|s| s.state()).collect();
+    claimed.iter().filter(|s| Marks::of(s).claimed).any(|s| {
+        let ns = s.namespace().unwrap_or_default();
+        let name = s.name_any();
+        let all = users_of(
+            &ns,
+            &name,
+            namespace_secret,
+            instances.iter().map(|i| i.as_ref()),
+        );
+        let staying = users_of(
+            &ns,
+            &name,
+            namespace_secret,
+            instances
+                .iter()
+                .filter(|i| i.metadata.deletion_timestamp.is_none())
+                .map(|i| i.as_ref()),
+        );
+        all > 0 && staying == 0
+    })
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -303,5 +333,33 @@ mod tests {
         );
         // Per-namespace lookup disabled: nobody uses a Secret by that name implicitly.
         assert_eq!(users_of("crm", "upstash-credentials", None, &instances), 0);
+    }
+
+    #[test]
+    fn a_secret_whose_last_users_are_leaving_is_about_to_be_unused() {
+        use kube::runtime::{reflector, watcher};
+        let claimed = Arc::new(secret(
+            &[(CLAIM_LABEL, CLAIM_VALUE)],
+            &[IN_USE_FINALIZER],
+            false,
+        ));
+        let (store, mut writer) = reflector::store::<CacheInstance>();
+        let mut leaving = instance("crm", "a", Some("creds"));
+        leaving.metadata.deletion_timestamp =
+            Some(k8s_openapi::apimachinery::pkg::apis::meta::v1::Time(
+                k8s_openapi::jiff::Timestamp::now(),
+            ));
+        writer.apply_watcher_event(&watcher::Event::Apply(leaving));
+        let stores = [store];
+        let claimed = [claimed];
+        assert!(about_to_be_unused(&claimed, None, &stores));
+        assert!(unused(&claimed, None, &stores).is_empty(), "still used");
+        // One user that stays: not about to be unused.
+        writer.apply_watcher_event(&watcher::Event::Apply(instance("crm", "b", Some("creds"))));
+        assert!(!about_to_be_unused(&claimed, None, &stores));
+        // No user at all: unused now, not "about to be".
+        let (empty, _w) = reflector::store::<CacheInstance>();
+        assert!(!about_to_be_unused(&claimed, None, &[empty.clone()]));
+        assert_eq!(unused(&claimed, None, &[empty]).len(), 1);
     }
 }

@@ -42,7 +42,8 @@ use crate::{
         Context, INSTANCE_CONTROLLER,
         conditions::{self, Cond},
         desired::RotationDue,
-        secret::ConnectionDetails,
+        secret::{self, ConnectionDetails},
+        startup,
     },
     crd::{CacheInstance, PendingCreate},
     error::{Error, Result},
@@ -75,6 +76,9 @@ pub async fn reconcile(obj: Arc<CacheInstance>, ctx: Arc<Context>) -> Result<Act
 
 /// One pass over a live (not deleting) CacheInstance.
 async fn pass(obj: &CacheInstance, ctx: &Context) -> Result<Action> {
+    if let Some(wait) = first_read_wait(obj, ctx) {
+        return Ok(Action::requeue(wait));
+    }
     let mut report = Report::new(obj);
     let mut pending = PendingState::default();
     let outcome = converge(obj, ctx, &mut report, &mut pending).await;
@@ -95,6 +99,35 @@ async fn pass(obj: &CacheInstance, ctx: &Context) -> Result<Action> {
     Ok(Action::requeue(
         report.requeue(ctx.config.jittered_resync()),
     ))
+}
+
+/// How long a settled instance's first pass of this process waits for its turn to read (see
+/// [`crate::controller::startup`]), if it does.
+fn first_read_wait(obj: &CacheInstance, ctx: &Context) -> Option<Duration> {
+    let read_before = obj
+        .status
+        .as_ref()
+        .and_then(|s| s.database_id.as_deref())
+        .is_some_and(|id| ctx.recent.read_at(obj, id).is_some());
+    let settled = startup::settled(obj) && {
+        let namespace = obj.namespace().unwrap_or_default();
+        let secrets_in_place = std::iter::once(secret::secret_name(obj))
+            .chain(secret::read_only_secret_name(obj))
+            .all(|name| ctx.owned_secrets.get(&namespace, &name).is_some());
+        secrets_in_place
+            && validate::spec(obj).is_ok_and(|valid| {
+                let policy = validate::policy_verdict(
+                    obj,
+                    &ctx.policies.all(),
+                    ctx.config.default_deletion_policy,
+                );
+                let status = obj.status.clone().unwrap_or_default();
+                !policy.blocked
+                    && !plan::once_only_may_be_due(obj, &valid, false, &status, Timestamp::now())
+            })
+    };
+    let spread = ctx.config.resync.min(startup::FIRST_READ_SPREAD);
+    ctx.first_reads.wait(obj, settled, read_before, spread)
 }
 
 /// Whether the object carries a pending-create record that this pass must clear.
