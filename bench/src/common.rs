@@ -358,6 +358,40 @@ pub fn secs_flag(d: Duration) -> String {
     format!("{}s", d.as_secs())
 }
 
+/// The finalizer the operator puts on a credentials Secret while CacheInstances use it.
+pub const CREDENTIALS_IN_USE_FINALIZER: &str = "cache.upstash-operator.dev/credentials-in-use";
+
+/// Waits until the namespace's credentials Secret no longer carries the operator's in-use
+/// finalizer (its last CacheInstance is gone, so the operator releases it); returns how long
+/// that took. Part of "nothing left": a Secret still claimed would hold its namespace's
+/// deletion once the operator is stopped.
+pub async fn credentials_released(
+    client: &Client,
+    namespace: &str,
+    timeout: Duration,
+) -> anyhow::Result<f64> {
+    let api: Api<k8s_openapi::api::core::v1::Secret> = Api::namespaced(client.clone(), namespace);
+    let started = Instant::now();
+    wait_until("the credentials Secret to be released", timeout, || {
+        let api = api.clone();
+        async move {
+            api.get_opt(testkit::operator::CREDENTIALS_SECRET)
+                .await
+                .ok()
+                .flatten()
+                .is_none_or(|s| {
+                    !s.metadata
+                        .finalizers
+                        .unwrap_or_default()
+                        .iter()
+                        .any(|f| f == CREDENTIALS_IN_USE_FINALIZER)
+                })
+        }
+    })
+    .await?;
+    Ok(started.elapsed().as_secs_f64())
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -414,38 +448,4 @@ mod tests {
         assert_eq!(instance_name(7), "cache-0007");
         assert!(instance_name(99) < instance_name(100));
     }
-}
-
-/// The finalizer the operator puts on a credentials Secret while CacheInstances use it.
-pub const CREDENTIALS_IN_USE_FINALIZER: &str = "cache.upstash-operator.dev/credentials-in-use";
-
-/// Waits until the namespace's credentials Secret no longer carries the operator's in-use
-/// finalizer (its last CacheInstance is gone, so the operator releases it); returns how long
-/// that took. Part of "nothing left": a Secret still claimed would hold its namespace's
-/// deletion once the operator is stopped.
-pub async fn credentials_released(
-    client: &Client,
-    namespace: &str,
-    timeout: Duration,
-) -> anyhow::Result<f64> {
-    let api: Api<k8s_openapi::api::core::v1::Secret> = Api::namespaced(client.clone(), namespace);
-    let started = Instant::now();
-    wait_until("the credentials Secret to be released", timeout, || {
-        let api = api.clone();
-        async move {
-            api.get_opt(testkit::operator::CREDENTIALS_SECRET)
-                .await
-                .ok()
-                .flatten()
-                .is_none_or(|s| {
-                    !s.metadata
-                        .finalizers
-                        .unwrap_or_default()
-                        .iter()
-                        .any(|f| f == CREDENTIALS_IN_USE_FINALIZER)
-                })
-        }
-    })
-    .await?;
-    Ok(started.elapsed().as_secs_f64())
 }

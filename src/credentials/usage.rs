@@ -359,7 +359,11 @@ mod tests {
         assert!(!about_to_be_unused(&claimed, None, &stores));
         // No user at all: unused now, not "about to be".
         let (empty, _w) = reflector::store::<CacheInstance>();
-        assert!(!about_to_be_unused(&claimed, None, &[empty.clone()]));
+        assert!(!about_to_be_unused(
+            &claimed,
+            None,
+            std::slice::from_ref(&empty)
+        ));
         assert_eq!(unused(&claimed, None, &[empty]).len(), 1);
     }
 }
