@@ -445,6 +445,8 @@ struct CallState {
     phases: BTreeMap<String, CallPhase>,
     /// Every Developer API entry read, when asked to keep them.
     raw: Option<Vec<Value>>,
+    /// Databases whose usage was read (`stats` answered 2xx: a monitoring sample) so far.
+    sampled: HashSet<String>,
 }
 
 /// Follows the emulator's call log every second.
@@ -517,6 +519,12 @@ impl CallCollector {
             {
                 entry.read_ids.insert(id.to_string());
             }
+            if endpoint == "stats"
+                && (200..300).contains(&status)
+                && let Some(id) = c["database_id"].as_str()
+            {
+                st.sampled.insert(id.to_string());
+            }
             *entry.by_endpoint.entry(endpoint).or_default() += 1;
             *entry.by_method.entry(method).or_default() += 1;
             *entry.by_status.entry(class).or_default() += 1;
@@ -541,6 +549,12 @@ impl CallCollector {
     pub async fn raw(&self) -> Vec<Value> {
         let _ = self.collect().await;
         self.state.lock().await.raw.clone().unwrap_or_default()
+    }
+
+    /// How many distinct databases the monitor sampled (`stats`, 2xx) so far, in any phase.
+    pub async fn databases_sampled(&self) -> usize {
+        let _ = self.collect().await;
+        self.state.lock().await.sampled.len()
     }
 
     /// How many distinct databases were read (`get`, 2xx) in `phase` so far.

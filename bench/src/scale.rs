@@ -239,9 +239,11 @@ pub async fn run(
         "the monitor's first samples and quiet",
         settle_timeout,
         || {
-            let (_, _, healthy) = recorder.counts();
+            // Every database sampled once by the monitor (which writes nothing while an
+            // instance is healthy), and no object changed for 10 s.
             let quiet = recorder.quiet_for() >= Duration::from_secs(10);
-            async move { healthy == n && quiet }
+            let calls = obs.calls.clone();
+            async move { quiet && calls.databases_sampled().await >= n }
         },
     )
     .await;

@@ -76,7 +76,7 @@ pub struct Context {
     /// Create calls Upstash refused, not repeated by the passes the operator's writes trigger.
     pub refusals: Refusals,
     /// Create calls that failed with an answer, decided from the list without waiting.
-    pub answered_creates: super::answered_creates::AnsweredCreates,
+    pub answered_creates: super::failed_creates::AnsweredCreates,
     /// Settled instances whose first read of this process waits for its turn.
     pub first_reads: super::startup::FirstReads,
     /// The connection Secrets the operator wrote, as its watch sees them.

@@ -1,11 +1,11 @@
 //! The controllers and what they share.
 
-pub mod answered_creates;
 pub mod conditions;
 pub mod context;
 pub mod database_index;
 pub mod desired;
 pub mod developer_api;
+pub mod failed_creates;
 pub mod instance;
 pub mod naming;
 pub mod owned_secrets;

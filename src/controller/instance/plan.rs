@@ -29,22 +29,8 @@ use crate::{
     upstash::{CreateDatabase, Database},
 };
 
-/// The longest wait for a database whose create answer was lost to show up in the list before
-/// creating again.
-pub const LOST_CREATE_GRACE: Duration = Duration::from_secs(30);
-
-/// The shortest such wait.
-pub const MIN_LOST_CREATE_GRACE: Duration = Duration::from_secs(5);
-
-/// How often the list is read again while waiting for a lost create's database.
-pub const LOST_CREATE_RECHECK: Duration = Duration::from_secs(2);
-
-/// How long a create whose answer was lost is given to show up: as long as the client waited
-/// for the answer (the Upstash request timeout), within [5 s, 30 s]. A create still running
-/// when the client gave up has already run that long.
-pub fn lost_create_grace(request_timeout: Duration) -> Duration {
-    request_timeout.clamp(MIN_LOST_CREATE_GRACE, LOST_CREATE_GRACE)
-}
+use crate::controller::failed_creates::LOST_CREATE_RECHECK;
+pub use crate::controller::failed_creates::lost_create_grace;
 
 /// Where a database that disappears from Upstash may have gone.
 pub const ARCHIVE_NOTE: &str = "Upstash archives free databases after 30 days without use and keeps a backup that can be restored from the Upstash console";

@@ -1,15 +1,34 @@
-//! Create calls that failed with an answer from Upstash (a 5xx). Upstash finished handling such
-//! a call, so the account's list shows whether it made the database: the pass after it looks
-//! at the list and decides at once, instead of waiting for a database whose answer was lost.
-//! Kept in memory only: after a restart the operator waits the full grace, which is the safe
-//! side.
+//! What a failed create call leaves to decide: whether its database may still appear.
+//!
+//! A create whose answer was lost (a timeout, a broken connection) may have made a database
+//! that the account's list does not show yet: the next attempt waits [`lost_create_grace`].
+//! A create that failed with an answer from Upstash (a 5xx) is over, so the list shows whether
+//! it made the database: the pass after it decides at once ([`AnsweredCreates`]). That is kept
+//! in memory only: after a restart the operator waits the full grace, the safe side.
 
-use std::{collections::HashMap, sync::Mutex};
+use std::{collections::HashMap, sync::Mutex, time::Duration};
 
 use k8s_openapi::jiff::Timestamp;
 use kube::runtime::reflector::ObjectRef;
 
 use crate::crd::{CacheInstance, PendingCreate};
+
+/// The longest wait for a database whose create answer was lost to show up in the list before
+/// creating again.
+pub const LOST_CREATE_GRACE: Duration = Duration::from_secs(30);
+
+/// The shortest such wait.
+pub const MIN_LOST_CREATE_GRACE: Duration = Duration::from_secs(5);
+
+/// How often the list is read again while waiting for a lost create's database.
+pub const LOST_CREATE_RECHECK: Duration = Duration::from_secs(2);
+
+/// How long a create whose answer was lost is given to show up: as long as the client waited
+/// for the answer (the Upstash request timeout), within [5 s, 30 s]. A create still running
+/// when the client gave up has already run that long.
+pub fn lost_create_grace(request_timeout: Duration) -> Duration {
+    request_timeout.clamp(MIN_LOST_CREATE_GRACE, LOST_CREATE_GRACE)
+}
 
 /// The failed-with-an-answer create call per object, by its pending record.
 #[derive(Default)]
