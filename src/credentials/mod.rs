@@ -160,6 +160,12 @@ struct Inner {
     identities: Identities,
     /// Woken when an instance's cleanup finished, so its credentials are released promptly.
     released: tokio::sync::Notify,
+    /// What this process last wrote on each credentials Secret: the resourceVersion the Secret
+    /// had before the write, and the marks written. A watch copy still at that version is
+    /// stale: the Secret carries the marks written.
+    marked: std::sync::Mutex<std::collections::HashMap<Origin, (Option<String>, Marks)>>,
+    /// One marks write at a time, so that passes racing on the same Secret write it once.
+    marking: tokio::sync::Mutex<()>,
 }
 
 /// Resolves credentials from Secrets (served by watches once [`CredentialResolver::watch`]
@@ -186,6 +192,8 @@ impl CredentialResolver {
                 namespace_secret: namespace_secret.filter(|s| !s.is_empty()),
                 identities: Identities::default(),
                 released: tokio::sync::Notify::new(),
+                marked: Default::default(),
+                marking: Default::default(),
             }),
         }
     }
@@ -349,7 +357,7 @@ impl CredentialResolver {
         account: Option<&str>,
         digest: &str,
     ) {
-        let current = Marks::of(secret);
+        let current = self.marks_of(origin, secret);
         let wanted = Marks {
             claimed: source.claimed() || current.claimed,
             account: account
@@ -359,13 +367,49 @@ impl CredentialResolver {
         if wanted == current {
             return;
         }
-        match usage::mark(&self.inner.client, origin, secret, &wanted).await {
-            Ok(Some(written)) => self.inner.cache.remember(origin, Some(Arc::new(written))),
-            Ok(None) => {}
-            Err(e) => {
-                tracing::warn!(secret = %origin, error = %e, "could not mark the credentials Secret")
-            }
+        if let Err(e) = self.write_marks(origin, secret, &wanted).await {
+            tracing::warn!(secret = %origin, error = %e, "could not mark the credentials Secret")
         }
+    }
+
+    /// The marks `secret` carries, or those this process wrote if `secret` is a copy from
+    /// before that write.
+    fn marks_of(&self, origin: &Origin, secret: &Secret) -> Marks {
+        let marked = self.inner.marked.lock().unwrap_or_else(|e| e.into_inner());
+        match marked.get(origin) {
+            Some((before, marks)) if secret.metadata.resource_version == *before => marks.clone(),
+            _ => Marks::of(secret),
+        }
+    }
+
+    /// Writes `wanted` on the Secret at `origin` unless it carries them already (checked again
+    /// once no other write is under way). Returns whether it wrote.
+    async fn write_marks(
+        &self,
+        origin: &Origin,
+        secret: &Arc<Secret>,
+        wanted: &Marks,
+    ) -> kube::Result<bool> {
+        let _one = self.inner.marking.lock().await;
+        if self.marks_of(origin, secret) == *wanted {
+            return Ok(false);
+        }
+        let Some(written) = usage::mark(&self.inner.client, origin, secret, wanted).await? else {
+            return Ok(false);
+        };
+        self.inner
+            .marked
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .insert(
+                origin.clone(),
+                (
+                    secret.metadata.resource_version.clone(),
+                    Marks::of(&written),
+                ),
+            );
+        self.inner.cache.remember(origin, Some(Arc::new(written)));
+        Ok(true)
     }
 
     /// Tells the release loop that an instance is done with its credentials.
@@ -427,11 +471,12 @@ impl CredentialResolver {
             }) else {
                 continue;
             };
-            match usage::mark(&self.inner.client, &origin, secret, &Marks::default()).await {
+            match self.write_marks(&origin, secret, &Marks::default()).await {
                 Ok(written) => {
-                    released += 1;
-                    self.inner.cache.remember(&origin, written.map(Arc::new));
-                    tracing::info!(secret = %origin, "released the credentials Secret: no CacheInstance uses it any more");
+                    if written {
+                        released += 1;
+                        tracing::info!(secret = %origin, "released the credentials Secret: no CacheInstance uses it any more");
+                    }
                 }
                 Err(e) => {
                     tracing::warn!(secret = %origin, error = %e, "could not release the credentials Secret")
