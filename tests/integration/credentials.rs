@@ -404,3 +404,72 @@ async fn a_team_key_of_the_same_email_is_another_account() {
     assert_eq!(database_id(&back), id);
     assert!(emulator.calls_to("create").await.is_empty());
 }
+
+/// Instances created together share their namespace's credentials Secret: it is written once
+/// for each change of the operator's marks on it (the account learned from the first database,
+/// for the operator-wide Secret the tests use), however many passes race on it.
+#[tokio::test]
+async fn instances_created_together_write_their_credentials_secret_once_per_change() {
+    use futures::StreamExt;
+    use kube::runtime::{WatchStreamExt, watcher};
+
+    let cluster = testkit::cluster().await;
+    let ns = cluster.namespace("marks").await;
+    let _stack = start_stack(&ns, &["--concurrency", "8"]).await;
+    let client = ns.client().await;
+    let secrets: Api<Secret> = Api::namespaced(client.clone(), ns.name());
+    let initial = secrets
+        .get(testkit::operator::CREDENTIALS_SECRET)
+        .await
+        .unwrap()
+        .metadata
+        .resource_version;
+    let versions = std::sync::Arc::new(std::sync::Mutex::new(std::collections::BTreeSet::new()));
+    let seen = versions.clone();
+    let watch = tokio::spawn(async move {
+        let config = watcher::Config::default().fields(&format!(
+            "metadata.name={}",
+            testkit::operator::CREDENTIALS_SECRET
+        ));
+        let mut stream = watcher(secrets, config).applied_objects().boxed();
+        while let Some(Ok(secret)) = stream.next().await {
+            if secret.metadata.resource_version != initial {
+                seen.lock()
+                    .unwrap()
+                    .insert(secret.metadata.resource_version.unwrap_or_default());
+            }
+        }
+    });
+
+    let api: Api<CacheInstance> = Api::namespaced(client.clone(), ns.name());
+    let names: Vec<String> = (0..16).map(|i| format!("c{i:02}")).collect();
+    futures::future::join_all(names.iter().map(|name| {
+        let client = client.clone();
+        let ns = ns.name().to_string();
+        async move {
+            apply_manifest(&client, &ns, &instance(name, json!({"primaryRegion": "us-east-1"})))
+                .await
+                .unwrap()
+        }
+    }))
+    .await;
+    for name in &names {
+        testkit::wait_for("every instance Ready", TIMEOUT, || async {
+            let obj = api.get(name).await.ok()?;
+            obj.status?
+                .conditions
+                .iter()
+                .any(|c| c.type_ == "Ready" && c.status == "True")
+                .then_some(())
+        })
+        .await;
+    }
+    // Let late writes (if any) arrive.
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    watch.abort();
+    let changes = versions.lock().unwrap().len();
+    assert!(
+        (1..=2).contains(&changes),
+        "the credentials Secret changed {changes} times for 16 instances"
+    );
+}
