@@ -88,10 +88,23 @@ impl ReportedFailures {
 
     /// Records that the last pass over `obj` found nothing wrong about `topic`: its next
     /// failure is news.
+    ///
+    /// Kept only where it matters, so that healthy instances cost no memory here: after a
+    /// failure this process recorded, or while the cached status still shows a condition that
+    /// is not True (a failure that a lagging cache could make look old). Otherwise the next
+    /// failure is judged from the status, as for an object this process has not seen fail.
     pub fn healthy(&self, obj: &CacheInstance, topic: Topic) {
         let mut entries = self.entries.lock().unwrap_or_else(|e| e.into_inner());
+        let key = (ObjectRef::from_obj(obj), topic);
+        let status_shows_a_failure = obj
+            .status
+            .as_ref()
+            .is_some_and(|s| s.conditions.iter().any(|c| c.status != "True"));
+        if !entries.contains_key(&key) && !status_shows_a_failure {
+            return;
+        }
         entries.insert(
-            (ObjectRef::from_obj(obj), topic),
+            key,
             Entry {
                 uid: obj.uid().unwrap_or_default(),
                 outcome: Outcome::Healthy,
@@ -178,6 +191,20 @@ mod tests {
         );
         r.healthy(&obj, Topic::Ready);
         // A stale status still showing the old failure does not hide the new one.
+        assert!(r.is_new(&obj, Topic::Ready, "UpstashUnavailable", "timeout", || true));
+    }
+
+    #[test]
+    fn a_healthy_instance_that_never_failed_is_not_kept() {
+        let r = ReportedFailures::default();
+        let obj = instance("u1");
+        r.healthy(&obj, Topic::Ready);
+        assert!(r.entries.lock().unwrap().is_empty());
+        // Its first failure is judged from the status.
+        assert!(!r.is_new(&obj, Topic::Ready, "UpstashUnavailable", "timeout", || true));
+        // Once it failed here, recovery is remembered.
+        r.healthy(&obj, Topic::Ready);
+        assert_eq!(r.entries.lock().unwrap().len(), 1);
         assert!(r.is_new(&obj, Topic::Ready, "UpstashUnavailable", "timeout", || true));
     }
 

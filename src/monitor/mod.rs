@@ -204,7 +204,7 @@ impl Monitor {
             if state.database_id != database_id {
                 // A new database: forget what was learnt about the old one.
                 let epoch = state.epoch;
-                *state = state::InstanceState::restore(id, instance.clone());
+                **state = state::InstanceState::restore(id, instance.clone());
                 state.epoch = epoch;
             }
             let seen = instance.metadata.resource_version.clone();

@@ -104,7 +104,8 @@ impl InstanceState {
 pub struct Table {
     next_id: u64,
     ids: HashMap<ObjectRef<CacheInstance>, u64>,
-    pub states: HashMap<u64, InstanceState>,
+    /// Boxed: a state is about 1.3 KB, and the table keeps room for more entries than it holds.
+    pub states: HashMap<u64, Box<InstanceState>>,
 }
 
 impl Table {
@@ -117,7 +118,8 @@ impl Table {
         self.next_id += 1;
         let id = self.next_id;
         self.ids.insert(key, id);
-        self.states.insert(id, InstanceState::restore(id, instance));
+        self.states
+            .insert(id, Box::new(InstanceState::restore(id, instance)));
         id
     }
 
