@@ -7,7 +7,7 @@
 //! every Event it published in the last six minutes, whole, and scans that cache under a write
 //! lock on every publish: at 10,000 instances that was a third of the operator's heap and a
 //! cost per Event that grows with the number of objects. This one keeps, per repeating key, the
-//! Event's name and its series (about 200 bytes), and expires them at most once per 30 s.
+//! Event's name and its series (about 100 bytes), and expires them at most once per 30 s.
 
 use std::{
     collections::HashMap,
@@ -46,6 +46,13 @@ struct Key {
     action: String,
 }
 
+impl Key {
+    fn digest(&self) -> u64 {
+        use std::hash::{BuildHasher, BuildHasherDefault, DefaultHasher};
+        BuildHasherDefault::<DefaultHasher>::default().hash_one(self)
+    }
+}
+
 /// The Event published last under a key.
 #[derive(Debug, Clone)]
 struct Published {
@@ -56,7 +63,8 @@ struct Published {
 
 #[derive(Default)]
 struct Seen {
-    published: HashMap<Key, Published>,
+    /// By the key's digest: the strings of a key are not kept.
+    published: HashMap<u64, Published>,
     expired_at: Option<Timestamp>,
 }
 
@@ -77,13 +85,13 @@ impl Seen {
     /// The repeat of `key`, if it is one: the Event to count up and its new count.
     fn repeat(&mut self, key: &Key, now: Timestamp) -> Option<(String, i32)> {
         self.expire(now);
-        let p = self.published.get(key)?;
+        let p = self.published.get(&key.digest())?;
         (now.duration_since(p.last) < SERIES_WINDOW).then(|| (p.name.clone(), p.count + 1))
     }
 
     fn record(&mut self, key: Key, name: String, count: i32, now: Timestamp) {
         self.published.insert(
-            key,
+            key.digest(),
             Published {
                 name,
                 count,

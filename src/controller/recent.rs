@@ -19,7 +19,7 @@
 use std::{
     collections::HashMap,
     hash::{DefaultHasher, Hash, Hasher},
-    sync::Mutex,
+    sync::{Arc, Mutex},
     time::{Duration, Instant},
 };
 
@@ -65,7 +65,7 @@ struct Entry {
     inputs: Inputs,
     /// Digest of the credentials the database was read with: other credentials read again.
     credentials: String,
-    database: Database,
+    database: Arc<Database>,
     read_at: Instant,
 }
 
@@ -104,7 +104,7 @@ impl RecentReads {
             && entry.credentials == credentials
             && entry.database.database_id == id
             && entry.read_at.elapsed() < self.max_age)
-            .then(|| entry.database.clone())
+            .then(|| Database::clone(&entry.database))
     }
 
     /// Records what a successful pass ended with. `read_at` is when the database was last
@@ -121,7 +121,7 @@ impl RecentReads {
             Entry {
                 inputs: Inputs::of(obj),
                 credentials: credentials.to_string(),
-                database,
+                database: Arc::new(database),
                 read_at,
             },
         );
@@ -136,7 +136,8 @@ impl RecentReads {
     }
 
     /// The recorded database `id` of `obj` and its age, whatever the inputs (for the monitor).
-    pub fn peek(&self, obj: &CacheInstance, id: &str) -> Option<(Database, Duration)> {
+    /// Shared, not copied: the monitor keeps it as its copy of the database.
+    pub fn peek(&self, obj: &CacheInstance, id: &str) -> Option<(Arc<Database>, Duration)> {
         self.lock()
             .get(&ObjectRef::from_obj(obj))
             .filter(|e| e.database.database_id == id)

@@ -84,7 +84,7 @@ impl Monitor {
         api: &UpstashApi,
         instance: &CacheInstance,
         database_id: &str,
-    ) -> Option<Database> {
+    ) -> Option<Arc<Database>> {
         let (cached, had_db) = {
             let table = self.table();
             let state = table.states.get(&id)?;
@@ -111,7 +111,7 @@ impl Monitor {
                 Instant::now().checked_sub(age).unwrap_or_else(Instant::now),
             ),
             None => match api.get_database(database_id).await {
-                Ok(Some(db)) => (db, Instant::now()),
+                Ok(Some(db)) => (Arc::new(db), Instant::now()),
                 Ok(None) => return None,
                 Err(e) => {
                     tracing::debug!(object = %instance.name_any(), err = %e, "database unavailable for monitoring");
@@ -171,7 +171,7 @@ impl Monitor {
             }
             let inputs = Inputs {
                 stats: stats.as_ref(),
-                db: db.as_ref(),
+                db: db.as_deref(),
                 spec_plan: instance.spec.plan,
                 budget_usd: instance.spec.budget,
                 probe: thresholds.probe.map(|_| &state.probe),
@@ -231,7 +231,7 @@ impl Monitor {
         let Some((url, token)) = self
             .database(id, &api, &instance, &database_id)
             .await
-            .as_ref()
+            .as_deref()
             .and_then(data_plane)
         else {
             return Ok(());

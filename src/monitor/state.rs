@@ -33,7 +33,8 @@ pub struct InstanceState {
     pub sampling: bool,
     pub probing: bool,
     /// The database object (limits, plan, the data-plane token) and when it was read.
-    pub db: Option<(Database, Instant)>,
+    /// Shared with the reconciler's last read when it came from there.
+    pub db: Option<(Arc<Database>, Instant)>,
     /// Whether `db` was ever filled (afterwards, refreshes read Upstash themselves).
     pub had_db: bool,
     pub alerts: BTreeMap<AlertKind, AlertState>,
