@@ -79,6 +79,8 @@ pub struct Context {
     pub answered_creates: super::failed_creates::AnsweredCreates,
     /// Settled instances whose first read of this process waits for its turn.
     pub first_reads: super::startup::FirstReads,
+    /// Deleted objects whose cleanup this process finished.
+    pub finished_cleanups: super::instance::FinishedCleanups,
     /// The connection Secrets the operator wrote, as its watch sees them.
     pub owned_secrets: super::owned_secrets::OwnedSecrets,
     /// Consecutive failures per object, for exponential backoff.
@@ -108,6 +110,7 @@ impl Context {
             refusals: Refusals::default(),
             answered_creates: Default::default(),
             first_reads: Default::default(),
+            finished_cleanups: Default::default(),
             owned_secrets: Default::default(),
             config,
             failures: Mutex::default(),

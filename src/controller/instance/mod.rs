@@ -26,7 +26,7 @@ use std::{
 use k8s_openapi::{apimachinery::pkg::apis::meta::v1::Time, jiff::Timestamp};
 use kube::{ResourceExt, runtime::controller::Action};
 
-pub use cleanup::WAY_OUT;
+pub use cleanup::{FinishedCleanups, WAY_OUT};
 pub use plan::lost_create_grace;
 pub use publish::RESTART_ANNOTATION;
 pub use validate::paused;
