@@ -35,6 +35,16 @@ fn decide_with(
     blocked: bool,
     pending: Option<&PendingCreate>,
 ) -> Provision {
+    decide_in(obj, sighting, blocked, pending, LOST_CREATE_GRACE)
+}
+
+fn decide_in(
+    obj: &CacheInstance,
+    sighting: Sighting,
+    blocked: bool,
+    pending: Option<&PendingCreate>,
+    grace: Duration,
+) -> Provision {
     let valid = valid(obj);
     provision(&ProvisionInput {
         obj,
@@ -42,7 +52,7 @@ fn decide_with(
         valid: &valid,
         blocked,
         pending,
-        grace: LOST_CREATE_GRACE,
+        grace,
         sighting: &sighting,
         now: now(),
     })
@@ -276,18 +286,8 @@ fn a_pending_create_that_is_listed_is_found_not_created_again() {
 }
 
 fn decide_after(record: &PendingCreate, grace: Duration) -> Provision {
-    let obj = plain();
-    let valid = valid(&obj);
-    provision(&ProvisionInput {
-        obj: &obj,
-        cluster_id: CLUSTER,
-        valid: &valid,
-        blocked: false,
-        pending: Some(record),
-        grace,
-        sighting: &Sighting::Candidates { matches: vec![] },
-        now: now(),
-    })
+    let none_listed = Sighting::Candidates { matches: vec![] };
+    decide_in(&plain(), none_listed, false, Some(record), grace)
 }
 
 #[test]
