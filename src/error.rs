@@ -28,6 +28,11 @@ pub enum Error {
     /// The object has no namespace or name.
     #[error("object without {0}")]
     MissingObjectKey(&'static str),
+
+    /// A write conditional on the cached copy's resourceVersion was refused: the object changed
+    /// since the copy was taken, so the decision built on it is taken again on a fresh read.
+    #[error("the object changed since it was read; reading it again")]
+    CacheBehind,
 }
 
 pub type Result<T, E = Error> = std::result::Result<T, E>;
@@ -118,6 +123,7 @@ impl Error {
             Error::Credentials(_) => ErrorCategory::Credentials,
             Error::InvalidSpec(_) => ErrorCategory::InvalidSpec,
             Error::MissingObjectKey(_) => ErrorCategory::MissingObjectKey,
+            Error::CacheBehind => ErrorCategory::KubernetesApi,
         }
     }
 

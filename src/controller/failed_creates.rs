@@ -78,6 +78,7 @@ mod tests {
         PendingCreate {
             database_name: name.into(),
             started: Time(started.parse().unwrap()),
+            uid: None,
         }
     }
 

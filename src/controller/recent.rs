@@ -26,7 +26,7 @@ use std::{
 use kube::{ResourceExt, runtime::reflector::ObjectRef};
 
 use crate::{
-    crd::{CacheInstance, PENDING_CREATE_ANNOTATION},
+    crd::{CREATE_RECORD_ANNOTATION, CacheInstance, LEGACY_PENDING_CREATE_ANNOTATION},
     upstash::Database,
 };
 
@@ -45,7 +45,10 @@ impl Inputs {
         let annotations: Vec<(&String, &String)> = obj
             .annotations()
             .iter()
-            .filter(|(k, _)| k.as_str() != PENDING_CREATE_ANNOTATION)
+            .filter(|(k, _)| {
+                k.as_str() != CREATE_RECORD_ANNOTATION
+                    && k.as_str() != LEGACY_PENDING_CREATE_ANNOTATION
+            })
             .collect();
         Self {
             uid: fingerprint(&obj.metadata.uid),
@@ -227,7 +230,7 @@ mod tests {
         let mut pending = instance(1);
         pending
             .annotations_mut()
-            .insert(PENDING_CREATE_ANNOTATION.into(), "{}".into());
+            .insert(CREATE_RECORD_ANNOTATION.into(), "{}".into());
         assert!(
             recent.reuse(&pending, "db-1", "k").is_some(),
             "the operator's own bookkeeping"

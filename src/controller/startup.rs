@@ -18,14 +18,15 @@ use rand::Rng;
 
 use crate::{
     controller::conditions,
-    crd::{CacheInstance, PENDING_CREATE_ANNOTATION},
+    crd::{CacheInstance, LEGACY_PENDING_CREATE_ANNOTATION},
 };
 
 /// The longest a settled instance's first read waits after a start.
 pub const FIRST_READ_SPREAD: Duration = Duration::from_secs(60);
 
-/// Whether `obj` is settled: Ready for its current generation, with a database, no create in
-/// flight, and nothing else (Secrets, once-only actions) for the caller to check.
+/// Whether `obj` is settled: Ready for its current generation, with a database (so no create
+/// of its is in flight: the create record is done with once the status names it), no record
+/// of an earlier operator version, and nothing else (Secrets, once-only actions) for the caller to check.
 pub fn settled(obj: &CacheInstance) -> bool {
     let Some(status) = obj.status.as_ref() else {
         return false;
@@ -38,7 +39,7 @@ pub fn settled(obj: &CacheInstance) -> bool {
             .metadata
             .annotations
             .as_ref()
-            .is_some_and(|a| a.contains_key(PENDING_CREATE_ANNOTATION))
+            .is_some_and(|a| a.contains_key(LEGACY_PENDING_CREATE_ANNOTATION))
         && status.conditions.iter().any(|c| {
             c.type_ == conditions::READY
                 && c.status == "True"
@@ -133,13 +134,16 @@ status:
         assert!(!settled(&edited), "a new spec goes first");
         let creating = instance("spec: {primaryRegion: us-east-1}");
         assert!(!settled(&creating));
-        let mut pending = ready("");
-        pending.metadata.annotations = Some(
-            [(PENDING_CREATE_ANNOTATION.to_string(), "{}".to_string())]
-                .into_iter()
-                .collect(),
-        );
-        assert!(!settled(&pending));
+        let annotated = |key: &str| {
+            let mut obj = ready("");
+            obj.metadata.annotations =
+                Some([(key.to_string(), "{}".to_string())].into_iter().collect());
+            obj
+        };
+        // An earlier version's record of a create in flight goes first; this version's record
+        // is done with once the status names the database.
+        assert!(!settled(&annotated(LEGACY_PENDING_CREATE_ANNOTATION)));
+        assert!(settled(&annotated(crate::crd::CREATE_RECORD_ANNOTATION)));
         let not_ready = instance(
             "spec: {primaryRegion: us-east-1}
 status:

@@ -21,11 +21,17 @@ pub const ROTATE_ANNOTATION: &str = "cache.upstash-operator.dev/rotate-password"
 /// call and no Kubernetes write for the object (a delete waits until it is removed).
 pub const PAUSE_ANNOTATION: &str = "cache.upstash-operator.dev/paused";
 
-/// Annotation the operator sets while a database create call is in flight (the database name
-/// and when the call started, as JSON), so that a restarted operator recognises the database it
-/// created instead of creating a second one. It is removed once `status.databaseId` records the
-/// database.
-pub const PENDING_CREATE_ANNOTATION: &str = "cache.upstash-operator.dev/pending-create";
+/// Annotation the operator sets, with its finalizer, before it sends a database create call:
+/// the database name, when the call started and the object's UID, as JSON. While
+/// `status.databaseId` names no database, a restarted operator recognises the database of that
+/// call instead of creating a second one. Once the status names the database the record has done
+/// its work and is left in place (removing it would cost every new instance one more write); a
+/// copy of the object with another UID (a restore) ignores it.
+pub const CREATE_RECORD_ANNOTATION: &str = "cache.upstash-operator.dev/create-record";
+
+/// The annotation earlier versions of the operator kept while a create call was in flight (read
+/// like [`CREATE_RECORD_ANNOTATION`]; the operator's next metadata write removes it).
+pub const LEGACY_PENDING_CREATE_ANNOTATION: &str = "cache.upstash-operator.dev/pending-create";
 
 /// An Upstash Redis database provisioned and kept in line with this spec, plus a connection
 /// Secret with the variables applications read.

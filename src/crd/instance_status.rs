@@ -195,7 +195,7 @@ pub struct RequestResult {
     pub time: Time,
 }
 
-/// A create call in flight.
+/// A database create call the operator sent.
 #[derive(KubeSchema, Serialize, Deserialize, Clone, Debug, PartialEq)]
 #[serde(rename_all = "camelCase")]
 pub struct PendingCreate {
@@ -203,4 +203,8 @@ pub struct PendingCreate {
     pub database_name: String,
     /// When the create call started.
     pub started: Time,
+    /// UID of the object that sent the call: a copy of the object restored with a new UID does
+    /// not take the record for its own.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub uid: Option<String>,
 }

@@ -6,11 +6,14 @@ use std::time::Duration;
 
 use k8s_openapi::api::core::v1::Secret;
 use kube::{
-    Api,
+    Api, ResourceExt,
     api::{DeleteParams, Patch, PatchParams},
 };
 use serde_json::{Value, json};
-use upstash_operator::crd::CacheInstance;
+use upstash_operator::{
+    controller::{FIELD_MANAGER, FINALIZER, instance::finalizer},
+    crd::{CREATE_RECORD_ANNOTATION, CacheInstance, PendingCreate},
+};
 
 use crate::support::{
     apply_manifest, events_for, instance, secret_data, start_operator, start_stack,
@@ -462,6 +465,12 @@ async fn objects_applied_again_or_restored_without_status_take_back_their_databa
     let api: Api<CacheInstance> = Api::namespaced(client.clone(), ns.name());
     let spec = json!({"primaryRegion": "us-east-1", "deletionPolicy": "Retain"});
     let first = settle(&client, ns.name(), "gitops", &spec).await;
+    // The record of the create that made the database stays once the status names it.
+    let record = first
+        .annotations()
+        .get(CREATE_RECORD_ANNOTATION)
+        .cloned()
+        .expect("the create record stays on the object");
     let id = first.status.unwrap().database_id.unwrap();
     let first_uid = first.metadata.uid.unwrap();
     let delete_and_wait = || async {
@@ -484,10 +493,16 @@ async fn objects_applied_again_or_restored_without_status_take_back_their_databa
     );
     assert_eq!(stack.emulator.calls_to("create").await.len(), 1);
 
-    // Restored by a backup tool into a freshly started operator: the same.
+    // Restored by a backup tool (a backup of the first object) into a freshly started operator:
+    // the same. A backup keeps the object's annotations, the operator's create record among
+    // them; the restored copy (another UID) does not take that record for its own.
+    assert!(record.contains(&first_uid), "{record}");
     delete_and_wait().await;
     stack.operator.process().kill();
     let _restarted = start_operator(&ns, &stack.emulator, &[]).await;
+    let mut backup = instance("gitops", spec.clone());
+    backup["metadata"]["annotations"] = json!({ CREATE_RECORD_ANNOTATION: record });
+    apply_manifest(&client, ns.name(), &backup).await.unwrap();
     let restored = settle(&client, ns.name(), "gitops", &spec).await;
     assert_eq!(
         restored.status.unwrap().database_id.as_deref(),
@@ -542,4 +557,77 @@ async fn a_renamed_secret_replaces_the_old_one() {
         ro["UPSTASH_REDIS_REST_TOKEN"],
         db["read_only_rest_token"].as_str().unwrap()
     );
+}
+
+#[tokio::test]
+async fn a_new_objects_first_write_holds_only_if_its_copy_was_current() {
+    // The operator decides a new object's create on its cached copy and makes its first write
+    // (the finalizer with the create record) conditional on that copy's resourceVersion: the
+    // API server must refuse the write once the object has changed.
+    let cluster = testkit::cluster().await;
+    let ns = cluster.namespace("firstwrite").await;
+    let client = ns.client().await;
+    let api: Api<CacheInstance> = Api::namespaced(client.clone(), ns.name());
+    apply_manifest(
+        &client,
+        ns.name(),
+        &instance("fresh", json!({"primaryRegion": "us-east-1"})),
+    )
+    .await
+    .unwrap();
+    let copy = api.get("fresh").await.unwrap();
+    api.patch(
+        "fresh",
+        &PatchParams::default(),
+        &Patch::Merge(json!({"metadata": {"labels": {"team": "crm"}}})),
+    )
+    .await
+    .unwrap();
+    let record = PendingCreate {
+        database_name: "never-sent".into(),
+        started: k8s_openapi::apimachinery::pkg::apis::meta::v1::Time(
+            k8s_openapi::jiff::Timestamp::now(),
+        ),
+        uid: copy.metadata.uid.clone(),
+    };
+    let write = |obj: &CacheInstance| {
+        let body =
+            finalizer::metadata_apply(obj, Some(&record), obj.metadata.resource_version.as_deref());
+        let api = api.clone();
+        async move {
+            api.patch(
+                "fresh",
+                &PatchParams::apply(FIELD_MANAGER).force(),
+                &Patch::Apply(&body),
+            )
+            .await
+        }
+    };
+    match write(&copy).await {
+        Err(kube::Error::Api(s)) => assert_eq!(s.code, 409, "{s:?}"),
+        other => panic!("a write on a stale copy went through: {other:?}"),
+    }
+    let unchanged = api.get("fresh").await.unwrap();
+    assert!(unchanged.finalizers().is_empty());
+    assert!(
+        !unchanged
+            .annotations()
+            .contains_key(CREATE_RECORD_ANNOTATION)
+    );
+    let written = write(&unchanged).await.unwrap();
+    assert_eq!(written.finalizers(), [FINALIZER.to_string()]);
+    assert!(written.annotations().contains_key(CREATE_RECORD_ANNOTATION));
+
+    // An operator that starts now finds a create recorded but its database not listed: it waits
+    // for the call's answer to have surely been lost, then creates the database, once.
+    let stack = start_stack(&ns, &[]).await;
+    let ready = settle(
+        &client,
+        ns.name(),
+        "fresh",
+        &json!({"primaryRegion": "us-east-1"}),
+    )
+    .await;
+    assert!(ready.status.unwrap().database_id.is_some());
+    assert_eq!(stack.emulator.calls_to("create").await.len(), 1);
 }

@@ -314,6 +314,7 @@ mod tests {
             started: k8s_openapi::apimachinery::pkg::apis::meta::v1::Time(
                 "2026-11-01T00:00:00Z".parse().unwrap(),
             ),
+            uid: None,
         };
         assert_eq!(
             plan(

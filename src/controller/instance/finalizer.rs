@@ -1,6 +1,6 @@
-//! The object's metadata the operator writes: the cleanup finalizer and the pending-create
-//! record, added together in one server-side apply (so that a new instance costs one metadata
-//! write before its database is created), and the finalizer's removal once cleanup has run.
+//! The object's metadata the operator writes: the cleanup finalizer and the create record,
+//! added together in one server-side apply (so that a new instance costs one metadata write,
+//! made before its database is created), and the finalizer's removal once cleanup has run.
 //!
 //! Semantics follow kube's `finalizer` helper: the finalizer is in place before the operator
 //! takes charge of a database, cleanup runs only while it is there, and its removal is
@@ -15,7 +15,7 @@ use serde_json::{Value, json};
 
 use crate::{
     controller::{Context, FIELD_MANAGER, FINALIZER},
-    crd::{CacheInstance, PENDING_CREATE_ANNOTATION, PendingCreate},
+    crd::{CREATE_RECORD_ANNOTATION, CacheInstance, PendingCreate},
     error::{Error, Result},
 };
 
@@ -23,16 +23,25 @@ fn api(obj: &CacheInstance, ctx: &Context) -> Api<CacheInstance> {
     Api::namespaced(ctx.client.clone(), &obj.namespace().unwrap_or_default())
 }
 
-/// The apply body that holds the finalizer and, when given, the pending-create record. Without
-/// a record, applying it removes the annotation an earlier apply set.
-pub fn metadata_apply(obj: &CacheInstance, pending: Option<&PendingCreate>) -> Value {
+/// The apply body that holds the finalizer and, when given, the create record. Without a
+/// record, applying it removes the annotation an earlier apply set. With `expected` (a
+/// resourceVersion), the API server refuses the write (409) unless the object is still at that
+/// version: a decision taken on a cached copy holds only if the copy was current.
+pub fn metadata_apply(
+    obj: &CacheInstance,
+    pending: Option<&PendingCreate>,
+    expected: Option<&str>,
+) -> Value {
     let mut metadata = json!({
         "name": obj.name_any(),
         "finalizers": [FINALIZER],
     });
     if let Some(p) = pending {
-        let record = serde_json::to_string(p).expect("a pending record serializes");
-        metadata["annotations"] = json!({ PENDING_CREATE_ANNOTATION: record });
+        let record = serde_json::to_string(p).expect("a create record serializes");
+        metadata["annotations"] = json!({ CREATE_RECORD_ANNOTATION: record });
+    }
+    if let Some(version) = expected {
+        metadata["resourceVersion"] = json!(version);
     }
     json!({
         "apiVersion": CacheInstance::api_version(&()),
@@ -41,21 +50,27 @@ pub fn metadata_apply(obj: &CacheInstance, pending: Option<&PendingCreate>) -> V
     })
 }
 
-/// Puts the finalizer in place with the pending-create record (or without one, which clears
-/// an earlier record), in one write.
+/// Puts the finalizer in place with the create record (or without one, which clears an earlier
+/// record), in one write; with `expected`, only if the object is still at that resourceVersion
+/// ([`Error::CacheBehind`] otherwise).
 pub async fn ensure(
     obj: &CacheInstance,
     ctx: &Context,
     pending: Option<&PendingCreate>,
+    expected: Option<&str>,
 ) -> Result<()> {
-    api(obj, ctx)
+    match api(obj, ctx)
         .patch(
             &obj.name_any(),
             &PatchParams::apply(FIELD_MANAGER).force(),
-            &Patch::Apply(&metadata_apply(obj, pending)),
+            &Patch::Apply(&metadata_apply(obj, pending, expected)),
         )
-        .await?;
-    Ok(())
+        .await
+    {
+        Ok(_) => Ok(()),
+        Err(kube::Error::Api(s)) if s.code == 409 && expected.is_some() => Err(Error::CacheBehind),
+        Err(e) => Err(Error::Kube(e)),
+    }
 }
 
 /// The JSON patch that removes the finalizer at the position `obj` shows it, failing instead if
@@ -105,20 +120,24 @@ mod tests {
             started: k8s_openapi::apimachinery::pkg::apis::meta::v1::Time(
                 "2026-10-01T00:00:00Z".parse().unwrap(),
             ),
+            uid: Some("u-1".into()),
         };
-        let body = metadata_apply(&obj, Some(&pending));
+        let body = metadata_apply(&obj, Some(&pending), None);
         assert_eq!(body["metadata"]["finalizers"], json!([FINALIZER]));
         let record: PendingCreate = serde_json::from_str(
-            body["metadata"]["annotations"][PENDING_CREATE_ANNOTATION]
+            body["metadata"]["annotations"][CREATE_RECORD_ANNOTATION]
                 .as_str()
                 .unwrap(),
         )
         .unwrap();
         assert_eq!(record, pending);
         assert!(body.get("spec").is_none(), "the operator never writes spec");
-        let cleared = metadata_apply(&obj, None);
+        assert!(body["metadata"].get("resourceVersion").is_none());
+        let cleared = metadata_apply(&obj, None, None);
         assert!(cleared["metadata"].get("annotations").is_none());
         assert_eq!(cleared["metadata"]["finalizers"], json!([FINALIZER]));
+        let conditional = metadata_apply(&obj, Some(&pending), Some("4711"));
+        assert_eq!(conditional["metadata"]["resourceVersion"], json!("4711"));
     }
 
     #[test]

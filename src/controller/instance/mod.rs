@@ -8,7 +8,7 @@
 
 mod apply;
 mod cleanup;
-mod finalizer;
+pub mod finalizer;
 mod observe;
 mod plan;
 mod publish;
@@ -32,7 +32,7 @@ pub use publish::RESTART_ANNOTATION;
 pub use validate::paused;
 
 use self::{
-    observe::Observed,
+    observe::{ClusterView, Observed},
     plan::{How, Notice, Provision, SettingsPlan},
     report::Report,
     validate::{PolicyVerdict, Valid},
@@ -80,8 +80,12 @@ async fn pass(obj: &CacheInstance, ctx: &Context) -> Result<Action> {
         return Ok(Action::requeue(wait));
     }
     let mut report = Report::new(obj);
-    let mut pending = PendingState::default();
-    let outcome = converge(obj, ctx, &mut report, &mut pending).await;
+    let mut outcome = converge(obj, ctx, &mut report, true).await;
+    if matches!(outcome, Err(Error::CacheBehind)) {
+        // A new object's cached copy was not current: decide again on the API server's.
+        report = Report::new(obj);
+        outcome = converge(obj, ctx, &mut report, false).await;
+    }
     let ready = report.finish(ctx, outcome.as_ref().err());
     ctx.metrics
         .instance_ready
@@ -91,10 +95,6 @@ async fn pass(obj: &CacheInstance, ctx: &Context) -> Result<Action> {
         })
         .set(i64::from(ready));
     report.write(ctx).await?;
-    // The record of a create call goes once the status records its database.
-    if pending.on_object && report.status.database_id.is_some() {
-        finalizer::ensure(obj, ctx, None).await?;
-    }
     outcome?;
     Ok(Action::requeue(
         report.requeue(ctx.config.jittered_resync()),
@@ -130,17 +130,13 @@ fn first_read_wait(obj: &CacheInstance, ctx: &Context) -> Option<Duration> {
     ctx.first_reads.wait(obj, settled, read_before, spread)
 }
 
-/// Whether the object carries a pending-create record that this pass must clear.
-#[derive(Default)]
-struct PendingState {
-    on_object: bool,
-}
-
+/// Validate → observe → plan → apply for one pass; `trust_first_sight`: a new object may be
+/// decided on its cached copy (see [`observe::first_sight`]).
 async fn converge(
     obj: &CacheInstance,
     ctx: &Context,
     report: &mut Report<'_>,
-    pending: &mut PendingState,
+    trust_first_sight: bool,
 ) -> Result<()> {
     // Validate.
     let policy =
@@ -152,11 +148,8 @@ async fn converge(
     }
 
     // Observe.
-    let seen = observe::database(obj, ctx, &valid, policy.blocked).await?;
+    let seen = observe::database(obj, ctx, &valid, policy.blocked, trust_first_sight).await?;
     report.start_from(&seen.status);
-    // A pass that reused this process's last read follows a successful pass, which cleared
-    // the record already (the cached copy may not show it yet).
-    pending.on_object = seen.pending_annotation && !seen.reused;
     let now = Timestamp::now();
     let decision = match plan::provision(&input(obj, ctx, &valid, &policy, &seen)) {
         Provision::Hold { cond, requeue } => {
@@ -172,6 +165,7 @@ async fn converge(
 
     // Plan and apply: the database.
     let mut finalized = seen.has_finalizer;
+    let mut prefetched_view = None;
     let (mut db, how) = match decision {
         Provision::Hold { .. } => return Ok(()),
         Provision::Use { db, how } => (*db, how),
@@ -215,11 +209,18 @@ async fn converge(
             let record = PendingCreate {
                 database_name: request.database_name.clone(),
                 started: Time(now),
+                uid: obj.metadata.uid.clone(),
             };
-            finalizer::ensure(obj, ctx, Some(&record)).await?;
+            finalizer::ensure(obj, ctx, Some(&record), seen.confirm.as_deref()).await?;
             finalized = true;
-            pending.on_object = true;
-            match apply::create(&upstash.api, &ctx.databases, &upstash.index_key, &request).await {
+            // The Secrets' current state does not depend on the database: it is read while
+            // Upstash creates it.
+            let (created, view) = futures::join!(
+                apply::create(&upstash.api, &ctx.databases, &upstash.index_key, &request),
+                observe::cluster(obj, ctx, &seen.status)
+            );
+            prefetched_view = Some(view);
+            match created {
                 Ok(db) => {
                     ctx.refusals.forget(obj);
                     ctx.answered_creates.forget(obj);
@@ -233,8 +234,7 @@ async fn converge(
                         // Refused, throttled or never sent: nothing was created, so the next
                         // attempt needs no record of this one.
                         ctx.answered_creates.forget(obj);
-                        finalizer::ensure(obj, ctx, None).await?;
-                        pending.on_object = false;
+                        finalizer::ensure(obj, ctx, None, None).await?;
                     } else if e.answered() {
                         // Upstash finished the call: the next pass's list is authoritative.
                         ctx.answered_creates.answered(obj, &record);
@@ -249,9 +249,8 @@ async fn converge(
         return Ok(());
     }
     if !finalized {
-        // Keep a record of a create in flight until the status names its database.
-        let keep = seen.pending.as_ref().filter(|_| pending.on_object);
-        finalizer::ensure(obj, ctx, keep).await?;
+        // Keep the record of a create that may still be in flight.
+        finalizer::ensure(obj, ctx, seen.pending.as_ref(), seen.confirm.as_deref()).await?;
     }
     if !seen.reused {
         // Only a database these credentials just read or created tells their account.
@@ -351,7 +350,8 @@ async fn converge(
     report.status.rotation = Some(record);
 
     // The Secrets and the restarts.
-    let (secrets_written, removed) = publish_credentials(obj, ctx, report, &db).await?;
+    let (secrets_written, removed) =
+        publish_credentials(obj, ctx, report, &db, prefetched_view).await?;
 
     // Reused by reconciles that the operator's own writes trigger (forgotten if this pass
     // fails later).
@@ -390,6 +390,7 @@ async fn publish_credentials(
     ctx: &Context,
     report: &mut Report<'_>,
     db: &Database,
+    view: Option<Result<ClusterView>>,
 ) -> Result<(Vec<String>, Vec<String>)> {
     if !db.has_credentials() {
         return Err(UpstashError::Decode(format!(
@@ -400,7 +401,10 @@ async fn publish_credentials(
     }
     let namespace = obj.namespace().unwrap_or_default();
     let details = ConnectionDetails::new(obj, db);
-    let view = observe::cluster(obj, ctx, &report.status).await?;
+    let view = match view {
+        Some(view) => view?,
+        None => observe::cluster(obj, ctx, &report.status).await?,
+    };
     let secrets = plan::secrets(obj, &details, &view).map_err(|e| {
         Error::InvalidSpec(crate::crd::validation::Problem {
             check: crate::crd::validation::Check::TemplateInvalid,

@@ -1,7 +1,7 @@
 //! Observe: one value holding what a pass knows before it decides anything: the Developer API
 //! bound to the instance's account (credentials resolved and checked once, by
 //! [`CredentialResolver::bind`](crate::credentials::CredentialResolver::bind)), the freshest
-//! status, the pending-create record, and what Upstash has of the database; then, once there is
+//! status, the create record, and what Upstash has of the database; then, once there is
 //! a database, the Secrets and the workloads.
 
 use std::time::Instant;
@@ -20,7 +20,8 @@ use crate::{
         naming, secret,
     },
     crd::{
-        CacheInstance, CacheInstanceStatus, PENDING_CREATE_ANNOTATION, PendingCreate, RestartTarget,
+        CREATE_RECORD_ANNOTATION, CacheInstance, CacheInstanceStatus,
+        LEGACY_PENDING_CREATE_ANNOTATION, PendingCreate, RestartTarget,
     },
     credentials::{Binding, Bound},
     error::Result,
@@ -74,8 +75,9 @@ pub struct Observed {
     pub status: CacheInstanceStatus,
     /// The create call in flight, if one is recorded.
     pub pending: Option<PendingCreate>,
-    /// Whether the object carries the pending-create annotation.
-    pub pending_annotation: bool,
+    /// The cached copy's resourceVersion, when the pass decides on that copy instead of the API
+    /// server's (see [`first_sight`]): its first write must find the object at that version.
+    pub confirm: Option<String>,
     pub has_finalizer: bool,
     pub sighting: Sighting,
     /// When the database in the sighting was read from Upstash.
@@ -84,13 +86,37 @@ pub struct Observed {
     pub reused: bool,
 }
 
-/// The pending-create record of `obj`: the annotation, else the status field earlier versions
-/// wrote.
+/// The create call of `obj` that may still be in flight: its record (the annotation, else what
+/// earlier versions wrote), while `status.databaseId` names no database yet and the record is
+/// this object's own (a restored copy has another UID and ignores its original's record).
 pub fn pending_record(obj: &CacheInstance, status: &CacheInstanceStatus) -> Option<PendingCreate> {
-    obj.annotations()
-        .get(PENDING_CREATE_ANNOTATION)
-        .and_then(|v| serde_json::from_str(v).ok())
+    if status.database_id.is_some() {
+        return None;
+    }
+    let annotations = obj.annotations();
+    [CREATE_RECORD_ANNOTATION, LEGACY_PENDING_CREATE_ANNOTATION]
+        .iter()
+        .find_map(|key| annotations.get(*key))
+        .and_then(|v| serde_json::from_str::<PendingCreate>(v).ok())
         .or_else(|| status.pending_create.clone())
+        .filter(|record| record.uid.is_none() || record.uid == obj.metadata.uid)
+}
+
+/// Whether the cached `obj` shows nothing the operator ever wrote to it (no finalizer of the
+/// operator's, no database in its status, no create record): a new object. A pass over it
+/// decides on the cached copy and makes its first write conditional on the copy's
+/// resourceVersion, instead of reading the object from the API server first: the write is
+/// refused if the copy was not current, and the pass starts over on a fresh read.
+pub fn first_sight(obj: &CacheInstance) -> bool {
+    let annotations = obj.annotations();
+    obj.metadata.resource_version.is_some()
+        && !obj.finalizers().iter().any(|f| f == FINALIZER)
+        && !annotations.contains_key(CREATE_RECORD_ANNOTATION)
+        && !annotations.contains_key(LEGACY_PENDING_CREATE_ANNOTATION)
+        && obj
+            .status
+            .as_ref()
+            .is_none_or(|s| s.database_id.is_none() && s.pending_create.is_none())
 }
 
 /// Observes the database side of `obj`.
@@ -99,13 +125,19 @@ pub async fn database(
     ctx: &Context,
     valid: &Valid,
     blocked: bool,
+    trust_first_sight: bool,
 ) -> Result<Observed> {
     let cached = obj.status.clone().unwrap_or_default();
     // The watch cache can lag behind this operator's own last writes (a trigger from the Secret
     // it just applied can come first), so a pass that may do something once-only (create or
     // take back a database, rotate, back up, restore) first takes the API server's current
-    // copy: one read, only when the cached status says such an action may be due.
-    let fresh = if plan::once_only_may_be_due(obj, valid, blocked, &cached, Timestamp::now()) {
+    // copy: one read, only when the cached status says such an action may be due. A new object
+    // is the exception: its first write checks the copy instead (see `first_sight`).
+    let may_be_due = plan::once_only_may_be_due(obj, valid, blocked, &cached, Timestamp::now());
+    let confirm = (may_be_due && trust_first_sight && first_sight(obj))
+        .then(|| obj.metadata.resource_version.clone())
+        .flatten();
+    let fresh = if may_be_due && confirm.is_none() {
         let api: Api<CacheInstance> =
             Api::namespaced(ctx.client.clone(), &obj.namespace().unwrap_or_default());
         api.get_opt(&obj.name_any()).await?
@@ -115,15 +147,12 @@ pub async fn database(
     let current = fresh.as_ref().unwrap_or(obj);
     let status = current.status.clone().unwrap_or_default();
     let pending = pending_record(current, &status);
-    let pending_annotation = current
-        .annotations()
-        .contains_key(PENDING_CREATE_ANNOTATION);
     let has_finalizer = current.finalizers().iter().any(|f| f == FINALIZER);
     let mut seen = Observed {
         upstash: None,
         status,
         pending,
-        pending_annotation,
+        confirm,
         has_finalizer,
         sighting: Sighting::NotLooked,
         read_at: None,
@@ -332,5 +361,50 @@ mod tests {
             "crm-orders-3f2a9c1d"
         );
         assert!(pending_record(&plain, &Default::default()).is_none());
+    }
+
+    #[test]
+    fn the_create_record_counts_only_for_its_own_object_until_the_status_names_the_database() {
+        let with = |uid: &str| {
+            instance(&format!(
+                r#"
+                metadata:
+                  annotations:
+                    cache.upstash-operator.dev/create-record: '{{"databaseName":"crm-orders-1","started":"2026-10-01T00:00:00Z","uid":"{uid}"}}'
+                spec: {{primaryRegion: us-east-1}}
+                "#
+            ))
+        };
+        let own = with("3f2a9c1d-0000-4000-8000-000000000000");
+        assert_eq!(
+            pending_record(&own, &Default::default())
+                .unwrap()
+                .database_name,
+            "crm-orders-1"
+        );
+        // Done: the status names the database.
+        assert!(pending_record(&own, &status("databaseId: db-1")).is_none());
+        // A restored copy (another UID) does not take its original's record for its own.
+        assert!(pending_record(&with("another-uid"), &Default::default()).is_none());
+    }
+
+    #[test]
+    fn only_an_object_the_operator_never_wrote_is_decided_on_its_cached_copy() {
+        let new = instance("metadata: {resourceVersion: '12'}\nspec: {primaryRegion: us-east-1}");
+        assert!(first_sight(&new));
+        let finalized = instance(&format!(
+            "metadata: {{resourceVersion: '13', finalizers: [{FINALIZER}]}}\nspec: {{primaryRegion: us-east-1}}"
+        ));
+        assert!(!first_sight(&finalized));
+        let recorded = instance(
+            "metadata: {resourceVersion: '14', annotations: {cache.upstash-operator.dev/create-record: '{}'}}\nspec: {primaryRegion: us-east-1}",
+        );
+        assert!(!first_sight(&recorded));
+        let mut with_database = new.clone();
+        with_database.status = Some(status("databaseId: db-1"));
+        assert!(!first_sight(&with_database));
+        let mut unversioned = new;
+        unversioned.metadata.resource_version = None;
+        assert!(!first_sight(&unversioned));
     }
 }

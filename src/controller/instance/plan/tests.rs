@@ -76,6 +76,7 @@ fn pending(name: &str, started: &str) -> PendingCreate {
     PendingCreate {
         database_name: name.into(),
         started: Time(started.parse().unwrap()),
+        uid: None,
     }
 }
 
