@@ -32,7 +32,7 @@ pub use publish::RESTART_ANNOTATION;
 pub use validate::paused;
 
 use self::{
-    observe::{ClusterView, Observed},
+    observe::{ClusterView, Observed, Read},
     plan::{How, Notice, Provision, SettingsPlan},
     report::Report,
     validate::{PolicyVerdict, Valid},
@@ -80,11 +80,11 @@ async fn pass(obj: &CacheInstance, ctx: &Context) -> Result<Action> {
         return Ok(Action::requeue(wait));
     }
     let mut report = Report::new(obj);
-    let mut outcome = converge(obj, ctx, &mut report, true).await;
+    let mut outcome = converge(obj, ctx, &mut report, Read::Cached).await;
     if matches!(outcome, Err(Error::CacheBehind)) {
-        // A new object's cached copy was not current: decide again on the API server's.
+        // The cached copy was not current: decide again on the API server's.
         report = Report::new(obj);
-        outcome = converge(obj, ctx, &mut report, false).await;
+        outcome = converge(obj, ctx, &mut report, Read::Fresh).await;
     }
     let ready = report.finish(ctx, outcome.as_ref().err());
     ctx.metrics
@@ -130,13 +130,12 @@ fn first_read_wait(obj: &CacheInstance, ctx: &Context) -> Option<Duration> {
     ctx.first_reads.wait(obj, settled, read_before, spread)
 }
 
-/// Validate → observe → plan → apply for one pass; `trust_first_sight`: a new object may be
-/// decided on its cached copy (see [`observe::first_sight`]).
+/// Validate → observe → plan → apply for one pass, deciding on the copy `read` says.
 async fn converge(
     obj: &CacheInstance,
     ctx: &Context,
     report: &mut Report<'_>,
-    trust_first_sight: bool,
+    read: Read,
 ) -> Result<()> {
     // Validate.
     let policy =
@@ -148,7 +147,7 @@ async fn converge(
     }
 
     // Observe.
-    let seen = observe::database(obj, ctx, &valid, policy.blocked, trust_first_sight).await?;
+    let seen = observe::database(obj, ctx, &valid, policy.blocked, read).await?;
     report.start_from(&seen.status);
     let now = Timestamp::now();
     let decision = match plan::provision(&input(obj, ctx, &valid, &policy, &seen)) {
@@ -190,6 +189,12 @@ async fn converge(
                 return Err(refusal.into());
             }
             if let Some(old) = replaces {
+                // The status that names the missing database may be the cached copy's, behind
+                // this operator's own write of a database made since: a new database is made
+                // only if the API server's copy still names the missing one.
+                if !seen.fresh && !still_recorded(obj, ctx, &old).await? {
+                    return Err(Error::CacheBehind);
+                }
                 ctx.databases.deleted(&upstash.index_key, &old);
                 report.publish(
                     ctx,
@@ -381,6 +386,17 @@ async fn converge(
         report.publish(ctx, &Notice::normal("SecretUpdated", "WriteSecret", note));
     }
     Ok(())
+}
+
+/// Whether the API server's copy of `obj` still records database `id`.
+async fn still_recorded(obj: &CacheInstance, ctx: &Context, id: &str) -> Result<bool> {
+    let api: kube::Api<CacheInstance> =
+        kube::Api::namespaced(ctx.client.clone(), &obj.namespace().unwrap_or_default());
+    let current = api.get_opt(&obj.name_any()).await?;
+    Ok(current
+        .and_then(|c| c.status)
+        .and_then(|s| s.database_id)
+        .is_some_and(|recorded| recorded == id))
 }
 
 /// Writes the connection Secrets for `db` (and removes the instance's Secrets the spec no

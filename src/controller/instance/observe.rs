@@ -68,11 +68,23 @@ impl Upstash {
     }
 }
 
+/// Which copy of the object a pass decides on.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Read {
+    /// The cached copy, unless a once-only action may be due (then the API server's), and a
+    /// new object's cached copy even then, its first write conditional on that copy.
+    Cached,
+    /// The API server's copy: the cached one was found behind.
+    Fresh,
+}
+
 /// What a pass knows about the instance and its database.
 pub struct Observed {
     pub upstash: Option<Upstash>,
     /// The freshest status known (the API server's own when the cached one could lag).
     pub status: CacheInstanceStatus,
+    /// Whether `status` is the API server's (read this pass), not the cached copy's.
+    pub fresh: bool,
     /// The create call in flight, if one is recorded.
     pub pending: Option<PendingCreate>,
     /// The cached copy's resourceVersion, when the pass decides on that copy instead of the API
@@ -125,7 +137,7 @@ pub async fn database(
     ctx: &Context,
     valid: &Valid,
     blocked: bool,
-    trust_first_sight: bool,
+    read: Read,
 ) -> Result<Observed> {
     let cached = obj.status.clone().unwrap_or_default();
     // The watch cache can lag behind this operator's own last writes (a trigger from the Secret
@@ -134,10 +146,10 @@ pub async fn database(
     // copy: one read, only when the cached status says such an action may be due. A new object
     // is the exception: its first write checks the copy instead (see `first_sight`).
     let may_be_due = plan::once_only_may_be_due(obj, valid, blocked, &cached, Timestamp::now());
-    let confirm = (may_be_due && trust_first_sight && first_sight(obj))
+    let confirm = (may_be_due && read == Read::Cached && first_sight(obj))
         .then(|| obj.metadata.resource_version.clone())
         .flatten();
-    let fresh = if may_be_due && confirm.is_none() {
+    let fresh = if read == Read::Fresh || (may_be_due && confirm.is_none()) {
         let api: Api<CacheInstance> =
             Api::namespaced(ctx.client.clone(), &obj.namespace().unwrap_or_default());
         api.get_opt(&obj.name_any()).await?
@@ -151,6 +163,7 @@ pub async fn database(
     let mut seen = Observed {
         upstash: None,
         status,
+        fresh: fresh.is_some(),
         pending,
         confirm,
         has_finalizer,
