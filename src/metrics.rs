@@ -5,7 +5,11 @@
 //! bounded: controller names, endpoint names, status codes, error categories, and the namespace
 //! and name of CacheInstances. Never database ids, endpoints or messages.
 
+pub mod instances;
+
 use std::time::Instant;
+
+pub use instances::{Figure, InstanceSeries};
 
 use prometheus_client::{
     encoding::EncodeLabelSet,
@@ -72,29 +76,11 @@ pub struct Metrics {
     pub breaker_state: Gauge,
     pub breaker_openings_total: Counter,
     pub monitor_interval_stretch: Gauge<f64, std::sync::atomic::AtomicU64>,
-    pub instance_ready: Family<InstanceLabels, Gauge>,
-    pub instance_hit_ratio: Family<InstanceLabels, Gauge<f64, std::sync::atomic::AtomicU64>>,
-    pub instance_memory_used_bytes:
-        Family<InstanceLabels, Gauge<f64, std::sync::atomic::AtomicU64>>,
-    pub instance_memory_limit_bytes:
-        Family<InstanceLabels, Gauge<f64, std::sync::atomic::AtomicU64>>,
-    pub instance_monthly_cost_usd: FloatFamily,
-    pub instance_projected_monthly_cost_usd: FloatFamily,
-    pub instance_budget_usd: FloatFamily,
-    pub instance_latency_p99_seconds: FloatFamily,
-    pub instance_latency_mean_seconds: FloatFamily,
-    pub instance_client_latency_p95_seconds: FloatFamily,
-    pub instance_client_error_ratio: FloatFamily,
-    pub instance_eviction_ratio: FloatFamily,
-    pub instance_daily_commands: FloatFamily,
-    pub instance_daily_command_limit: FloatFamily,
-    pub instance_firing_alerts: Family<InstanceLabels, Gauge>,
+    /// The per-instance gauges (`upstash_cache_*`).
+    pub instances: std::sync::Arc<InstanceSeries>,
     /// Data-plane commands the monitor's probe sent (Upstash bills them).
     pub monitor_probe_commands_total: Counter,
 }
-
-/// A per-instance gauge of floating-point values.
-pub type FloatFamily = Family<InstanceLabels, Gauge<f64, std::sync::atomic::AtomicU64>>;
 
 fn duration_histogram() -> Histogram {
     Histogram::new(exponential_buckets(0.005, 2.0, 14))
@@ -200,92 +186,8 @@ impl Metrics {
             "Factor the monitor stretches evaluation intervals by to stay within its share of the Upstash request rate (1 = as configured)",
             monitor_interval_stretch.clone(),
         );
-        let instance_ready = Family::default();
-        registry.register(
-            "upstash_cache_ready",
-            "1 when the CacheInstance is Ready, 0 otherwise",
-            instance_ready.clone(),
-        );
-        let instance_hit_ratio = Family::default();
-        registry.register(
-            "upstash_cache_hit_ratio",
-            "Cache hit ratio (0-1) over the last sampling window",
-            instance_hit_ratio.clone(),
-        );
-        let instance_memory_used_bytes = Family::default();
-        registry.register(
-            "upstash_cache_memory_used_bytes",
-            "Data stored in the database, in bytes",
-            instance_memory_used_bytes.clone(),
-        );
-        let instance_memory_limit_bytes = Family::default();
-        registry.register(
-            "upstash_cache_memory_limit_bytes",
-            "Data size limit of the database's plan, in bytes",
-            instance_memory_limit_bytes.clone(),
-        );
-        let instance_monthly_cost_usd = Family::default();
-        registry.register(
-            "upstash_cache_monthly_cost_usd",
-            "Spend of the database this month so far, in US dollars (Upstash's billing, else the price model)",
-            instance_monthly_cost_usd.clone(),
-        );
-        let float = |registry: &mut Registry, name: &str, help: &str| {
-            let family = FloatFamily::default();
-            registry.register(name, help, family.clone());
-            family
-        };
-        let instance_projected_monthly_cost_usd = float(
-            &mut registry,
-            "upstash_cache_projected_monthly_cost_usd",
-            "Spend of the database projected to the end of this month, in US dollars",
-        );
-        let instance_budget_usd = float(
-            &mut registry,
-            "upstash_cache_budget_usd",
-            "Monthly budget of the CacheInstance (spec.budget), in US dollars",
-        );
-        let instance_latency_p99_seconds = float(
-            &mut registry,
-            "upstash_cache_latency_p99_seconds",
-            "Server-side 99th percentile command latency as Upstash reports it, in seconds",
-        );
-        let instance_latency_mean_seconds = float(
-            &mut registry,
-            "upstash_cache_latency_mean_seconds",
-            "Server-side mean command latency as Upstash reports it, in seconds",
-        );
-        let instance_client_latency_p95_seconds = float(
-            &mut registry,
-            "upstash_cache_client_latency_p95_seconds",
-            "Client-side 95th percentile latency of the operator's data-plane probe (network included), in seconds; only with the probe on",
-        );
-        let instance_client_error_ratio = float(
-            &mut registry,
-            "upstash_cache_client_error_ratio",
-            "Failed share (0-1) of the probe's recent commands; only with the probe on",
-        );
-        let instance_eviction_ratio = float(
-            &mut registry,
-            "upstash_cache_eviction_ratio",
-            "Keys evicted per write (0-1) between the last two samples; only with the probe on",
-        );
-        let instance_daily_commands = float(
-            &mut registry,
-            "upstash_cache_daily_commands",
-            "Commands the database executed today, as Upstash counts them (the probe's included)",
-        );
-        let instance_daily_command_limit = float(
-            &mut registry,
-            "upstash_cache_daily_command_limit",
-            "Daily command limit the CacheInstance is judged against (the plan's or the policy's)",
-        );
-        let instance_firing_alerts = Family::default();
-        registry.register(
-            "upstash_cache_firing_alerts",
-            "Monitoring alerts currently firing for the CacheInstance",
-            instance_firing_alerts.clone(),
-        );
+        let instances = std::sync::Arc::new(InstanceSeries::default());
+        registry.register_collector(Box::new(instances.clone()));
         let monitor_probe_commands_total = Counter::default();
         registry.register(
             "upstash_monitor_probe_commands",
@@ -307,21 +209,7 @@ impl Metrics {
             breaker_state,
             breaker_openings_total,
             monitor_interval_stretch,
-            instance_ready,
-            instance_hit_ratio,
-            instance_memory_used_bytes,
-            instance_memory_limit_bytes,
-            instance_monthly_cost_usd,
-            instance_projected_monthly_cost_usd,
-            instance_budget_usd,
-            instance_latency_p99_seconds,
-            instance_latency_mean_seconds,
-            instance_client_latency_p95_seconds,
-            instance_client_error_ratio,
-            instance_eviction_ratio,
-            instance_daily_commands,
-            instance_daily_command_limit,
-            instance_firing_alerts,
+            instances,
             monitor_probe_commands_total,
         }
     }
@@ -375,29 +263,7 @@ impl Metrics {
 
     /// Forgets the per-instance series of a deleted CacheInstance.
     pub fn forget_instance(&self, namespace: &str, name: &str) {
-        let labels = InstanceLabels {
-            namespace: namespace.to_string(),
-            name: name.to_string(),
-        };
-        self.instance_ready.remove(&labels);
-        self.instance_hit_ratio.remove(&labels);
-        self.instance_memory_used_bytes.remove(&labels);
-        self.instance_memory_limit_bytes.remove(&labels);
-        for family in [
-            &self.instance_monthly_cost_usd,
-            &self.instance_projected_monthly_cost_usd,
-            &self.instance_budget_usd,
-            &self.instance_latency_p99_seconds,
-            &self.instance_latency_mean_seconds,
-            &self.instance_client_latency_p95_seconds,
-            &self.instance_client_error_ratio,
-            &self.instance_eviction_ratio,
-            &self.instance_daily_commands,
-            &self.instance_daily_command_limit,
-        ] {
-            family.remove(&labels);
-        }
-        self.instance_firing_alerts.remove(&labels);
+        self.instances.forget(namespace, name);
     }
 }
 

@@ -146,8 +146,8 @@ pub fn instance_controller(
         None => (Api::all(client.clone()), Api::all(client)),
     };
     let secret_selector = format!("{}={}", secret::MANAGED_BY.0, secret::MANAGED_BY.1);
-    // The store keeps every CacheInstance for the reconciler and the monitor; managedFields
-    // (often more than half of an object) are never read, so they are dropped on the way in.
+    // The store keeps every CacheInstance for the reconciler and the monitor; what no pass
+    // reads is dropped on the way in (see `trim_cached`).
     // `Controller::for_stream` is behind kube's `unstable-runtime-stream-control` feature.
     let (reader, writer) = reflector::store();
     let trigger = watcher(
@@ -155,7 +155,7 @@ pub fn instance_controller(
         watcher::Config::default().any_semantic().page_size(100),
     )
     .default_backoff()
-    .modify(|obj: &mut CacheInstance| obj.managed_fields_mut().clear())
+    .modify(trim_cached)
     .reflect(writer)
     .applied_objects();
     let controller = Controller::for_stream(trigger, reader);
@@ -193,6 +193,28 @@ pub fn instance_controller(
         .reconcile_on(credentials_changes(ctx, controller_store))
         .with_config(ControllerConfig::default().concurrency(ctx.config.concurrency))
         .graceful_shutdown_on(shutdown)
+}
+
+/// kubectl's client-side apply record: a copy of the whole manifest.
+const LAST_APPLIED_ANNOTATION: &str = "kubectl.kubernetes.io/last-applied-configuration";
+
+/// Drops from a watched CacheInstance what no pass reads, before it is cached: managedFields
+/// (often more than half of an object), kubectl's `last-applied-configuration` (a second copy
+/// of the manifest on objects applied client-side) and the create record once the status names
+/// the database (read only while it does not, see `pending_record`). Every cached instance
+/// costs memory for as long as the operator runs; an empty annotation map is dropped too.
+pub fn trim_cached(obj: &mut CacheInstance) {
+    obj.managed_fields_mut().clear();
+    let done = obj.status.as_ref().is_some_and(|s| s.database_id.is_some());
+    if let Some(annotations) = obj.metadata.annotations.as_mut() {
+        annotations.remove(LAST_APPLIED_ANNOTATION);
+        if done {
+            annotations.remove(crate::crd::CREATE_RECORD_ANNOTATION);
+        }
+        if annotations.is_empty() {
+            obj.metadata.annotations = None;
+        }
+    }
 }
 
 /// The instances of the namespace of each credentials Secret that changes.
@@ -266,6 +288,39 @@ pub async fn run_instances(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn the_cache_keeps_what_passes_read() {
+        let with = |status: &str| {
+            let mut obj = instance::fixtures::instance(&format!(
+                r#"
+                metadata:
+                  annotations:
+                    kubectl.kubernetes.io/last-applied-configuration: '{{"spec":{{}}}}'
+                    cache.upstash-operator.dev/create-record: '{{"databaseName":"crm-orders-1"}}'
+                  managedFields: [{{manager: kubectl, operation: Apply}}]
+                spec: {{primaryRegion: us-east-1}}
+                {status}
+                "#
+            ));
+            trim_cached(&mut obj);
+            obj
+        };
+        let creating = with("");
+        assert!(creating.managed_fields().is_empty());
+        assert_eq!(
+            creating.annotations().keys().collect::<Vec<_>>(),
+            [crate::crd::CREATE_RECORD_ANNOTATION],
+            "the record is read until the status names the database"
+        );
+        let done = with("status: {databaseId: db-1}");
+        assert!(done.metadata.annotations.is_none());
+        let mut paused = instance::fixtures::instance(
+            "metadata: {annotations: {cache.upstash-operator.dev/paused: 'true'}}\nspec: {primaryRegion: us-east-1}",
+        );
+        trim_cached(&mut paused);
+        assert_eq!(paused.annotations().len(), 1, "other annotations stay");
+    }
 
     #[test]
     fn backoff_grows_and_caps() {

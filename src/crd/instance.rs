@@ -144,6 +144,8 @@ pub const LEGACY_PENDING_CREATE_ANNOTATION: &str = "cache.upstash-operator.dev/p
         .reason(Reason::FieldValueForbidden),
 )]
 #[serde(rename_all = "camelCase")]
+// Groups that most objects leave out are boxed: the operator caches every CacheInstance, and an
+// absent box costs one pointer where the inline group would cost its full size.
 pub struct CacheInstanceSpec {
     /// Name of the Upstash database. When omitted the operator derives one from the namespace, the
     /// CacheInstance name and the cluster's identity (`<namespace>-<name>-<8 hex digits>`), so the
@@ -219,12 +221,12 @@ pub struct CacheInstanceSpec {
 
     /// The connection Secret written next to the CacheInstance.
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub secret: Option<ConnectionSecretSpec>,
+    pub secret: Option<Box<ConnectionSecretSpec>>,
 
     /// Scheduled and on-demand rotation of the database password and REST tokens. Annotate the
     /// CacheInstance with `cache.upstash-operator.dev/rotate-password=<new value>` to rotate now.
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub password_rotation: Option<PasswordRotationSpec>,
+    pub password_rotation: Option<Box<PasswordRotationSpec>>,
 
     /// What happens to the Upstash database when this CacheInstance is deleted: `Delete` removes
     /// it, `Retain` keeps it (and its data) in the Upstash account. When omitted, the selecting
@@ -239,7 +241,7 @@ pub struct CacheInstanceSpec {
     /// Take over an existing Upstash database instead of creating one. Without this block the
     /// operator never touches a database it did not create. Immutable.
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub adopt: Option<AdoptSpec>,
+    pub adopt: Option<Box<AdoptSpec>>,
 
     /// IP addresses or CIDR ranges allowed to connect to the database (for example
     /// `10.0.0.0/8`, `203.0.113.7`). `[]` removes the allow-list, so that every address may
@@ -264,17 +266,17 @@ pub struct CacheInstanceSpec {
     /// An on-demand backup: set `requestId` to a new value to take one backup named after it.
     /// It runs once per request id; the result is in `status.backup`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub backup: Option<BackupRequest>,
+    pub backup: Option<Box<BackupRequest>>,
 
     /// An on-demand restore: set `requestId` to a new value to restore the named backup once,
     /// replacing the data in the database. The result is in `status.restore`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub restore: Option<RestoreRequest>,
+    pub restore: Option<Box<RestoreRequest>>,
 
     /// Upstash account credentials for this instance. Omit to use the namespace's
     /// `upstash-credentials` Secret if it exists, else the operator-wide credentials.
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub credentials: Option<CredentialsRef>,
+    pub credentials: Option<Box<CredentialsRef>>,
 
     /// A CachePolicy (same namespace) to apply to this instance in addition to every policy
     /// whose selector matches its labels. A reference adds a policy; it never exempts the

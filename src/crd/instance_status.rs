@@ -10,6 +10,7 @@ use serde::{Deserialize, Serialize};
 /// metrics, not status, so status changes only when something changes state.
 #[derive(KubeSchema, Serialize, Deserialize, Clone, Debug, PartialEq, Default)]
 #[serde(rename_all = "camelCase")]
+// Groups that many objects leave out are boxed, as in the spec: every status is cached.
 pub struct CacheInstanceStatus {
     /// The `metadata.generation` the status describes.
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -81,7 +82,7 @@ pub struct CacheInstanceStatus {
 
     /// Password rotation bookkeeping.
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub rotation: Option<RotationStatus>,
+    pub rotation: Option<Box<RotationStatus>>,
 
     /// Monitoring alerts currently firing.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
@@ -91,7 +92,7 @@ pub struct CacheInstanceStatus {
     /// This month's spend and its projection to the month's end, refreshed at most hourly
     /// (and whenever an alert changes); Prometheus has the minute-by-minute figures.
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub cost: Option<CostStatus>,
+    pub cost: Option<Box<CostStatus>>,
 
     /// The CachePolicies applied to this instance, comma-separated.
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -109,17 +110,17 @@ pub struct CacheInstanceStatus {
 
     /// The last on-demand backup.
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub backup: Option<RequestResult>,
+    pub backup: Option<Box<RequestResult>>,
 
     /// The last on-demand restore.
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub restore: Option<RequestResult>,
+    pub restore: Option<Box<RequestResult>>,
 
     /// A database create call in flight, as recorded by earlier versions of the operator (the
     /// record is now the `cache.upstash-operator.dev/pending-create` annotation). Read and
     /// cleared once the database is found.
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub pending_create: Option<PendingCreate>,
+    pub pending_create: Option<Box<PendingCreate>>,
 }
 
 /// Name of the Secret holding connection details.

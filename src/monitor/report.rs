@@ -26,7 +26,7 @@ use super::{
 use crate::{
     controller::{Context, conditions},
     crd::{CacheInstance, CostStatus, FiringAlert},
-    metrics::{InstanceLabels, Metrics},
+    metrics::{Figure, InstanceLabels, Metrics},
 };
 
 /// Field manager of the monitor's status writes (alerts, `Healthy`, cost).
@@ -220,7 +220,7 @@ pub fn status_update(
         out.insert("conditions".into(), json!(conds));
     }
     // A write happens anyway: it refreshes the cost too.
-    if let Some(cost) = fresh.or(status.cost) {
+    if let Some(cost) = fresh.or(status.cost.map(|c| *c)) {
         out.insert("cost".into(), json!(cost));
     }
     Some(body)
@@ -269,59 +269,31 @@ pub fn publish_transitions(
 
 /// Exports the figures as the instance's gauges; figures that are unknown leave no series.
 pub fn export_metrics(metrics: &Metrics, labels: &InstanceLabels, f: &Figures, firing: usize) {
-    let set = |family: &prometheus_client::metrics::family::Family<
-        InstanceLabels,
-        prometheus_client::metrics::gauge::Gauge<f64, std::sync::atomic::AtomicU64>,
-    >,
-               value: Option<f64>| match value {
-        Some(v) => {
-            family.get_or_create(labels).set(v);
-        }
-        None => {
-            family.remove(labels);
-        }
-    };
-    set(
-        &metrics.instance_hit_ratio,
-        f.hit_rate_percent.map(|p| p / 100.0),
+    let ratio = |percent: Option<f64>| percent.map(|p| p / 100.0);
+    let seconds = |ms: Option<f64>| ms.map(|v| v / 1000.0);
+    metrics.instances.set_figures(
+        &labels.namespace,
+        &labels.name,
+        [
+            (Figure::HitRatio, ratio(f.hit_rate_percent)),
+            (Figure::MemoryUsedBytes, f.memory_used_bytes),
+            (Figure::MemoryLimitBytes, f.memory_limit_bytes),
+            (Figure::LatencyP99Seconds, seconds(f.latency_p99_ms)),
+            (Figure::LatencyMeanSeconds, seconds(f.latency_mean_ms)),
+            (Figure::ClientLatencyP95Seconds, seconds(f.client_p95_ms)),
+            (Figure::ClientErrorRatio, ratio(f.client_error_rate_percent)),
+            (Figure::EvictionRatio, ratio(f.evictions_percent)),
+            (Figure::DailyCommands, f.daily_commands),
+            (Figure::DailyCommandLimit, f.daily_command_limit),
+            (Figure::MonthlyCostUsd, f.cost.map(|c| c.month_to_date_usd)),
+            (
+                Figure::ProjectedMonthlyCostUsd,
+                f.cost.map(|c| c.projected_month_end_usd),
+            ),
+            (Figure::BudgetUsd, f.budget_usd),
+        ],
+        firing,
     );
-    set(&metrics.instance_memory_used_bytes, f.memory_used_bytes);
-    set(&metrics.instance_memory_limit_bytes, f.memory_limit_bytes);
-    set(
-        &metrics.instance_latency_p99_seconds,
-        f.latency_p99_ms.map(|v| v / 1000.0),
-    );
-    set(
-        &metrics.instance_latency_mean_seconds,
-        f.latency_mean_ms.map(|v| v / 1000.0),
-    );
-    set(
-        &metrics.instance_client_latency_p95_seconds,
-        f.client_p95_ms.map(|v| v / 1000.0),
-    );
-    set(
-        &metrics.instance_client_error_ratio,
-        f.client_error_rate_percent.map(|p| p / 100.0),
-    );
-    set(
-        &metrics.instance_eviction_ratio,
-        f.evictions_percent.map(|p| p / 100.0),
-    );
-    set(&metrics.instance_daily_commands, f.daily_commands);
-    set(&metrics.instance_daily_command_limit, f.daily_command_limit);
-    set(
-        &metrics.instance_monthly_cost_usd,
-        f.cost.map(|c| c.month_to_date_usd),
-    );
-    set(
-        &metrics.instance_projected_monthly_cost_usd,
-        f.cost.map(|c| c.projected_month_end_usd),
-    );
-    set(&metrics.instance_budget_usd, f.budget_usd);
-    metrics
-        .instance_firing_alerts
-        .get_or_create(labels)
-        .set(firing as i64);
 }
 
 #[cfg(test)]

@@ -15,7 +15,7 @@ use crate::support::{of_kind, one, render};
 /// Metric names the operator serves on `/metrics` (counters with `_total`, histograms with
 /// `_bucket`, `_sum` and `_count`), plus the `up` series Prometheus adds to every target.
 fn exported_metrics() -> BTreeSet<String> {
-    use upstash_operator::metrics::{ApiRequestLabels, EndpointLabels, InstanceLabels, Metrics};
+    use upstash_operator::metrics::{ApiRequestLabels, EndpointLabels, Metrics};
     // Families without a series are not rendered: give every family one.
     let m = Metrics::new();
     drop(m.reconcile_started("cacheinstance"));
@@ -39,34 +39,14 @@ fn exported_metrics() -> BTreeSet<String> {
             endpoint: "list".into(),
         })
         .observe(0.1);
-    let instance = InstanceLabels {
-        namespace: "ns".into(),
-        name: "cache".into(),
-    };
-    m.instance_ready.get_or_create(&instance).set(1);
-    m.instance_hit_ratio.get_or_create(&instance).set(0.9);
-    m.instance_memory_used_bytes
-        .get_or_create(&instance)
-        .set(1.0);
-    m.instance_memory_limit_bytes
-        .get_or_create(&instance)
-        .set(2.0);
-    for family in [
-        &m.instance_monthly_cost_usd,
-        &m.instance_projected_monthly_cost_usd,
-        &m.instance_budget_usd,
-        &m.instance_latency_p99_seconds,
-        &m.instance_latency_mean_seconds,
-        &m.instance_client_latency_p95_seconds,
-        &m.instance_client_error_ratio,
-        &m.instance_eviction_ratio,
-        &m.instance_daily_commands,
-        &m.instance_daily_command_limit,
-    ] {
-        family.get_or_create(&instance).set(1.0);
-    }
+    m.instances.set_ready("ns", "cache", true);
+    m.instances.set_figures(
+        "ns",
+        "cache",
+        upstash_operator::metrics::instances::FIGURES.map(|(figure, _, _)| (figure, Some(1.0))),
+        0,
+    );
     m.monitor_probe_commands_total.inc();
-    m.instance_firing_alerts.get_or_create(&instance).set(0);
     let text = m.render();
     let mut names = BTreeSet::from(["up".to_string()]);
     for line in text.lines() {

@@ -47,7 +47,6 @@ use crate::{
     },
     crd::{CacheInstance, PendingCreate},
     error::{Error, Result},
-    metrics::InstanceLabels,
     upstash::{Database, UpstashError},
 };
 
@@ -88,12 +87,8 @@ async fn pass(obj: &CacheInstance, ctx: &Context) -> Result<Action> {
     }
     let ready = report.finish(ctx, outcome.as_ref().err());
     ctx.metrics
-        .instance_ready
-        .get_or_create(&InstanceLabels {
-            namespace: obj.namespace().unwrap_or_default(),
-            name: obj.name_any(),
-        })
-        .set(i64::from(ready));
+        .instances
+        .set_ready(&obj.namespace().unwrap_or_default(), &obj.name_any(), ready);
     report.write(ctx).await?;
     outcome?;
     Ok(Action::requeue(
@@ -311,19 +306,19 @@ async fn converge(
     if let Some(request) = &requests.backup {
         let (result, notice) =
             apply::backup(&upstash.api, &db.database_id, request, Timestamp::now()).await?;
-        report.status.backup = Some(result);
+        report.status.backup = Some(Box::new(result));
         report.publish(ctx, &notice);
     }
     if let Some(request) = &requests.restore {
         let (result, notice) =
             apply::restore(&upstash.api, &db.database_id, request, Timestamp::now()).await?;
-        report.status.restore = Some(result);
+        report.status.restore = Some(Box::new(result));
         report.publish(ctx, &notice);
     }
     report.live(&db);
 
     // Rotation.
-    let rotation = plan::rotation(obj, &valid, report.status.rotation.as_ref(), now);
+    let rotation = plan::rotation(obj, &valid, report.status.rotation.as_deref(), now);
     let mut record = report.status.rotation.clone().unwrap_or_default();
     record.last_rotation_time = Some(Time(rotation.last));
     record.next_rotation_time = rotation.next.map(Time);

@@ -110,7 +110,7 @@ pub fn pending_record(obj: &CacheInstance, status: &CacheInstanceStatus) -> Opti
         .iter()
         .find_map(|key| annotations.get(*key))
         .and_then(|v| serde_json::from_str::<PendingCreate>(v).ok())
-        .or_else(|| status.pending_create.clone())
+        .or_else(|| status.pending_create.as_deref().cloned())
         .filter(|record| record.uid.is_none() || record.uid == obj.metadata.uid)
 }
 

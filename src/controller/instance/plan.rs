@@ -395,13 +395,15 @@ pub fn requests(obj: &CacheInstance, valid: &Valid, status: &CacheInstanceStatus
         backup: obj
             .spec
             .backup
-            .clone()
-            .filter(|b| unserved(&b.request_id, status.backup.as_ref())),
+            .as_deref()
+            .cloned()
+            .filter(|b| unserved(&b.request_id, status.backup.as_deref())),
         restore: obj
             .spec
             .restore
-            .clone()
-            .filter(|r| unserved(&r.request_id, status.restore.as_ref())),
+            .as_deref()
+            .cloned()
+            .filter(|r| unserved(&r.request_id, status.restore.as_deref())),
     }
 }
 
@@ -503,7 +505,7 @@ pub fn once_only_may_be_due(
     let requests = requests(obj, valid, status);
     requests.backup.is_some()
         || requests.restore.is_some()
-        || rotation(obj, valid, status.rotation.as_ref(), now)
+        || rotation(obj, valid, status.rotation.as_deref(), now)
             .due
             .is_some()
 }

@@ -114,12 +114,12 @@ impl<'a> Report<'a> {
         self.status.account = Some(account.to_string());
         self.status.pending_create = None;
         if how != How::Recorded {
-            self.status.rotation = Some(plan::start_clock(
+            self.status.rotation = Some(Box::new(plan::start_clock(
                 self.obj,
-                self.status.rotation.take(),
+                self.status.rotation.take().map(|r| *r),
                 db,
                 now,
-            ));
+            )));
         }
         // The same condition on every pass, however the database came (the Event of the pass
         // that took charge of it says how), so that the next pass writes nothing.
