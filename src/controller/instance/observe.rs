@@ -253,10 +253,16 @@ async fn sight(
     {
         names.push(p.database_name.clone());
     }
-    // A create whose answer was lost may have left a database this process never heard of; a
-    // name the user chose may have been taken by a database made since the last listing.
-    let fresh_since = if seen.pending.is_some() {
-        Some(Timestamp::now())
+    // A create whose answer was lost may have left a database this process never heard of: a
+    // list taken after the call was over tells (any such list, so that the passes of calls that
+    // ended together share one); before that, no list could rule the database out, and the pass
+    // waits (see `plan::provision`). A name the user chose may have been taken by a database
+    // made since the last listing.
+    let fresh_since = if let Some(p) = &seen.pending {
+        let over = ctx
+            .answered_creates
+            .over_at(obj, p, ctx.config.lost_create_grace);
+        (over <= Timestamp::now()).then_some(over)
     } else if obj.spec.database_name.is_some() {
         created
     } else {

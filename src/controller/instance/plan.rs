@@ -29,7 +29,6 @@ use crate::{
     upstash::{CreateDatabase, Database},
 };
 
-use crate::controller::failed_creates::LOST_CREATE_RECHECK;
 pub use crate::controller::failed_creates::lost_create_grace;
 
 /// Where a database that disappears from Upstash may have gone.
@@ -218,7 +217,7 @@ pub fn provision(input: &ProvisionInput) -> Provision {
                                         p.database_name
                                     ),
                                 ),
-                                requeue: Some(left.min(LOST_CREATE_RECHECK)),
+                                requeue: Some(left),
                             };
                         }
                     }

@@ -343,7 +343,8 @@ fn a_pending_create_not_listed_yet_is_waited_for_then_created_again() {
         panic!("waits");
     };
     assert_eq!(cond.reason, "Provisioning");
-    assert_eq!(requeue, Some(LOST_CREATE_RECHECK));
+    // Until the call is over: no list taken before then could rule its database out.
+    assert_eq!(requeue, Some(Duration::from_secs(20)));
     let old = pending(&name, "2026-11-01T11:00:00Z");
     let p = decide_with(
         &obj,
