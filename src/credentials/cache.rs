@@ -62,13 +62,16 @@ struct Watched {
 }
 
 impl Watched {
-    fn covers(&self, origin: &Origin) -> bool {
-        self.ready.load(Ordering::Acquire)
-            && self
-                .namespace
-                .as_ref()
-                .is_none_or(|ns| *ns == origin.namespace)
+    /// Whether the watch would hold the Secret at `origin`, whether or not it has listed yet.
+    fn would_cover(&self, origin: &Origin) -> bool {
+        self.namespace
+            .as_ref()
+            .is_none_or(|ns| *ns == origin.namespace)
             && self.name.as_ref().is_some_and(|n| *n == origin.name)
+    }
+
+    fn covers(&self, origin: &Origin) -> bool {
+        self.ready.load(Ordering::Acquire) && self.would_cover(origin)
     }
 
     fn get(&self, origin: &Origin) -> Option<Arc<Secret>> {
@@ -76,6 +79,10 @@ impl Watched {
             .get(&ObjectRef::new(&origin.name).within(&origin.namespace))
     }
 }
+
+/// How long a read waits for a watch that will hold the Secret to list it, before reading it
+/// from the API server instead.
+const FIRST_LIST_WAIT: Duration = Duration::from_secs(5);
 
 /// Secrets read from the API server (`None`: absent), by namespace and name, with the time.
 type Reads = HashMap<(String, String), (Option<Arc<Secret>>, Instant)>;
@@ -184,6 +191,21 @@ impl SecretCache {
     /// The Secret at `origin`, `None` when it does not exist. Served from a watch when one has
     /// it or covers its name; otherwise read from the API server at most every [`READ_TTL`].
     pub async fn get(&self, origin: &Origin) -> Result<Option<Arc<Secret>>> {
+        // A watch that will hold it is about to: waiting for its first list (a start's first
+        // passes) spares a read of the API server.
+        let listing = {
+            let watched = self.watched.lock().unwrap_or_else(|e| e.into_inner());
+            watched
+                .iter()
+                .find(|w| w.would_cover(origin) && !w.ready.load(Ordering::Acquire))
+                .map(|w| w.store.clone())
+        };
+        if let Some(store) = listing
+            && let Ok(Ok(())) =
+                tokio::time::timeout(FIRST_LIST_WAIT, store.wait_until_ready()).await
+        {
+            return Ok(store.get(&ObjectRef::new(&origin.name).within(&origin.namespace)));
+        }
         let covered = {
             let watched = self.watched.lock().unwrap_or_else(|e| e.into_inner());
             if let Some(secret) = watched.iter().find_map(|w| w.get(origin)) {
