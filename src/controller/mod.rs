@@ -173,7 +173,7 @@ pub fn instance_controller(
             .any_semantic(),
     )
     .default_backoff()
-    .modify(|s: &mut Secret| s.managed_fields_mut().clear())
+    .modify(secret::trim_cached)
     .reflect(secret_writer)
     .touched_objects();
     controller

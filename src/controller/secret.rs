@@ -353,8 +353,44 @@ pub fn ownership(existing: Option<&Secret>, instance: &CacheInstance) -> Ownersh
     }
 }
 
+/// The key under which a cached copy of one of the operator's Secrets keeps the digest of its
+/// data, in its labels, instead of the data: every instance's Secret is cached for as long as
+/// the operator runs, and the data is only ever compared. It is not a valid label key (it has
+/// spaces), so it can neither be taken for a real label nor be written to the API server.
+pub const CACHED_DATA_DIGEST: &str = "data digest (operator cache)";
+
+/// SHA-256 over the data's keys and values, in key order.
+pub fn data_digest(data: Option<&BTreeMap<String, ByteString>>) -> String {
+    let mut hasher = Sha256::new();
+    for (key, value) in data.into_iter().flatten() {
+        for part in [key.as_bytes(), value.0.as_slice()] {
+            hasher.update((part.len() as u64).to_le_bytes());
+            hasher.update(part);
+        }
+    }
+    hasher
+        .finalize()
+        .iter()
+        .map(|b| format!("{b:02x}"))
+        .collect()
+}
+
+/// Drops from a watched Secret of the operator's what the cache need not hold: managedFields,
+/// and the data, kept as its digest (see [`CACHED_DATA_DIGEST`]).
+pub fn trim_cached(secret: &mut Secret) {
+    secret.metadata.managed_fields = None;
+    let digest = data_digest(secret.data.as_ref());
+    secret.data = None;
+    secret
+        .metadata
+        .labels
+        .get_or_insert_with(Default::default)
+        .insert(CACHED_DATA_DIGEST.to_string(), digest);
+}
+
 /// Whether `existing` already matches `desired` (data, type, our labels and annotations, owner
-/// reference), so that no write is needed.
+/// reference), so that no write is needed. `existing` may be a cached copy that holds the
+/// digest of its data instead of the data.
 pub fn up_to_date(existing: &Secret, desired: &Secret) -> bool {
     let contains = |have: &Option<BTreeMap<String, String>>,
                     want: &Option<BTreeMap<String, String>>| {
@@ -362,8 +398,17 @@ pub fn up_to_date(existing: &Secret, desired: &Secret) -> bool {
             .flatten()
             .all(|(k, v)| have.as_ref().and_then(|h| h.get(k)) == Some(v))
     };
+    let data_matches = match existing
+        .metadata
+        .labels
+        .as_ref()
+        .and_then(|l| l.get(CACHED_DATA_DIGEST))
+    {
+        Some(digest) => *digest == data_digest(desired.data.as_ref()),
+        None => existing.data == desired.data,
+    };
     existing.type_.as_deref().unwrap_or("Opaque") == desired.type_.as_deref().unwrap_or("Opaque")
-        && existing.data == desired.data
+        && data_matches
         && contains(&existing.metadata.labels, &desired.metadata.labels)
         && contains(
             &existing.metadata.annotations,
@@ -557,6 +602,19 @@ mod tests {
             .unwrap()
             .insert("REDIS_PASSWORD".into(), ByteString(b"old".to_vec()));
         assert!(!up_to_date(&stale, &desired));
+
+        // A cached copy holds its data's digest instead: the same answers.
+        let mut cached = desired.clone();
+        trim_cached(&mut cached);
+        assert!(cached.data.is_none());
+        assert!(up_to_date(&cached, &desired));
+        let mut cached_stale = stale.clone();
+        trim_cached(&mut cached_stale);
+        assert!(!up_to_date(&cached_stale, &desired));
+        assert_ne!(
+            data_digest(stale.data.as_ref()),
+            data_digest(desired.data.as_ref())
+        );
     }
 
     #[test]
