@@ -222,6 +222,22 @@ impl Metrics {
         out
     }
 
+    /// Writes the text exposition in chunks of about [`CHUNK`] bytes to `send`, so that a
+    /// scrape never holds the whole text (several MB at 10,000 instances, and twice that while
+    /// a growing `String` reallocates) at once. Stops early if `send` reports the reader gone.
+    pub fn render_chunks(&self, send: impl FnMut(String) -> bool) {
+        let mut writer = ChunkWriter {
+            buf: String::with_capacity(CHUNK),
+            send,
+            open: true,
+        };
+        // An error here only means the reader went away.
+        let _ = prometheus_client::encoding::text::encode(&mut writer, &self.registry);
+        if writer.open && !writer.buf.is_empty() {
+            (writer.send)(std::mem::take(&mut writer.buf));
+        }
+    }
+
     /// Starts timing a reconcile; the returned guard records duration and worker count.
     pub fn reconcile_started(&self, controller: &str) -> ReconcileTimer<'_> {
         let labels = ControllerLabels {
@@ -264,6 +280,29 @@ impl Metrics {
     /// Forgets the per-instance series of a deleted CacheInstance.
     pub fn forget_instance(&self, namespace: &str, name: &str) {
         self.instances.forget(namespace, name);
+    }
+}
+
+/// Size of one chunk of the `/metrics` text.
+pub const CHUNK: usize = 64 * 1024;
+
+struct ChunkWriter<F: FnMut(String) -> bool> {
+    buf: String,
+    send: F,
+    open: bool,
+}
+
+impl<F: FnMut(String) -> bool> std::fmt::Write for ChunkWriter<F> {
+    fn write_str(&mut self, s: &str) -> std::fmt::Result {
+        if !self.open {
+            return Err(std::fmt::Error);
+        }
+        self.buf.push_str(s);
+        if self.buf.len() >= CHUNK {
+            let full = std::mem::replace(&mut self.buf, String::with_capacity(CHUNK));
+            self.open = (self.send)(full);
+        }
+        Ok(())
     }
 }
 
@@ -318,5 +357,30 @@ mod tests {
         ] {
             assert!(text.contains(family), "missing {family} in\n{text}");
         }
+    }
+
+    #[test]
+    fn the_text_in_chunks_is_the_whole_text() {
+        let m = Metrics::new();
+        for i in 0..5_000 {
+            m.instances.set_ready("crm", &format!("cache-{i}"), true);
+        }
+        let whole = m.render();
+        assert!(whole.len() > 2 * CHUNK, "{}", whole.len());
+        let mut chunks = Vec::new();
+        m.render_chunks(|c| {
+            chunks.push(c);
+            true
+        });
+        assert!(chunks.len() > 2);
+        assert!(chunks.iter().all(|c| c.len() < CHUNK + 1024));
+        assert_eq!(chunks.concat(), whole);
+        // A reader that went away stops the writing.
+        let mut sent = 0;
+        m.render_chunks(|_| {
+            sent += 1;
+            false
+        });
+        assert_eq!(sent, 1);
     }
 }
