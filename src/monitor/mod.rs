@@ -159,12 +159,16 @@ impl Monitor {
                 next_discovery = now + DISCOVERY;
             }
             self.dispatch(Instant::now());
-            let wake = self
-                .queue()
-                .next_at()
-                .map_or(next_discovery, |at| at.min(next_discovery));
+            // Work left due means every sampling slot is taken: wait for one to free up (or
+            // for the next discovery), not for a time already past.
+            let backlog = self.queue().has_due(Instant::now());
+            let wake = match self.queue().next_at() {
+                Some(at) if !backlog => at.min(next_discovery),
+                _ => next_discovery,
+            };
             tokio::select! {
                 _ = &mut shutdown => return,
+                _ = self.permits.acquire(), if backlog => {}
                 _ = tokio::time::sleep_until(wake.into()) => {}
             }
         }
@@ -273,16 +277,23 @@ impl Monitor {
         }
     }
 
-    /// Starts the work that is due and queues each instance's next round of it.
+    /// Starts the work that is due, as far as sampling slots are free ([`PARALLEL_SAMPLES`]),
+    /// and queues each instance's next round of it. Work beyond the free slots stays queued
+    /// (a few bytes each) rather than waiting as a task of its own.
     fn dispatch(self: &Arc<Self>, now: Instant) {
-        let due = self.queue().pop_due(now);
-        if due.is_empty() {
+        if !self.queue().has_due(now) {
             return;
         }
         let stretch = self.stretch();
         let mut table = self.table();
         let mut queue = self.queue();
-        for d in due {
+        loop {
+            let Ok(permit) = self.permits.clone().try_acquire_owned() else {
+                break;
+            };
+            let Some(d) = queue.pop_one_due(now) else {
+                break;
+            };
             let Some(state) = table.states.get_mut(&d.id) else {
                 continue;
             };
@@ -314,9 +325,8 @@ impl Monitor {
                 continue;
             }
             let this = self.clone();
-            let permits = self.permits.clone();
             tokio::spawn(async move {
-                let _permit = permits.acquire_owned().await;
+                let _permit = permit;
                 this.run_work(d.id, d.work).await;
             });
         }

@@ -47,14 +47,20 @@ impl Queue {
     /// Removes and returns every entry due at `now`, earliest first. Costs O(k log n) for k due
     /// entries among n.
     pub fn pop_due(&mut self, now: Instant) -> Vec<Due> {
-        let mut out = Vec::new();
-        while let Some(Reverse(d)) = self.heap.peek() {
-            if d.at > now {
-                break;
-            }
-            out.push(self.heap.pop().expect("peeked").0);
+        std::iter::from_fn(|| self.pop_one_due(now)).collect()
+    }
+
+    /// Removes and returns the earliest entry if it is due at `now`.
+    pub fn pop_one_due(&mut self, now: Instant) -> Option<Due> {
+        match self.heap.peek() {
+            Some(Reverse(d)) if d.at <= now => self.heap.pop().map(|Reverse(d)| d),
+            _ => None,
         }
-        out
+    }
+
+    /// Whether an entry is due at `now`.
+    pub fn has_due(&self, now: Instant) -> bool {
+        self.next_at().is_some_and(|at| at <= now)
     }
 
     pub fn len(&self) -> usize {
@@ -126,6 +132,12 @@ mod tests {
         assert_eq!(due, [2, 3]);
         assert_eq!(q.len(), 2);
         assert_eq!(q.next_at(), Some(t0 + Duration::from_secs(30)));
+        // One at a time, as sampling slots free up: the rest stays queued.
+        let later = t0 + Duration::from_secs(100);
+        assert!(q.has_due(later) && !q.has_due(t0));
+        assert_eq!(q.pop_one_due(later).map(|d| d.id), Some(1));
+        assert_eq!(q.len(), 1);
+        assert_eq!(q.pop_one_due(t0), None);
     }
 
     #[test]
