@@ -70,7 +70,12 @@ struct Entry {
     credentials: String,
     database: Arc<Database>,
     read_at: Instant,
+    recorded_at: Instant,
 }
+
+/// How long after a pass its writes may still be missing from the watch cache, as far as
+/// [`RecentReads::cache_behind`] is concerned.
+const WATCH_LAG: Duration = Duration::from_secs(10);
 
 /// Per-object last read databases (credentials included: they stay in process memory, as in
 /// the monitor's own cache, and are never logged).
@@ -126,8 +131,22 @@ impl RecentReads {
                 credentials: credentials.to_string(),
                 database: Arc::new(database),
                 read_at,
+                recorded_at: Instant::now(),
             },
         );
+    }
+
+    /// Whether this process's pass over `obj` (the same UID) ended moments ago with a database
+    /// that `obj`, as cached, does not name: the cache is behind that pass's writes, whose watch
+    /// event will trigger the next pass. A pass on such a copy would only find its decision
+    /// refused (its first write is conditional) and read the object again.
+    pub fn cache_behind(&self, obj: &CacheInstance) -> bool {
+        let names_none = obj.status.as_ref().is_none_or(|s| s.database_id.is_none());
+        names_none
+            && self.lock().get(&ObjectRef::from_obj(obj)).is_some_and(|e| {
+                e.inputs.uid == fingerprint(&obj.metadata.uid)
+                    && e.recorded_at.elapsed() < WATCH_LAG
+            })
     }
 
     /// When `obj`'s recorded database was read, if it is the database `id`.
@@ -262,5 +281,24 @@ mod tests {
         recent.forget(&obj);
         assert!(recent.is_empty());
         assert!(recent.reuse(&obj, "db-1", "k").is_none());
+    }
+
+    #[test]
+    fn a_cached_copy_without_the_database_just_recorded_is_behind() {
+        let recent = RecentReads::new(Duration::from_secs(300));
+        let cached = instance(1);
+        assert!(!recent.cache_behind(&cached), "nothing recorded yet");
+        recent.record(&cached, "k", database("db-1"), Instant::now());
+        assert!(recent.cache_behind(&cached));
+        let mut current = cached.clone();
+        current.status = Some(crate::crd::CacheInstanceStatus {
+            database_id: Some("db-1".into()),
+            ..Default::default()
+        });
+        assert!(!recent.cache_behind(&current));
+        // Another object of the same name (deleted and created again) is not behind.
+        let mut other = cached.clone();
+        other.metadata.uid = Some("1a2b".into());
+        assert!(!recent.cache_behind(&other));
     }
 }

@@ -78,6 +78,11 @@ async fn pass(obj: &CacheInstance, ctx: &Context) -> Result<Action> {
     if let Some(wait) = first_read_wait(obj, ctx) {
         return Ok(Action::requeue(wait));
     }
+    if ctx.recent.cache_behind(obj) {
+        // The watch event of this process's own writes is on its way and triggers the next
+        // pass; the requeue only covers its loss.
+        return Ok(Action::requeue(Duration::from_secs(1)));
+    }
     let mut report = Report::new(obj);
     let mut outcome = converge(obj, ctx, &mut report, Read::Cached).await;
     if matches!(outcome, Err(Error::CacheBehind)) {
