@@ -164,6 +164,7 @@ pub fn instance_controller(
     // The operator's Secrets: a change or a deletion triggers their instance, and their store
     // spares the pass a read of each Secret.
     let (secret_reader, secret_writer) = reflector::store();
+    let seen = ctx.owned_secrets.seen_by_watch();
     ctx.owned_secrets
         .register(namespace.map(str::to_string), secret_reader);
     let owned = watcher(
@@ -173,7 +174,10 @@ pub fn instance_controller(
             .any_semantic(),
     )
     .default_backoff()
-    .modify(secret::trim_cached)
+    .modify(move |s: &mut Secret| {
+        seen(s);
+        secret::trim_cached(s);
+    })
     .reflect(secret_writer)
     .touched_objects();
     controller

@@ -6,15 +6,30 @@
 //! overwritten): only a Secret found here spares the read; an absent one is read from the API
 //! server, as before.
 
-use std::sync::{Arc, Mutex};
+use std::{
+    collections::HashMap,
+    sync::{Arc, Mutex},
+    time::{Duration, Instant},
+};
 
 use k8s_openapi::api::core::v1::Secret;
 use kube::runtime::reflector::{ObjectRef, Store};
 
-/// One store per watched scope (`None` = every namespace).
+/// How long a Secret this process wrote is taken as current while its watch has not shown it
+/// yet.
+const WATCH_LAG: Duration = Duration::from_secs(10);
+
+/// Secrets this process wrote, as the API server answered, until their watch shows an event
+/// of theirs.
+type Written = Arc<Mutex<HashMap<(String, String), (Arc<Secret>, Instant)>>>;
+
+/// One store per watched scope (`None` = every namespace), and the Secrets this process wrote
+/// that their watch has not shown yet (as the API server answered the write, trimmed like the
+/// cache): a pass right after the write takes them as current instead of reading them.
 #[derive(Default)]
 pub struct OwnedSecrets {
     stores: Mutex<Vec<(Option<String>, Store<Secret>)>>,
+    written: Written,
 }
 
 impl OwnedSecrets {
@@ -26,14 +41,89 @@ impl OwnedSecrets {
             .push((scope, store));
     }
 
-    /// The operator's Secret `namespace/name` as its watch last saw it, if it holds one.
+    /// The operator's Secret `namespace/name` as its watch last saw it, if it holds one, else
+    /// as this process wrote it moments ago (the watch is about to show it).
     pub fn get(&self, namespace: &str, name: &str) -> Option<Arc<Secret>> {
         let key = ObjectRef::new(name).within(namespace);
-        self.stores
+        let watched = self
+            .stores
             .lock()
             .unwrap_or_else(|e| e.into_inner())
             .iter()
             .filter(|(scope, _)| scope.as_deref().is_none_or(|s| s == namespace))
-            .find_map(|(_, store)| store.get(&key))
+            .find_map(|(_, store)| store.get(&key));
+        watched.or_else(|| {
+            self.written
+                .lock()
+                .unwrap_or_else(|e| e.into_inner())
+                .get(&(namespace.to_string(), name.to_string()))
+                .filter(|(_, at)| at.elapsed() < WATCH_LAG)
+                .map(|(secret, _)| secret.clone())
+        })
+    }
+
+    /// Keeps `secret`, as the API server answered its write, until the watch shows it.
+    pub fn wrote(&self, mut secret: Secret) {
+        crate::controller::secret::trim_cached(&mut secret);
+        let key = (
+            secret.metadata.namespace.clone().unwrap_or_default(),
+            secret.metadata.name.clone().unwrap_or_default(),
+        );
+        let mut written = self.written.lock().unwrap_or_else(|e| e.into_inner());
+        written.retain(|_, (_, at)| at.elapsed() < WATCH_LAG);
+        written.insert(key, (Arc::new(secret), Instant::now()));
+    }
+
+    /// What the Secret watch calls for each object of each event (applied or deleted): from
+    /// then on its store is the truth about that Secret.
+    pub fn seen_by_watch(&self) -> impl Fn(&Secret) + Send + Sync + 'static {
+        let written = self.written.clone();
+        move |secret: &Secret| {
+            let key = (
+                secret.metadata.namespace.clone().unwrap_or_default(),
+                secret.metadata.name.clone().unwrap_or_default(),
+            );
+            let mut written = written.lock().unwrap_or_else(|e| e.into_inner());
+            if !written.is_empty() {
+                written.remove(&key);
+            }
+        }
+    }
+
+    /// Forgets what this process wrote of `namespace/name` (it deleted it).
+    pub fn deleted(&self, namespace: &str, name: &str) {
+        self.written
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .remove(&(namespace.to_string(), name.to_string()));
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn secret(name: &str) -> Secret {
+        serde_json::from_value(serde_json::json!({
+            "metadata": {"name": name, "namespace": "crm"},
+            "data": {"REDIS_PASSWORD": "c2VjcmV0"},
+        }))
+        .unwrap()
+    }
+
+    #[test]
+    fn a_secret_just_written_counts_until_its_watch_shows_an_event_of_it() {
+        let owned = OwnedSecrets::default();
+        assert!(owned.get("crm", "orders").is_none());
+        owned.wrote(secret("orders"));
+        let held = owned.get("crm", "orders").expect("taken as current");
+        assert!(held.data.is_none(), "trimmed like the cache");
+        assert!(owned.get("web", "orders").is_none());
+        // The watch saw it (applied or deleted): its store answers from now on.
+        (owned.seen_by_watch())(&secret("orders"));
+        assert!(owned.get("crm", "orders").is_none());
+        owned.wrote(secret("orders"));
+        owned.deleted("crm", "orders");
+        assert!(owned.get("crm", "orders").is_none());
     }
 }

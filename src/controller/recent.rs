@@ -66,8 +66,9 @@ fn fingerprint<T: Hash>(value: &T) -> u64 {
 
 struct Entry {
     inputs: Inputs,
-    /// Digest of the credentials the database was read with: other credentials read again.
-    credentials: String,
+    /// Digest of the credentials the database was read with (hashed again: one per instance is
+    /// kept): other credentials read again.
+    credentials: u64,
     database: Arc<Database>,
     read_at: Instant,
     recorded_at: Instant,
@@ -109,7 +110,7 @@ impl RecentReads {
         let entries = self.lock();
         let entry = entries.get(&ObjectRef::from_obj(obj))?;
         (entry.inputs == Inputs::of(obj)
-            && entry.credentials == credentials
+            && entry.credentials == fingerprint(&credentials)
             && entry.database.database_id == id
             && entry.read_at.elapsed() < self.max_age)
             .then(|| Database::clone(&entry.database))
@@ -128,7 +129,7 @@ impl RecentReads {
             ObjectRef::from_obj(obj),
             Entry {
                 inputs: Inputs::of(obj),
-                credentials: credentials.to_string(),
+                credentials: fingerprint(&credentials),
                 database: Arc::new(database),
                 read_at,
                 recorded_at: Instant::now(),

@@ -187,6 +187,9 @@ impl Monitor {
         let mut queue = self.queue();
         let mut live = HashSet::with_capacity(instances.len());
         let mut demand = 0.0;
+        // The distinct thresholds of this pass: instances under the same policies (or none)
+        // share one copy.
+        let mut distinct: Vec<Arc<Thresholds>> = Vec::new();
         for instance in instances {
             let Some(database_id) = instance.status.as_ref().and_then(|s| s.database_id.clone())
             else {
@@ -222,7 +225,16 @@ impl Monitor {
                 } else {
                     Some(Thresholds::for_policies(applicable.iter()))
                 };
-                let schedule_of = |t: &Option<Thresholds>| {
+                let thresholds =
+                    thresholds.map(|t| match distinct.iter().find(|shared| ***shared == t) {
+                        Some(shared) => shared.clone(),
+                        None => {
+                            let shared = Arc::new(t);
+                            distinct.push(shared.clone());
+                            shared
+                        }
+                    });
+                let schedule_of = |t: &Option<Arc<Thresholds>>| {
                     t.as_ref()
                         .map(|t| (t.interval, t.probe.map(|p| p.interval)))
                 };

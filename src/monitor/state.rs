@@ -24,7 +24,8 @@ pub struct InstanceState {
     pub seen_version: Option<String>,
     pub policies_version: u64,
     /// `None`: not monitored (no policy applies and the defaults are off).
-    pub thresholds: Option<Thresholds>,
+    /// Shared by every instance with the same thresholds (see `Monitor::discover`).
+    pub thresholds: Option<Arc<Thresholds>>,
     /// The applicable policies' names.
     pub policies: Option<String>,
     pub database_id: String,

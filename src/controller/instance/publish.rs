@@ -38,14 +38,17 @@ pub async fn secrets(ctx: &Context, namespace: &str, plan: &SecretsPlan) -> Resu
     for write in &plan.writes {
         let name = write.secret.name_any();
         if write.replace {
+            ctx.owned_secrets.deleted(namespace, &name);
             api.delete(&name, &DeleteParams::default()).await?;
         }
-        api.patch(
-            &name,
-            &PatchParams::apply(FIELD_MANAGER).force(),
-            &Patch::Apply(&write.secret),
-        )
-        .await?;
+        let applied = api
+            .patch(
+                &name,
+                &PatchParams::apply(FIELD_MANAGER).force(),
+                &Patch::Apply(&write.secret),
+            )
+            .await?;
+        ctx.owned_secrets.wrote(applied);
         written.push(name);
     }
     Ok(written)
