@@ -117,7 +117,7 @@ pub struct CacheInstanceStatus {
     pub restore: Option<Box<RequestResult>>,
 
     /// A database create call in flight, as recorded by earlier versions of the operator (the
-    /// record is now the `cache.upstash-operator.dev/pending-create` annotation). Read and
+    /// record is now the `cache.upstash-operator.dev/create-record` annotation). Read and
     /// cleared once the database is found.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub pending_create: Option<Box<PendingCreate>>,
