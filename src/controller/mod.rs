@@ -109,6 +109,11 @@ fn error_policy(obj: Arc<CacheInstance>, error: &Error, ctx: Arc<Context>) -> Ac
             error.retry_after(),
             TRANSIENT_BACKOFF_CAP,
         ),
+        // A credentials Secret named by `spec.credentials` that no instance uses yet is not
+        // watched, so its creation triggers nothing: it is looked for again at least every 30 s.
+        _ if error.category() == ErrorCategory::Credentials => {
+            backoff(failures, FIRST_BACKOFF, None, TRANSIENT_BACKOFF_CAP)
+        }
         _ => backoff(failures, FIRST_BACKOFF, error.retry_after(), BACKOFF_CAP),
     };
     ctx.metrics
