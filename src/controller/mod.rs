@@ -53,6 +53,11 @@ pub const TRANSIENT_BACKOFF_CAP: Duration = Duration::from_secs(30);
 /// missing credentials), which usually needs someone to change something.
 pub const BACKOFF_CAP: Duration = Duration::from_secs(300);
 
+/// How long the operator's own writes may still be missing from its watch caches: a pass right
+/// after them takes what it wrote as current for that long (see `RecentReads::cache_behind` and
+/// `OwnedSecrets::wrote`).
+pub const WATCH_LAG: Duration = Duration::from_secs(10);
+
 /// Whether a failure of this category is a transient Upstash fault.
 pub fn is_transient_upstash_failure(category: ErrorCategory) -> bool {
     matches!(

@@ -9,15 +9,21 @@
 use std::{
     collections::HashMap,
     sync::{Arc, Mutex},
-    time::{Duration, Instant},
+    time::Instant,
 };
 
 use k8s_openapi::api::core::v1::Secret;
 use kube::runtime::reflector::{ObjectRef, Store};
 
-/// How long a Secret this process wrote is taken as current while its watch has not shown it
-/// yet.
-const WATCH_LAG: Duration = Duration::from_secs(10);
+use super::WATCH_LAG;
+
+/// A Secret's namespace and name.
+fn key_of(secret: &Secret) -> (String, String) {
+    (
+        secret.metadata.namespace.clone().unwrap_or_default(),
+        secret.metadata.name.clone().unwrap_or_default(),
+    )
+}
 
 /// Secrets this process wrote, as the API server answered, until their watch shows an event
 /// of theirs.
@@ -65,10 +71,7 @@ impl OwnedSecrets {
     /// Keeps `secret`, as the API server answered its write, until the watch shows it.
     pub fn wrote(&self, mut secret: Secret) {
         crate::controller::secret::trim_cached(&mut secret);
-        let key = (
-            secret.metadata.namespace.clone().unwrap_or_default(),
-            secret.metadata.name.clone().unwrap_or_default(),
-        );
+        let key = key_of(&secret);
         let mut written = self.written.lock().unwrap_or_else(|e| e.into_inner());
         written.retain(|_, (_, at)| at.elapsed() < WATCH_LAG);
         written.insert(key, (Arc::new(secret), Instant::now()));
@@ -79,10 +82,7 @@ impl OwnedSecrets {
     pub fn seen_by_watch(&self) -> impl Fn(&Secret) + Send + Sync + 'static {
         let written = self.written.clone();
         move |secret: &Secret| {
-            let key = (
-                secret.metadata.namespace.clone().unwrap_or_default(),
-                secret.metadata.name.clone().unwrap_or_default(),
-            );
+            let key = key_of(secret);
             let mut written = written.lock().unwrap_or_else(|e| e.into_inner());
             if !written.is_empty() {
                 written.remove(&key);

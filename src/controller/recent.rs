@@ -25,6 +25,8 @@ use std::{
 
 use kube::{ResourceExt, runtime::reflector::ObjectRef};
 
+use super::WATCH_LAG;
+
 use crate::{
     crd::{CREATE_RECORD_ANNOTATION, CacheInstance, LEGACY_PENDING_CREATE_ANNOTATION},
     upstash::Database,
@@ -73,10 +75,6 @@ struct Entry {
     read_at: Instant,
     recorded_at: Instant,
 }
-
-/// How long after a pass its writes may still be missing from the watch cache, as far as
-/// [`RecentReads::cache_behind`] is concerned.
-const WATCH_LAG: Duration = Duration::from_secs(10);
 
 /// Per-object last read databases (credentials included: they stay in process memory, as in
 /// the monitor's own cache, and are never logged).
