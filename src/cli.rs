@@ -60,7 +60,10 @@ pub struct Args {
     )]
     pub watch_namespaces: Vec<String>,
 
-    /// CacheInstances reconciled at the same time.
+    /// Developer API requests the reconcilers have in flight at once (creates, reads, changes and
+    /// deletes of databases). Twice as many CacheInstances are reconciled at the same time, so
+    /// that the Kubernetes reads and writes of some overlap the Upstash requests of others; the
+    /// monitor's samples are limited on their own (16 at once).
     #[arg(long, env = "RECONCILE_CONCURRENCY", default_value_t = 8, value_parser = clap::value_parser!(u16).range(1..=256))]
     pub concurrency: u16,
 

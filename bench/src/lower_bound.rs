@@ -1,12 +1,13 @@
 //! The lower bound on convergence time implied by the configured Upstash latency, the
-//! operator's reconcile concurrency and its global Upstash rate limit.
+//! operator's Upstash concurrency (`--concurrency`: requests in flight) and its global Upstash
+//! rate limit.
 //!
 //! Each instance needs a chain of `k` Upstash calls before it can be Ready, and each call takes
 //! at least the added latency `L`. For a new instance with a derived database name `k = 1`:
 //! `create`, whose answer carries the credentials (the operator lists the account first only
 //! when a create attempt is already recorded, the name was chosen by the user, or the object is
-//! old enough to have lost its status). Deleting takes `k = 1` (`delete`). With `C` reconciles at a
-//! time, `N` instances take at least `ceil(N / C)` rounds of `k × L`:
+//! old enough to have lost its status). Deleting takes `k = 1` (`delete`). With `C` requests in
+//! flight at a time, `N` instances take at least `ceil(N / C)` rounds of `k × L`:
 //!
 //! ```text
 //! T_latency = ceil(N / C) × k × L

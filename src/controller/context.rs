@@ -35,6 +35,7 @@ pub const REPORTING_CONTROLLER: &str = "cache.upstash-operator.dev/operator";
 pub struct Settings {
     pub resync: Duration,
     pub default_deletion_policy: DeletionPolicy,
+    /// Developer API requests of the reconcilers in flight at once (`--concurrency`).
     pub concurrency: u16,
     /// This cluster's identity, part of every derived database name (see
     /// [`super::naming::derived_name`]).
@@ -45,6 +46,14 @@ pub struct Settings {
 }
 
 impl Settings {
+    /// CacheInstances reconciled at the same time: twice the Upstash requests in flight, so
+    /// that the Kubernetes reads and writes of some instances (the finalizer before a create,
+    /// the Secret and the status after it) overlap the Upstash calls of others instead of
+    /// leaving a request slot idle.
+    pub fn reconciles(&self) -> u16 {
+        self.concurrency.saturating_mul(2)
+    }
+
     /// The resync interval with ±10% jitter, so that many instances do not resync in lockstep.
     pub fn jittered_resync(&self) -> Duration {
         jitter(self.resync, 0.1)
@@ -83,6 +92,9 @@ pub struct Context {
     pub finished_cleanups: super::instance::FinishedCleanups,
     /// The connection Secrets the operator wrote, as its watch sees them.
     pub owned_secrets: super::owned_secrets::OwnedSecrets,
+    /// The reconcilers' Developer API requests in flight (`--concurrency` slots; the monitor's
+    /// samples have their own limit).
+    pub upstash_slots: Arc<tokio::sync::Semaphore>,
     /// Consecutive failures per object, for exponential backoff.
     failures: Mutex<HashMap<ObjectRef<CacheInstance>, u32>>,
 }
@@ -112,6 +124,9 @@ impl Context {
             first_reads: Default::default(),
             finished_cleanups: Default::default(),
             owned_secrets: Default::default(),
+            upstash_slots: Arc::new(tokio::sync::Semaphore::new(usize::from(
+                config.concurrency.max(1),
+            ))),
             config,
             failures: Mutex::default(),
         }

@@ -205,7 +205,7 @@ pub fn instance_controller(
         // A credentials Secret created or edited (say, a missing one supplied, or another
         // account's key put in) is looked at by the instances of its namespace now.
         .reconcile_on(credentials_changes(ctx, controller_store))
-        .with_config(ControllerConfig::default().concurrency(ctx.config.concurrency))
+        .with_config(ControllerConfig::default().concurrency(ctx.config.reconciles()))
         .graceful_shutdown_on(shutdown)
 }
 
@@ -270,7 +270,7 @@ pub async fn run_instances(
     metrics
         .max_concurrent_reconciles
         .get_or_create(&labels)
-        .set(i64::from(ctx.config.concurrency));
+        .set(i64::from(ctx.config.reconciles()));
     // Start the series at zero so that dashboards and alerts see them before the first error.
     let _ = metrics.reconcile_errors_total.get_or_create(&labels);
     let _ = metrics.active_workers.get_or_create(&labels);

@@ -14,6 +14,7 @@ use std::{fmt, sync::Arc, time::Duration};
 use reqwest::{Method, StatusCode};
 use secrecy::{ExposeSecret, SecretString};
 use serde::de::DeserializeOwned;
+use tokio::sync::Semaphore;
 
 use super::{
     breaker::{BreakerConfig, BreakerState, CircuitBreaker},
@@ -144,6 +145,7 @@ impl UpstashClient {
         UpstashApi {
             client: self.clone(),
             credentials,
+            slots: None,
         }
     }
 }
@@ -160,6 +162,8 @@ enum Idempotence {
 pub struct UpstashApi {
     client: UpstashClient,
     credentials: Credentials,
+    /// When set, each request first takes one of these slots (see [`UpstashApi::gated`]).
+    slots: Option<Arc<Semaphore>>,
 }
 
 impl fmt::Debug for UpstashApi {
@@ -172,6 +176,16 @@ impl fmt::Debug for UpstashApi {
 }
 
 impl UpstashApi {
+    /// The same account, with each request holding one of `slots` while it is sent and
+    /// answered (not while it waits to be retried): however many callers share the slots, no
+    /// more requests than there are slots are in flight at once.
+    pub fn gated(&self, slots: &Arc<Semaphore>) -> UpstashApi {
+        UpstashApi {
+            slots: Some(slots.clone()),
+            ..self.clone()
+        }
+    }
+
     /// Every database of the account.
     pub async fn list_databases(&self) -> Result<Vec<Database>, UpstashError> {
         self.call(
@@ -457,6 +471,11 @@ impl UpstashApi {
         } else {
             Kind::Change
         };
+        // The slot first: a token taken while waiting for a slot would be spent idle.
+        let _slot = match &self.slots {
+            Some(slots) => slots.acquire().await.ok(),
+            None => None,
+        };
         inner.limiter.until_ready(kind).await;
         let url = inner
             .config
@@ -627,6 +646,92 @@ mod tests {
         for e in [&failed, &timeout, &refused] {
             assert!(!may_repeat(Idempotence::Once, e), "{e}");
         }
+    }
+
+    /// A Developer API stand-in that answers every request with an empty list after `delay`,
+    /// counting the requests it holds at once.
+    async fn slow_server(
+        delay: Duration,
+    ) -> (
+        url::Url,
+        Arc<std::sync::atomic::AtomicUsize>,
+        Arc<std::sync::atomic::AtomicUsize>,
+    ) {
+        use std::sync::atomic::{AtomicUsize, Ordering};
+        use tokio::io::{AsyncReadExt, AsyncWriteExt};
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let url = url::Url::parse(&format!("http://{}", listener.local_addr().unwrap())).unwrap();
+        let (now, most) = (Arc::new(AtomicUsize::new(0)), Arc::new(AtomicUsize::new(0)));
+        let (held, peak) = (now.clone(), most.clone());
+        tokio::spawn(async move {
+            loop {
+                let Ok((mut socket, _)) = listener.accept().await else {
+                    return;
+                };
+                let (held, peak) = (held.clone(), peak.clone());
+                tokio::spawn(async move {
+                    let mut seen = Vec::new();
+                    let mut buf = [0u8; 1024];
+                    loop {
+                        // One request per connection (`Connection: close` in the answer).
+                        match socket.read(&mut buf).await {
+                            Ok(0) | Err(_) => return,
+                            Ok(n) => seen.extend_from_slice(&buf[..n]),
+                        }
+                        if seen.windows(4).any(|w| w == b"\r\n\r\n") {
+                            break;
+                        }
+                    }
+                    let at_once = held.fetch_add(1, Ordering::SeqCst) + 1;
+                    peak.fetch_max(at_once, Ordering::SeqCst);
+                    tokio::time::sleep(delay).await;
+                    held.fetch_sub(1, Ordering::SeqCst);
+                    let _ = socket
+                        .write_all(b"HTTP/1.1 200 OK\r\ncontent-type: application/json\r\ncontent-length: 2\r\nconnection: close\r\n\r\n[]")
+                        .await;
+                });
+            }
+        });
+        (url, now, most)
+    }
+
+    fn client_for(base_url: url::Url) -> UpstashClient {
+        let config = ClientConfig {
+            base_url,
+            rate_limit_per_second: 10_000,
+            rate_limit_burst: 10_000,
+            ..ClientConfig::default()
+        };
+        UpstashClient::new(config, Arc::new(Metrics::default())).unwrap()
+    }
+
+    fn account(client: &UpstashClient) -> UpstashApi {
+        client.with_credentials(Credentials {
+            email: "ops@example.com".into(),
+            api_key: SecretString::from("key"),
+        })
+    }
+
+    #[tokio::test]
+    async fn gated_requests_never_exceed_their_slots() {
+        let (url, held, peak) = slow_server(Duration::from_millis(40)).await;
+        let client = client_for(url);
+        let slots = Arc::new(Semaphore::new(3));
+        let gated = account(&client).gated(&slots);
+        let calls = (0..12).map(|_| gated.list_databases());
+        for listed in futures::future::join_all(calls).await {
+            assert!(listed.unwrap().is_empty());
+        }
+        assert_eq!(peak.load(std::sync::atomic::Ordering::SeqCst), 3);
+        assert_eq!(held.load(std::sync::atomic::Ordering::SeqCst), 0);
+        assert_eq!(slots.available_permits(), 3, "every slot is given back");
+
+        // Without slots (the monitor's binding), the same calls all go at once.
+        let (url, _, peak) = slow_server(Duration::from_millis(40)).await;
+        let free = account(&client_for(url));
+        let calls = (0..12).map(|_| free.list_databases());
+        futures::future::join_all(calls).await;
+        assert_eq!(peak.load(std::sync::atomic::Ordering::SeqCst), 12);
     }
 
     #[test]

@@ -157,6 +157,8 @@ async fn delete(
         Err(e) => return Err(Blocked::Failed(e)),
     };
     let index_key = database_index::key(&bound);
+    // The reconcilers' requests share `--concurrency` slots.
+    let api = bound.api.gated(&ctx.upstash_slots);
     let mut ids = ids.to_vec();
     if let Some(p) = pending {
         // A create was in flight: delete what it may have left behind.
@@ -164,7 +166,7 @@ async fn delete(
             .databases
             .lookup(
                 &index_key,
-                &bound.api,
+                &api,
                 std::slice::from_ref(&p.database_name),
                 Some(p.started.0),
             )
@@ -173,8 +175,7 @@ async fn delete(
         ids.extend(found.into_iter().map(|e| e.id));
     }
     for id in ids {
-        let deleted = bound
-            .api
+        let deleted = api
             .delete_database(&id)
             .await
             .map_err(|e| Blocked::Failed(e.into()))?;

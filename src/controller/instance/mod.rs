@@ -2,9 +2,9 @@
 //! apply → report, and on deletion the cleanup pair (plan + apply).
 //!
 //! Steady state is quiet: one read of the database from Upstash per resync, reads of the
-//! Secrets, and no write anywhere unless something differs. A new instance costs four
-//! Kubernetes writes until it is Ready (the finalizer with the pending-create record, the
-//! Secret, the status, the record's removal) and one Event. A paused object costs nothing.
+//! Secrets, and no write anywhere unless something differs. A new instance costs three
+//! Kubernetes writes until it is Ready (the finalizer with the create record, the Secret, the
+//! status) and one Event. A paused object costs nothing.
 
 mod apply;
 mod cleanup;

@@ -180,13 +180,15 @@ pub async fn database(
         }
         None => ctx.credentials.bind(&ctx.upstash, obj).await?,
     };
-    let bound = match binding {
+    let mut bound = match binding {
         Binding::Bound(bound) => bound,
         Binding::AccountChanged(why) => {
             seen.sighting = Sighting::AccountChanged(why);
             return Ok(seen);
         }
     };
+    // The reconcilers' requests share `--concurrency` slots.
+    bound.api = bound.api.gated(&ctx.upstash_slots);
     let upstash = Upstash {
         index_key: database_index::key(&bound),
         api: bound.api.clone(),
