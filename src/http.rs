@@ -50,13 +50,23 @@ async fn readyz(State(state): State<AdminState>) -> impl IntoResponse {
     }
 }
 
+/// Chunks of the `/metrics` text written ahead of the reader.
+const METRICS_CHUNKS_IN_FLIGHT: usize = 2;
+
 /// The text exposition, streamed as it is written (see [`Metrics::render_chunks`]); written on a
 /// blocking thread, since at 10,000 instances it takes tens of milliseconds.
 async fn metrics(State(state): State<AdminState>) -> impl IntoResponse {
-    let (tx, rx) = futures::channel::mpsc::unbounded::<Result<String, std::convert::Infallible>>();
+    // Bounded: the writer waits for the reader, so that no more than a few chunks are held
+    // at once however slowly the scraper reads.
+    let (tx, rx) = tokio::sync::mpsc::channel::<String>(METRICS_CHUNKS_IN_FLIGHT);
     let metrics = state.metrics.clone();
     tokio::task::spawn_blocking(move || {
-        metrics.render_chunks(|chunk| tx.unbounded_send(Ok(chunk)).is_ok());
+        metrics.render_chunks(|chunk| tx.blocking_send(chunk).is_ok());
+    });
+    let rx = futures::stream::unfold(rx, |mut rx| async move {
+        rx.recv()
+            .await
+            .map(|chunk| (Ok::<_, std::convert::Infallible>(chunk), rx))
     });
     (
         [(

@@ -297,11 +297,16 @@ impl<F: FnMut(String) -> bool> std::fmt::Write for ChunkWriter<F> {
         if !self.open {
             return Err(std::fmt::Error);
         }
-        self.buf.push_str(s);
-        if self.buf.len() >= CHUNK {
+        // Sent before it would outgrow its capacity (a growing `String` reallocates to twice
+        // its size); a piece longer than a chunk goes on its own.
+        if !self.buf.is_empty() && self.buf.len() + s.len() > self.buf.capacity() {
             let full = std::mem::replace(&mut self.buf, String::with_capacity(CHUNK));
             self.open = (self.send)(full);
+            if !self.open {
+                return Err(std::fmt::Error);
+            }
         }
+        self.buf.push_str(s);
         Ok(())
     }
 }
@@ -373,7 +378,12 @@ mod tests {
             true
         });
         assert!(chunks.len() > 2);
-        assert!(chunks.iter().all(|c| c.len() < CHUNK + 1024));
+        // No chunk outgrew its buffer (a reallocation would double it).
+        assert!(
+            chunks
+                .iter()
+                .all(|c| c.len() <= CHUNK && c.capacity() == CHUNK)
+        );
         assert_eq!(chunks.concat(), whole);
         // A reader that went away stops the writing.
         let mut sent = 0;

@@ -159,12 +159,12 @@ impl Context {
         self.failures
             .lock()
             .unwrap_or_else(|e| e.into_inner())
-            .remove(&ObjectRef::from_obj(obj));
+            .remove(&super::object_key(obj));
     }
 
     pub(crate) fn record_failure(&self, obj: &CacheInstance) -> u32 {
         let mut failures = self.failures.lock().unwrap_or_else(|e| e.into_inner());
-        let count = failures.entry(ObjectRef::from_obj(obj)).or_insert(0);
+        let count = failures.entry(super::object_key(obj)).or_insert(0);
         *count = count.saturating_add(1);
         *count
     }

@@ -49,7 +49,7 @@ impl AnsweredCreates {
     /// Records that the create call of `record` ended with an error answer (now).
     pub fn answered(&self, obj: &CacheInstance, record: &PendingCreate) {
         self.lock().insert(
-            ObjectRef::from_obj(obj),
+            super::object_key(obj),
             (
                 record.database_name.clone(),
                 record.started.0,
@@ -62,7 +62,7 @@ impl AnsweredCreates {
     /// answer, if it did.
     fn answered_at(&self, obj: &CacheInstance, record: &PendingCreate) -> Option<Timestamp> {
         self.lock()
-            .get(&ObjectRef::from_obj(obj))
+            .get(&super::object_key(obj))
             .filter(|(name, started, _)| {
                 *name == record.database_name && *started == record.started.0
             })
@@ -95,7 +95,7 @@ impl AnsweredCreates {
 
     /// Drops the record (a create went through, was repeated, or the object is gone).
     pub fn forget(&self, obj: &CacheInstance) {
-        self.lock().remove(&ObjectRef::from_obj(obj));
+        self.lock().remove(&super::object_key(obj));
     }
 }
 

@@ -209,6 +209,18 @@ pub fn instance_controller(
         .graceful_shutdown_on(shutdown)
 }
 
+/// The key of `obj` in the operator's per-object maps: its namespace and name only.
+/// `ObjectRef::from_obj` also copies the resourceVersion and UID, which keys never compare
+/// (`ObjectRef`'s equality and hash leave them out) and which a map of every instance would keep
+/// for as long as the operator runs.
+pub fn object_key(obj: &CacheInstance) -> ObjectRef<CacheInstance> {
+    let key = ObjectRef::new(obj.metadata.name.as_deref().unwrap_or_default());
+    match obj.metadata.namespace.as_deref() {
+        Some(namespace) => key.within(namespace),
+        None => key,
+    }
+}
+
 /// kubectl's client-side apply record: a copy of the whole manifest.
 const LAST_APPLIED_ANNOTATION: &str = "kubectl.kubernetes.io/last-applied-configuration";
 
@@ -302,6 +314,19 @@ pub async fn run_instances(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn an_object_key_is_its_namespace_and_name_only() {
+        let mut obj = instance::fixtures::instance("metadata: {}");
+        obj.metadata.uid = Some("4a1f0c3e-1d2b-4c5d-8e9f-0a1b2c3d4e5f".into());
+        obj.metadata.resource_version = Some("12345".into());
+        let key = object_key(&obj);
+        assert_eq!(key, ObjectRef::from_obj(&obj), "the same key for lookups");
+        assert_eq!(key.name, obj.metadata.name.clone().unwrap());
+        assert_eq!(key.namespace, obj.metadata.namespace.clone());
+        assert_eq!(key.extra.uid, None);
+        assert_eq!(key.extra.resource_version, None);
+    }
 
     #[test]
     fn the_cache_keeps_what_passes_read() {

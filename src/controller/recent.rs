@@ -106,7 +106,7 @@ impl RecentReads {
     /// is still the database `id`.
     pub fn reuse(&self, obj: &CacheInstance, id: &str, credentials: &str) -> Option<Database> {
         let entries = self.lock();
-        let entry = entries.get(&ObjectRef::from_obj(obj))?;
+        let entry = entries.get(&super::object_key(obj))?;
         (entry.inputs == Inputs::of(obj)
             && entry.credentials == fingerprint(&credentials)
             && entry.database.database_id == id
@@ -124,7 +124,7 @@ impl RecentReads {
         read_at: Instant,
     ) {
         self.lock().insert(
-            ObjectRef::from_obj(obj),
+            super::object_key(obj),
             Entry {
                 inputs: Inputs::of(obj),
                 credentials: fingerprint(&credentials),
@@ -142,7 +142,7 @@ impl RecentReads {
     pub fn cache_behind(&self, obj: &CacheInstance) -> bool {
         let names_none = obj.status.as_ref().is_none_or(|s| s.database_id.is_none());
         names_none
-            && self.lock().get(&ObjectRef::from_obj(obj)).is_some_and(|e| {
+            && self.lock().get(&super::object_key(obj)).is_some_and(|e| {
                 e.inputs.uid == fingerprint(&obj.metadata.uid)
                     && e.recorded_at.elapsed() < WATCH_LAG
             })
@@ -151,7 +151,7 @@ impl RecentReads {
     /// When `obj`'s recorded database was read, if it is the database `id`.
     pub fn read_at(&self, obj: &CacheInstance, id: &str) -> Option<Instant> {
         self.lock()
-            .get(&ObjectRef::from_obj(obj))
+            .get(&super::object_key(obj))
             .filter(|e| e.database.database_id == id)
             .map(|e| e.read_at)
     }
@@ -160,14 +160,14 @@ impl RecentReads {
     /// Shared, not copied: the monitor keeps it as its copy of the database.
     pub fn peek(&self, obj: &CacheInstance, id: &str) -> Option<(Arc<Database>, Duration)> {
         self.lock()
-            .get(&ObjectRef::from_obj(obj))
+            .get(&super::object_key(obj))
             .filter(|e| e.database.database_id == id)
             .map(|e| (e.database.clone(), e.read_at.elapsed()))
     }
 
     /// Drops `obj`'s entry (after a failure, or when it is deleted).
     pub fn forget(&self, obj: &CacheInstance) {
-        self.lock().remove(&ObjectRef::from_obj(obj));
+        self.lock().remove(&super::object_key(obj));
     }
 
     /// Objects with an entry.

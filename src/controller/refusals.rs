@@ -41,7 +41,7 @@ impl Refusals {
     /// Records that Upstash refused to create `obj`'s database with `error`.
     pub fn refused(&self, obj: &CacheInstance, error: &UpstashError) {
         let mut entries = self.lock();
-        let key = ObjectRef::from_obj(obj);
+        let key = super::object_key(obj);
         let count = entries
             .get(&key)
             .filter(|e| Self::same(e, obj))
@@ -63,14 +63,14 @@ impl Refusals {
     pub fn standing(&self, obj: &CacheInstance) -> Option<UpstashError> {
         let entries = self.lock();
         entries
-            .get(&ObjectRef::from_obj(obj))
+            .get(&super::object_key(obj))
             .filter(|e| Self::same(e, obj) && Instant::now() < e.until)
             .map(|e| e.error.clone())
     }
 
     /// Drops the record (the create went through, or the object is gone).
     pub fn forget(&self, obj: &CacheInstance) {
-        self.lock().remove(&ObjectRef::from_obj(obj));
+        self.lock().remove(&super::object_key(obj));
     }
 }
 

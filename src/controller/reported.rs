@@ -71,7 +71,7 @@ impl ReportedFailures {
         };
         let uid = obj.uid().unwrap_or_default();
         let mut entries = self.entries.lock().unwrap_or_else(|e| e.into_inner());
-        let key = (ObjectRef::from_obj(obj), topic);
+        let key = (super::object_key(obj), topic);
         let new = match entries.get(&key) {
             Some(entry) if entry.uid == uid => entry.outcome != failing,
             _ => !status_shows_it(),
@@ -95,7 +95,7 @@ impl ReportedFailures {
     /// failure is judged from the status, as for an object this process has not seen fail.
     pub fn healthy(&self, obj: &CacheInstance, topic: Topic) {
         let mut entries = self.entries.lock().unwrap_or_else(|e| e.into_inner());
-        let key = (ObjectRef::from_obj(obj), topic);
+        let key = (super::object_key(obj), topic);
         let status_shows_a_failure = obj
             .status
             .as_ref()
@@ -114,7 +114,7 @@ impl ReportedFailures {
 
     /// Drops every record of a deleted object.
     pub fn forget(&self, obj: &CacheInstance) {
-        let key = ObjectRef::from_obj(obj);
+        let key = super::object_key(obj);
         let mut entries = self.entries.lock().unwrap_or_else(|e| e.into_inner());
         entries.retain(|(k, _), _| *k != key);
     }

@@ -78,7 +78,7 @@ impl FirstReads {
         read_before: bool,
         spread: Duration,
     ) -> Option<Duration> {
-        let key = ObjectRef::from_obj(obj);
+        let key = super::object_key(obj);
         let mut waiting = self.lock();
         let now = Instant::now();
         if !settled || read_before || now.duration_since(self.started) >= spread {

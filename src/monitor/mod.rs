@@ -37,7 +37,7 @@ use std::{
 use k8s_openapi::{api::core::v1::ObjectReference, jiff::Timestamp};
 use kube::{
     ResourceExt,
-    runtime::{events::EventType, reflector::ObjectRef, reflector::Store},
+    runtime::{events::EventType, reflector::Store},
 };
 use tokio::sync::Semaphore;
 
@@ -201,12 +201,12 @@ impl Monitor {
             {
                 continue;
             }
-            let key = ObjectRef::from_obj(instance.as_ref());
-            live.insert(key.clone());
+            let key = crate::controller::object_key(&instance);
             let id = match table.id_of(&key) {
                 Some(id) => id,
                 None => table.insert(key, instance.clone()),
             };
+            live.insert(id);
             let state = table.states.get_mut(&id).expect("just looked up");
             if state.database_id != database_id {
                 // A new database: forget what was learnt about the old one.
@@ -270,7 +270,7 @@ impl Monitor {
                 demand += 1.0 / t.interval.as_secs_f64().max(1.0);
             }
         }
-        table.retain(|k| live.contains(k));
+        table.retain(|id| live.contains(&id));
         drop(queue);
         drop(table);
         let stretch = self.stretch();
@@ -350,7 +350,10 @@ impl Monitor {
             .table()
             .states
             .values()
-            .filter_map(|s| s.report.clone())
+            .filter_map(|s| {
+                let report = s.report.as_ref()?;
+                Some(report.named(&s.instance, &s.database_id, s.policies.as_deref()))
+            })
             .collect();
         let breaker = self.ctx.upstash.breaker();
         let (failures, successes) = breaker.counts();

@@ -36,7 +36,9 @@ pub const COST_REFRESH: Duration = Duration::from_secs(3600);
 /// Spend below this (half a cent) is not worth a status write of its own.
 const COST_WORTH_SHOWING: f64 = 0.005;
 
-/// One instance on the `/status` page.
+/// One instance on the `/status` page. The monitor keeps each instance's latest report without
+/// the instance's names and database id (it has them already); [`InstanceReport::named`] puts
+/// them in when the page is written.
 #[derive(Debug, Clone, Serialize, Default, PartialEq)]
 #[serde(rename_all = "camelCase")]
 pub struct InstanceReport {
@@ -69,23 +71,17 @@ pub struct InstanceReport {
     pub cost_source: Option<&'static str>,
     pub budget_usd: Option<f64>,
     pub alerts: Vec<String>,
-    pub last_sample: String,
+    pub last_sample: Option<Timestamp>,
 }
 
 impl InstanceReport {
-    pub fn new(
-        instance: &CacheInstance,
-        database_id: &str,
-        policies: Option<String>,
-        f: &Figures,
-        firing: &[AlertKind],
-        probe_commands_today: u64,
-    ) -> Self {
+    /// The figures of a sample taken now (without names: see [`InstanceReport::named`]).
+    pub fn new(f: &Figures, firing: &[AlertKind], probe_commands_today: u64) -> Self {
         Self {
-            namespace: instance.namespace().unwrap_or_default(),
-            name: instance.name_any(),
-            database_id: database_id.to_string(),
-            policies,
+            namespace: String::new(),
+            name: String::new(),
+            database_id: String::new(),
+            policies: None,
             hits: f.hits,
             misses: f.misses,
             hit_rate: f.hit_rate_percent,
@@ -110,7 +106,23 @@ impl InstanceReport {
             cost_source: f.cost.map(|c| c.source.as_str()),
             budget_usd: f.budget_usd,
             alerts: firing.iter().map(|k| k.as_str().to_string()).collect(),
-            last_sample: Timestamp::now().to_string(),
+            last_sample: Some(Timestamp::now()),
+        }
+    }
+
+    /// The report as the page shows it: with the instance's names, its database and policies.
+    pub fn named(
+        &self,
+        instance: &CacheInstance,
+        database_id: &str,
+        policies: Option<&str>,
+    ) -> Self {
+        Self {
+            namespace: instance.namespace().unwrap_or_default(),
+            name: instance.name_any(),
+            database_id: database_id.to_string(),
+            policies: policies.map(str::to_string),
+            ..self.clone()
         }
     }
 }

@@ -180,9 +180,6 @@ impl Monitor {
             let figures = figures::derive(&inputs, &thresholds, now);
             let judgement = evaluate::judge(&mut state.alerts, &figures, &thresholds, clock);
             state.report = Some(InstanceReport::new(
-                &instance,
-                &database_id,
-                state.policies.clone(),
                 &figures,
                 &judgement.firing,
                 state.probe_commands_on(unix_day(now)),

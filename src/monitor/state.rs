@@ -125,11 +125,11 @@ impl Table {
         id
     }
 
-    /// Forgets every instance for which `keep` is false.
-    pub fn retain(&mut self, mut keep: impl FnMut(&ObjectRef<CacheInstance>) -> bool) {
+    /// Forgets every instance whose id `keep` turns down.
+    pub fn retain(&mut self, mut keep: impl FnMut(u64) -> bool) {
         let states = &mut self.states;
-        self.ids.retain(|key, id| {
-            let kept = keep(key);
+        self.ids.retain(|_, id| {
+            let kept = keep(*id);
             if !kept {
                 states.remove(id);
             }
@@ -189,10 +189,10 @@ mod tests {
             ObjectRef::from_obj(a.as_ref()),
             ObjectRef::from_obj(b.as_ref()),
         );
-        let ia = t.insert(ka.clone(), a);
+        let ia = t.insert(ka, a);
         let ib = t.insert(kb.clone(), b);
         assert_ne!(ia, ib);
-        t.retain(|k| *k == ka);
+        t.retain(|id| id == ia);
         assert_eq!(t.len(), 1);
         assert_eq!(t.id_of(&kb), None);
         let s = t.states.get_mut(&ia).unwrap();
