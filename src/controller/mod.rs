@@ -317,7 +317,7 @@ mod tests {
 
     #[test]
     fn an_object_key_is_its_namespace_and_name_only() {
-        let mut obj = instance::fixtures::instance("metadata: {}");
+        let mut obj = instance::fixtures::instance("spec: {primaryRegion: us-east-1}");
         obj.metadata.uid = Some("4a1f0c3e-1d2b-4c5d-8e9f-0a1b2c3d4e5f".into());
         obj.metadata.resource_version = Some("12345".into());
         let key = object_key(&obj);
