@@ -108,6 +108,12 @@ fn policies_version(policies: &[Arc<CachePolicy>]) -> u64 {
     h.finish()
 }
 
+/// A digest of an object's `resourceVersion`: the monitor only asks whether it changed.
+fn version_digest(version: Option<&str>) -> u64 {
+    use std::hash::BuildHasher;
+    std::hash::BuildHasherDefault::<std::hash::DefaultHasher>::default().hash_one(version)
+}
+
 impl Monitor {
     pub fn new(
         ctx: Arc<Context>,
@@ -214,7 +220,7 @@ impl Monitor {
                 **state = state::InstanceState::restore(id, instance.clone());
                 state.epoch = epoch;
             }
-            let seen = instance.metadata.resource_version.clone();
+            let seen = Some(version_digest(instance.metadata.resource_version.as_deref()));
             if state.seen_version.is_none()
                 || state.seen_version != seen
                 || state.policies_version != version

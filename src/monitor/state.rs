@@ -20,8 +20,8 @@ use crate::{crd::CacheInstance, upstash::Database};
 pub struct InstanceState {
     pub id: u64,
     pub instance: Arc<CacheInstance>,
-    /// The `resourceVersion` and policy set the thresholds were computed for.
-    pub seen_version: Option<String>,
+    /// The `resourceVersion` (its digest) and policy set the thresholds were computed for.
+    pub seen_version: Option<u64>,
     pub policies_version: u64,
     /// `None`: not monitored (no policy applies and the defaults are off).
     /// Shared by every instance with the same thresholds (see `Monitor::discover`).
