@@ -62,7 +62,11 @@ pub struct InstanceLabels {
 
 /// Every metric the operator exports.
 pub struct Metrics {
+    /// Every metric but the per-instance series (a few KB of text at any scale).
     pub registry: Registry,
+    /// The per-instance series alone (about 1 KB of text per instance), written after the
+    /// others.
+    instance_registry: Registry,
     pub reconcile_total: Family<ReconcileResultLabels, Counter>,
     pub reconcile_errors_total: Family<ControllerLabels, Counter>,
     pub reconcile_failures_total: Family<FailureLabels, Counter>,
@@ -187,7 +191,8 @@ impl Metrics {
             monitor_interval_stretch.clone(),
         );
         let instances = std::sync::Arc::new(InstanceSeries::default());
-        registry.register_collector(Box::new(instances.clone()));
+        let mut instance_registry = Registry::default();
+        instance_registry.register_collector(Box::new(instances.clone()));
         let monitor_probe_commands_total = Counter::default();
         registry.register(
             "upstash_monitor_probe_commands",
@@ -196,6 +201,7 @@ impl Metrics {
         );
         Self {
             registry,
+            instance_registry,
             reconcile_total,
             reconcile_errors_total,
             reconcile_failures_total,
@@ -217,9 +223,16 @@ impl Metrics {
     /// Renders every metric in the Prometheus text format.
     pub fn render(&self) -> String {
         let mut out = String::new();
-        prometheus_client::encoding::text::encode(&mut out, &self.registry)
+        self.encode(&mut out)
             .expect("writing to a String cannot fail");
         out
+    }
+
+    fn encode(&self, out: &mut impl std::fmt::Write) -> std::fmt::Result {
+        use prometheus_client::encoding::text::{encode_eof, encode_registry};
+        encode_registry(out, &self.registry)?;
+        encode_registry(out, &self.instance_registry)?;
+        encode_eof(out)
     }
 
     /// Writes the text exposition in chunks of about [`CHUNK`] bytes to `send`, so that a
@@ -231,8 +244,20 @@ impl Metrics {
             send,
             open: true,
         };
-        // An error here only means the reader went away.
-        let _ = prometheus_client::encoding::text::encode(&mut writer, &self.registry);
+        // A metric family holds its lock while it is written: the small ones are written to
+        // memory first, so that `send`, which may wait for the reader, is never called while
+        // an update of theirs would wait. The per-instance series are written from a copy
+        // of their values, without a lock. An error here only means the reader went away.
+        let mut head = String::new();
+        let _ = prometheus_client::encoding::text::encode_registry(&mut head, &self.registry);
+        let _ = std::fmt::Write::write_str(&mut writer, &head)
+            .and_then(|()| {
+                prometheus_client::encoding::text::encode_registry(
+                    &mut writer,
+                    &self.instance_registry,
+                )
+            })
+            .and_then(|()| prometheus_client::encoding::text::encode_eof(&mut writer));
         if writer.open && !writer.buf.is_empty() {
             (writer.send)(std::mem::take(&mut writer.buf));
         }
@@ -374,6 +399,8 @@ mod tests {
         assert!(whole.len() > 2 * CHUNK, "{}", whole.len());
         let mut chunks = Vec::new();
         m.render_chunks(|c| {
+            // Sending may wait for a slow reader: never while updates would wait too.
+            assert!(!m.instances.locked(), "the instance series are not locked");
             chunks.push(c);
             true
         });

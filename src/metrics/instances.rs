@@ -7,7 +7,10 @@
 //! one row (its labels once, its values inline), and a [`Collector`] writes the same series in
 //! the same text format at scrape time.
 
-use std::{collections::HashMap, sync::Mutex};
+use std::{
+    collections::HashMap,
+    sync::{Arc, Mutex},
+};
 
 use prometheus_client::{
     collector::Collector,
@@ -140,7 +143,8 @@ impl Row {
 /// The per-instance gauges of every CacheInstance, registered as one collector.
 #[derive(Debug, Default)]
 pub struct InstanceSeries {
-    rows: Mutex<HashMap<InstanceLabels, Row>>,
+    /// The labels are shared with the copy a scrape writes from.
+    rows: Mutex<HashMap<Arc<InstanceLabels>, Row>>,
 }
 
 impl InstanceSeries {
@@ -150,7 +154,23 @@ impl InstanceSeries {
             namespace: namespace.to_string(),
             name: name.to_string(),
         };
-        change(rows.entry(key).or_default());
+        match rows.get_mut(&key) {
+            Some(row) => change(row),
+            None => change(rows.entry(Arc::new(key)).or_default()),
+        }
+    }
+
+    /// Every row as it is now; the lock is held only while copying (a scrape may write its
+    /// text as slowly as its reader reads).
+    fn snapshot(&self) -> Vec<(Arc<InstanceLabels>, Row)> {
+        let rows = self.rows.lock().expect("instance series lock");
+        rows.iter().map(|(k, v)| (k.clone(), *v)).collect()
+    }
+
+    /// Whether the rows are locked right now (for tests of the scrape).
+    #[cfg(test)]
+    pub(crate) fn locked(&self) -> bool {
+        self.rows.try_lock().is_err()
     }
 
     /// `upstash_cache_ready` of the instance.
@@ -204,7 +224,7 @@ impl InstanceSeries {
 /// as the registry writes it for registered metrics).
 fn encode_gauge<N: prometheus_client::encoding::EncodeGaugeValue + std::fmt::Debug>(
     encoder: &mut DescriptorEncoder,
-    rows: &HashMap<InstanceLabels, Row>,
+    rows: &[(Arc<InstanceLabels>, Row)],
     (name, help): (&str, &str),
     value: impl Fn(&Row) -> Option<N>,
 ) -> Result<(), std::fmt::Error> {
@@ -212,7 +232,7 @@ fn encode_gauge<N: prometheus_client::encoding::EncodeGaugeValue + std::fmt::Deb
     let mut metric = encoder.encode_descriptor(name, &help, None, MetricType::Gauge)?;
     for (labels, row) in rows {
         if let Some(v) = value(row) {
-            ConstGauge::new(v).encode(metric.encode_family(labels)?)?;
+            ConstGauge::new(v).encode(metric.encode_family(labels.as_ref())?)?;
         }
     }
     Ok(())
@@ -220,7 +240,7 @@ fn encode_gauge<N: prometheus_client::encoding::EncodeGaugeValue + std::fmt::Deb
 
 impl Collector for InstanceSeries {
     fn encode(&self, mut encoder: DescriptorEncoder) -> Result<(), std::fmt::Error> {
-        let rows = self.rows.lock().expect("instance series lock");
+        let rows = self.snapshot();
         encode_gauge(&mut encoder, &rows, READY, |r| r.ready.map(i64::from))?;
         for (slot, (_, name, help)) in FIGURES.iter().enumerate() {
             encode_gauge(&mut encoder, &rows, (name, help), |r| r.figure(slot))?;

@@ -220,7 +220,9 @@ impl Monitor {
                 **state = state::InstanceState::restore(id, instance.clone());
                 state.epoch = epoch;
             }
-            let seen = Some(version_digest(instance.metadata.resource_version.as_deref()));
+            let seen = Some(version_digest(
+                instance.metadata.resource_version.as_deref(),
+            ));
             if state.seen_version.is_none()
                 || state.seen_version != seen
                 || state.policies_version != version
