@@ -471,12 +471,14 @@ impl UpstashApi {
         } else {
             Kind::Change
         };
-        // The slot first: a token taken while waiting for a slot would be spent idle.
+        // The token first, where changes go ahead of reads; then the slot. (A read holding a
+        // slot while it waits for the changes to pass would keep those changes from the slots,
+        // so that reads would go first after all.)
+        inner.limiter.until_ready(kind).await;
         let _slot = match &self.slots {
             Some(slots) => slots.acquire().await.ok(),
             None => None,
         };
-        inner.limiter.until_ready(kind).await;
         let url = inner
             .config
             .base_url
@@ -732,6 +734,44 @@ mod tests {
         let calls = (0..12).map(|_| free.list_databases());
         futures::future::join_all(calls).await;
         assert_eq!(peak.load(std::sync::atomic::Ordering::SeqCst), 12);
+    }
+
+    #[tokio::test]
+    async fn no_slot_is_held_while_waiting_for_the_rate_limit() {
+        let (url, _, _) = slow_server(Duration::ZERO).await;
+        let config = ClientConfig {
+            base_url: url,
+            rate_limit_per_second: 1,
+            rate_limit_burst: 1,
+            ..ClientConfig::default()
+        };
+        let client = UpstashClient::new(config, Arc::new(Metrics::default())).unwrap();
+        let slots = Arc::new(Semaphore::new(1));
+        let api = account(&client).gated(&slots);
+        // The only token of the burst.
+        api.list_databases().await.unwrap();
+        // A change waiting for the next token, and a read waiting for the change: neither may
+        // keep the other (or anyone else) from the slot while it waits.
+        let change = tokio::spawn({
+            let api = api.clone();
+            async move { api.delete_database("db-1").await }
+        });
+        let read = tokio::spawn({
+            let api = api.clone();
+            async move { api.list_databases().await }
+        });
+        tokio::time::sleep(Duration::from_millis(200)).await;
+        assert!(
+            !change.is_finished() && !read.is_finished(),
+            "both wait for tokens"
+        );
+        assert_eq!(
+            slots.available_permits(),
+            1,
+            "no slot is held while waiting"
+        );
+        change.await.unwrap().unwrap();
+        read.await.unwrap().unwrap();
     }
 
     #[test]
