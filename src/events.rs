@@ -48,8 +48,7 @@ struct Key {
 
 impl Key {
     fn digest(&self) -> u64 {
-        use std::hash::{BuildHasher, BuildHasherDefault, DefaultHasher};
-        BuildHasherDefault::<DefaultHasher>::default().hash_one(self)
+        crate::digest::of(self)
     }
 }
 

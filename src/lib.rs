@@ -10,6 +10,7 @@ pub mod controller;
 pub mod crd;
 pub mod crdgen;
 pub mod credentials;
+pub mod digest;
 pub mod error;
 pub mod events;
 pub mod guardrails;

@@ -229,10 +229,14 @@ impl Metrics {
     }
 
     fn encode(&self, out: &mut impl std::fmt::Write) -> std::fmt::Result {
-        use prometheus_client::encoding::text::{encode_eof, encode_registry};
-        encode_registry(out, &self.registry)?;
-        encode_registry(out, &self.instance_registry)?;
-        encode_eof(out)
+        prometheus_client::encoding::text::encode_registry(out, &self.registry)?;
+        self.encode_tail(out)
+    }
+
+    /// The per-instance series and the end of the text.
+    fn encode_tail(&self, out: &mut impl std::fmt::Write) -> std::fmt::Result {
+        prometheus_client::encoding::text::encode_registry(out, &self.instance_registry)?;
+        prometheus_client::encoding::text::encode_eof(out)
     }
 
     /// Writes the text exposition in chunks of about [`CHUNK`] bytes to `send`, so that a
@@ -251,13 +255,7 @@ impl Metrics {
         let mut head = String::new();
         let _ = prometheus_client::encoding::text::encode_registry(&mut head, &self.registry);
         let _ = std::fmt::Write::write_str(&mut writer, &head)
-            .and_then(|()| {
-                prometheus_client::encoding::text::encode_registry(
-                    &mut writer,
-                    &self.instance_registry,
-                )
-            })
-            .and_then(|()| prometheus_client::encoding::text::encode_eof(&mut writer));
+            .and_then(|()| self.encode_tail(&mut writer));
         if writer.open && !writer.buf.is_empty() {
             (writer.send)(std::mem::take(&mut writer.buf));
         }

@@ -14,7 +14,7 @@ use rand::Rng;
 use super::{database_index::DatabaseIndex, recent, refusals::Refusals, reported};
 use crate::{
     crd::{CacheInstance, DeletionPolicy},
-    credentials::CredentialResolver,
+    credentials::{Binding, CredentialResolver},
     events::{EventType, Publisher, Reporter},
     metrics::Metrics,
     policies::Policies,
@@ -153,6 +153,18 @@ impl Context {
                 tracing::warn!(error = %crate::error::kube_message(&e), %reason, "could not publish Event");
             }
         });
+    }
+
+    /// Binds `obj` to its account for a reconcile: its Developer API requests share the
+    /// reconcilers' `--concurrency` slots.
+    pub async fn bind(&self, obj: &CacheInstance) -> crate::Result<Binding> {
+        Ok(match self.credentials.bind(&self.upstash, obj).await? {
+            Binding::Bound(mut bound) => {
+                bound.api = bound.api.gated(&self.upstash_slots);
+                Binding::Bound(bound)
+            }
+            other => other,
+        })
     }
 
     pub(crate) fn record_success(&self, obj: &CacheInstance) {

@@ -18,7 +18,6 @@
 
 use std::{
     collections::HashMap,
-    hash::{DefaultHasher, Hash, Hasher},
     sync::{Arc, Mutex},
     time::{Duration, Instant},
 };
@@ -60,11 +59,7 @@ impl Inputs {
     }
 }
 
-fn fingerprint<T: Hash>(value: &T) -> u64 {
-    let mut h = DefaultHasher::new();
-    value.hash(&mut h);
-    h.finish()
-}
+use crate::digest::of as fingerprint;
 
 struct Entry {
     inputs: Inputs,

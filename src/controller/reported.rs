@@ -8,11 +8,7 @@
 //! pass's status. What this process saw last is therefore the better judge; the status decides
 //! only for objects this process has not reconciled yet (after a restart or a leader change).
 
-use std::{
-    collections::HashMap,
-    hash::{DefaultHasher, Hash, Hasher},
-    sync::Mutex,
-};
+use std::{collections::HashMap, sync::Mutex};
 
 use kube::{ResourceExt, runtime::reflector::ObjectRef};
 
@@ -47,12 +43,6 @@ pub struct ReportedFailures {
     entries: Mutex<HashMap<(ObjectRef<CacheInstance>, Topic), Entry>>,
 }
 
-fn digest(message: &str) -> u64 {
-    let mut h = DefaultHasher::new();
-    message.hash(&mut h);
-    h.finish()
-}
-
 impl ReportedFailures {
     /// Records that `obj` is failing with `reason`/`message` and returns whether that is news
     /// worth a Warning Event. `status_shows_it` tells whether the object's cached status already
@@ -67,7 +57,7 @@ impl ReportedFailures {
     ) -> bool {
         let failing = Outcome::Failing {
             reason: reason.to_string(),
-            message: digest(message),
+            message: crate::digest::of(message),
         };
         let uid = obj.uid().unwrap_or_default();
         let mut entries = self.entries.lock().unwrap_or_else(|e| e.into_inner());

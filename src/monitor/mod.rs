@@ -25,8 +25,7 @@ pub mod status_page;
 pub mod thresholds;
 
 use std::{
-    collections::{HashSet, hash_map::DefaultHasher},
-    hash::{Hash, Hasher},
+    collections::HashSet,
     sync::{
         Arc, Mutex, MutexGuard,
         atomic::{AtomicU64, Ordering},
@@ -103,15 +102,7 @@ fn policies_version(policies: &[Arc<CachePolicy>]) -> u64 {
         })
         .collect();
     versions.sort();
-    let mut h = DefaultHasher::new();
-    versions.hash(&mut h);
-    h.finish()
-}
-
-/// A digest of an object's `resourceVersion`: the monitor only asks whether it changed.
-fn version_digest(version: Option<&str>) -> u64 {
-    use std::hash::BuildHasher;
-    std::hash::BuildHasherDefault::<std::hash::DefaultHasher>::default().hash_one(version)
+    crate::digest::of(&versions)
 }
 
 impl Monitor {
@@ -220,9 +211,8 @@ impl Monitor {
                 **state = state::InstanceState::restore(id, instance.clone());
                 state.epoch = epoch;
             }
-            let seen = Some(version_digest(
-                instance.metadata.resource_version.as_deref(),
-            ));
+            // Only whether it changed matters.
+            let seen = Some(crate::digest::of(&instance.metadata.resource_version));
             if state.seen_version.is_none()
                 || state.seen_version != seen
                 || state.policies_version != version

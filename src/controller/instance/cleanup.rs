@@ -151,14 +151,12 @@ async fn delete(
     ids: &[String],
     pending: Option<&PendingCreate>,
 ) -> Result<(), Blocked> {
-    let bound = match ctx.credentials.bind(&ctx.upstash, obj).await {
+    let bound = match ctx.bind(obj).await {
         Ok(Binding::Bound(bound)) => bound,
         Ok(Binding::AccountChanged(why)) => return Err(Blocked::AccountChanged(why)),
         Err(e) => return Err(Blocked::Failed(e)),
     };
     let index_key = database_index::key(&bound);
-    // The reconcilers' requests share `--concurrency` slots.
-    let api = bound.api.gated(&ctx.upstash_slots);
     let mut ids = ids.to_vec();
     if let Some(p) = pending {
         // A create was in flight: delete what it may have left behind.
@@ -166,7 +164,7 @@ async fn delete(
             .databases
             .lookup(
                 &index_key,
-                &api,
+                &bound.api,
                 std::slice::from_ref(&p.database_name),
                 Some(p.started.0),
             )
@@ -175,7 +173,8 @@ async fn delete(
         ids.extend(found.into_iter().map(|e| e.id));
     }
     for id in ids {
-        let deleted = api
+        let deleted = bound
+            .api
             .delete_database(&id)
             .await
             .map_err(|e| Blocked::Failed(e.into()))?;

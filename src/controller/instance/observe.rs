@@ -176,19 +176,17 @@ pub async fn database(
         Some(fresh) => {
             let mut checked = obj.clone();
             checked.status = fresh.status.clone();
-            ctx.credentials.bind(&ctx.upstash, &checked).await?
+            ctx.bind(&checked).await?
         }
-        None => ctx.credentials.bind(&ctx.upstash, obj).await?,
+        None => ctx.bind(obj).await?,
     };
-    let mut bound = match binding {
+    let bound = match binding {
         Binding::Bound(bound) => bound,
         Binding::AccountChanged(why) => {
             seen.sighting = Sighting::AccountChanged(why);
             return Ok(seen);
         }
     };
-    // The reconcilers' requests share `--concurrency` slots.
-    bound.api = bound.api.gated(&ctx.upstash_slots);
     let upstash = Upstash {
         index_key: database_index::key(&bound),
         api: bound.api.clone(),
