@@ -17,10 +17,24 @@
 //! * On a clean shutdown the leader releases the Lease (empty holder), so a standby takes over
 //!   at once instead of after the lease duration.
 //!
-//! `kube-lease-manager` (which supports kube 5) was evaluated and not used: it keeps reporting
-//! leadership while renewals fail (retrying with a back-off of up to 30 s, with no renew
-//! deadline), and it clears an expired Lease with an unconditional patch, which can erase a lock
-//! another candidate has just taken; either lets two replicas act at once.
+//! Two maintained crates were evaluated and not used:
+//!
+//! * `kube-lease-manager` (0.13, which supports kube 5) keeps reporting leadership while
+//!   renewals fail (retrying with a back-off of up to 30 s, with no renew deadline), and it
+//!   clears an expired Lease with an unconditional patch, which can erase a lock another
+//!   candidate has just taken; either lets two replicas act at once.
+//! * `kubert`'s `lease` module (what Linkerd runs; 0.25 is the newest release) is built on
+//!   kube 1.1 and k8s-openapi 0.25: its `LeaseManager` takes an `Api<Lease>` of that kube, so
+//!   using it would mean a second Kubernetes client stack beside kube 5. Its algorithm also
+//!   differs where it matters here: a candidate judges a Lease expired by comparing the
+//!   holder's `renewTime` with its own wall clock (so clock skew between nodes shortens or
+//!   stretches a lease, where client-go and this module only compare a clock with itself);
+//!   the holder has no renew deadline before the lease duration (the spawned task retries a
+//!   failed renewal and keeps publishing the last claim, which a holder must check against
+//!   its own clock to step down in time); and the Lease must exist before `init`, which
+//!   would need the chart or a separate create step. Its optimistic-concurrency writes
+//!   (server-side apply and strategic patches carrying the `resourceVersion` read) and its
+//!   release on shutdown are what this module does too.
 
 use std::{fmt, future::Future, time::Duration};
 
