@@ -100,12 +100,19 @@ impl Seen {
     }
 }
 
+/// Publishes of keys with the same digest modulo this run one after the other.
+const PUBLISH_LANES: usize = 64;
+
 /// Publishes Events on behalf of one reporter (the operator's controller name and pod).
 #[derive(Clone)]
 pub struct Publisher {
     client: Client,
     reporter: Reporter,
     seen: Arc<Mutex<Seen>>,
+    /// Two publishes of the same key at once would both find no Event to count up and both
+    /// create one: the publishes of a key take turns (in lanes by the key's digest, so that
+    /// memory does not grow with the keys).
+    lanes: Arc<[tokio::sync::Mutex<()>; PUBLISH_LANES]>,
 }
 
 impl Publisher {
@@ -114,6 +121,7 @@ impl Publisher {
             client,
             reporter,
             seen: Arc::default(),
+            lanes: Arc::new(std::array::from_fn(|_| tokio::sync::Mutex::new(()))),
         }
     }
 
@@ -136,7 +144,6 @@ impl Publisher {
         action: &str,
         note: &str,
     ) -> kube::Result<()> {
-        let now = Timestamp::now();
         let namespace = regarding
             .namespace
             .clone()
@@ -150,6 +157,9 @@ impl Publisher {
             action: action.to_string(),
         };
         let events: Api<Event> = Api::namespaced(self.client.clone(), &namespace);
+        let lane = usize::try_from(key.digest() % PUBLISH_LANES as u64).unwrap_or_default();
+        let _turn = self.lanes[lane].lock().await;
+        let now = Timestamp::now();
         let repeat = self.seen().repeat(&key, now);
         if let Some((name, count)) = repeat {
             let patch = serde_json::json!({
@@ -282,6 +292,65 @@ mod tests {
         assert_eq!(seen.published.len(), 100, "a pass ran less than 30 s ago");
         seen.expire(at("2026-11-01T12:06:30Z"));
         assert!(seen.published.is_empty());
+    }
+
+    /// An API server that answers Event creates and patches slowly, counting them.
+    fn slow_event_api(
+        creates: Arc<std::sync::atomic::AtomicUsize>,
+        patches: Arc<std::sync::atomic::AtomicUsize>,
+    ) -> Client {
+        use axum::{Json, Router, routing::post};
+        use std::sync::atomic::Ordering;
+        let router = Router::new()
+            .route(
+                "/apis/events.k8s.io/v1/namespaces/{ns}/events",
+                post(move |Json(event): Json<serde_json::Value>| async move {
+                    tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+                    creates.fetch_add(1, Ordering::SeqCst);
+                    (axum::http::StatusCode::CREATED, Json(event))
+                }),
+            )
+            .route(
+                "/apis/events.k8s.io/v1/namespaces/{ns}/events/{name}",
+                axum::routing::patch(move || async move {
+                    patches.fetch_add(1, Ordering::SeqCst);
+                    Json(serde_json::json!({"metadata": {"name": "orders.1"}}))
+                }),
+            );
+        Client::new(router, "default")
+    }
+
+    #[tokio::test]
+    async fn the_same_event_published_twice_at_once_is_created_once() {
+        use std::sync::atomic::Ordering;
+        let (creates, patches) = (Arc::default(), Arc::default());
+        let publisher = Publisher::new(
+            slow_event_api(Arc::clone(&creates), Arc::clone(&patches)),
+            Reporter {
+                controller: "test".into(),
+                instance: None,
+            },
+        );
+        let regarding = ObjectReference {
+            namespace: Some("crm".into()),
+            name: Some("orders".into()),
+            uid: Some("u1".into()),
+            ..Default::default()
+        };
+        let publish = || {
+            publisher.publish(
+                &regarding,
+                EventType::Warning,
+                "UpstashUnavailable",
+                "Reconcile",
+                "Upstash answered 503",
+            )
+        };
+        let (a, b) = tokio::join!(publish(), publish());
+        a.unwrap();
+        b.unwrap();
+        assert_eq!(creates.load(Ordering::SeqCst), 1, "one Event created");
+        assert_eq!(patches.load(Ordering::SeqCst), 1, "and counted up once");
     }
 
     #[test]
