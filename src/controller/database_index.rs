@@ -70,6 +70,15 @@ struct Account {
     state: Mutex<State>,
 }
 
+/// Ends the collection of changes for a build when the build ends, finished or not.
+struct BuildGuard<'a>(&'a Account);
+
+impl Drop for BuildGuard<'_> {
+    fn drop(&mut self) {
+        self.0.lock().during_build = None;
+    }
+}
+
 impl Account {
     fn lock(&self) -> std::sync::MutexGuard<'_, State> {
         self.state.lock().unwrap_or_else(|e| e.into_inner())
@@ -134,6 +143,9 @@ impl DatabaseIndex {
             if !entry.fresh(fresh_since) {
                 let started = Timestamp::now();
                 entry.lock().during_build = Some(Vec::new());
+                // A caller that gives up while the list call is in flight (its reconcile
+                // cancelled) must not leave the changes collecting for a build nobody finishes.
+                let _building = BuildGuard(&entry);
                 let listed = api.list_databases().await;
                 let mut state = entry.lock();
                 let ops = state.during_build.take().unwrap_or_default();
@@ -306,6 +318,29 @@ mod tests {
             .await
             .unwrap();
         assert_eq!(api.calls_to("list"), 2);
+    }
+
+    #[tokio::test]
+    async fn a_cancelled_list_leaves_no_build_in_progress() {
+        let api = FakeApi::default();
+        api.set_list_delay(std::time::Duration::from_secs(60));
+        let index = DatabaseIndex::default();
+        let cancelled = tokio::time::timeout(
+            std::time::Duration::from_millis(50),
+            index.lookup("a", &api, &names(&["x"]), None),
+        )
+        .await;
+        assert!(cancelled.is_err(), "the lookup was cancelled mid-list");
+        let account = index.account("a");
+        assert!(
+            account.lock().during_build.is_none(),
+            "no build is in progress after the cancelled one"
+        );
+        // Changes are not collected for a build nobody finishes.
+        for i in 0..3 {
+            index.created("a", &format!("db-{i}"), "crm-orders-1");
+        }
+        assert!(account.lock().during_build.is_none());
     }
 
     #[tokio::test]
