@@ -167,6 +167,20 @@ impl Context {
         })
     }
 
+    /// Forgets everything kept about `obj`, which is gone: its metric series and every
+    /// per-object memory.
+    pub fn forget(&self, obj: &CacheInstance) {
+        self.metrics.forget_instance(
+            obj.metadata.namespace.as_deref().unwrap_or_default(),
+            obj.metadata.name.as_deref().unwrap_or_default(),
+        );
+        self.recent.forget(obj);
+        self.reported.forget(obj);
+        self.refusals.forget(obj);
+        self.answered_creates.forget(obj);
+        self.record_success(obj);
+    }
+
     pub(crate) fn record_success(&self, obj: &CacheInstance) {
         self.failures
             .lock()
@@ -183,8 +197,37 @@ impl Context {
 }
 
 #[cfg(test)]
-mod tests {
+pub(crate) mod tests {
     use super::*;
+
+    /// A context whose clients point at an address nothing listens on.
+    pub(crate) fn context() -> Context {
+        let client =
+            Client::try_from(kube::Config::new("http://127.0.0.1:9".parse().unwrap())).unwrap();
+        let metrics = Arc::new(Metrics::new());
+        Context::new(
+            client.clone(),
+            UpstashClient::new(Default::default(), metrics.clone()).unwrap(),
+            CredentialResolver::new(
+                client,
+                ("upstash-system".into(), "upstash-credentials".into()),
+                None,
+            ),
+            Reporter {
+                controller: REPORTING_CONTROLLER.into(),
+                instance: None,
+            },
+            metrics,
+            Policies::default(),
+            Settings {
+                resync: Duration::from_secs(300),
+                default_deletion_policy: DeletionPolicy::Delete,
+                concurrency: 4,
+                cluster_id: "test".into(),
+                lost_create_grace: Duration::from_secs(60),
+            },
+        )
+    }
 
     #[test]
     fn jitter_stays_in_range() {

@@ -20,7 +20,7 @@ mod fake_api;
 
 use std::{sync::Arc, time::Duration};
 
-use futures::StreamExt;
+use futures::{StreamExt, TryStreamExt};
 use k8s_openapi::api::core::v1::Secret;
 use kube::{
     Api, ResourceExt,
@@ -142,7 +142,7 @@ fn error_policy(obj: Arc<CacheInstance>, error: &Error, ctx: Arc<Context>) -> Ac
 /// by `policy_changes` (the scope's shared policy watch). Its store is available through
 /// `Controller::store` before it runs.
 pub fn instance_controller(
-    ctx: &Context,
+    ctx: &Arc<Context>,
     namespace: Option<&str>,
     policy_changes: impl futures::Stream<Item = Arc<CachePolicy>> + Send + 'static,
     shutdown: impl std::future::Future<Output = ()> + Send + Sync + 'static,
@@ -160,6 +160,7 @@ pub fn instance_controller(
     // reads is dropped on the way in (see `trim_cached`).
     // `Controller::for_stream` is behind kube's `unstable-runtime-stream-control` feature.
     let (reader, writer) = reflector::store();
+    let mut departures = Departures::new(ctx.clone(), reader.clone());
     let trigger = watcher(
         instances,
         watcher::Config::default().any_semantic().page_size(100),
@@ -167,6 +168,7 @@ pub fn instance_controller(
     .default_backoff()
     .modify(trim_cached)
     .reflect(writer)
+    .inspect_ok(move |event| departures.see(event))
     .applied_objects();
     let controller = Controller::for_stream(trigger, reader);
     let store = controller.store();
@@ -209,6 +211,44 @@ pub fn instance_controller(
         .graceful_shutdown_on(shutdown)
 }
 
+/// Forgets what the operator keeps about each CacheInstance the watch says is gone (its metric
+/// series and per-object memories), finalizer or not: an object deleted before it ever got the
+/// finalizer (an invalid spec, blocked by a policy, no credentials, its name taken) has no
+/// cleanup that would. Objects missing from the list after the watch restarted are gone too.
+struct Departures {
+    ctx: Arc<Context>,
+    /// The store of the same watch, already updated when an event is seen.
+    store: reflector::Store<CacheInstance>,
+    /// What the store held when the watch restarted, until the new list is complete.
+    before_relist: Option<Vec<Arc<CacheInstance>>>,
+}
+
+impl Departures {
+    fn new(ctx: Arc<Context>, store: reflector::Store<CacheInstance>) -> Self {
+        Self {
+            ctx,
+            store,
+            before_relist: None,
+        }
+    }
+
+    fn see(&mut self, event: &watcher::Event<CacheInstance>) {
+        match event {
+            watcher::Event::Delete(obj) => self.ctx.forget(obj),
+            // The store still holds the old list; it is replaced when the new one is done.
+            watcher::Event::Init => self.before_relist = Some(self.store.state()),
+            watcher::Event::InitDone => {
+                for obj in self.before_relist.take().unwrap_or_default() {
+                    if self.store.get(&object_key(&obj)).is_none() {
+                        self.ctx.forget(&obj);
+                    }
+                }
+            }
+            watcher::Event::Apply(_) | watcher::Event::InitApply(_) => {}
+        }
+    }
+}
+
 /// The key of `obj` in the operator's per-object maps: its namespace and name only.
 /// `ObjectRef::from_obj` also copies the resourceVersion and UID, which keys never compare
 /// (`ObjectRef`'s equality and hash leave them out) and which a map of every instance would keep
@@ -243,12 +283,26 @@ pub fn trim_cached(obj: &mut CacheInstance) {
     }
 }
 
-/// The instances of the namespace of each credentials Secret that changes.
+/// The instances whose credentials may have changed with the credentials Secret `origin`.
+fn instances_using(
+    credentials: &crate::credentials::CredentialResolver,
+    origin: &crate::credentials::Origin,
+    instances: Vec<Arc<CacheInstance>>,
+) -> Vec<ObjectRef<CacheInstance>> {
+    instances
+        .into_iter()
+        .filter(|i| credentials.may_use(origin, i))
+        .map(|i| ObjectRef::from_obj(i.as_ref()))
+        .collect()
+}
+
+/// The instances that use each credentials Secret that changes.
 fn credentials_changes(
     ctx: &Context,
     store: kube::runtime::reflector::Store<CacheInstance>,
 ) -> impl futures::Stream<Item = ObjectRef<CacheInstance>> + Send + 'static {
     let receiver = ctx.credentials.changes();
+    let credentials = ctx.credentials.clone();
     futures::stream::unfold(receiver, |mut receiver| async move {
         loop {
             match receiver.recv().await {
@@ -259,13 +313,7 @@ fn credentials_changes(
         }
     })
     .flat_map(move |origin| {
-        let refs: Vec<ObjectRef<CacheInstance>> = store
-            .state()
-            .into_iter()
-            .filter(|i| i.metadata.namespace.as_deref() == Some(origin.namespace.as_str()))
-            .map(|i| ObjectRef::from_obj(i.as_ref()))
-            .collect();
-        futures::stream::iter(refs)
+        futures::stream::iter(instances_using(&credentials, &origin, store.state()))
     })
 }
 
@@ -359,6 +407,125 @@ mod tests {
         );
         trim_cached(&mut paused);
         assert_eq!(paused.annotations().len(), 1, "other annotations stay");
+    }
+
+    #[tokio::test]
+    async fn a_credentials_change_triggers_the_instances_that_use_it() {
+        let client = kube::Client::try_from(kube::Config::new(
+            "http://127.0.0.1:9".parse().unwrap(),
+        ))
+        .unwrap();
+        let credentials = crate::credentials::CredentialResolver::new(
+            client,
+            ("upstash-system".into(), "upstash-credentials".into()),
+            Some("upstash-credentials".into()),
+        );
+        let at = |namespace: &str, name: &str, spec: &str| {
+            let mut obj = instance::fixtures::instance(spec);
+            obj.metadata.namespace = Some(namespace.into());
+            obj.metadata.name = Some(name.into());
+            Arc::new(obj)
+        };
+        let everyone = || {
+            vec![
+                at("crm", "orders", "spec: {primaryRegion: us-east-1}"),
+                at("web", "sessions", "spec: {primaryRegion: us-east-1}"),
+                at(
+                    "web",
+                    "team-b",
+                    "spec: {primaryRegion: us-east-1, credentials: {secretRef: {name: team-b}}}",
+                ),
+                at("upstash-system", "own", "spec: {primaryRegion: us-east-1}"),
+            ]
+        };
+        let triggered = |namespace: &str, name: &str| {
+            let origin = crate::credentials::Origin {
+                namespace: namespace.into(),
+                name: name.into(),
+            };
+            let mut refs: Vec<String> = instances_using(&credentials, &origin, everyone())
+                .into_iter()
+                .map(|r| format!("{}/{}", r.namespace.unwrap_or_default(), r.name))
+                .collect();
+            refs.sort();
+            refs
+        };
+        assert_eq!(
+            triggered("upstash-system", "upstash-credentials"),
+            ["crm/orders", "upstash-system/own", "web/sessions"],
+            "the operator-wide Secret: every instance without spec.credentials, in any namespace"
+        );
+        assert_eq!(
+            triggered("web", "upstash-credentials"),
+            ["web/sessions"],
+            "a namespace's Secret: its instances without spec.credentials"
+        );
+        assert_eq!(triggered("web", "team-b"), ["web/team-b"]);
+        assert!(triggered("crm", "team-b").is_empty());
+    }
+
+    #[tokio::test]
+    async fn an_instance_gone_before_its_finalizer_leaves_no_series_and_no_memory() {
+        let ctx = Arc::new(context::tests::context());
+        let (store, mut writer) = reflector::store::<CacheInstance>();
+        let mut departures = Departures::new(ctx.clone(), store);
+        let blocked = |name: &str| {
+            let mut obj = instance::fixtures::instance("spec: {primaryRegion: us-east-1}");
+            obj.metadata.name = Some(name.into());
+            obj
+        };
+        let remembered = |obj: &CacheInstance| {
+            let text = ctx.metrics.render();
+            let series = text.contains(&format!(
+                "upstash_cache_ready{{namespace=\"{}\",name=\"{}\"}} 0",
+                obj.metadata.namespace.as_deref().unwrap_or_default(),
+                obj.name_any()
+            ));
+            let reported = !ctx.reported.is_new(
+                obj,
+                reported::Topic::Ready,
+                "PolicyViolation",
+                "blocked",
+                || false,
+            );
+            (series, reported)
+        };
+        // Two instances a policy blocks: not Ready, a failure reported, a backoff counted.
+        let (a, b) = (blocked("a"), blocked("b"));
+        for obj in [&a, &b] {
+            ctx.metrics.instances.set_ready(
+                obj.metadata.namespace.as_deref().unwrap(),
+                &obj.name_any(),
+                false,
+            );
+            ctx.reported.is_new(
+                obj,
+                reported::Topic::Ready,
+                "PolicyViolation",
+                "blocked",
+                || false,
+            );
+            ctx.record_failure(obj);
+            let event = watcher::Event::Apply(obj.clone());
+            writer.apply_watcher_event(&event);
+            departures.see(&event);
+        }
+        assert_eq!(remembered(&a), (true, true));
+
+        // `a` is deleted: it never had the finalizer, so it is gone at once.
+        let event = watcher::Event::Delete(a.clone());
+        writer.apply_watcher_event(&event);
+        departures.see(&event);
+        assert_eq!(remembered(&a), (false, false), "series and memory forgotten");
+        assert_eq!(ctx.record_failure(&a), 1, "its backoff starts over");
+        assert_eq!(remembered(&b), (true, true), "the other one is kept");
+
+        // `b` is deleted while the watch is down: missing from the new list, it is gone too.
+        for event in [watcher::Event::Init, watcher::Event::InitDone] {
+            writer.apply_watcher_event(&event);
+            departures.see(&event);
+        }
+        assert_eq!(remembered(&b), (false, false));
     }
 
     #[test]

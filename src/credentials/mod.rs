@@ -141,6 +141,24 @@ impl Bound {
     }
 }
 
+/// [`CredentialResolver::may_use`] for the operator-wide Secret `operator_secret` and the
+/// namespace Secret name `namespace_secret`.
+fn may_use(
+    origin: &Origin,
+    instance: &CacheInstance,
+    operator_secret: &Origin,
+    namespace_secret: Option<&str>,
+) -> bool {
+    let in_namespace = instance.metadata.namespace.as_deref() == Some(origin.namespace.as_str());
+    match &instance.spec.credentials {
+        Some(own) => in_namespace && own.secret_ref.name == origin.name,
+        None => {
+            origin == operator_secret
+                || (in_namespace && namespace_secret == Some(origin.name.as_str()))
+        }
+    }
+}
+
 /// What binding an instance to its credentials found.
 pub enum Binding {
     /// The credentials may act on the instance's database.
@@ -210,6 +228,19 @@ impl CredentialResolver {
     /// The credentials Secrets created or changed from now on, as the watches see them.
     pub fn changes(&self) -> tokio::sync::broadcast::Receiver<Origin> {
         self.inner.cache.changes()
+    }
+
+    /// Whether a change of the credentials Secret `origin` may change the credentials of
+    /// `instance`: a Secret its `spec.credentials` names; its namespace's credentials Secret;
+    /// and for every instance without `spec.credentials`, the operator-wide Secret (an instance
+    /// whose namespace has its own Secret takes one needless look).
+    pub fn may_use(&self, origin: &Origin, instance: &CacheInstance) -> bool {
+        may_use(
+            origin,
+            instance,
+            &self.inner.operator_secret,
+            self.inner.namespace_secret.as_deref(),
+        )
     }
 
     /// Waits until the credentials watches have listed once.

@@ -137,11 +137,7 @@ pub async fn run(obj: &CacheInstance, ctx: &Context) -> Result<Action> {
         ctx.finished_cleanups.finished(uid);
     }
     ctx.credentials.cleanup_finished();
-    ctx.metrics
-        .forget_instance(&obj.namespace().unwrap_or_default(), &obj.name_any());
-    ctx.recent.forget(obj);
-    ctx.reported.forget(obj);
-    ctx.refusals.forget(obj);
+    ctx.forget(obj);
     Ok(Action::await_change())
 }
 
