@@ -15,7 +15,7 @@ use std::{
 use prometheus_client::{
     collector::Collector,
     encoding::{DescriptorEncoder, EncodeMetric},
-    metrics::{MetricType, gauge::ConstGauge},
+    metrics::{MetricType, counter::ConstCounter, gauge::ConstGauge},
 };
 
 use super::InstanceLabels;
@@ -116,11 +116,17 @@ const FIRING: (&str, &str) = (
     "Monitoring alerts currently firing for the CacheInstance",
 );
 
+const RECONCILES: (&str, &str) = (
+    "upstash_cache_reconciles",
+    "Reconciles of the CacheInstance this replica started, whatever their result (a rate of zero: the operator is not looking at it; a high rate: it is reconciled in a loop)",
+);
+
 /// One instance's values; `None` (for figures NaN, which no figure is) leaves no series.
 #[derive(Debug, Clone, Copy, PartialEq)]
 struct Row {
     ready: Option<bool>,
     firing: Option<u32>,
+    reconciles: u64,
     figures: [f64; FIGURES.len()],
 }
 
@@ -129,6 +135,7 @@ impl Default for Row {
         Self {
             ready: None,
             firing: None,
+            reconciles: 0,
             figures: [f64::NAN; FIGURES.len()],
         }
     }
@@ -176,6 +183,13 @@ impl InstanceSeries {
     /// `upstash_cache_ready` of the instance.
     pub fn set_ready(&self, namespace: &str, name: &str, ready: bool) {
         self.update(namespace, name, |row| row.ready = Some(ready));
+    }
+
+    /// Counts a reconcile of the instance as it starts (`upstash_cache_reconciles_total`).
+    pub fn count_reconcile(&self, namespace: &str, name: &str) {
+        self.update(namespace, name, |row| {
+            row.reconciles = row.reconciles.saturating_add(1);
+        });
     }
 
     /// The monitor's figures of the instance (a `None` removes that series) and the number of
@@ -238,6 +252,24 @@ fn encode_gauge<N: prometheus_client::encoding::EncodeGaugeValue + std::fmt::Deb
     Ok(())
 }
 
+/// Writes one counter with a series per instance whose count is not zero.
+fn encode_counter(
+    encoder: &mut DescriptorEncoder,
+    rows: &[(Arc<InstanceLabels>, Row)],
+    (name, help): (&str, &str),
+    value: impl Fn(&Row) -> u64,
+) -> Result<(), std::fmt::Error> {
+    let help = format!("{help}.");
+    let mut metric = encoder.encode_descriptor(name, &help, None, MetricType::Counter)?;
+    for (labels, row) in rows {
+        let v = value(row);
+        if v > 0 {
+            ConstCounter::new(v).encode(metric.encode_family(labels.as_ref())?)?;
+        }
+    }
+    Ok(())
+}
+
 impl Collector for InstanceSeries {
     fn encode(&self, mut encoder: DescriptorEncoder) -> Result<(), std::fmt::Error> {
         let rows = self.snapshot();
@@ -245,7 +277,8 @@ impl Collector for InstanceSeries {
         for (slot, (_, name, help)) in FIGURES.iter().enumerate() {
             encode_gauge(&mut encoder, &rows, (name, help), |r| r.figure(slot))?;
         }
-        encode_gauge(&mut encoder, &rows, FIRING, |r| r.firing.map(i64::from))
+        encode_gauge(&mut encoder, &rows, FIRING, |r| r.firing.map(i64::from))?;
+        encode_counter(&mut encoder, &rows, RECONCILES, |r| r.reconciles)
     }
 }
 
@@ -271,6 +304,8 @@ mod tests {
             2,
         );
         series.set_ready("web", "sessions", false);
+        series.count_reconcile("crm", "cache");
+        series.count_reconcile("crm", "cache");
         let mut text = String::new();
         encode(&mut text, &registry).unwrap();
         for line in [
@@ -281,6 +316,8 @@ mod tests {
             "upstash_cache_hit_ratio{namespace=\"crm\",name=\"cache\"} 0.825",
             "upstash_cache_memory_used_bytes{namespace=\"crm\",name=\"cache\"} 1048576.0",
             "upstash_cache_firing_alerts{namespace=\"crm\",name=\"cache\"} 2",
+            "# TYPE upstash_cache_reconciles counter",
+            "upstash_cache_reconciles_total{namespace=\"crm\",name=\"cache\"} 2",
         ] {
             assert!(
                 text.lines().any(|l| l == line),
@@ -289,6 +326,7 @@ mod tests {
         }
         assert!(!text.contains("upstash_cache_client_error_ratio{"));
         assert!(!text.contains("upstash_cache_hit_ratio{namespace=\"web\""));
+        assert!(!text.contains("upstash_cache_reconciles_total{namespace=\"web\""));
 
         // A figure that becomes unknown leaves no series; a deleted instance none at all.
         series.set_figures("crm", "cache", [(Figure::HitRatio, None)], 0);

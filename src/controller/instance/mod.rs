@@ -53,6 +53,10 @@ use crate::{
 /// Entry point for the controller.
 pub async fn reconcile(obj: Arc<CacheInstance>, ctx: Arc<Context>) -> Result<Action> {
     let _timer = ctx.metrics.reconcile_started(INSTANCE_CONTROLLER);
+    // Counted when it starts: a cleanup that lets the object go forgets its series at the end.
+    ctx.metrics
+        .instances
+        .count_reconcile(&obj.namespace().unwrap_or_default(), &obj.name_any());
     let result = if validate::paused(&obj) {
         // No Upstash call and no write, deletion included, until the annotation goes.
         tracing::debug!(object = %format!("{}/{}", obj.namespace().unwrap_or_default(), obj.name_any()), "paused");
@@ -63,14 +67,24 @@ pub async fn reconcile(obj: Arc<CacheInstance>, ctx: Arc<Context>) -> Result<Act
         pass(&obj, &ctx).await
     };
     match &result {
-        Ok(_) => ctx
+        Ok(action) => ctx
             .metrics
-            .reconcile_finished(INSTANCE_CONTROLLER, "requeue_after"),
+            .reconcile_finished(INSTANCE_CONTROLLER, result_label(action)),
         Err(e) => ctx
             .metrics
             .reconcile_failed(INSTANCE_CONTROLLER, e.metric_label()),
     }
     result
+}
+
+/// The `result` label of a successful reconcile, as controller-runtime reports it: `success`
+/// when it waits for a change, `requeue_after` when it comes back after a while.
+fn result_label(action: &Action) -> &'static str {
+    if *action == Action::await_change() {
+        "success"
+    } else {
+        "requeue_after"
+    }
 }
 
 /// One pass over a live (not deleting) CacheInstance.
@@ -472,5 +486,19 @@ fn input<'a>(
         },
         sighting: &seen.sighting,
         now: Timestamp::now(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_result_label_tells_a_wait_for_change_from_a_requeue() {
+        assert_eq!(result_label(&Action::await_change()), "success");
+        assert_eq!(
+            result_label(&Action::requeue(Duration::from_secs(300))),
+            "requeue_after"
+        );
     }
 }
