@@ -11,6 +11,9 @@ pub const EMAIL: &str = "ops@example.com";
 /// API key of [`EMAIL`].
 pub const API_KEY: &str = "test-api-key-4d1c9e";
 
+/// How long a witness waits by default.
+pub const WITNESS_TIMEOUT: Duration = Duration::from_secs(60);
+
 /// A running `upstash-emulator` with one account ([`EMAIL`] / [`API_KEY`]).
 pub struct Emulator {
     process: Process,
@@ -131,12 +134,122 @@ impl Emulator {
             .find(|d| d["database_id"] == id)
     }
 
-    /// The call log (Developer API and data plane).
+    /// The Developer API's part of the call log.
+    ///
+    /// # Panics
+    ///
+    /// When the answer is not a list of calls: a log that cannot be read is never taken for an
+    /// empty one.
     pub async fn calls(&self) -> Vec<Value> {
+        self.query_calls("plane=api").await
+    }
+
+    /// Call log entries matching `query` (the control API's filters: `since`, `endpoint`,
+    /// `plane`, `database_id`).
+    async fn query_calls(&self, query: &str) -> Vec<Value> {
         let v = self
-            .control(reqwest::Method::GET, "calls?plane=api", None)
+            .control(reqwest::Method::GET, &format!("calls?{query}"), None)
             .await;
-        v.as_array().cloned().unwrap_or_default()
+        let Value::Array(calls) = v else {
+            panic!("the call log ({query}) is not a list: {v}");
+        };
+        for call in &calls {
+            assert!(
+                call["seq"].is_u64() && call["endpoint"].is_string() && call["method"].is_string(),
+                "an entry of the call log without seq, endpoint or method: {call}"
+            );
+        }
+        calls
+    }
+
+    /// A mark in the call log: the sequence number of the latest call (0 when the log is
+    /// empty, which is before every call still to come). See [`Emulator::wait_for_calls`].
+    pub async fn mark(&self) -> u64 {
+        self.query_calls("")
+            .await
+            .iter()
+            .filter_map(|c| c["seq"].as_u64())
+            .max()
+            .unwrap_or(0)
+    }
+
+    /// Developer API calls to `endpoint` (for `database_id`, if given) after `mark`.
+    pub async fn calls_since(
+        &self,
+        mark: u64,
+        endpoint: &str,
+        database_id: Option<&str>,
+    ) -> Vec<Value> {
+        let mut query = format!("plane=api&since={mark}&endpoint={endpoint}");
+        if let Some(id) = database_id {
+            query.push_str(&format!("&database_id={id}"));
+        }
+        self.query_calls(&query).await
+    }
+
+    /// Every Developer API call after `mark`.
+    pub async fn all_calls_since(&self, mark: u64) -> Vec<Value> {
+        self.query_calls(&format!("plane=api&since={mark}")).await
+    }
+
+    /// The operation names of the Developer API calls after `mark` that change something
+    /// (every method but GET).
+    pub async fn mutating_since(&self, mark: u64) -> Vec<String> {
+        self.all_calls_since(mark)
+            .await
+            .iter()
+            .filter(|c| c["method"] != "GET")
+            .map(|c| c["endpoint"].as_str().unwrap_or_default().to_string())
+            .collect()
+    }
+
+    /// A witness: waits until the call log shows at least `n` calls to `endpoint` (for
+    /// `database_id`, if given) after `mark`, and returns a new mark. Within `timeout`.
+    ///
+    /// # Panics
+    ///
+    /// When they do not come, naming what was awaited and how many came.
+    pub async fn wait_for_calls_within(
+        &self,
+        endpoint: &str,
+        database_id: Option<&str>,
+        mark: u64,
+        n: u64,
+        timeout: Duration,
+    ) -> u64 {
+        let what = match database_id {
+            Some(id) => format!("{n} `{endpoint}` call(s) for database {id} after call #{mark}"),
+            None => format!("{n} `{endpoint}` call(s) after call #{mark}"),
+        };
+        crate::witness::wait_for_growth(&what, timeout, 0, n, || async {
+            Ok::<_, std::convert::Infallible>(
+                self.calls_since(mark, endpoint, database_id).await.len() as u64,
+            )
+        })
+        .await;
+        self.mark().await
+    }
+
+    /// [`Emulator::wait_for_calls_within`] with a timeout of 60 s.
+    pub async fn wait_for_calls(
+        &self,
+        endpoint: &str,
+        database_id: Option<&str>,
+        mark: u64,
+        n: u64,
+    ) -> u64 {
+        self.wait_for_calls_within(endpoint, database_id, mark, n, WITNESS_TIMEOUT)
+            .await
+    }
+
+    /// A witness that the operator looked at database `id`: waits until it has read it (`get`)
+    /// at least `n` times after `mark`, and returns a new mark. The operator reads a database
+    /// once per pass and never works on one object twice at once, so three reads prove that a
+    /// whole pass ran that started after the mark: the second read's pass began after the first
+    /// one's ended, and ended before the third began. A test that asserts that a pass changed
+    /// nothing waits for them first.
+    pub async fn wait_for_reads(&self, id: &str, mark: u64, n: u64) -> u64 {
+        self.wait_for_calls("get", Some(id), mark, n).await
     }
 
     /// Developer API calls whose operation name is `endpoint`.
@@ -287,5 +400,67 @@ impl Emulator {
         let status = response.status().as_u16();
         let text = response.text().await.unwrap_or_default();
         (status, serde_json::from_str(&text).unwrap_or(json!(text)))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use futures::FutureExt;
+
+    /// The panic message of a witness that is expected to fail.
+    async fn failure(witness: impl std::future::Future<Output = u64>) -> String {
+        let panic = std::panic::AssertUnwindSafe(witness)
+            .catch_unwind()
+            .await
+            .expect_err("the witness must fail");
+        panic
+            .downcast::<String>()
+            .map(|m| *m)
+            .unwrap_or_default()
+    }
+
+    /// A witness that waits for reads nobody makes fails; the reads, once made, satisfy it.
+    #[tokio::test]
+    async fn waiting_for_reads_fails_when_nothing_reads() {
+        let emulator = Emulator::start().await;
+        let (code, db) = emulator
+            .developer_api(
+                reqwest::Method::POST,
+                "/v2/redis/database",
+                Some(json!({"database_name": "witness", "platform": "aws",
+                            "primary_region": "us-east-1", "plan": "payg"})),
+            )
+            .await;
+        assert_eq!(code, 200, "{db}");
+        let id = db["database_id"].as_str().unwrap().to_string();
+        let mark = emulator.mark().await;
+        assert!(mark >= 1, "the create is in the log");
+        let short = Duration::from_millis(600);
+
+        // Nothing reads.
+        let message = failure(emulator.wait_for_calls_within("get", Some(&id), mark, 2, short)).await;
+        assert!(
+            message.contains(&format!("waiting for 2 `get` call(s) for database {id}"))
+                && message.contains("moved by 0 of 2"),
+            "{message}"
+        );
+
+        // One read is not two.
+        let path = format!("/v2/redis/database/{id}");
+        let read = || emulator.developer_api(reqwest::Method::GET, &path, None);
+        assert_eq!(read().await.0, 200);
+        let message = failure(emulator.wait_for_calls_within("get", Some(&id), mark, 2, short)).await;
+        assert!(message.contains("moved by 1 of 2"), "{message}");
+        // Reads of another database do not count.
+        let message =
+            failure(emulator.wait_for_calls_within("get", Some("db-other"), mark, 1, short)).await;
+        assert!(message.contains("moved by 0 of 1"), "{message}");
+
+        // The second read satisfies it; nothing is logged after the new mark.
+        assert_eq!(read().await.0, 200);
+        let after = emulator.wait_for_reads(&id, mark, 2).await;
+        assert!(after >= mark + 2, "{after}");
+        assert!(emulator.calls_since(after, "get", Some(&id)).await.is_empty());
     }
 }

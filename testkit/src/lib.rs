@@ -1,6 +1,7 @@
 //! Test support for the workspace's integration tests: a real Kubernetes control plane,
 //! a fresh namespace per test, polling helpers, ServiceAccount tokens and child processes
-//! whose output is kept in log files.
+//! whose output is kept in log files, and witnesses (see [`witness`]) for tests that assert
+//! that nothing happened.
 //!
 //! # The control plane
 //!
@@ -57,6 +58,7 @@ pub mod operator;
 mod process;
 mod token;
 mod wait;
+pub mod witness;
 
 pub use cluster::{Cluster, cluster, target_dir, workspace_root};
 pub use namespace::TestNamespace;

@@ -134,6 +134,41 @@ impl Operator {
         (r.status().as_u16(), r.text().await.unwrap_or_default())
     }
 
+    /// The text of `/metrics`.
+    ///
+    /// # Panics
+    ///
+    /// When the operator does not answer 200.
+    pub async fn metrics(&self) -> String {
+        let (code, text) = self.get("/metrics").await;
+        assert_eq!(code, 200, "GET /metrics: {text}");
+        text
+    }
+
+    /// How many reconciles of CacheInstance `namespace/name` this operator started
+    /// (`upstash_cache_reconciles_total`; 0 before the first).
+    pub async fn reconciles(&self, namespace: &str, name: &str) -> u64 {
+        let labels = format!("namespace=\"{namespace}\",name=\"{name}\"");
+        crate::witness::metric_value(
+            &self.metrics().await,
+            "upstash_cache_reconciles_total",
+            &labels,
+        )
+        .unwrap_or(0.0) as u64
+    }
+
+    /// A witness that the operator looked at CacheInstance `namespace/name`: waits until it has
+    /// started at least `n` more reconciles of it than `mark` (an earlier
+    /// [`Operator::reconciles`]), and returns the count then. Two prove that one whole
+    /// reconcile ran after the mark (the second starts only after the first ended).
+    pub async fn wait_for_reconciles(&self, namespace: &str, name: &str, mark: u64, n: u64) -> u64 {
+        let what = format!("{n} reconcile(s) of {namespace}/{name}");
+        crate::witness::wait_for_growth(&what, Duration::from_secs(60), mark, n, || async {
+            Ok::<_, std::convert::Infallible>(self.reconciles(namespace, name).await)
+        })
+        .await
+    }
+
     /// The operator's process (logs, kill, stop).
     pub fn process(&mut self) -> &mut Process {
         &mut self.process

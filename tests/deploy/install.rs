@@ -11,7 +11,7 @@ use std::{
 use k8s_openapi::api::{authentication::v1::SelfSubjectReview, core::v1::Secret};
 use kube::{
     Api,
-    api::{ListParams, PostParams},
+    api::{ListParams, Patch, PatchParams, PostParams},
 };
 use serde_json::{Value, json};
 use testkit::{Process, TestNamespace, emulator::Emulator};
@@ -454,15 +454,54 @@ async fn namespaced_install_is_confined_to_its_namespaces() {
     })
     .await;
 
-    // A CacheInstance outside the watched namespace is left alone.
+    // A CacheInstance outside the watched namespace is left alone. Witness: reconciles of the
+    // watched one, nudged after the other was created, each started after the one before ended.
     let outside = other.client().await;
     create_instance(&outside, other.name(), "ignored").await;
-    tokio::time::sleep(Duration::from_secs(3)).await;
+    let reconciles = |namespace: &str, name: &str| {
+        let labels = format!("namespace=\"{namespace}\",name=\"{name}\"");
+        let operator = &operator;
+        async move {
+            match operator.get("/metrics").await {
+                Some((200, text)) => Ok(testkit::witness::metric_value(
+                    &text,
+                    "upstash_cache_reconciles_total",
+                    &labels,
+                )
+                .unwrap_or(0.0) as u64),
+                other => Err(format!("GET /metrics: {other:?}")),
+            }
+        }
+    };
+    let mut mark = reconciles(app.name(), "team-cache").await.unwrap();
+    for n in 0..3 {
+        instances
+            .patch(
+                "team-cache",
+                &PatchParams::default(),
+                &Patch::Merge(json!({"metadata": {"annotations": {"tests.upstash-operator.dev/nudge": n.to_string()}}})),
+            )
+            .await
+            .unwrap();
+        mark = testkit::witness::wait_for_growth(
+            "a reconcile of team-cache",
+            READY_TIMEOUT,
+            mark,
+            1,
+            || reconciles(app.name(), "team-cache"),
+        )
+        .await;
+    }
     let ignored = Api::<CacheInstance>::namespaced(outside, other.name())
         .get("ignored")
         .await
         .unwrap();
     assert!(ignored.status.is_none(), "{:?}", ignored.status);
+    assert_eq!(
+        reconciles(other.name(), "ignored").await.unwrap(),
+        0,
+        "the operator reconciled an instance outside its namespace"
+    );
     let logs = operator.process.logs();
     assert!(
         !logs.contains(" 403") && !logs.contains("forbidden"),

@@ -6,7 +6,7 @@ use std::{
         Arc,
         atomic::{AtomicBool, Ordering},
     },
-    time::{Duration, Instant},
+    time::Duration,
 };
 
 use k8s_openapi::api::coordination::v1::Lease;
@@ -48,6 +48,34 @@ fn holder(lease: &Lease) -> Option<String> {
     lease.spec.as_ref().and_then(|s| s.holder_identity.clone())
 }
 
+/// A witness: waits until the Lease's holder renewed it `n` more times (its `renewTime`
+/// changed `n` times, as this test saw it) and returns the Lease then.
+async fn renewals(client: &Client, namespace: &str, n: u64) -> Lease {
+    let mut last = lease(client, namespace).await;
+    let mut seen = 0;
+    while seen < n {
+        last = testkit::wait_for("the holder to renew the Lease", Duration::from_secs(30), || {
+            let last = last.clone();
+            async move {
+                let now = lease(client, namespace).await;
+                let renewed = |l: &Lease| l.spec.as_ref().and_then(|s| s.renew_time.clone());
+                (renewed(&now) != renewed(&last)).then_some(now)
+            }
+        })
+        .await;
+        seen += 1;
+    }
+    last
+}
+
+/// The whole microseconds between two Lease times.
+fn micros_between(
+    from: &k8s_openapi::apimachinery::pkg::apis::meta::v1::MicroTime,
+    to: &k8s_openapi::apimachinery::pkg::apis::meta::v1::MicroTime,
+) -> i64 {
+    to.0.duration_since(from.0).as_micros() as i64
+}
+
 /// One of two candidates leads; when it stops renewing (a crash), the other takes over after
 /// the lease duration and not before; after a release it takes over at once.
 #[tokio::test]
@@ -67,58 +95,62 @@ async fn a_standby_takes_over_after_expiry_or_release() {
         Some(3)
     );
 
-    // b waits while a renews: for three lease durations.
+    // b waits while a renews: for three lease durations (witness: nine renewals, one every
+    // third of the lease duration).
     let b2 = b.clone();
     let waiting = tokio::spawn(async move { b2.acquire().await });
-    tokio::time::sleep(Duration::from_secs(9)).await;
+    let renewed = renewals(&client, ns.name(), 9).await;
     assert!(
         !waiting.is_finished(),
         "b took a Lease that a kept renewing"
     );
     assert!(leading_a.is_leader());
-    let renewed = lease(&client, ns.name()).await;
-    assert_ne!(
-        renewed.spec.as_ref().unwrap().renew_time,
-        created.spec.as_ref().unwrap().renew_time,
-        "a renews"
-    );
+    assert_eq!(holder(&renewed).as_deref(), Some("a"));
 
     // a "crashes": renewals stop, the Lease is not released.
-    let crashed = Instant::now();
     drop(leading_a);
+    let last_renewal = lease(&client, ns.name())
+        .await
+        .spec
+        .unwrap()
+        .renew_time
+        .unwrap();
     let leading_b = tokio::time::timeout(Duration::from_secs(10), waiting)
         .await
         .expect("b takes over")
         .unwrap()
         .unwrap();
-    let took = crashed.elapsed();
-    assert!(
-        took <= Duration::from_secs(3) + Duration::from_secs(2),
-        "takeover after {took:?} with a 3s lease"
-    );
-    assert!(
-        took >= Duration::from_millis(1500),
-        "b took over before a's last renewal could expire ({took:?})"
-    );
     let taken = lease(&client, ns.name()).await;
     assert_eq!(holder(&taken).as_deref(), Some("b"));
+    // Ordering, by the Lease's own record: b acquired it only once a's last renewal had expired
+    // (3 s; b counts from when it first saw that renewal), and not much later.
+    let after = micros_between(
+        &last_renewal,
+        taken.spec.as_ref().unwrap().acquire_time.as_ref().unwrap(),
+    );
+    assert!(
+        (3_000_000..=5_000_000).contains(&after),
+        "b acquired the Lease {after} µs after a's last renewal, with a 3 s lease"
+    );
     assert_eq!(taken.spec.as_ref().unwrap().lease_transitions, Some(1));
 
-    // b releases on a clean shutdown: a takes over within a retry period or two.
+    // b releases on a clean shutdown: a takes over at once, before b's last renewal would have
+    // expired (witness that a was waiting: b renewed while a tried).
     let a2 = a.clone();
     let waiting = tokio::spawn(async move { a2.acquire().await });
-    tokio::time::sleep(Duration::from_millis(500)).await;
-    let released = Instant::now();
+    let renewed = renewals(&client, ns.name(), 1).await;
+    assert!(!waiting.is_finished(), "a took a Lease that b held");
     leading_b.release().await;
     let leading_a = tokio::time::timeout(Duration::from_secs(5), waiting)
         .await
         .expect("a takes over after the release")
         .unwrap()
         .unwrap();
+    let acquired = lease(&client, ns.name()).await.spec.unwrap().acquire_time.unwrap();
+    let after = micros_between(renewed.spec.as_ref().unwrap().renew_time.as_ref().unwrap(), &acquired);
     assert!(
-        released.elapsed() < Duration::from_millis(1500),
-        "takeover after a release took {:?}",
-        released.elapsed()
+        after < 3_000_000,
+        "a took over {after} µs after b's last renewal: it waited for the expiry, not the release"
     );
     assert_eq!(
         holder(&lease(&client, ns.name()).await).as_deref(),
@@ -146,7 +178,12 @@ async fn racing_candidates_elect_exactly_one() {
             drop(leadership);
         });
     }
-    tokio::time::sleep(Duration::from_secs(4)).await;
+    // Witness: the winner renewed three times while the others kept trying.
+    testkit::wait_for("a leader", Duration::from_secs(30), || async {
+        (!leaders.lock().unwrap().is_empty()).then_some(())
+    })
+    .await;
+    renewals(&client, ns.name(), 3).await;
     let won = leaders.lock().unwrap().clone();
     assert_eq!(won.len(), 1, "leaders: {won:?}");
     assert_eq!(
@@ -200,17 +237,27 @@ async fn the_leader_notices_a_lost_lease() {
     let b = LeaderElector::new(client, config(ns.name(), "b", 3));
     let timing = b.timing();
     let leading = b.acquire().await.unwrap();
-    let cut = Instant::now();
     proxy.cut();
-    tokio::time::timeout(Duration::from_secs(5), leading.lost())
+    // Ordering: b gives up before another candidate, which judges the Lease expired by its own
+    // clock, can take it.
+    let c = LeaderElector::new(admin.clone(), config(ns.name(), "c", 3));
+    let mut taking = tokio::spawn(async move { c.acquire().await });
+    tokio::select! {
+        biased;
+        () = leading.lost() => {}
+        taken = &mut taking => panic!(
+            "c took the Lease before b gave up: {:?}",
+            taken.map(|t| t.map(|l| l.is_leader()))
+        ),
+        () = tokio::time::sleep(timing.lease_duration * 3) => panic!("b never gave up"),
+    }
+    assert!(!leading.is_leader());
+    let taken = tokio::time::timeout(Duration::from_secs(10), taking)
         .await
-        .expect("lost() resolves when renewals fail");
-    let after = cut.elapsed();
-    assert!(
-        after < timing.lease_duration,
-        "the leader gave up after {after:?}, not before the Lease expired ({:?})",
-        timing.lease_duration
-    );
+        .expect("c takes over once the Lease expired")
+        .unwrap()
+        .unwrap();
+    taken.release().await;
 }
 
 /// A TCP proxy to the API server that can cut every connection.
@@ -334,20 +381,40 @@ async fn two_replicas_one_leader_and_a_takeover_within_the_lease() {
     );
     assert_eq!(leaders(&operators).await[standby], Some(false));
 
-    // Kill the leader (SIGKILL: no release) and time the takeover.
+    // Kill the leader (SIGKILL: no release); the standby takes over once the Lease expired.
+    let leases = Api::<Lease>::namespaced(admin.clone(), ns.name());
+    let lease_name = install.env["LEASE_NAME"].clone();
     operators[leader].process.kill();
-    let killed = Instant::now();
+    let last_renewal = leases
+        .get(&lease_name)
+        .await
+        .unwrap()
+        .spec
+        .unwrap()
+        .renew_time
+        .unwrap();
     testkit::wait_for(
         "the standby to take over",
         lease_duration + Duration::from_secs(10),
         || async { (operators[standby].leader().await == Some(true)).then_some(()) },
     )
     .await;
-    let takeover = killed.elapsed();
-    eprintln!("takeover after SIGKILL of the leader: {takeover:?} (lease {lease_duration:?})");
+    // By the Lease's own record: acquired no sooner than the lease duration after the dead
+    // leader's last renewal, and within a couple of retry periods after it.
+    let acquired = leases
+        .get(&lease_name)
+        .await
+        .unwrap()
+        .spec
+        .unwrap()
+        .acquire_time
+        .unwrap();
+    let takeover = acquired.0.duration_since(last_renewal.0);
+    eprintln!("takeover {takeover:?} after the last renewal (lease {lease_duration:?})");
+    let takeover = Duration::from_micros(takeover.as_micros().max(0) as u64);
     assert!(
-        takeover <= lease_duration + Duration::from_secs(2),
-        "the standby took over after {takeover:?}, lease duration {lease_duration:?}"
+        takeover >= lease_duration && takeover <= lease_duration + Duration::from_secs(2),
+        "the standby took over {takeover:?} after the last renewal, lease duration {lease_duration:?}"
     );
 
     // The new leader acts: a fourth cache is created; the three others are not created again.

@@ -416,7 +416,7 @@ async fn instances_created_together_change_their_credentials_secret_once_per_mar
 
     let cluster = testkit::cluster().await;
     let ns = cluster.namespace("marks").await;
-    let _stack = start_stack(&ns, &["--concurrency", "8"]).await;
+    let stack = start_stack(&ns, &["--concurrency", "8"]).await;
     let client = ns.client().await;
     let secrets: Api<Secret> = Api::namespaced(client.clone(), ns.name());
     let initial = secrets
@@ -469,8 +469,14 @@ async fn instances_created_together_change_their_credentials_secret_once_per_mar
         })
         .await;
     }
-    // Let late writes (if any) arrive.
-    tokio::time::sleep(Duration::from_secs(3)).await;
+    // Witness: a whole pass over every instance after all were Ready, so that any late write
+    // of a pass has been made.
+    futures::future::join_all(
+        names
+            .iter()
+            .map(|name| crate::support::witness_pass(&stack.operator, &client, ns.name(), name)),
+    )
+    .await;
     watch.abort();
     let changes = versions.lock().unwrap().len();
     assert!(

@@ -193,9 +193,11 @@ async fn each_field_change_makes_exactly_its_call_and_a_resync_makes_none() {
     let ready = wait_ready(&api, "upd").await;
     let id = ready.status.unwrap().database_id.unwrap();
 
-    // Steady state: several resyncs, zero mutating calls and zero Kubernetes writes.
-    tokio::time::sleep(Duration::from_secs(2)).await;
-    stack.emulator.clear_calls().await;
+    // Steady state: several resyncs, zero mutating calls and zero Kubernetes writes. First a
+    // whole resync after Ready, so that nothing of the creation is still on its way.
+    let settled = stack.emulator.mark().await;
+    stack.emulator.wait_for_reads(&id, settled, 3).await;
+    let mark = stack.emulator.mark().await;
     let before = api.get("upd").await.unwrap().metadata.resource_version;
     let secret_before = Api::<Secret>::namespaced(client.clone(), ns.name())
         .get("upd")
@@ -203,16 +205,12 @@ async fn each_field_change_makes_exactly_its_call_and_a_resync_makes_none() {
         .unwrap()
         .metadata
         .resource_version;
-    tokio::time::sleep(Duration::from_secs(10)).await;
-    let calls = stack.emulator.calls().await;
-    let mutating: Vec<&Value> = calls.iter().filter(|c| c["method"] != "GET").collect();
+    // Witness: three reads, so that two whole resyncs ran after the mark.
+    stack.emulator.wait_for_reads(&id, mark, 4).await;
+    let mutating = stack.emulator.mutating_since(mark).await;
     assert!(
         mutating.is_empty(),
         "steady state made mutating calls: {mutating:?}"
-    );
-    assert!(
-        calls.iter().any(|c| c["endpoint"] == "get"),
-        "resyncs did read the database: {calls:?}"
     );
     let after = api.get("upd").await.unwrap();
     assert_eq!(
@@ -476,7 +474,7 @@ async fn a_database_already_gone_never_blocks_deletion() {
 async fn a_foreign_secret_is_left_untouched() {
     let cluster = testkit::cluster().await;
     let ns = cluster.namespace("foreign").await;
-    let _stack = start_stack(&ns, &[]).await;
+    let stack = start_stack(&ns, &[]).await;
     let client = ns.client().await;
     let secrets: Api<Secret> = Api::namespaced(client.clone(), ns.name());
     let foreign: Secret = serde_json::from_value(json!({
@@ -525,7 +523,8 @@ async fn a_foreign_secret_is_left_untouched() {
         (ready.status.as_str(), ready.reason.as_str()),
         ("False", "SecretConflict")
     );
-    tokio::time::sleep(Duration::from_secs(2)).await;
+    // Witness: the operator looked at it again, and still left the Secret alone.
+    crate::support::witness_pass(&stack.operator, &client, ns.name(), "f").await;
     let after = secrets.get("app-redis").await.unwrap();
     assert_eq!(
         after.metadata.resource_version,
@@ -646,8 +645,11 @@ async fn on_demand_rotation_rewrites_the_secret_and_restarts_the_deployment() {
         "rotated at {rotated_at:?}, created at {created_at:?}"
     );
 
-    // Not repeated on later passes.
-    tokio::time::sleep(Duration::from_secs(3)).await;
+    // Not repeated on later passes (witness: a whole pass, which reads the database anew).
+    let id = status.database_id.clone().unwrap();
+    let mark = stack.emulator.mark().await;
+    crate::support::witness_pass(&stack.operator, &client, ns.name(), "r").await;
+    stack.emulator.wait_for_reads(&id, mark, 2).await;
     assert_eq!(stack.emulator.calls_to("reset-password").await.len(), 1);
 }
 
@@ -728,7 +730,11 @@ async fn a_scheduled_rotation_runs_when_its_time_comes() {
     )
     .await
     .unwrap();
-    tokio::time::sleep(Duration::from_secs(3)).await;
+    // Witness: whole passes after the label change, reading the database anew.
+    let id = ready.status.as_ref().unwrap().database_id.clone().unwrap();
+    let mark = stack.emulator.mark().await;
+    crate::support::witness_pass(&stack.operator, &client, ns.name(), "s").await;
+    stack.emulator.wait_for_reads(&id, mark, 2).await;
     assert_eq!(stack.emulator.calls_to("reset-password").await.len(), 1);
 }
 
@@ -832,8 +838,13 @@ async fn invalid_credentials_are_reported_without_leaking_secrets() {
             .then_some(())
     })
     .await;
-    // Backoff, not a crash loop: the operator keeps running and retries slowly.
-    tokio::time::sleep(Duration::from_secs(8)).await;
+    // Backoff, not a crash loop: the operator keeps running and retries, each time after a
+    // longer wait. Witness: three more reconciles of `bad`, so three backoffs were chosen.
+    let mark = stack.operator.reconciles(ns.name(), "bad").await;
+    let passes = stack
+        .operator
+        .wait_for_reconciles(ns.name(), "bad", mark, 3)
+        .await;
     assert!(
         stack.operator.process().try_wait().is_none(),
         "the operator is still running"
@@ -844,10 +855,18 @@ async fn invalid_credentials_are_reported_without_leaking_secrets() {
         .await
         .into_iter()
         .filter(|c| c["status"] == 401)
-        .count();
+        .count() as u64;
+    let passes_now = stack.operator.reconciles(ns.name(), "bad").await;
     assert!(
-        (1..=12).contains(&unauthorized),
-        "{unauthorized} rejected calls in ~10 s"
+        (1..=passes_now).contains(&unauthorized),
+        "{unauthorized} rejected calls for {passes_now} reconciles: a rejected key is not retried within a pass"
+    );
+    // The first backoff is about 2 s; the third about 8 s.
+    let (backoffs, within_4s) = crate::support::backoffs(&stack.operator, "4.0").await;
+    assert!(backoffs >= 3, "{backoffs} backoffs after {passes} reconciles");
+    assert!(
+        within_4s < backoffs,
+        "the backoff grows: {within_4s} of {backoffs} backoffs were at most 4 s"
     );
     let events = crate::support::events_for(&client, ns.name(), "bad").await;
     assert_eq!(
@@ -905,12 +924,25 @@ async fn upstash_failing_for_a_while_backs_off_then_converges() {
         .find(|c| c.type_ == "Ready")
         .unwrap();
     assert_eq!(ready.reason, "UpstashUnavailable");
-    tokio::time::sleep(Duration::from_secs(12)).await;
-    // Exponential backoff: a handful of passes (each with up to 3 attempts), not a hot loop.
-    let failed = stack.emulator.calls().await.len();
+    // Exponential backoff, not a hot loop: witness three more failed reconciles, then each made
+    // at most its 3 attempts, and the waits between them grew.
+    let mark = stack.operator.reconciles(ns.name(), "o").await;
+    stack
+        .operator
+        .wait_for_reconciles(ns.name(), "o", mark, 3)
+        .await;
+    let failed = stack.emulator.calls().await.len() as u64;
+    let passes = stack.operator.reconciles(ns.name(), "o").await;
     assert!(
-        (2..=30).contains(&failed),
-        "{failed} calls during 12 s of outage"
+        (2..=3 * passes).contains(&failed),
+        "{failed} calls for {passes} reconciles of up to 3 attempts each"
+    );
+    // The first backoff after an outage's failure is about 1 s, the third about 4 s.
+    let (backoffs, within_2s) = crate::support::backoffs(&stack.operator, "2.0").await;
+    assert!(backoffs >= 3, "{backoffs} backoffs");
+    assert!(
+        within_2s < backoffs,
+        "the backoff grows: {within_2s} of {backoffs} backoffs were at most 2 s"
     );
     stack.emulator.clear_faults().await;
     let ready =

@@ -37,35 +37,54 @@ fn metric_value(metrics: &str, name: &str) -> Option<f64> {
         .find_map(|l| l.strip_prefix(name)?.strip_prefix(' ')?.trim().parse().ok())
 }
 
-/// Counts the Events with `reason` on `name` until `deadline`, asserting it never exceeds `max`.
-async fn count_stays(
-    client: &kube::Client,
-    ns: &str,
-    name: &str,
-    reason: &str,
-    max: usize,
-    for_: Duration,
-) {
-    let until = Instant::now() + for_;
-    while Instant::now() < until {
-        let events = events_for(client, ns, name).await;
-        assert!(
-            count(&events, reason) <= max,
-            "{reason} on {name}: {events:?}"
-        );
-        tokio::time::sleep(Duration::from_millis(500)).await;
-    }
+/// Developer API calls the circuit breaker held back (`upstash_api_requests_total` with code
+/// `circuit_open`), from `/metrics`.
+async fn circuit_open(operator: &testkit::operator::Operator) -> f64 {
+    operator
+        .metrics()
+        .await
+        .lines()
+        .filter(|l| l.starts_with("upstash_api_requests_total{") && l.contains("code=\"circuit_open\""))
+        .map(|l| {
+            l.rsplit_once(' ')
+                .and_then(|(_, v)| v.parse::<f64>().ok())
+                .unwrap_or_else(|| panic!("a series without a value: {l}"))
+        })
+        .sum()
 }
 
-/// Waits for exactly `n` Events with `reason` on `name` and returns how long that took.
+/// A witnessed negative: waits until the monitor sampled database `id` (its `stats` reads in
+/// the call log) `samples` more times from now, then asserts that `name` has at most `max`
+/// Events with `reason`.
+async fn stays_after(
+    stack: &crate::support::Stack,
+    client: &kube::Client,
+    ns: &str,
+    (name, id): (&str, &str),
+    reason: &str,
+    max: usize,
+    samples: u64,
+) {
+    let mark = stack.emulator.mark().await;
+    stack
+        .emulator
+        .wait_for_calls("stats", Some(id), mark, samples)
+        .await;
+    let events = events_for(client, ns, name).await;
+    assert!(
+        count(&events, reason) <= max,
+        "{reason} on {name} after {samples} samples: {events:?}"
+    );
+}
+
+/// Waits for exactly `n` Events with `reason` on `name`.
 async fn wait_events(
     client: &kube::Client,
     ns: &str,
     name: &str,
     reason: &str,
     n: usize,
-) -> (Duration, Vec<(String, String, String)>) {
-    let started = Instant::now();
+) -> Vec<(String, String, String)> {
     let events = testkit::wait_for(
         &format!("{n} {reason} Event(s) on {name}"),
         TIMEOUT,
@@ -76,7 +95,7 @@ async fn wait_events(
     )
     .await;
     assert_eq!(count(&events, reason), n, "{reason} on {name}: {events:?}");
-    (started.elapsed(), events)
+    events
 }
 
 fn instance(name: &str, labels: Value, spec: Value) -> Value {
@@ -150,17 +169,24 @@ async fn hit_rate_crossing_fires_once_and_recovers_once() {
     );
 
     // 45% hit rate over 1,000 reads.
+    let crossed = stack.emulator.mark().await;
     stack
         .emulator
         .set_stats(&id, json!({"hits": [450], "misses": [550]}))
         .await;
-    let started = std::time::Instant::now();
     let events = testkit::wait_for("a HitRateLow Event", Duration::from_secs(15), || async {
         let events = events_for(&client, ns.name(), "crm").await;
         (count(&events, "HitRateLow") >= 1).then_some(events)
     })
     .await;
-    let fired_after = started.elapsed();
+    // No hold time: it fires on the first sample that sees the low rate (the count may also
+    // hold a sample under way when the stats changed, and one taken while this test looked
+    // for the Event).
+    let samples_until_fired = stack
+        .emulator
+        .calls_since(crossed, "stats", Some(&id))
+        .await
+        .len();
     let fired = events.iter().find(|e| e.0 == "HitRateLow").unwrap();
     assert_eq!(fired.1, "Warning");
     assert!(
@@ -173,11 +199,10 @@ async fn hit_rate_crossing_fires_once_and_recovers_once() {
     assert_eq!(alerts.len(), 1);
     assert_eq!(alerts[0].type_, "HitRateLow");
 
-    // Several more intervals: still exactly one Event, and no status rewrite.
+    // Several more intervals (witness: four samples): still exactly one Event, and no status
+    // rewrite.
     let rv = api.get("crm").await.unwrap().metadata.resource_version;
-    tokio::time::sleep(Duration::from_secs(8)).await;
-    let events = events_for(&client, ns.name(), "crm").await;
-    assert_eq!(count(&events, "HitRateLow"), 1, "{events:?}");
+    stays_after(&stack, &client, ns.name(), ("crm", id.as_str()), "HitRateLow", 1, 4).await;
     assert_eq!(api.get("crm").await.unwrap().metadata.resource_version, rv);
 
     // Back to 85%: one recovery Event.
@@ -195,15 +220,15 @@ async fn hit_rate_crossing_fires_once_and_recovers_once() {
     )
     .await;
     testkit::wait_for_condition(&api, "crm", "Healthy", "True", TIMEOUT).await;
-    tokio::time::sleep(Duration::from_secs(5)).await;
+    stays_after(&stack, &client, ns.name(), ("crm", id.as_str()), "HitRateRecovered", 1, 3).await;
     let events = events_for(&client, ns.name(), "crm").await;
     assert_eq!(count(&events, "HitRateLow"), 1, "{events:?}");
     assert_eq!(count(&events, "HitRateRecovered"), 1, "{events:?}");
     let recovered = events.iter().find(|e| e.0 == "HitRateRecovered").unwrap();
     assert_eq!(recovered.1, "Normal");
     assert!(
-        fired_after < Duration::from_secs(2 + 8),
-        "fired within one interval plus a few seconds ({fired_after:?})"
+        (1..=3).contains(&samples_until_fired),
+        "fired on the first sample of the low rate: {samples_until_fired} samples"
     );
 
     // The policy reports what it applies to.
@@ -463,7 +488,14 @@ async fn the_circuit_breaker_opens_waits_and_closes() {
     let opened_after = stack.emulator.calls().await;
     assert!(opened_after.len() >= 5, "{opened_after:?}");
     assert!(opened_after.iter().all(|c| c["status"] == 500));
-    tokio::time::sleep(Duration::from_secs(4)).await;
+    // Witness: passes over `b` that tried to call Upstash and were held back by the breaker.
+    let held_back = circuit_open(&stack.operator).await;
+    crate::support::witness_pass(&stack.operator, &client, ns.name(), "b").await;
+    let held_back_now = circuit_open(&stack.operator).await;
+    assert!(
+        held_back_now > held_back,
+        "the passes tried Upstash: {held_back} → {held_back_now} calls held back"
+    );
     let calls = stack.emulator.calls().await;
     assert_eq!(
         calls.len(),
@@ -486,7 +518,10 @@ async fn the_circuit_breaker_opens_waits_and_closes() {
         (calls.len() > before).then_some(calls)
     })
     .await;
-    tokio::time::sleep(Duration::from_secs(2)).await;
+    // Witness: passes after the trial, held back again.
+    let held_back = circuit_open(&stack.operator).await;
+    crate::support::witness_pass(&stack.operator, &client, ns.name(), "b").await;
+    assert!(circuit_open(&stack.operator).await > held_back);
     assert_eq!(
         stack.emulator.calls().await.len(),
         before + 1,
@@ -667,12 +702,12 @@ async fn the_default_policy_sends_no_data_plane_command() {
     let id = provisioned(&api, "app").await;
     let db = stack.emulator.database(&id).await.unwrap();
 
-    tokio::time::sleep(Duration::from_secs(20)).await;
-    let samples = stack.emulator.calls_to("stats").await.len();
-    assert!(
-        samples >= 12,
-        "about one stats call a second: {samples} in 20 s"
-    );
+    // Witness: a dozen samples.
+    let mark = stack.emulator.mark().await;
+    stack
+        .emulator
+        .wait_for_calls("stats", Some(&id), mark, 12)
+        .await;
     let data = data_plane_calls(&stack.emulator).await;
     assert!(data.is_empty(), "data-plane commands were sent: {data:?}");
     let (_, metrics) = stack.operator.get("/metrics").await;
@@ -766,94 +801,71 @@ async fn latency_and_daily_commands_fire_once_per_crossing_with_hold_and_hystere
             "8500 commands today, 85.0%",
         ),
     ];
+    let ids = [("lat", lat.as_str()), ("quota", quota.as_str())];
+    let id_of = |name: &str| ids.iter().find(|(n, _)| *n == name).unwrap().1;
+    // Waits until the monitor sampled both databases `n` more times from now.
+    let emulator = &stack.emulator;
+    let sampled = |n: u64| async move {
+        let mark = emulator.mark().await;
+        for (_, id) in ids {
+            emulator.wait_for_calls("stats", Some(id), mark, n).await;
+        }
+    };
     set_all(&stack.emulator, &low).await;
-    tokio::time::sleep(Duration::from_secs(3)).await;
+    sampled(2).await;
 
-    // A blip of about a second: shorter than the hold time, no alert.
+    // A blip the monitor saw (two samples: the second began after the change): shorter than
+    // the hold time, no alert, even after more samples than the hold time covers.
     set_all(&stack.emulator, &high).await;
-    tokio::time::sleep(Duration::from_millis(1200)).await;
+    sampled(2).await;
     set_all(&stack.emulator, &low).await;
+    let hold_samples = hold.as_secs() + 2;
     for (name, fired, _, _) in checks {
-        count_stays(&client, ns.name(), name, fired, 0, Duration::from_secs(1)).await;
+        stays_after(&stack, &client, ns.name(), (name, id_of(name)), fired, 0, hold_samples).await;
     }
-    count_stays(
-        &client,
-        ns.name(),
-        "lat",
-        "LatencyHigh",
-        0,
-        Duration::from_secs(6),
-    )
-    .await;
-    count_stays(
-        &client,
-        ns.name(),
-        "quota",
-        "DailyCommandsHigh",
-        0,
-        Duration::from_secs(1),
-    )
-    .await;
 
-    // A lasting crossing: one Warning each, no sooner than the hold time.
-    let crossed = k8s_openapi::jiff::Timestamp::now();
+    // A lasting crossing: one Warning each, not before the hold time: after two samples of the
+    // high values there is none yet, and it comes after more samples than that.
+    let crossed = stack.emulator.mark().await;
     set_all(&stack.emulator, &high).await;
+    sampled(2).await;
+    for (name, fired, _, _) in checks {
+        let events = events_for(&client, ns.name(), name).await;
+        assert_eq!(count(&events, fired), 0, "{fired} within the hold time: {events:?}");
+    }
     for (name, fired, _, fragment) in checks {
-        let (_, events) = wait_events(&client, ns.name(), name, fired, 1).await;
+        let events = wait_events(&client, ns.name(), name, fired, 1).await;
         let e = events.iter().find(|e| e.0 == fired).unwrap();
         assert_eq!(e.1, "Warning");
         assert!(e.2.contains(fragment), "{fired}: {}", e.2);
-        let obj = testkit::wait_for_condition(&api, name, "Healthy", "False", TIMEOUT).await;
-        let status = obj.status.unwrap();
-        let alert = status.alerts.iter().find(|a| a.type_ == fired).unwrap();
-        // `since` has whole seconds.
-        let after = alert.since.0.duration_since(crossed);
+        let samples = stack
+            .emulator
+            .calls_since(crossed, "stats", Some(id_of(name)))
+            .await
+            .len() as u64;
         assert!(
-            after.as_secs_f64() >= hold.as_secs_f64() - 1.0,
-            "{fired} fired {after:?} after the crossing, before the hold time"
+            samples >= hold.as_secs() - 1,
+            "{fired} fired after {samples} samples of 1 s, within the {hold:?} hold time"
         );
+        testkit::wait_for_condition(&api, name, "Healthy", "False", TIMEOUT).await;
     }
-    // Hovering inside the band: still firing, nothing new.
+    // Hovering inside the band: still firing, nothing new (witness: four samples).
     set_all(&stack.emulator, &hover).await;
     for (name, fired, recovered, _) in checks {
-        count_stays(
-            &client,
-            ns.name(),
-            name,
-            recovered,
-            0,
-            Duration::from_secs(4),
-        )
-        .await;
-        count_stays(
-            &client,
-            ns.name(),
-            name,
-            fired,
-            1,
-            Duration::from_millis(10),
-        )
-        .await;
+        stays_after(&stack, &client, ns.name(), (name, id_of(name)), recovered, 0, 4).await;
+        stays_after(&stack, &client, ns.name(), (name, id_of(name)), fired, 1, 0).await;
     }
     // Recovered: one Normal Event each, and Healthy again.
     set_all(&stack.emulator, &low).await;
     for (name, fired, recovered, _) in checks {
-        let (_, events) = wait_events(&client, ns.name(), name, recovered, 1).await;
+        let events = wait_events(&client, ns.name(), name, recovered, 1).await;
         assert_eq!(
             events.iter().find(|e| e.0 == recovered).unwrap().1,
             "Normal"
         );
         testkit::wait_for_condition(&api, name, "Healthy", "True", TIMEOUT).await;
-        count_stays(&client, ns.name(), name, fired, 1, Duration::from_secs(2)).await;
-        count_stays(
-            &client,
-            ns.name(),
-            name,
-            recovered,
-            1,
-            Duration::from_millis(10),
-        )
-        .await;
+        stays_after(&stack, &client, ns.name(), (name, id_of(name)), fired, 1, 2).await;
+        stays_after(&stack, &client, ns.name(), (name, id_of(name)), recovered, 1, 0).await;
     }
     assert!(
         data_plane_calls(&stack.emulator).await.is_empty(),
@@ -907,15 +919,16 @@ async fn one_failed_probe_among_few_does_not_fire_error_rate_high() {
         .emulator
         .add_fault(json!({"endpoint": "data", "database_id": id, "status": 503, "times": 1}))
         .await;
-    count_stays(
-        &client,
-        ns.name(),
-        "p",
-        "ErrorRateHigh",
-        0,
-        Duration::from_secs(2),
-    )
+    // Witness: the probe met the failure, then more samples than the hold time covers.
+    testkit::wait_for("the probe to meet the failure", TIMEOUT, || async {
+        data_plane_calls(&stack.emulator)
+            .await
+            .iter()
+            .any(|c| c["status"] == 503)
+            .then_some(())
+    })
     .await;
+    stays_after(&stack, &client, ns.name(), ("p", id.as_str()), "ErrorRateHigh", 0, 4).await;
     let report = testkit::wait_for("20 probe commands", TIMEOUT, || async {
         let (_, status) = stack.operator.get("/status").await;
         let status: Value = serde_json::from_str(&status).ok()?;
@@ -927,22 +940,14 @@ async fn one_failed_probe_among_few_does_not_fire_error_rate_high() {
         report["clientErrorRatePercent"], 5.0,
         "one failure among 20: {report}"
     );
-    count_stays(
-        &client,
-        ns.name(),
-        "p",
-        "ErrorRateHigh",
-        0,
-        Duration::from_secs(4),
-    )
-    .await;
+    stays_after(&stack, &client, ns.name(), ("p", id.as_str()), "ErrorRateHigh", 0, 4).await;
 
     // The data plane fails for good: the error rate climbs past 10%.
     let fault = stack
         .emulator
         .add_fault(json!({"endpoint": "data", "database_id": id, "status": 503}))
         .await;
-    let (_, events) = wait_events(&client, ns.name(), "p", "ErrorRateHigh", 1).await;
+    let events = wait_events(&client, ns.name(), "p", "ErrorRateHigh", 1).await;
     let e = events.iter().find(|e| e.0 == "ErrorRateHigh").unwrap();
     assert!(e.2.contains("of the probe's last 20 commands"), "{}", e.2);
     assert!(
@@ -972,15 +977,7 @@ async fn one_failed_probe_among_few_does_not_fire_error_rate_high() {
         .await
         .unwrap();
     wait_events(&client, ns.name(), "p", "ErrorRateRecovered", 1).await;
-    count_stays(
-        &client,
-        ns.name(),
-        "p",
-        "ErrorRateHigh",
-        1,
-        Duration::from_secs(3),
-    )
-    .await;
+    stays_after(&stack, &client, ns.name(), ("p", id.as_str()), "ErrorRateHigh", 1, 3).await;
 }
 
 /// Evictions from the probe's INFO against Upstash's write count: filling a free database with
@@ -1044,7 +1041,8 @@ async fn evictions_above_one_percent_of_writes_fire_once_and_recover_once() {
             .and_then(|v| v.trim().parse::<u64>().ok())
             .unwrap_or(0)
     };
-    let mut first_eviction: Option<Instant> = None;
+    // The call log's mark when the engine first counted an eviction.
+    let mut first_eviction: Option<u64> = None;
 
     // Fill the database, then keep writing new 8 MiB values for a while: each evicts a key.
     for i in 0..fills {
@@ -1057,7 +1055,7 @@ async fn evictions_above_one_percent_of_writes_fire_once_and_recover_once() {
         .await;
         assert_eq!(code, 200, "{body}");
         if first_eviction.is_none() && evicted().await > 0 {
-            first_eviction = Some(Instant::now());
+            first_eviction = Some(stack.emulator.mark().await);
         }
     }
     let writing = Instant::now();
@@ -1073,7 +1071,7 @@ async fn evictions_above_one_percent_of_writes_fire_once_and_recover_once() {
         assert_eq!(code, 200, "{body}");
         i += 1;
         if first_eviction.is_none() && evicted().await > 0 {
-            first_eviction = Some(Instant::now());
+            first_eviction = Some(stack.emulator.mark().await);
         }
         let events = events_for(&client, ns.name(), "full").await;
         if count(&events, "EvictionsHigh") > 0 {
@@ -1089,12 +1087,16 @@ async fn evictions_above_one_percent_of_writes_fire_once_and_recover_once() {
     assert_eq!(e.1, "Warning");
     assert!(e.2.contains("keys evicted for"), "{}", e.2);
     // The monitor sees an eviction at the earliest when it happens, and fires at the earliest
-    // one hold time (2 s) after it saw it.
+    // one hold time (2 s, two samples of 1 s) after it saw it.
     let first_eviction = first_eviction.expect("the engine counted evictions");
+    let samples = stack
+        .emulator
+        .calls_since(first_eviction, "stats", Some(&id))
+        .await
+        .len();
     assert!(
-        first_eviction.elapsed() >= Duration::from_secs(2),
-        "fired {:?} after the first eviction, before the 2 s hold time",
-        first_eviction.elapsed()
+        samples >= 2,
+        "fired {samples} samples after the first eviction, before the 2 s hold time"
     );
 
     // Many small overwrites, no evictions: the rate falls to 0 and the alert resolves once.
@@ -1123,22 +1125,6 @@ async fn evictions_above_one_percent_of_writes_fire_once_and_recover_once() {
         assert!(started.elapsed() < TIMEOUT, "EvictionsHigh did not resolve");
         tokio::time::sleep(Duration::from_millis(300)).await;
     }
-    count_stays(
-        &client,
-        ns.name(),
-        "full",
-        "EvictionsHigh",
-        1,
-        Duration::from_secs(3),
-    )
-    .await;
-    count_stays(
-        &client,
-        ns.name(),
-        "full",
-        "EvictionsRecovered",
-        1,
-        Duration::from_millis(10),
-    )
-    .await;
+    stays_after(&stack, &client, ns.name(), ("full", id.as_str()), "EvictionsHigh", 1, 3).await;
+    stays_after(&stack, &client, ns.name(), ("full", id.as_str()), "EvictionsRecovered", 1, 0).await;
 }

@@ -99,9 +99,10 @@ async fn the_allow_list_is_set_changed_cleared_and_enforced() {
         json!(["10.0.0.0/8", "127.0.0.1/32"])
     );
 
-    // Resyncs with no change make no call.
+    // Resyncs with no change make no call (witness: three reads, two whole resyncs).
     stack.emulator.clear_calls().await;
-    tokio::time::sleep(Duration::from_secs(8)).await;
+    let mark = stack.emulator.mark().await;
+    stack.emulator.wait_for_reads(&id, mark, 3).await;
     assert!(mutating(&stack.emulator.calls().await).is_empty());
 
     // Clear: every address allowed again (an explicit empty list; omitting the field leaves the
@@ -139,7 +140,8 @@ async fn daily_backups_toggle_with_one_call_each_way() {
             on
         );
         stack.emulator.clear_calls().await;
-        tokio::time::sleep(Duration::from_secs(7)).await;
+        let mark = stack.emulator.mark().await;
+        stack.emulator.wait_for_reads(&id, mark, 3).await;
         assert!(
             mutating(&stack.emulator.calls().await).is_empty(),
             "resync made a call"
@@ -154,7 +156,12 @@ async fn a_backup_then_a_restore_bring_data_back_once() {
     let stack = start_stack(&ns, &["--resync-interval", "3s"]).await;
     let client = ns.client().await;
     let mut spec = json!({"primaryRegion": "us-east-1"});
-    apply_and_settle(&client, ns.name(), "b", &spec).await;
+    let id = apply_and_settle(&client, ns.name(), "b", &spec)
+        .await
+        .status
+        .unwrap()
+        .database_id
+        .unwrap();
     let data = secret_data(
         &Api::<Secret>::namespaced(client.clone(), ns.name())
             .get("b")
@@ -209,7 +216,8 @@ async fn a_backup_then_a_restore_bring_data_back_once() {
 
     // Neither runs again on later resyncs, even after the data changes again.
     rest_command(&url, &token, &ca, json!(["SET", "order:1", "shipped"])).await;
-    tokio::time::sleep(Duration::from_secs(8)).await;
+    let mark = stack.emulator.mark().await;
+    stack.emulator.wait_for_reads(&id, mark, 3).await;
     assert_eq!(stack.emulator.calls_to("create-backup").await.len(), 1);
     assert_eq!(stack.emulator.calls_to("restore-backup").await.len(), 1);
     assert_eq!(

@@ -103,8 +103,9 @@ async fn adopting_changes_nothing_the_spec_leaves_out_and_shows_the_live_values(
     assert_eq!(status.auto_upgrade, Some(false));
     assert_eq!(status.prod_pack, Some(false));
     assert_eq!(status.daily_backup, Some(false));
-    // Two resyncs later: not one mutating call.
-    tokio::time::sleep(Duration::from_secs(5)).await;
+    // Two resyncs later (witness: three reads): not one mutating call.
+    let mark = stack.emulator.mark().await;
+    stack.emulator.wait_for_reads(&prod, mark, 3).await;
     let calls = stack.emulator.calls().await;
     assert!(mutating(&calls).is_empty(), "{:?}", mutating(&calls));
     let db = stack.emulator.database(&prod).await.unwrap();
@@ -191,7 +192,9 @@ async fn observe_reports_drift_changes_nothing_and_keeps_the_database() {
             .unwrap(),
     );
     assert_eq!(data["REDIS_PASSWORD"], db["password"].as_str().unwrap());
-    tokio::time::sleep(Duration::from_secs(5)).await;
+    // Two resyncs later (witness: three reads): not one mutating call.
+    let mark = stack.emulator.mark().await;
+    stack.emulator.wait_for_reads(&id, mark, 3).await;
     assert!(mutating(&stack.emulator.calls().await).is_empty());
     let events = events_for(&client, ns.name(), "watched").await;
     assert_eq!(
@@ -267,7 +270,8 @@ async fn a_paused_instance_gets_no_calls_and_no_writes_until_resumed() {
         }
     };
     pause(json!("true")).await.unwrap();
-    tokio::time::sleep(Duration::from_secs(1)).await;
+    // Witness: whole reconciles of the paused object, so that no pass from before is running.
+    crate::support::witness_pass(&stack.operator, &client, ns.name(), "p").await;
     stack.emulator.clear_calls().await;
     // A spec change while paused is not acted on, nor written to the status.
     let changed = api
@@ -278,7 +282,7 @@ async fn a_paused_instance_gets_no_calls_and_no_writes_until_resumed() {
         )
         .await
         .unwrap();
-    tokio::time::sleep(Duration::from_secs(5)).await;
+    crate::support::witness_pass(&stack.operator, &client, ns.name(), "p").await;
     assert!(
         stack.emulator.calls().await.is_empty(),
         "{:?}",
@@ -286,12 +290,14 @@ async fn a_paused_instance_gets_no_calls_and_no_writes_until_resumed() {
     );
     let now = api.get("p").await.unwrap();
     assert_eq!(
-        now.metadata.resource_version,
-        changed.metadata.resource_version
+        serde_json::to_value(&now.status).unwrap(),
+        serde_json::to_value(&changed.status).unwrap(),
+        "the status was written while paused"
     );
+    assert_eq!(now.metadata.finalizers, changed.metadata.finalizers);
     // A delete waits too.
     api.delete("p", &DeleteParams::default()).await.unwrap();
-    tokio::time::sleep(Duration::from_secs(3)).await;
+    crate::support::witness_pass(&stack.operator, &client, ns.name(), "p").await;
     assert!(api.get_opt("p").await.unwrap().is_some());
     assert!(stack.emulator.calls().await.is_empty());
     // Resumed: the delete goes through and the database goes with it.
@@ -438,7 +444,8 @@ async fn a_database_gone_from_upstash_is_recreated_or_only_reported() {
     let (_, reason, message) = condition(&obj, "Provisioned").unwrap();
     assert_eq!(reason, "DatabaseMissing");
     assert!(message.contains("keeps a backup"), "{message}");
-    tokio::time::sleep(Duration::from_secs(4)).await;
+    // Witness: whole passes over `report` after it reported the missing database.
+    crate::support::witness_pass(&stack.operator, &client, ns.name(), "report").await;
     assert_eq!(
         stack.emulator.calls_to("create").await.len(),
         1,

@@ -144,6 +144,64 @@ pub async fn start_operator(
     .await
 }
 
+/// Changes an annotation of CacheInstance `name` that means nothing to the operator: it looks
+/// at the object again, and reads its database anew (its metadata changed).
+pub async fn nudge(client: &Client, namespace: &str, name: &str) {
+    use std::sync::atomic::{AtomicU64, Ordering};
+    static NUDGES: AtomicU64 = AtomicU64::new(0);
+    let n = NUDGES.fetch_add(1, Ordering::Relaxed);
+    Api::<upstash_operator::crd::CacheInstance>::namespaced(client.clone(), namespace)
+        .patch(
+            name,
+            &PatchParams::default(),
+            &Patch::Merge(serde_json::json!({
+                "metadata": {"annotations": {"tests.upstash-operator.dev/nudge": n.to_string()}}
+            })),
+        )
+        .await
+        .unwrap_or_else(|e| panic!("nudging {namespace}/{name}: {e}"));
+}
+
+/// A witness that the operator looked at CacheInstance `name` after this call: nudges it three
+/// times, each time waiting until `operator` started another reconcile of it. The second of
+/// those started after the first nudge was in place, and ended before the third started (the
+/// operator never reconciles one object twice at once): a whole reconcile ran on the object as
+/// it was when this was called, or later.
+pub async fn witness_pass(
+    operator: &testkit::operator::Operator,
+    client: &Client,
+    namespace: &str,
+    name: &str,
+) {
+    let mut mark = operator.reconciles(namespace, name).await;
+    for _ in 0..3 {
+        nudge(client, namespace, name).await;
+        mark = operator
+            .wait_for_reconciles(namespace, name, mark, 1)
+            .await;
+    }
+}
+
+/// The reconciler's per-object backoffs so far, from `/metrics`: how many, and how many of them
+/// were at most `le` seconds (a bucket bound of the histogram: 1.0, 2.0, 4.0, 8.0, ...).
+pub async fn backoffs(operator: &testkit::operator::Operator, le: &str) -> (u64, u64) {
+    let text = operator.metrics().await;
+    let name = "upstash_operator_reconcile_backoff_seconds";
+    let count = testkit::witness::metric_value(
+        &text,
+        &format!("{name}_count"),
+        "controller=\"cacheinstance\"",
+    )
+    .unwrap_or(0.0);
+    let within = testkit::witness::metric_value(
+        &text,
+        &format!("{name}_bucket"),
+        &format!("le=\"{le}\",controller=\"cacheinstance\""),
+    )
+    .unwrap_or_else(|| panic!("no bucket le={le} in\n{text}"));
+    (count as u64, within as u64)
+}
+
 /// Decoded data of a Secret.
 pub fn secret_data(
     secret: &k8s_openapi::api::core::v1::Secret,
@@ -204,6 +262,11 @@ pub async fn redis_connect(
 }
 
 /// Events about object `name` in `namespace` as `(reason, type, note)`, oldest first.
+///
+/// # Panics
+///
+/// When the Events cannot be listed, or one about `name` has no reason or type: a list that
+/// cannot be read is never taken for "no such Event".
 pub async fn events_for(
     client: &Client,
     namespace: &str,
@@ -214,8 +277,8 @@ pub async fn events_for(
     let mut events: Vec<Event> = api
         .list(&Default::default())
         .await
-        .map(|l| l.items)
-        .unwrap_or_default()
+        .unwrap_or_else(|e| panic!("listing the Events of {namespace}: {e}"))
+        .items
         .into_iter()
         .filter(|e| e.regarding.as_ref().and_then(|r| r.name.as_deref()) == Some(name))
         .collect();
@@ -223,11 +286,10 @@ pub async fn events_for(
     events
         .into_iter()
         .map(|e| {
-            (
-                e.reason.unwrap_or_default(),
-                e.type_.unwrap_or_default(),
-                e.note.unwrap_or_default(),
-            )
+            let (Some(reason), Some(type_)) = (e.reason.clone(), e.type_.clone()) else {
+                panic!("an Event about {name} without reason or type: {e:?}");
+            };
+            (reason, type_, e.note.unwrap_or_default())
         })
         .collect()
 }
