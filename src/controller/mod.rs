@@ -411,10 +411,9 @@ mod tests {
 
     #[tokio::test]
     async fn a_credentials_change_triggers_the_instances_that_use_it() {
-        let client = kube::Client::try_from(kube::Config::new(
-            "http://127.0.0.1:9".parse().unwrap(),
-        ))
-        .unwrap();
+        let client =
+            kube::Client::try_from(kube::Config::new("http://127.0.0.1:9".parse().unwrap()))
+                .unwrap();
         let credentials = crate::credentials::CredentialResolver::new(
             client,
             ("upstash-system".into(), "upstash-credentials".into()),
@@ -516,7 +515,11 @@ mod tests {
         let event = watcher::Event::Delete(a.clone());
         writer.apply_watcher_event(&event);
         departures.see(&event);
-        assert_eq!(remembered(&a), (false, false), "series and memory forgotten");
+        assert_eq!(
+            remembered(&a),
+            (false, false),
+            "series and memory forgotten"
+        );
         assert_eq!(ctx.record_failure(&a), 1, "its backoff starts over");
         assert_eq!(remembered(&b), (true, true), "the other one is kept");
 

@@ -414,10 +414,7 @@ mod tests {
             .catch_unwind()
             .await
             .expect_err("the witness must fail");
-        panic
-            .downcast::<String>()
-            .map(|m| *m)
-            .unwrap_or_default()
+        panic.downcast::<String>().map(|m| *m).unwrap_or_default()
     }
 
     /// A witness that waits for reads nobody makes fails; the reads, once made, satisfy it.
@@ -439,7 +436,8 @@ mod tests {
         let short = Duration::from_millis(600);
 
         // Nothing reads.
-        let message = failure(emulator.wait_for_calls_within("get", Some(&id), mark, 2, short)).await;
+        let message =
+            failure(emulator.wait_for_calls_within("get", Some(&id), mark, 2, short)).await;
         assert!(
             message.contains(&format!("waiting for 2 `get` call(s) for database {id}"))
                 && message.contains("moved by 0 of 2"),
@@ -450,7 +448,8 @@ mod tests {
         let path = format!("/v2/redis/database/{id}");
         let read = || emulator.developer_api(reqwest::Method::GET, &path, None);
         assert_eq!(read().await.0, 200);
-        let message = failure(emulator.wait_for_calls_within("get", Some(&id), mark, 2, short)).await;
+        let message =
+            failure(emulator.wait_for_calls_within("get", Some(&id), mark, 2, short)).await;
         assert!(message.contains("moved by 1 of 2"), "{message}");
         // Reads of another database do not count.
         let message =
@@ -461,6 +460,11 @@ mod tests {
         assert_eq!(read().await.0, 200);
         let after = emulator.wait_for_reads(&id, mark, 2).await;
         assert!(after >= mark + 2, "{after}");
-        assert!(emulator.calls_since(after, "get", Some(&id)).await.is_empty());
+        assert!(
+            emulator
+                .calls_since(after, "get", Some(&id))
+                .await
+                .is_empty()
+        );
     }
 }

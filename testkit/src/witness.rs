@@ -95,9 +95,13 @@ mod tests {
         expected = "timed out after 600ms waiting for two reads of db-1: it moved by 0 of 2 since the mark"
     )]
     async fn a_count_that_does_not_move_fails_the_test() {
-        wait_for_growth("two reads of db-1", Duration::from_millis(600), 7, 2, || async {
-            Ok::<_, String>(7)
-        })
+        wait_for_growth(
+            "two reads of db-1",
+            Duration::from_millis(600),
+            7,
+            2,
+            || async { Ok::<_, String>(7) },
+        )
         .await;
     }
 
@@ -147,7 +151,11 @@ mod tests {
             Some(4.0)
         );
         assert_eq!(
-            metric_value(text, "upstash_cache_reconciles_total", "namespace=\"crm\",name=\"x\""),
+            metric_value(
+                text,
+                "upstash_cache_reconciles_total",
+                "namespace=\"crm\",name=\"x\""
+            ),
             None
         );
         assert_eq!(

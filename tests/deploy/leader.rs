@@ -54,14 +54,18 @@ async fn renewals(client: &Client, namespace: &str, n: u64) -> Lease {
     let mut last = lease(client, namespace).await;
     let mut seen = 0;
     while seen < n {
-        last = testkit::wait_for("the holder to renew the Lease", Duration::from_secs(30), || {
-            let last = last.clone();
-            async move {
-                let now = lease(client, namespace).await;
-                let renewed = |l: &Lease| l.spec.as_ref().and_then(|s| s.renew_time.clone());
-                (renewed(&now) != renewed(&last)).then_some(now)
-            }
-        })
+        last = testkit::wait_for(
+            "the holder to renew the Lease",
+            Duration::from_secs(30),
+            || {
+                let last = last.clone();
+                async move {
+                    let now = lease(client, namespace).await;
+                    let renewed = |l: &Lease| l.spec.as_ref().and_then(|s| s.renew_time.clone());
+                    (renewed(&now) != renewed(&last)).then_some(now)
+                }
+            },
+        )
         .await;
         seen += 1;
     }
@@ -146,8 +150,16 @@ async fn a_standby_takes_over_after_expiry_or_release() {
         .expect("a takes over after the release")
         .unwrap()
         .unwrap();
-    let acquired = lease(&client, ns.name()).await.spec.unwrap().acquire_time.unwrap();
-    let after = micros_between(renewed.spec.as_ref().unwrap().renew_time.as_ref().unwrap(), &acquired);
+    let acquired = lease(&client, ns.name())
+        .await
+        .spec
+        .unwrap()
+        .acquire_time
+        .unwrap();
+    let after = micros_between(
+        renewed.spec.as_ref().unwrap().renew_time.as_ref().unwrap(),
+        &acquired,
+    );
     assert!(
         after < 3_000_000,
         "a took over {after} µs after b's last renewal: it waited for the expiry, not the release"

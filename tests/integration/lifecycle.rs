@@ -863,7 +863,10 @@ async fn invalid_credentials_are_reported_without_leaking_secrets() {
     );
     // The first backoff is about 2 s; the third about 8 s.
     let (backoffs, within_4s) = crate::support::backoffs(&stack.operator, "4.0").await;
-    assert!(backoffs >= 3, "{backoffs} backoffs after {passes} reconciles");
+    assert!(
+        backoffs >= 3,
+        "{backoffs} backoffs after {passes} reconciles"
+    );
     assert!(
         within_4s < backoffs,
         "the backoff grows: {within_4s} of {backoffs} backoffs were at most 4 s"

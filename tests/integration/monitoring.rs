@@ -44,7 +44,9 @@ async fn circuit_open(operator: &testkit::operator::Operator) -> f64 {
         .metrics()
         .await
         .lines()
-        .filter(|l| l.starts_with("upstash_api_requests_total{") && l.contains("code=\"circuit_open\""))
+        .filter(|l| {
+            l.starts_with("upstash_api_requests_total{") && l.contains("code=\"circuit_open\"")
+        })
         .map(|l| {
             l.rsplit_once(' ')
                 .and_then(|(_, v)| v.parse::<f64>().ok())
@@ -202,7 +204,16 @@ async fn hit_rate_crossing_fires_once_and_recovers_once() {
     // Several more intervals (witness: four samples): still exactly one Event, and no status
     // rewrite.
     let rv = api.get("crm").await.unwrap().metadata.resource_version;
-    stays_after(&stack, &client, ns.name(), ("crm", id.as_str()), "HitRateLow", 1, 4).await;
+    stays_after(
+        &stack,
+        &client,
+        ns.name(),
+        ("crm", id.as_str()),
+        "HitRateLow",
+        1,
+        4,
+    )
+    .await;
     assert_eq!(api.get("crm").await.unwrap().metadata.resource_version, rv);
 
     // Back to 85%: one recovery Event.
@@ -220,7 +231,16 @@ async fn hit_rate_crossing_fires_once_and_recovers_once() {
     )
     .await;
     testkit::wait_for_condition(&api, "crm", "Healthy", "True", TIMEOUT).await;
-    stays_after(&stack, &client, ns.name(), ("crm", id.as_str()), "HitRateRecovered", 1, 3).await;
+    stays_after(
+        &stack,
+        &client,
+        ns.name(),
+        ("crm", id.as_str()),
+        "HitRateRecovered",
+        1,
+        3,
+    )
+    .await;
     let events = events_for(&client, ns.name(), "crm").await;
     assert_eq!(count(&events, "HitRateLow"), 1, "{events:?}");
     assert_eq!(count(&events, "HitRateRecovered"), 1, "{events:?}");
@@ -821,7 +841,16 @@ async fn latency_and_daily_commands_fire_once_per_crossing_with_hold_and_hystere
     set_all(&stack.emulator, &low).await;
     let hold_samples = hold.as_secs() + 2;
     for (name, fired, _, _) in checks {
-        stays_after(&stack, &client, ns.name(), (name, id_of(name)), fired, 0, hold_samples).await;
+        stays_after(
+            &stack,
+            &client,
+            ns.name(),
+            (name, id_of(name)),
+            fired,
+            0,
+            hold_samples,
+        )
+        .await;
     }
 
     // A lasting crossing: one Warning each, not before the hold time: after two samples of the
@@ -831,7 +860,11 @@ async fn latency_and_daily_commands_fire_once_per_crossing_with_hold_and_hystere
     sampled(2).await;
     for (name, fired, _, _) in checks {
         let events = events_for(&client, ns.name(), name).await;
-        assert_eq!(count(&events, fired), 0, "{fired} within the hold time: {events:?}");
+        assert_eq!(
+            count(&events, fired),
+            0,
+            "{fired} within the hold time: {events:?}"
+        );
     }
     for (name, fired, _, fragment) in checks {
         let events = wait_events(&client, ns.name(), name, fired, 1).await;
@@ -852,7 +885,16 @@ async fn latency_and_daily_commands_fire_once_per_crossing_with_hold_and_hystere
     // Hovering inside the band: still firing, nothing new (witness: four samples).
     set_all(&stack.emulator, &hover).await;
     for (name, fired, recovered, _) in checks {
-        stays_after(&stack, &client, ns.name(), (name, id_of(name)), recovered, 0, 4).await;
+        stays_after(
+            &stack,
+            &client,
+            ns.name(),
+            (name, id_of(name)),
+            recovered,
+            0,
+            4,
+        )
+        .await;
         stays_after(&stack, &client, ns.name(), (name, id_of(name)), fired, 1, 0).await;
     }
     // Recovered: one Normal Event each, and Healthy again.
@@ -865,7 +907,16 @@ async fn latency_and_daily_commands_fire_once_per_crossing_with_hold_and_hystere
         );
         testkit::wait_for_condition(&api, name, "Healthy", "True", TIMEOUT).await;
         stays_after(&stack, &client, ns.name(), (name, id_of(name)), fired, 1, 2).await;
-        stays_after(&stack, &client, ns.name(), (name, id_of(name)), recovered, 1, 0).await;
+        stays_after(
+            &stack,
+            &client,
+            ns.name(),
+            (name, id_of(name)),
+            recovered,
+            1,
+            0,
+        )
+        .await;
     }
     assert!(
         data_plane_calls(&stack.emulator).await.is_empty(),
@@ -928,7 +979,16 @@ async fn one_failed_probe_among_few_does_not_fire_error_rate_high() {
             .then_some(())
     })
     .await;
-    stays_after(&stack, &client, ns.name(), ("p", id.as_str()), "ErrorRateHigh", 0, 4).await;
+    stays_after(
+        &stack,
+        &client,
+        ns.name(),
+        ("p", id.as_str()),
+        "ErrorRateHigh",
+        0,
+        4,
+    )
+    .await;
     let report = testkit::wait_for("20 probe commands", TIMEOUT, || async {
         let (_, status) = stack.operator.get("/status").await;
         let status: Value = serde_json::from_str(&status).ok()?;
@@ -940,7 +1000,16 @@ async fn one_failed_probe_among_few_does_not_fire_error_rate_high() {
         report["clientErrorRatePercent"], 5.0,
         "one failure among 20: {report}"
     );
-    stays_after(&stack, &client, ns.name(), ("p", id.as_str()), "ErrorRateHigh", 0, 4).await;
+    stays_after(
+        &stack,
+        &client,
+        ns.name(),
+        ("p", id.as_str()),
+        "ErrorRateHigh",
+        0,
+        4,
+    )
+    .await;
 
     // The data plane fails for good: the error rate climbs past 10%.
     let fault = stack
@@ -977,7 +1046,16 @@ async fn one_failed_probe_among_few_does_not_fire_error_rate_high() {
         .await
         .unwrap();
     wait_events(&client, ns.name(), "p", "ErrorRateRecovered", 1).await;
-    stays_after(&stack, &client, ns.name(), ("p", id.as_str()), "ErrorRateHigh", 1, 3).await;
+    stays_after(
+        &stack,
+        &client,
+        ns.name(),
+        ("p", id.as_str()),
+        "ErrorRateHigh",
+        1,
+        3,
+    )
+    .await;
 }
 
 /// Evictions from the probe's INFO against Upstash's write count: filling a free database with
@@ -1125,6 +1203,24 @@ async fn evictions_above_one_percent_of_writes_fire_once_and_recover_once() {
         assert!(started.elapsed() < TIMEOUT, "EvictionsHigh did not resolve");
         tokio::time::sleep(Duration::from_millis(300)).await;
     }
-    stays_after(&stack, &client, ns.name(), ("full", id.as_str()), "EvictionsHigh", 1, 3).await;
-    stays_after(&stack, &client, ns.name(), ("full", id.as_str()), "EvictionsRecovered", 1, 0).await;
+    stays_after(
+        &stack,
+        &client,
+        ns.name(),
+        ("full", id.as_str()),
+        "EvictionsHigh",
+        1,
+        3,
+    )
+    .await;
+    stays_after(
+        &stack,
+        &client,
+        ns.name(),
+        ("full", id.as_str()),
+        "EvictionsRecovered",
+        1,
+        0,
+    )
+    .await;
 }

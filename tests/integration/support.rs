@@ -176,9 +176,7 @@ pub async fn witness_pass(
     let mut mark = operator.reconciles(namespace, name).await;
     for _ in 0..3 {
         nudge(client, namespace, name).await;
-        mark = operator
-            .wait_for_reconciles(namespace, name, mark, 1)
-            .await;
+        mark = operator.wait_for_reconciles(namespace, name, mark, 1).await;
     }
 }
 
