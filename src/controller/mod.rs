@@ -1,5 +1,7 @@
 //! The controllers and what they share.
 
+pub mod adoption;
+pub mod claims;
 pub mod conditions;
 pub mod context;
 pub mod database_index;
@@ -20,7 +22,7 @@ mod fake_api;
 
 use std::{sync::Arc, time::Duration};
 
-use futures::StreamExt;
+use futures::{StreamExt, TryStreamExt};
 use k8s_openapi::api::core::v1::Secret;
 use kube::{
     Api, ResourceExt,
@@ -160,12 +162,16 @@ pub fn instance_controller(
     // reads is dropped on the way in (see `trim_cached`).
     // `Controller::for_stream` is behind kube's `unstable-runtime-stream-control` feature.
     let (reader, writer) = reflector::store();
+    // Which instance manages which database is indexed from the same events.
+    let scope = ctx.claims.register();
+    let claims = ctx.claims.clone();
     let trigger = watcher(
         instances,
         watcher::Config::default().any_semantic().page_size(100),
     )
     .default_backoff()
     .modify(trim_cached)
+    .inspect_ok(move |event| claims.observe(scope, event))
     .reflect(writer)
     .applied_objects();
     let controller = Controller::for_stream(trigger, reader);
