@@ -225,8 +225,12 @@ mod tests {
                 "not by the operator's default"
             );
             assert_eq!(
-                policy_verdict(&obj, &[delete_default.clone()], DeletionPolicy::Delete)
-                    .deletion_policy,
+                policy_verdict(
+                    &obj,
+                    std::slice::from_ref(&delete_default),
+                    DeletionPolicy::Delete
+                )
+                .deletion_policy,
                 DeletionPolicy::Retain,
                 "not by a CachePolicy's default"
             );
