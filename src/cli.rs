@@ -5,7 +5,10 @@ use std::{net::SocketAddr, path::PathBuf};
 
 use clap::{Parser, ValueEnum};
 
-use crate::crd::{DeletionPolicy, DurationString};
+use crate::{
+    controller::adoption::AdoptionScope,
+    crd::{DeletionPolicy, DurationString},
+};
 
 /// Log output format.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
@@ -82,6 +85,19 @@ pub struct Args {
     /// Deletion policy for CacheInstances that set none and are not covered by a CachePolicy.
     #[arg(long, env = "DEFAULT_DELETION_POLICY", default_value = "Delete", value_parser = parse_deletion_policy)]
     pub default_deletion_policy: DeletionPolicy,
+
+    /// Namespaces whose CacheInstances may adopt existing databases (`spec.adopt`) through the
+    /// operator-wide credentials: a label selector on namespaces as JSON or YAML, e.g.
+    /// `{"matchLabels": {"upstash.example.com/adopt": "true"}}` (`{}`: every namespace). Empty:
+    /// none. Namespaces with credentials of their own adopt within that account regardless.
+    #[arg(long, env = "ADOPTION_NAMESPACE_SELECTOR", default_value = "", value_parser = AdoptionScope::parse)]
+    pub adoption_namespace_selector: AdoptionScope,
+
+    /// Name the namespace of the CacheInstance that manages a database in the `AlreadyManaged`
+    /// condition of an instance in another namespace that names the same database. Off: the
+    /// condition only says that another CacheInstance manages it.
+    #[arg(long, env = "REVEAL_MANAGING_NAMESPACE", default_value_t = false, action = clap::ArgAction::Set)]
+    pub reveal_managing_namespace: bool,
 
     /// Apply the built-in thresholds (hit rate below 70%, memory above 80%, ...) to
     /// CacheInstances no CachePolicy selects. `false` monitors only selected instances.
@@ -227,6 +243,12 @@ mod tests {
         assert_eq!(args.resync_interval.duration().unwrap().as_secs(), 300);
         assert_eq!(args.concurrency, 8);
         assert_eq!(args.default_deletion_policy, DeletionPolicy::Delete);
+        assert_eq!(args.adoption_namespace_selector, AdoptionScope::Nobody);
+        assert!(!args.reveal_managing_namespace);
+        assert!(
+            Args::try_parse_from(["x", "--adoption-namespace-selector", "team=a"]).is_err(),
+            "a selector that is not a LabelSelector"
+        );
         assert!(Args::try_parse_from(["x", "--resync-interval", "soon"]).is_err());
         assert!(Args::try_parse_from(["x", "--concurrency", "0"]).is_err());
         assert!(Args::try_parse_from(["x", "--default-deletion-policy", "Orphan"]).is_err());

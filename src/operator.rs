@@ -117,6 +117,8 @@ pub async fn run(args: Args) -> anyhow::Result<()> {
             lost_create_grace: crate::controller::instance::lost_create_grace(
                 args.upstash_timeout.duration()?,
             ),
+            adoption: args.adoption_namespace_selector.clone(),
+            reveal_managing_namespace: args.reveal_managing_namespace,
         },
     ));
     let scopes: Vec<Option<String>> = if namespaces.is_empty() {

@@ -43,6 +43,11 @@ pub struct Settings {
     /// How long a create whose answer was lost is given to show up in the account's list
     /// before it is made again (see [`super::instance::lost_create_grace`]).
     pub lost_create_grace: Duration,
+    /// The namespaces that may adopt through the operator-wide credentials.
+    pub adoption: super::adoption::AdoptionScope,
+    /// Name the namespace of the instance that manages a database in the `AlreadyManaged`
+    /// condition of an instance in another namespace.
+    pub reveal_managing_namespace: bool,
 }
 
 impl Settings {
@@ -82,6 +87,8 @@ pub struct Context {
     pub reported: reported::ReportedFailures,
     /// The database names of each account, listed once per process.
     pub databases: DatabaseIndex,
+    /// Which instance manages which database.
+    pub claims: super::claims::Claims,
     /// Create calls Upstash refused, not repeated by the passes the operator's writes trigger.
     pub refusals: Refusals,
     /// Create calls that failed with an answer, decided from the list without waiting.
@@ -119,6 +126,7 @@ impl Context {
             recent: recent::RecentReads::new(config.resync),
             reported: reported::ReportedFailures::default(),
             databases: DatabaseIndex::default(),
+            claims: Default::default(),
             refusals: Refusals::default(),
             answered_creates: Default::default(),
             first_reads: Default::default(),

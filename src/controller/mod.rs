@@ -1,5 +1,7 @@
 //! The controllers and what they share.
 
+pub mod adoption;
+pub mod claims;
 pub mod conditions;
 pub mod context;
 pub mod database_index;
@@ -161,12 +163,16 @@ pub fn instance_controller(
     // `Controller::for_stream` is behind kube's `unstable-runtime-stream-control` feature.
     let (reader, writer) = reflector::store();
     let mut departures = Departures::new(ctx.clone(), reader.clone());
+    // Which instance manages which database is indexed from the same events.
+    let scope = ctx.claims.register();
+    let claims = ctx.claims.clone();
     let trigger = watcher(
         instances,
         watcher::Config::default().any_semantic().page_size(100),
     )
     .default_backoff()
     .modify(trim_cached)
+    .inspect_ok(move |event| claims.observe(scope, event))
     .reflect(writer)
     .inspect_ok(move |event| departures.see(event))
     .applied_objects();

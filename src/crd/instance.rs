@@ -231,7 +231,8 @@ pub struct CacheInstanceSpec {
     /// What happens to the Upstash database when this CacheInstance is deleted: `Delete` removes
     /// it, `Retain` keeps it (and its data) in the Upstash account. When omitted, the selecting
     /// CachePolicy's `guardrails.defaultDeletionPolicy` applies, else the operator's default
-    /// (`Delete` unless configured otherwise). Setting `Retain` on an object that is already
+    /// (`Delete` unless configured otherwise), except for an adopted database (`adopt`), which
+    /// is kept unless this field says `Delete`. Setting `Retain` on an object that is already
     /// being deleted lets it go at once without calling Upstash: the way out when its cleanup
     /// cannot run (for example because the Upstash account is gone). With
     /// `managementPolicy: Observe` the database is always kept.
@@ -239,7 +240,12 @@ pub struct CacheInstanceSpec {
     pub deletion_policy: Option<DeletionPolicy>,
 
     /// Take over an existing Upstash database instead of creating one. Without this block the
-    /// operator never touches a database it did not create. Immutable.
+    /// operator never touches a database it did not create. An adopted database is kept when
+    /// this CacheInstance is deleted unless `deletionPolicy: Delete` is set here (no default
+    /// deletes it). A database another CacheInstance manages, in any namespace, is not adopted
+    /// (`AlreadyManaged`). Through the operator-wide credentials, adoption works only in the
+    /// namespaces the platform team allows (`AdoptionNotAllowed` elsewhere); with the namespace's
+    /// own credentials Secret or `credentials`, within that account. Immutable.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub adopt: Option<Box<AdoptSpec>>,
 

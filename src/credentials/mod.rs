@@ -92,6 +92,11 @@ impl Bound {
         &self.digest
     }
 
+    /// Which kind of Secret supplied the credentials.
+    pub fn source(&self) -> Source {
+        self.source
+    }
+
     /// The account the credentials are known to act for, if a Database answer has told.
     pub fn known_account(&self) -> Option<String> {
         self.resolver.inner.identities.get(&self.digest)

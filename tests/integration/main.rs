@@ -13,3 +13,4 @@ mod namespaces;
 mod protection;
 mod safety;
 mod support;
+mod tenancy;

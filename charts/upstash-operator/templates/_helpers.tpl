@@ -113,3 +113,9 @@ app.kubernetes.io/instance: {{ .Release.Name }}
 {{- range . }}{{ $out = append $out (printf "'%s'" .) }}{{ end }}
 {{- join ", " $out }}
 {{- end }}
+
+{{/* Non-empty when the operator reads namespace labels: a selector that is not `{}`. */}}
+{{- define "upstash-operator.readsNamespaceLabels" -}}
+{{- $s := .Values.tenancy.adoptionNamespaceSelector }}
+{{- if and (kindIs "map" $s) (or $s.matchLabels $s.matchExpressions) }}true{{ end }}
+{{- end }}

@@ -9,6 +9,7 @@ use super::{finalizer, observe, plan::Notice, report::Report, validate};
 use crate::{
     controller::{
         Context, FINALIZER,
+        claims::{Claim, Held},
         conditions::{self, Cond},
         database_index,
         reported::Topic,
@@ -60,6 +61,11 @@ pub fn plan(
         return kept("managementPolicy: Observe");
     }
     if deletion_policy == DeletionPolicy::Retain {
+        if validate::adopted(obj) && obj.spec.deletion_policy.is_none() {
+            return kept(
+                "adopted: only deletionPolicy: Delete in its own spec deletes an adopted database",
+            );
+        }
         return kept("deletionPolicy: Retain");
     }
     // A create in flight matters only while no database is recorded.
@@ -168,7 +174,28 @@ async fn delete(
             .map_err(|e| Blocked::Failed(e.into()))?;
         ids.extend(found.into_iter().map(|e| e.id));
     }
+    // A database another instance manages is never deleted through this one (see
+    // `controller::claims`): its status may name it as a copy's would.
+    let me = Claim::contender(
+        obj,
+        obj.status.as_ref().and_then(|s| s.database_id.as_deref()),
+    );
     for id in ids {
+        if let Some(held @ Held::Managed(_)) = ctx.claims.holder(&me, &id, None).await {
+            let why = held.message(
+                &me.key,
+                &format!("database {id}"),
+                ctx.config.reveal_managing_namespace,
+            );
+            ctx.publish(
+                obj,
+                kube::runtime::events::EventType::Normal,
+                "Retained",
+                "Delete",
+                &format!("kept database {id} in Upstash: {why}"),
+            );
+            continue;
+        }
         let deleted = bound
             .api
             .delete_database(&id)
@@ -291,6 +318,30 @@ mod tests {
             panic!("Observe keeps the database");
         };
         assert!(n.note.contains("managementPolicy: Observe"));
+    }
+
+    #[test]
+    fn an_adopted_database_is_kept_unless_the_spec_says_delete() {
+        let obj = deleting("{primaryRegion: us-east-1, adopt: {databaseId: db-1}}");
+        let verdict = validate::policy_verdict(&obj, &[], DeletionPolicy::Delete);
+        let CleanupPlan::Release { notice: Some(n) } =
+            plan(&obj, verdict.deletion_policy, &recorded(), None)
+        else {
+            panic!("an adopted database is kept by default");
+        };
+        assert_eq!(n.reason, "Retained");
+        assert!(n.note.contains("adopted"), "{}", n.note);
+        let explicit = deleting(
+            "{primaryRegion: us-east-1, adopt: {databaseId: db-1}, deletionPolicy: Delete}",
+        );
+        let verdict = validate::policy_verdict(&explicit, &[], DeletionPolicy::Retain);
+        assert_eq!(
+            plan(&explicit, verdict.deletion_policy, &recorded(), None),
+            CleanupPlan::Delete {
+                ids: vec!["db-1".into()],
+                pending: None
+            }
+        );
     }
 
     #[test]

@@ -27,6 +27,7 @@ use k8s_openapi::{apimachinery::pkg::apis::meta::v1::Time, jiff::Timestamp};
 use kube::{ResourceExt, runtime::controller::Action};
 
 pub use cleanup::{FinishedCleanups, WAY_OUT};
+pub use observe::pending_record;
 pub use plan::lost_create_grace;
 pub use publish::RESTART_ANNOTATION;
 pub use validate::paused;

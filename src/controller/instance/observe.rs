@@ -15,7 +15,8 @@ use kube::{
 use super::{plan, publish::RESTART_ANNOTATION, validate::Valid};
 use crate::{
     controller::{
-        Context, FINALIZER,
+        Context, FINALIZER, adoption,
+        claims::{self, Claim, Held},
         database_index::{self, Entry},
         naming, secret,
     },
@@ -23,7 +24,7 @@ use crate::{
         CREATE_RECORD_ANNOTATION, CacheInstance, CacheInstanceStatus,
         LEGACY_PENDING_CREATE_ANNOTATION, PendingCreate, RestartTarget,
     },
-    credentials::{Binding, Bound},
+    credentials::{Binding, Bound, Source},
     error::Result,
     upstash::{Database, UpstashApi},
 };
@@ -45,6 +46,12 @@ pub enum Sighting {
     Candidates { matches: Vec<Entry> },
     /// Not looked for (the guardrails block provisioning).
     NotLooked,
+    /// Another instance manages the database (see [`crate::controller::claims`]);
+    /// `recheck`: its hold may end soon (a new adoption or a create in flight).
+    AlreadyManaged { message: String, recheck: bool },
+    /// `spec.adopt` through the operator-wide credentials, in a namespace the platform does
+    /// not allow it in.
+    AdoptionNotAllowed(String),
 }
 
 /// The Developer API bound to the instance's account.
@@ -96,6 +103,8 @@ pub struct Observed {
     pub read_at: Option<Instant>,
     /// Whether the database is this process's last successful read (no call was made).
     pub reused: bool,
+    /// The database this pass takes, reserved against other instances until it is recorded.
+    pub reservation: Option<claims::ReservationGuard>,
 }
 
 /// The create call of `obj` that may still be in flight: its record (the annotation, else what
@@ -170,6 +179,7 @@ pub async fn database(
         sighting: Sighting::NotLooked,
         read_at: None,
         reused: false,
+        reservation: None,
     };
 
     let binding = match &fresh {
@@ -210,6 +220,9 @@ async fn sight(
         Ok::<_, crate::Error>(upstash.bound.lookup(&id, recorded.as_deref()).await?)
     };
     if let Some(id) = seen.status.database_id.clone() {
+        if let Some(held) = claimed(obj, ctx, seen, &id, None).await {
+            return Ok(held);
+        }
         // Triggered by the operator's own writes (or the monitor's) since the last read:
         // nothing the database could have drifted in is worth a call before the next resync.
         if let Some(db) = ctx.recent.reuse(obj, &id, &upstash.index_key) {
@@ -225,9 +238,26 @@ async fn sight(
         return Ok(Sighting::Recorded { id, lookup });
     }
     let adopt = obj.spec.adopt.as_ref();
+    if adopt.is_some() && upstash.bound.source() == Source::Operator {
+        // The operator-wide account is every tenant's: adopting through it is the platform's
+        // decision, per namespace.
+        let namespace = obj.namespace().unwrap_or_default();
+        if !ctx.config.adoption.allows(&ctx.client, &namespace).await? {
+            return Ok(Sighting::AdoptionNotAllowed(adoption::refusal(&namespace)));
+        }
+    }
     if let Some(id) = adopt.and_then(|a| a.database_id.clone()) {
+        if let Some(held) = claimed(obj, ctx, seen, &id, None).await {
+            return Ok(held);
+        }
         seen.read_at = Some(Instant::now());
         let lookup = get(id.clone(), None).await?;
+        // Its name tells whether a create call in flight makes it.
+        if let Lookup::Found(db) = &lookup
+            && let Some(held) = claimed(obj, ctx, seen, &id, Some(&db.database_name)).await
+        {
+            return Ok(held);
+        }
         return Ok(Sighting::AdoptById { id, lookup });
     }
     let created = obj.metadata.creation_timestamp.as_ref().map(|t| t.0);
@@ -236,12 +266,17 @@ async fn sight(
         let matches = ctx
             .databases
             .lookup(
-                &upstash.account,
+                &upstash.index_key,
                 &upstash.api,
                 std::slice::from_ref(&name),
                 created,
             )
             .await?;
+        if let [one] = matches.as_slice()
+            && let Some(held) = claimed(obj, ctx, seen, &one.id, Some(&name)).await
+        {
+            return Ok(held);
+        }
         return Ok(Sighting::AdoptByName { name, matches });
     }
     if blocked {
@@ -272,7 +307,56 @@ async fn sight(
         .databases
         .lookup(&upstash.index_key, &upstash.api, &names, fresh_since)
         .await?;
+    // The one database this object would take back or find from its own create call.
+    if let [one] = matches.as_slice()
+        && (naming::is_derived_for(&one.name, obj, cluster_id)
+            || seen
+                .pending
+                .as_ref()
+                .is_some_and(|p| p.database_name == one.name))
+        && let Some(held) = claimed(obj, ctx, seen, &one.id, Some(&one.name)).await
+    {
+        return Ok(held);
+    }
     Ok(Sighting::Candidates { matches })
+}
+
+/// Whether another instance holds database `id` (named `name`, when known) against `obj` (see
+/// [`claims`]); if none does, the database is reserved for this pass.
+async fn claimed(
+    obj: &CacheInstance,
+    ctx: &Context,
+    seen: &mut Observed,
+    id: &str,
+    name: Option<&str>,
+) -> Option<Sighting> {
+    let me = Claim::contender(obj, seen.status.database_id.as_deref());
+    match ctx.claims.check(&me, id, name).await {
+        Ok(reservation) => {
+            if reservation.is_some() {
+                seen.reservation = reservation;
+            }
+            None
+        }
+        Err(held) => {
+            let what = match name {
+                Some(name)
+                    if obj
+                        .spec
+                        .adopt
+                        .as_ref()
+                        .is_some_and(|a| a.by_name == Some(true)) =>
+                {
+                    format!("the database named {name}")
+                }
+                _ => format!("database {id}"),
+            };
+            Some(Sighting::AlreadyManaged {
+                message: held.message(&me.key, &what, ctx.config.reveal_managing_namespace),
+                recheck: !matches!(held, Held::Managed(_)),
+            })
+        }
+    }
 }
 
 /// A restart target and the credentials digest its pod template carries (`None`: the workload

@@ -17,6 +17,7 @@ use super::{
 };
 use crate::{
     controller::{
+        claims,
         conditions::{self, Cond},
         desired::{self, Change, RotationDue},
         naming,
@@ -140,6 +141,16 @@ pub fn provision(input: &ProvisionInput) -> Provision {
     };
     match input.sighting {
         Sighting::AccountChanged(why) => hold("AccountChanged", why.clone()),
+        Sighting::AlreadyManaged { message, recheck } => Provision::Hold {
+            cond: Cond::new(
+                conditions::PROVISIONED,
+                false,
+                "AlreadyManaged",
+                message.clone(),
+            ),
+            requeue: recheck.then_some(claims::RECHECK),
+        },
+        Sighting::AdoptionNotAllowed(why) => hold("AdoptionNotAllowed", why.clone()),
         Sighting::NotLooked => hold(
             "PolicyViolation",
             "no database is created while the spec breaks its CachePolicy's guardrails",

@@ -27,6 +27,13 @@ pub fn paused(obj: &CacheInstance) -> bool {
         .is_some_and(|v| v.trim().eq_ignore_ascii_case("true"))
 }
 
+/// Whether `obj` adopts its database (`spec.adopt`). An adopted database is kept when the
+/// instance is deleted unless its own spec says `deletionPolicy: Delete`: neither a
+/// CachePolicy's default nor the operator's applies to a database the operator did not create.
+pub fn adopted(obj: &CacheInstance) -> bool {
+    obj.spec.adopt.is_some()
+}
+
 /// What the CachePolicies say about an instance.
 #[derive(Debug, Clone, PartialEq)]
 pub struct PolicyVerdict {
@@ -49,7 +56,10 @@ pub fn policy_verdict(
     default_deletion_policy: DeletionPolicy,
 ) -> PolicyVerdict {
     let applicable = guardrails::applicable(obj, policies);
-    let deletion_policy = guardrails::deletion_policy(obj, &applicable, default_deletion_policy);
+    let deletion_policy = match obj.spec.deletion_policy {
+        None if adopted(obj) => DeletionPolicy::Retain,
+        _ => guardrails::deletion_policy(obj, &applicable, default_deletion_policy),
+    };
     let c = guardrails::compliance(obj, &applicable);
     PolicyVerdict {
         policy: applicable.names(),
@@ -197,6 +207,47 @@ mod tests {
         assert!(!none.blocked);
         assert_eq!(none.compliance.reason, "NoPolicy");
         assert_eq!(none.deletion_policy, DeletionPolicy::Delete);
+    }
+
+    #[test]
+    fn an_adopted_database_is_deleted_only_when_its_own_spec_says_so() {
+        let delete_default = policy(
+            "delete",
+            "{selector: {}, guardrails: {defaultDeletionPolicy: Delete}}",
+        );
+        for adopt in ["{databaseId: 9a1c}", "{byName: true}"] {
+            let obj = instance(&format!(
+                "spec: {{primaryRegion: us-east-1, databaseName: legacy, adopt: {adopt}}}"
+            ));
+            assert_eq!(
+                policy_verdict(&obj, &[], DeletionPolicy::Delete).deletion_policy,
+                DeletionPolicy::Retain,
+                "not by the operator's default"
+            );
+            assert_eq!(
+                policy_verdict(
+                    &obj,
+                    std::slice::from_ref(&delete_default),
+                    DeletionPolicy::Delete
+                )
+                .deletion_policy,
+                DeletionPolicy::Retain,
+                "not by a CachePolicy's default"
+            );
+            let explicit = instance(&format!(
+                "spec: {{primaryRegion: us-east-1, databaseName: legacy, adopt: {adopt}, deletionPolicy: Delete}}"
+            ));
+            assert_eq!(
+                policy_verdict(&explicit, &[], DeletionPolicy::Retain).deletion_policy,
+                DeletionPolicy::Delete
+            );
+        }
+        // A database the operator created keeps following the defaults.
+        let created = instance("spec: {primaryRegion: us-east-1}");
+        assert_eq!(
+            policy_verdict(&created, &[], DeletionPolicy::Delete).deletion_policy,
+            DeletionPolicy::Delete
+        );
     }
 
     #[test]
