@@ -117,6 +117,7 @@ pub async fn run(args: Args) -> anyhow::Result<()> {
             lost_create_grace: crate::controller::instance::lost_create_grace(
                 args.upstash_timeout.duration()?,
             ),
+            min_rotation_interval: args.min_rotation_interval.duration()?,
         },
     ));
     let scopes: Vec<Option<String>> = if namespaces.is_empty() {

@@ -43,6 +43,9 @@ pub struct Settings {
     /// How long a create whose answer was lost is given to show up in the account's list
     /// before it is made again (see [`super::instance::lost_create_grace`]).
     pub lost_create_grace: Duration,
+    /// The least time between two on-demand password rotations of one instance
+    /// (`--min-rotation-interval`).
+    pub min_rotation_interval: Duration,
 }
 
 impl Settings {

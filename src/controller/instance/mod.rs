@@ -116,6 +116,7 @@ fn first_read_wait(obj: &CacheInstance, ctx: &Context) -> Option<Duration> {
             .all(|name| ctx.owned_secrets.get(&namespace, &name).is_some());
         secrets_in_place
             && validate::spec(obj).is_ok_and(|valid| {
+                let valid = valid.with_request_floor(ctx.config.min_rotation_interval);
                 let policy = validate::policy_verdict(
                     obj,
                     &ctx.policies.all(),
@@ -141,7 +142,7 @@ async fn converge(
     let policy =
         validate::policy_verdict(obj, &ctx.policies.all(), ctx.config.default_deletion_policy);
     report.policy(&policy);
-    let valid = validate::spec(obj)?;
+    let valid = validate::spec(obj)?.with_request_floor(ctx.config.min_rotation_interval);
     if valid.observe_only() {
         report.observe_only();
     }
@@ -334,8 +335,13 @@ async fn converge(
         db = apply::rotate(&upstash.api, &db).await?;
         record.last_rotation_time = Some(Time(now));
         record.next_rotation_time = valid.rotation_every.map(|e| Time(now + e));
+        // A pending request is served by any rotation.
+        let request = plan::rotate_request(obj);
+        if request.is_some() && request != record.last_request {
+            record.last_request = request;
+            record.last_request_time = Some(Time(now));
+        }
         let why = if due == RotationDue::Requested {
-            record.last_request = plan::rotate_request(obj);
             "on request"
         } else {
             "on schedule"

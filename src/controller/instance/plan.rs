@@ -444,13 +444,29 @@ pub fn rotation(
         };
     }
     let request = rotate_request(obj);
-    let (next, due) = desired::rotation_plan(
+    let (mut next, mut due) = desired::rotation_plan(
         valid.rotation_every,
         Some(last),
         request.as_deref(),
         recorded.and_then(|r| r.last_request.as_deref()),
         now,
     );
+    // A request within the minimum interval of the last one served waits for its end (and
+    // whatever else is requested meanwhile is served by that one rotation); a scheduled
+    // rotation due now still runs, and serves it.
+    if due == Some(RotationDue::Requested)
+        && let Some(free) = recorded
+            .and_then(|r| r.last_request_time.as_ref())
+            .map(|t| t.0 + valid.request_floor)
+        && now < free
+    {
+        due = next
+            .is_some_and(|n| now >= n)
+            .then_some(RotationDue::Scheduled);
+        if due.is_none() {
+            next = Some(next.map_or(free, |n| n.min(free)));
+        }
+    }
     let requeue = match (due, next) {
         (None, Some(n)) => Some(n.duration_since(now).unsigned_abs()),
         _ => None,

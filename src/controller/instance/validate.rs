@@ -70,9 +70,17 @@ pub struct Valid {
     pub management: ManagementPolicy,
     pub on_missing: OnMissing,
     pub rotation_every: Option<SignedDuration>,
+    /// The least time between two on-demand rotations (`--min-rotation-interval`).
+    pub request_floor: SignedDuration,
 }
 
 impl Valid {
+    /// With the operator's minimum interval between on-demand rotations.
+    pub fn with_request_floor(mut self, floor: std::time::Duration) -> Self {
+        self.request_floor = SignedDuration::try_from(floor).unwrap_or(SignedDuration::MAX);
+        self
+    }
+
     /// Whether the operator may only read the database.
     pub fn observe_only(&self) -> bool {
         self.management == ManagementPolicy::Observe
@@ -100,6 +108,7 @@ pub fn spec(obj: &CacheInstance) -> Result<Valid> {
         management: spec.management_policy.unwrap_or(ManagementPolicy::DEFAULT),
         on_missing: spec.on_missing.unwrap_or(OnMissing::Recreate),
         rotation_every: desired::rotation_every(obj),
+        request_floor: SignedDuration::ZERO,
     })
 }
 

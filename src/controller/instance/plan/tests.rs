@@ -697,6 +697,7 @@ fn last(at: &str, request: Option<&str>) -> RotationStatus {
         last_rotation_time: Some(Time(at.parse().unwrap())),
         next_rotation_time: None,
         last_request: request.map(str::to_string),
+        last_request_time: None,
     }
 }
 
@@ -735,6 +736,42 @@ fn a_rotation_requested_twice_with_the_same_value_runs_once() {
     assert_eq!(first.due, Some(RotationDue::Requested));
     let served = last("2026-11-01T11:59:30Z", Some("2026-11-01T11:59:00Z"));
     assert_eq!(rotation(&obj, &v, Some(&served), now()).due, None);
+}
+
+#[test]
+fn requests_within_the_minimum_interval_wait_for_its_end_and_are_served_together() {
+    let obj = rotating(Some("third"));
+    let v = valid(&obj).with_request_floor(Duration::from_secs(300));
+    // The last request was served two minutes ago.
+    let mut served = last("2026-11-01T11:58:00Z", Some("first"));
+    served.last_request_time = Some(Time("2026-11-01T11:58:00Z".parse().unwrap()));
+    let plan = rotation(&obj, &v, Some(&served), now());
+    assert_eq!(plan.due, None);
+    assert_eq!(plan.next, Some("2026-11-01T12:03:00Z".parse().unwrap()));
+    assert_eq!(plan.requeue, Some(Duration::from_secs(180)));
+    // Once the interval is over, one rotation serves it.
+    let later: Timestamp = "2026-11-01T12:03:00Z".parse().unwrap();
+    assert_eq!(
+        rotation(&obj, &v, Some(&served), later).due,
+        Some(RotationDue::Requested)
+    );
+    // Without a floor, or with no request served before, it runs at once.
+    assert_eq!(
+        rotation(&obj, &valid(&obj), Some(&served), now()).due,
+        Some(RotationDue::Requested)
+    );
+    let never = last("2026-11-01T11:58:00Z", None);
+    assert_eq!(
+        rotation(&obj, &v, Some(&never), now()).due,
+        Some(RotationDue::Requested)
+    );
+    // A scheduled rotation due meanwhile still runs.
+    let mut overdue = last("2026-10-31T11:00:00Z", Some("first"));
+    overdue.last_request_time = Some(Time("2026-11-01T11:58:00Z".parse().unwrap()));
+    assert_eq!(
+        rotation(&obj, &v, Some(&overdue), now()).due,
+        Some(RotationDue::Scheduled)
+    );
 }
 
 #[test]
