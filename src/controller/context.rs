@@ -98,6 +98,8 @@ pub struct Context {
     /// The reconcilers' Developer API requests in flight (`--concurrency` slots; the monitor's
     /// samples have their own limit).
     pub upstash_slots: Arc<tokio::sync::Semaphore>,
+    /// Renders Secret templates within bounds, in worker processes.
+    pub templates: crate::templates::Renderer,
     /// Consecutive failures per object, for exponential backoff.
     failures: Mutex<HashMap<ObjectRef<CacheInstance>, u32>>,
 }
@@ -131,6 +133,7 @@ impl Context {
                 config.concurrency.max(1),
             ))),
             config,
+            templates: crate::templates::Renderer::new(),
             failures: Mutex::default(),
         }
     }

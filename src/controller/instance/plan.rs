@@ -20,7 +20,7 @@ use crate::{
         conditions::{self, Cond},
         desired::{self, Change, RotationDue},
         naming,
-        secret::{self, ConnectionDetails, Ownership, TemplateError},
+        secret::{self, ConnectionDetails, Ownership},
     },
     crd::{
         BackupRequest, CacheInstance, CacheInstanceStatus, OnMissing, PendingCreate,
@@ -546,19 +546,41 @@ pub struct SecretsPlan {
     pub stale: Vec<String>,
 }
 
-/// Decides which Secrets to write for `details`, given what `view` found.
+/// The Secret of a name the instance needs that the operator does not own, if `view` found
+/// one: nothing may be written, so nothing billable should be created either.
+pub fn secret_conflict(obj: &CacheInstance, view: &ClusterView) -> Option<String> {
+    std::iter::once(secret::secret_name(obj))
+        .chain(secret::read_only_secret_name(obj))
+        .find(|name| {
+            let existing = view
+                .secrets
+                .iter()
+                .find(|(n, _)| n == name)
+                .and_then(|(_, s)| s.as_ref());
+            secret::ownership(existing, obj) == Ownership::Foreign
+        })
+        .map(|name| {
+            format!(
+                "Secret {name} already exists and is not owned by this CacheInstance; it was left untouched. Delete it or set spec.secret.name to another name"
+            )
+        })
+}
+
+/// Decides which Secrets to write for `details` (with the instance's templates `rendered`),
+/// given what `view` found.
 pub fn secrets(
     obj: &CacheInstance,
     details: &ConnectionDetails,
+    rendered: &std::collections::BTreeMap<String, String>,
     view: &ClusterView,
-) -> Result<SecretsPlan, TemplateError> {
+) -> SecretsPlan {
     let main = secret::secret_name(obj);
     let read_only = secret::read_only_secret_name(obj);
     let mut wanted = vec![secret::build_secret(
         obj,
         &main,
         secret::secret_type(obj),
-        secret::connection_data(obj, details)?,
+        secret::connection_data(obj, details, rendered),
     )];
     if let Some(ro) = &read_only {
         wanted.push(secret::build_secret(
@@ -585,7 +607,7 @@ pub fn secrets(
                 plan.conflict = Some(format!(
                     "Secret {name} already exists and is not owned by this CacheInstance; it was left untouched. Delete it or set spec.secret.name to another name"
                 ));
-                return Ok(plan);
+                return plan;
             }
             Ownership::Ours if existing.is_some_and(|e| secret::up_to_date(e, &desired)) => {}
             ownership => {
@@ -602,7 +624,7 @@ pub fn secrets(
         }
     }
     plan.stale = view.stale.clone();
-    Ok(plan)
+    plan
 }
 
 /// The restart targets whose pod template does not carry `fingerprint` yet (missing workloads

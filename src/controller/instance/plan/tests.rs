@@ -841,6 +841,11 @@ fn details(obj: &CacheInstance) -> ConnectionDetails {
     ConnectionDetails::new(obj, &database("{}"))
 }
 
+/// No rendered templates.
+fn none() -> std::collections::BTreeMap<String, String> {
+    Default::default()
+}
+
 #[test]
 fn an_absent_secret_is_written_and_an_up_to_date_one_is_not() {
     let obj = instance("spec: {primaryRegion: us-east-1, secret: {readOnly: {name: orders-ro}}}");
@@ -849,7 +854,7 @@ fn an_absent_secret_is_written_and_an_up_to_date_one_is_not() {
         secrets: vec![("orders".into(), None), ("orders-ro".into(), None)],
         ..Default::default()
     };
-    let plan = secrets(&obj, &d, &view).unwrap();
+    let plan = secrets(&obj, &d, &none(), &view);
     assert_eq!(plan.writes.len(), 2);
     assert_eq!(plan.read_only.as_deref(), Some("orders-ro"));
     let written = ClusterView {
@@ -860,7 +865,7 @@ fn an_absent_secret_is_written_and_an_up_to_date_one_is_not() {
             .collect(),
         ..Default::default()
     };
-    assert!(secrets(&obj, &d, &written).unwrap().writes.is_empty());
+    assert!(secrets(&obj, &d, &none(), &written).writes.is_empty());
 }
 
 #[test]
@@ -878,7 +883,13 @@ fn a_secret_someone_else_owns_is_a_conflict_and_untouched() {
         stale: vec!["old".into()],
         ..Default::default()
     };
-    let plan = secrets(&obj, &details(&obj), &view).unwrap();
+    assert!(
+        secret_conflict(&obj, &view)
+            .unwrap()
+            .contains("Secret orders already exists"),
+        "found before any database is created"
+    );
+    let plan = secrets(&obj, &details(&obj), &none(), &view);
     assert!(plan.writes.is_empty());
     assert!(
         plan.conflict
@@ -901,19 +912,19 @@ fn a_secret_changing_type_is_replaced_and_a_renamed_ones_old_secret_goes() {
     let mut before = secrets(
         &plain_obj,
         &d,
+        &none(),
         &ClusterView {
             secrets: vec![("orders-redis".into(), None)],
             ..Default::default()
         },
-    )
-    .unwrap();
+    );
     let old = before.writes.remove(0).secret;
     let view = ClusterView {
         secrets: vec![("orders-redis".into(), Some(old))],
         stale: vec!["orders".into()],
         ..Default::default()
     };
-    let plan = secrets(&obj, &d, &view).unwrap();
+    let plan = secrets(&obj, &d, &none(), &view);
     assert_eq!(plan.writes.len(), 1);
     assert!(plan.writes[0].replace, "Opaque → servicebinding.io/redis");
     assert_eq!(plan.stale, ["orders"]);
