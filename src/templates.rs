@@ -171,7 +171,10 @@ impl Renderer {
     /// Workers run this process's own binary.
     pub fn new() -> Self {
         Self {
-            program: std::env::current_exe().ok(),
+            // `/proc/self/exe` starts this very binary even if its file was replaced since.
+            program: Some(PathBuf::from("/proc/self/exe"))
+                .filter(|p| p.exists())
+                .or_else(|| std::env::current_exe().ok()),
             idle: Mutex::new(Vec::new()),
             slots: tokio::sync::Semaphore::new(WORKERS),
         }

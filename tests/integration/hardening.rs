@@ -65,12 +65,19 @@ fn proc_status_bytes(pid: u32, field: &str) -> Option<u64> {
     Some(kb * 1024)
 }
 
-/// The operator's child processes (its template render workers).
+/// The operator's child processes (its template render workers), started by any of its threads.
 fn children(pid: u32) -> Vec<u32> {
-    std::fs::read_to_string(format!("/proc/{pid}/task/{pid}/children"))
-        .unwrap_or_default()
-        .split_whitespace()
-        .filter_map(|p| p.parse().ok())
+    let Ok(tasks) = std::fs::read_dir(format!("/proc/{pid}/task")) else {
+        return Vec::new();
+    };
+    tasks
+        .flatten()
+        .filter_map(|task| std::fs::read_to_string(task.path().join("children")).ok())
+        .flat_map(|list| {
+            list.split_whitespace()
+                .filter_map(|p| p.parse().ok())
+                .collect::<Vec<u32>>()
+        })
         .collect()
 }
 
@@ -158,15 +165,12 @@ async fn hostile_templates_are_invalid_for_their_instance_alone_and_the_operator
     ];
     let started = Instant::now();
     let calm_client = calm.client().await;
-    let (_, results) = tokio::join!(
-        apply_manifest(
-            &calm_client,
-            calm.name(),
-            &instance(
-                "unrelated",
-                json!({"primaryRegion": "us-east-1", "secret": {"templates": {"CACHE_URL": "{{ redisUrl }}/0"}}}),
-            ),
-        ),
+    let unrelated = instance(
+        "unrelated",
+        json!({"primaryRegion": "us-east-1", "secret": {"templates": {"CACHE_URL": "{{ redisUrl }}/0"}}}),
+    );
+    let (unrelated_applied, results) = tokio::join!(
+        apply_manifest(&calm_client, calm.name(), &unrelated),
         futures::future::join_all(hostile.iter().map(|(name, template, _)| {
             let client = client.clone();
             let ns = ns.name().to_string();
@@ -183,6 +187,7 @@ async fn hostile_templates_are_invalid_for_their_instance_alone_and_the_operator
             }
         }))
     );
+    unrelated_applied.unwrap();
     for r in results {
         r.unwrap();
     }
