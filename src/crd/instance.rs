@@ -18,7 +18,8 @@ use super::{
 
 /// Annotation that requests a password rotation now: set it to a new value (a timestamp or any
 /// unique string); the operator rotates once per distinct value and records it in
-/// `status.rotation.lastRequest`.
+/// `status.rotation.lastRequest`, at most once per `--min-rotation-interval` (requests made
+/// within it are served together when it has passed).
 pub const ROTATE_ANNOTATION: &str = "cache.upstash-operator.dev/rotate-password";
 
 /// Annotation that pauses one CacheInstance: while it is `"true"` the operator makes no Upstash
@@ -363,6 +364,9 @@ pub struct ConnectionSecretSpec {
     /// keys; values are templates with `{{ restUrl }}`, `{{ restToken }}`, `{{ readOnlyRestToken }}`,
     /// `{{ host }}`, `{{ port }}`, `{{ password }}`, `{{ redisUrl }}`, `{{ keyPrefix }}`,
     /// `{{ databaseId }}` and `{{ databaseName }}`, e.g. `CACHE_URL: "{{ redisUrl }}/0"`.
+    /// Rendering is bounded (100,000 template steps, 16 nested loops or calls, 64 KiB per value,
+    /// 32 MiB of memory, 5 s); a template past a bound, or one that would make the Secret larger
+    /// than 1 MiB, is reported as `InvalidSpec` before any database is created or changed.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     #[x_kube(validation = Rule::new("self.all(k, k.matches('^[-._a-zA-Z0-9]+$') && size(k) <= 253)")
         .message("template keys must be valid Secret data keys (letters, digits, '-', '_' and '.')"))]
