@@ -95,14 +95,14 @@ async fn hostile_templates_are_invalid_for_their_instance_alone_and_the_operator
     let pid = stack.operator.process().id();
     let started_hwm = proc_status_bytes(pid, "VmHWM").expect("the operator's VmHWM");
 
-    // /readyz is polled throughout, each answer within 5 s; the render workers' memory is
-    // sampled on the way.
+    // /readyz and /metrics are polled throughout, each answer within 5 s; the render workers'
+    // memory is sampled on the way.
     let stop = Arc::new(AtomicBool::new(false));
     let polls = Arc::new(AtomicU64::new(0));
     let worker_peak = Arc::new(AtomicU64::new(0));
     let poller = {
         let (stop, polls, worker_peak) = (stop.clone(), polls.clone(), worker_peak.clone());
-        let url = format!("http://{}/readyz", stack.operator.http_addr());
+        let base = format!("http://{}", stack.operator.http_addr());
         tokio::spawn(async move {
             let http = reqwest::Client::builder()
                 .timeout(Duration::from_secs(5))
@@ -110,14 +110,20 @@ async fn hostile_templates_are_invalid_for_their_instance_alone_and_the_operator
                 .unwrap();
             let mut slowest = Duration::ZERO;
             while !stop.load(Ordering::Relaxed) {
-                let asked = Instant::now();
-                let answer = http.get(&url).send().await.map(|r| r.status().as_u16());
-                slowest = slowest.max(asked.elapsed());
-                assert_eq!(
-                    answer.as_ref().ok(),
-                    Some(&200),
-                    "/readyz did not answer 200 within 5 s: {answer:?}"
-                );
+                for path in ["/readyz", "/metrics"] {
+                    let asked = Instant::now();
+                    let answer = http
+                        .get(format!("{base}{path}"))
+                        .send()
+                        .await
+                        .map(|r| r.status().as_u16());
+                    slowest = slowest.max(asked.elapsed());
+                    assert_eq!(
+                        answer.as_ref().ok(),
+                        Some(&200),
+                        "{path} did not answer 200 within 5 s: {answer:?}"
+                    );
+                }
                 polls.fetch_add(1, Ordering::Relaxed);
                 for child in children(pid) {
                     if let Some(rss) = proc_status_bytes(child, "VmHWM") {
@@ -212,6 +218,34 @@ async fn hostile_templates_are_invalid_for_their_instance_alone_and_the_operator
             "{name}: {message}"
         );
     }
+    // The hostile instances are tried again (with backoff) while /readyz is polled: each is
+    // rendered at least three times.
+    let failures = |metrics: &str| -> u64 {
+        metrics
+            .lines()
+            .find(|l| {
+                l.starts_with("upstash_operator_reconcile_failures_total{")
+                    && l.contains(r#"controller="cacheinstance""#)
+                    && l.contains(r#"reason="InvalidSpec""#)
+            })
+            .and_then(|l| l.rsplit(' ').next()?.parse().ok())
+            .unwrap_or(0)
+    };
+    let wanted = 3 * hostile.len() as u64;
+    testkit::wait_for(
+        "the hostile instances to be tried again",
+        TIMEOUT,
+        || async {
+            let (_, metrics) = stack.operator.get("/metrics").await;
+            let n = failures(&metrics);
+            if n >= wanted {
+                Ok(n)
+            } else {
+                Err(format!("{n} InvalidSpec reconciles"))
+            }
+        },
+    )
+    .await;
     stop.store(true, Ordering::Relaxed);
     let slowest = poller.await.expect("/readyz answered throughout");
 
@@ -230,7 +264,7 @@ async fn hostile_templates_are_invalid_for_their_instance_alone_and_the_operator
     let peak = proc_status_bytes(pid, "VmHWM").expect("the operator's VmHWM");
     let workers = worker_peak.load(Ordering::Relaxed);
     eprintln!(
-        "hostile templates: operator peak RSS (VmHWM) {:.1} MiB (at start {:.1} MiB); render workers' peak RSS {:.1} MiB each at most; /readyz answered {} polls, slowest {slowest:?}; the unrelated instance was Ready after {calm_ready_after:?}",
+        "hostile templates: operator peak RSS (VmHWM) {:.1} MiB (at start {:.1} MiB); render workers' peak RSS {:.1} MiB each at most; /readyz and /metrics answered {} polls, slowest {slowest:?}; the unrelated instance was Ready after {calm_ready_after:?}",
         mib(peak),
         mib(started_hwm),
         mib(workers),
