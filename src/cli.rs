@@ -75,6 +75,14 @@ pub struct Args {
     #[arg(long, env = "RESYNC_INTERVAL", default_value = "10m", value_parser = parse_duration_arg)]
     pub resync_interval: DurationString,
 
+    /// The least time between two password rotations that the rotate-password annotation asks
+    /// for on one CacheInstance (e.g. `5m`; `0s` for none). Each rotation revokes every
+    /// client's credentials and restarts the workloads listed for it; a request within this
+    /// interval of the last one served waits for its end, and the requests made meanwhile are
+    /// served by one rotation.
+    #[arg(long, env = "MIN_ROTATION_INTERVAL", default_value = "5m", value_parser = parse_duration_arg)]
+    pub min_rotation_interval: DurationString,
+
     /// This cluster's identity, part of every database name the operator derives
     /// (`<namespace>-<name>-<hash of cluster id, namespace and name>`). Empty: the UID of
     /// namespace `kube-system`, or of the operator's own namespace when that is not readable.

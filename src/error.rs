@@ -33,6 +33,10 @@ pub enum Error {
     /// since the copy was taken, so the decision built on it is taken again on a fresh read.
     #[error("the object changed since it was read; reading it again")]
     CacheBehind,
+
+    /// No template render worker could be run (see [`crate::templates`]).
+    #[error("{0}")]
+    TemplateEngine(String),
 }
 
 pub type Result<T, E = Error> = std::result::Result<T, E>;
@@ -55,6 +59,7 @@ pub enum ErrorCategory {
     Credentials,
     InvalidSpec,
     MissingObjectKey,
+    TemplateEngine,
 }
 
 impl ErrorCategory {
@@ -74,6 +79,7 @@ impl ErrorCategory {
             ErrorCategory::Credentials => "Credentials",
             ErrorCategory::InvalidSpec => "InvalidSpec",
             ErrorCategory::MissingObjectKey => "MissingObjectKey",
+            ErrorCategory::TemplateEngine => "TemplateEngine",
         }
     }
 
@@ -91,7 +97,9 @@ impl ErrorCategory {
             | ErrorCategory::CircuitOpen => "UpstashUnavailable",
             ErrorCategory::Credentials => "CredentialsMissing",
             ErrorCategory::InvalidSpec => "InvalidSpec",
-            ErrorCategory::KubernetesApi | ErrorCategory::MissingObjectKey => "ReconcileError",
+            ErrorCategory::KubernetesApi
+            | ErrorCategory::MissingObjectKey
+            | ErrorCategory::TemplateEngine => "ReconcileError",
         }
     }
 }
@@ -124,6 +132,7 @@ impl Error {
             Error::InvalidSpec(_) => ErrorCategory::InvalidSpec,
             Error::MissingObjectKey(_) => ErrorCategory::MissingObjectKey,
             Error::CacheBehind => ErrorCategory::KubernetesApi,
+            Error::TemplateEngine(_) => ErrorCategory::TemplateEngine,
         }
     }
 

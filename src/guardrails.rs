@@ -147,11 +147,19 @@ pub fn violations(instance: &CacheInstance, policy: &CachePolicy) -> Vec<String>
     if g.require_eviction == Some(true) && spec.eviction != Some(true) {
         out.push(format!("CachePolicy {name} requires spec.eviction: true"));
     }
-    if g.require_allowed_ips == Some(true) && spec.allowed_ips.as_ref().is_none_or(|a| a.is_empty())
-    {
-        out.push(format!(
-            "CachePolicy {name} requires spec.allowedIPs to list the networks allowed to connect"
-        ));
+    if g.require_allowed_ips == Some(true) {
+        match spec.allowed_ips.as_deref() {
+            None | Some([]) => out.push(format!(
+                "CachePolicy {name} requires spec.allowedIPs to list the networks allowed to connect"
+            )),
+            Some(entries) => {
+                if let Some(open) = admits_every_address(entries) {
+                    out.push(format!(
+                        "CachePolicy {name} requires spec.allowedIPs to list the networks allowed to connect, and {open} admits every address"
+                    ));
+                }
+            }
+        }
     }
     if g.require_daily_backup == Some(true) && spec.daily_backup != Some(true) {
         out.push(format!(
@@ -159,6 +167,69 @@ pub fn violations(instance: &CacheInstance, policy: &CachePolicy) -> Vec<String>
         ));
     }
     out
+}
+
+/// Whether the `allowedIPs` entries together admit every IPv4 or every IPv6 address (a `/0`
+/// range such as `0.0.0.0/0` or `::/0`, or ranges that add up to one, such as `0.0.0.0/1` and
+/// `128.0.0.0/1`; IPv4-mapped IPv6 ranges count as IPv4): the entries that do so, for the
+/// message. Unparsable entries admit nothing.
+pub fn admits_every_address(entries: &[String]) -> Option<String> {
+    use ipnet::{IpNet, Ipv4Net, Ipv6Net};
+    let parsed: Vec<(&str, IpNet)> = entries
+        .iter()
+        .filter_map(|e| {
+            let t = e.trim();
+            t.parse::<IpNet>()
+                .or_else(|_| t.parse::<std::net::IpAddr>().map(IpNet::from))
+                .ok()
+                .map(|n| (e.as_str(), n.trunc()))
+        })
+        .collect();
+    // An IPv4-mapped IPv6 range (`::ffff:0:0/96` and within) is the IPv4 range it maps.
+    let as_v4 = |n: &Ipv6Net| -> Option<Ipv4Net> {
+        let mapped = n.network().to_ipv4_mapped()?;
+        if n.prefix_len() < 96 {
+            return None;
+        }
+        Ipv4Net::new(mapped, n.prefix_len() - 96).ok()
+    };
+    let mut v4 = Vec::new();
+    let mut v6 = Vec::new();
+    let mut v4_entries = Vec::new();
+    let mut v6_entries = Vec::new();
+    for (entry, net) in &parsed {
+        match net {
+            IpNet::V4(n) => {
+                v4.push(*n);
+                v4_entries.push(*entry);
+            }
+            IpNet::V6(n) => match as_v4(n) {
+                Some(n) => {
+                    v4.push(n);
+                    v4_entries.push(*entry);
+                }
+                None => {
+                    v6.push(*n);
+                    v6_entries.push(*entry);
+                }
+            },
+        }
+    }
+    let describe = |list: &[&str]| match list {
+        [one] => one.to_string(),
+        many => format!("together, {}", many.join(", ")),
+    };
+    // The entry with prefix length 0 alone, when there is one; else all ranges of that family.
+    if let Some((entry, _)) = parsed.iter().find(|(_, n)| n.prefix_len() == 0) {
+        return Some(entry.to_string());
+    }
+    if Ipv4Net::aggregate(&v4).iter().any(|n| n.prefix_len() == 0) {
+        return Some(describe(&v4_entries));
+    }
+    if Ipv6Net::aggregate(&v6).iter().any(|n| n.prefix_len() == 0) {
+        return Some(describe(&v6_entries));
+    }
+    None
 }
 
 /// What the `PolicyCompliant` condition says, and whether provisioning and changes are blocked.
@@ -268,6 +339,49 @@ mod tests {
 
     fn names(a: &Applicable) -> Vec<String> {
         a.policies.iter().map(|p| p.name_any()).collect()
+    }
+
+    #[test]
+    fn required_allowed_ips_are_not_satisfied_by_a_range_that_admits_everyone() {
+        let policy = policy(
+            "locked",
+            "crm",
+            serde_json::json!({"selector": {}, "guardrails": {"requireAllowedIPs": true}}),
+        );
+        let judge = |ips: serde_json::Value| {
+            let i = instance(
+                serde_json::json!({}),
+                serde_json::json!({"primaryRegion": "us-east-1", "allowedIPs": ips}),
+            );
+            violations(&i, &policy)
+        };
+        for open in [
+            serde_json::json!(["0.0.0.0/0"]),
+            serde_json::json!(["::/0"]),
+            serde_json::json!(["10.0.0.0/8", "0.0.0.0/0"]),
+            serde_json::json!(["1.2.3.4/0"]),
+            serde_json::json!(["0.0.0.0/1", "128.0.0.0/1"]),
+            serde_json::json!(["::/1", "8000::/1"]),
+            serde_json::json!(["::ffff:0:0/96"]),
+        ] {
+            let v = judge(open.clone());
+            assert_eq!(v.len(), 1, "{open}: {v:?}");
+            assert!(v[0].contains("admits every address"), "{open}: {}", v[0]);
+        }
+        assert!(judge(serde_json::json!(["0.0.0.0/0"]))[0].contains("0.0.0.0/0 admits"));
+        assert!(
+            judge(serde_json::json!(["0.0.0.0/1", "128.0.0.0/1"]))[0]
+                .contains("together, 0.0.0.0/1, 128.0.0.0/1 admits")
+        );
+        for closed in [
+            serde_json::json!(["10.0.0.0/8", "203.0.113.7"]),
+            serde_json::json!(["0.0.0.0/1"]),
+            serde_json::json!(["2001:db8::/32"]),
+            serde_json::json!(["0.0.0.0/1", "::/1", "8000::/2"]),
+        ] {
+            assert_eq!(judge(closed.clone()), Vec::<String>::new(), "{closed}");
+        }
+        assert!(judge(serde_json::json!([]))[0].contains("requires spec.allowedIPs"));
     }
 
     #[test]

@@ -22,6 +22,7 @@ pub mod names;
 pub mod operator;
 pub mod policies;
 pub mod telemetry;
+pub mod templates;
 pub mod upstash;
 
 pub use error::{Error, Result};

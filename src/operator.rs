@@ -119,6 +119,7 @@ pub async fn run(args: Args) -> anyhow::Result<()> {
             ),
             adoption: args.adoption_namespace_selector.clone(),
             reveal_managing_namespace: args.reveal_managing_namespace,
+            min_rotation_interval: args.min_rotation_interval.duration()?,
         },
     ));
     let scopes: Vec<Option<String>> = if namespaces.is_empty() {

@@ -48,6 +48,9 @@ pub struct Settings {
     /// Name the namespace of the instance that manages a database in the `AlreadyManaged`
     /// condition of an instance in another namespace.
     pub reveal_managing_namespace: bool,
+    /// The least time between two on-demand password rotations of one instance
+    /// (`--min-rotation-interval`).
+    pub min_rotation_interval: Duration,
 }
 
 impl Settings {
@@ -102,6 +105,8 @@ pub struct Context {
     /// The reconcilers' Developer API requests in flight (`--concurrency` slots; the monitor's
     /// samples have their own limit).
     pub upstash_slots: Arc<tokio::sync::Semaphore>,
+    /// Renders Secret templates within bounds, in worker processes.
+    pub templates: crate::templates::Renderer,
     /// Consecutive failures per object, for exponential backoff.
     failures: Mutex<HashMap<ObjectRef<CacheInstance>, u32>>,
 }
@@ -136,6 +141,7 @@ impl Context {
                 config.concurrency.max(1),
             ))),
             config,
+            templates: crate::templates::Renderer::new(),
             failures: Mutex::default(),
         }
     }

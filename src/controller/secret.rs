@@ -14,6 +14,7 @@ use sha2::{Digest, Sha256};
 
 use crate::{
     crd::{CacheInstance, SecretPreset},
+    templates::{RenderError, Renderer},
     upstash::Database,
 };
 
@@ -67,16 +68,18 @@ impl ConnectionDetails {
     }
 
     /// Details of the right shape and no real value, to check templates against before any
-    /// database exists.
-    fn placeholder(instance: &CacheInstance) -> Self {
+    /// database exists. The values are as long as real ones may be (Upstash's are shorter), so
+    /// that the size of a Secret rendered with them is not below the real one's.
+    pub fn placeholder(instance: &CacheInstance) -> Self {
+        let filler = |n: usize| "x".repeat(n);
         Self {
             database_id: "00000000-0000-0000-0000-000000000000".into(),
-            database_name: "database".into(),
-            endpoint: "example.upstash.io".into(),
+            database_name: filler(64),
+            endpoint: format!("{}.upstash.io", filler(52)),
             port: 6379,
-            password: SecretString::from("password"),
-            rest_token: SecretString::from("token"),
-            read_only_rest_token: SecretString::from("read-only-token"),
+            password: SecretString::from(filler(64)),
+            rest_token: SecretString::from(filler(256)),
+            read_only_rest_token: SecretString::from(filler(256)),
             key_prefix: instance.spec.key_prefix.clone().unwrap_or_default(),
         }
     }
@@ -123,28 +126,76 @@ impl ConnectionDetails {
         digest.iter().take(8).map(|b| format!("{b:02x}")).collect()
     }
 
-    fn template_context(&self) -> minijinja::Value {
-        minijinja::context! {
-            restUrl => self.rest_url(),
-            restToken => self.rest_token.expose_secret(),
-            readOnlyRestToken => self.read_only_rest_token.expose_secret(),
-            host => self.host(),
-            port => self.port,
-            password => self.password.expose_secret(),
-            redisUrl => self.redis_url(),
-            keyPrefix => self.key_prefix.as_str(),
-            databaseId => self.database_id.as_str(),
-            databaseName => self.database_name.as_str(),
-        }
+    /// The variables templates may use (and nothing else: no environment, no files, no other
+    /// instance's values).
+    pub fn template_context(&self) -> serde_json::Value {
+        serde_json::json!({
+            "restUrl": self.rest_url(),
+            "restToken": self.rest_token.expose_secret(),
+            "readOnlyRestToken": self.read_only_rest_token.expose_secret(),
+            "host": self.host(),
+            "port": self.port,
+            "password": self.password.expose_secret(),
+            "redisUrl": self.redis_url(),
+            "keyPrefix": self.key_prefix.as_str(),
+            "databaseId": self.database_id.as_str(),
+            "databaseName": self.database_name.as_str(),
+        })
     }
 }
 
-/// A user template that does not render.
-#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
-#[error("template for key {key:?} does not render: {reason}")]
-pub struct TemplateError {
-    pub key: String,
-    pub reason: String,
+/// `spec.secret.templates`, if any.
+pub fn templates(instance: &CacheInstance) -> Option<&BTreeMap<String, String>> {
+    instance
+        .spec
+        .secret
+        .as_ref()
+        .and_then(|s| s.templates.as_ref())
+        .filter(|t| !t.is_empty())
+}
+
+/// Renders the instance's templates with `details` in the bounded renderer (see
+/// [`crate::templates`]); no templates, nothing rendered.
+pub async fn render_templates(
+    renderer: &Renderer,
+    instance: &CacheInstance,
+    details: &ConnectionDetails,
+) -> Result<BTreeMap<String, String>, RenderError> {
+    match templates(instance) {
+        Some(templates) => {
+            renderer
+                .render_all(templates, &details.template_context())
+                .await
+        }
+        None => Ok(BTreeMap::new()),
+    }
+}
+
+/// Renders the instance's templates in this process, within the bounds of
+/// [`crate::templates::render_bounded`] but not its memory limit: for tests.
+#[cfg(test)]
+pub fn render_in_process(
+    instance: &CacheInstance,
+    details: &ConnectionDetails,
+) -> Result<BTreeMap<String, String>, RenderError> {
+    let context = minijinja::Value::from_serialize(details.template_context());
+    templates(instance)
+        .into_iter()
+        .flatten()
+        .map(|(key, template)| {
+            crate::templates::render_bounded(template, &context)
+                .map(|out| (key.clone(), out))
+                .map_err(|reason| RenderError {
+                    key: key.clone(),
+                    reason: crate::templates::RenderFailure::Template(reason),
+                })
+        })
+        .collect()
+}
+
+/// The bytes a Secret's data holds, as Kubernetes counts them against its 1 MiB (the values).
+pub fn data_size(data: &BTreeMap<String, String>) -> usize {
+    data.values().map(String::len).sum()
 }
 
 /// Name of the main connection Secret: `spec.secret.name`, else the CacheInstance's name.
@@ -177,11 +228,12 @@ fn presets(instance: &CacheInstance) -> Vec<SecretPreset> {
         .unwrap_or_else(|| vec![SecretPreset::Env])
 }
 
-/// The data of the main connection Secret.
+/// The data of the main connection Secret, with `rendered`, the instance's rendered templates.
 pub fn connection_data(
     instance: &CacheInstance,
     details: &ConnectionDetails,
-) -> Result<BTreeMap<String, String>, TemplateError> {
+    rendered: &BTreeMap<String, String>,
+) -> BTreeMap<String, String> {
     let mut data = BTreeMap::new();
     let presets = presets(instance);
     if presets.contains(&SecretPreset::Env) {
@@ -211,33 +263,10 @@ pub fn connection_data(
         data.insert("uri".into(), details.redis_url());
         data.insert("ssl".into(), "true".into());
     }
-    if let Some(templates) = instance
-        .spec
-        .secret
-        .as_ref()
-        .and_then(|s| s.templates.as_ref())
-    {
-        let mut env = minijinja::Environment::new();
-        env.set_undefined_behavior(minijinja::UndefinedBehavior::Strict);
-        let context = details.template_context();
-        for (key, template) in templates {
-            let rendered = env
-                .render_str(template, &context)
-                .map_err(|e| TemplateError {
-                    key: key.clone(),
-                    // minijinja's message names the problem and position, never the values.
-                    reason: e.to_string(),
-                })?;
-            data.insert(key.clone(), rendered);
-        }
+    for (key, value) in rendered {
+        data.insert(key.clone(), value.clone());
     }
-    Ok(data)
-}
-
-/// Checks that every template of `spec.secret.templates` compiles and uses only the documented
-/// variables, before any database is created or changed.
-pub fn check_templates(instance: &CacheInstance) -> Result<(), TemplateError> {
-    connection_data(instance, &ConnectionDetails::placeholder(instance)).map(|_| ())
+    data
 }
 
 /// The data of the read-only Secret.
@@ -444,33 +473,39 @@ mod tests {
         }
     }
 
+    /// Renders the templates with placeholder values, as the check before any call does.
+    fn check(instance: &CacheInstance) -> Result<(), RenderError> {
+        render_in_process(instance, &ConnectionDetails::placeholder(instance)).map(|_| ())
+    }
+
     #[test]
     fn the_admission_example_of_a_bad_template_fails_the_check() {
         use crate::crd::validation::{Check, breaking_spec};
         let bad = instance(breaking_spec(Check::TemplateInvalid));
-        let e = check_templates(&bad).unwrap_err();
+        let e = check(&bad).unwrap_err();
         assert_eq!(e.key, "URL");
         let unknown = instance(serde_json::json!({
             "primaryRegion": "us-east-1",
             "secret": {"templates": {"URL": "{{ restUrll }}"}}
         }));
         assert!(
-            check_templates(&unknown)
+            check(&unknown)
                 .unwrap_err()
                 .reason
+                .to_string()
                 .contains("undefined")
         );
         let good = instance(serde_json::json!({
             "primaryRegion": "us-east-1",
             "secret": {"templates": {"CACHE_URL": "{{ redisUrl }}/0", "HOST": "{{ host }}:{{ port }}"}}
         }));
-        assert_eq!(check_templates(&good), Ok(()));
+        assert_eq!(check(&good), Ok(()));
     }
 
     #[test]
     fn default_secret_has_exactly_the_guide_variables() {
         let i = instance(serde_json::json!({"primaryRegion": "us-east-1"}));
-        let data = connection_data(&i, &details()).unwrap();
+        let data = connection_data(&i, &details(), &render_in_process(&i, &details()).unwrap());
         assert_eq!(
             data.keys().collect::<Vec<_>>(),
             [
@@ -511,7 +546,7 @@ mod tests {
             "secret": {"name": "crm-redis", "presets": ["ServiceBinding"],
                        "templates": {"CACHE_URL": "{{ redisUrl }}/0", "CACHE_HOST": "{{ host }}"}}
         }));
-        let data = connection_data(&i, &details()).unwrap();
+        let data = connection_data(&i, &details(), &render_in_process(&i, &details()).unwrap());
         assert_eq!(data["type"], "redis");
         assert_eq!(data["provider"], "upstash");
         assert_eq!(data["port"], "6379");
@@ -531,9 +566,9 @@ mod tests {
             "primaryRegion": "us-east-1",
             "secret": {"templates": {"X": "{{ nosuchvar }}"}}
         }));
-        let e = connection_data(&i, &details()).unwrap_err();
+        let e = render_in_process(&i, &details()).unwrap_err();
         assert_eq!(e.key, "X");
-        assert!(!e.reason.contains("pw0123"));
+        assert!(!e.reason.to_string().contains("pw0123"));
     }
 
     #[test]
@@ -542,17 +577,17 @@ mod tests {
             "primaryRegion": "us-east-1",
             "secret": {"templates": {"CACHE_URL": "{{ redisUrl }}/0", "P": "{{ keyPrefix }}x"}}
         }));
-        assert!(check_templates(&ok).is_ok());
+        assert!(check(&ok).is_ok());
         let unknown = instance(serde_json::json!({
             "primaryRegion": "us-east-1",
             "secret": {"templates": {"URL": "{{ redis_url }}"}}
         }));
-        assert_eq!(check_templates(&unknown).unwrap_err().key, "URL");
+        assert_eq!(check(&unknown).unwrap_err().key, "URL");
         let broken = instance(serde_json::json!({
             "primaryRegion": "us-east-1",
             "secret": {"templates": {"B": "{{ redisUrl "}}
         }));
-        assert_eq!(check_templates(&broken).unwrap_err().key, "B");
+        assert_eq!(check(&broken).unwrap_err().key, "B");
     }
 
     #[test]
@@ -587,7 +622,7 @@ mod tests {
             &i,
             "crm-cache",
             "Opaque",
-            connection_data(&i, &details()).unwrap(),
+            connection_data(&i, &details(), &render_in_process(&i, &details()).unwrap()),
         );
         assert_eq!(ownership(None, &i), Ownership::Absent);
         assert_eq!(ownership(Some(&desired), &i), Ownership::Ours);

@@ -8,13 +8,18 @@ use super::instance_status::CacheInstanceStatus;
 use kube::{CustomResource, KubeSchema};
 use serde::{Deserialize, Serialize};
 
-use super::common::{
-    DeletionPolicy, DurationString, LocalRef, ManagementPolicy, OnMissing, Plan, ReadRegion, Region,
+use super::{
+    common::{
+        DeletionPolicy, DurationString, LocalRef, ManagementPolicy, OnMissing, Plan, ReadRegion,
+        Region,
+    },
+    validation::{LABEL_VALUE_PATTERN, QUALIFIED_NAME_RULE},
 };
 
 /// Annotation that requests a password rotation now: set it to a new value (a timestamp or any
 /// unique string); the operator rotates once per distinct value and records it in
-/// `status.rotation.lastRequest`.
+/// `status.rotation.lastRequest`, at most once per `--min-rotation-interval` (requests made
+/// within it are served together when it has passed).
 pub const ROTATE_ANNOTATION: &str = "cache.upstash-operator.dev/rotate-password";
 
 /// Annotation that pauses one CacheInstance: while it is `"true"` the operator makes no Upstash
@@ -365,6 +370,9 @@ pub struct ConnectionSecretSpec {
     /// keys; values are templates with `{{ restUrl }}`, `{{ restToken }}`, `{{ readOnlyRestToken }}`,
     /// `{{ host }}`, `{{ port }}`, `{{ password }}`, `{{ redisUrl }}`, `{{ keyPrefix }}`,
     /// `{{ databaseId }}` and `{{ databaseName }}`, e.g. `CACHE_URL: "{{ redisUrl }}/0"`.
+    /// Rendering is bounded (100,000 template steps, 16 nested loops or calls, 64 KiB per value,
+    /// 32 MiB of memory, 5 s); a template past a bound, or one that would make the Secret larger
+    /// than 1 MiB, is reported as `InvalidSpec` before any database is created or changed.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     #[x_kube(validation = Rule::new("self.all(k, k.matches('^[-._a-zA-Z0-9]+$') && size(k) <= 253)")
         .message("template keys must be valid Secret data keys (letters, digits, '-', '_' and '.')"))]
@@ -377,12 +385,30 @@ pub struct ConnectionSecretSpec {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub read_only: Option<ReadOnlySecretSpec>,
 
-    /// Labels added to the Secret(s).
+    /// Labels added to the Secret(s), at most 64. Keys and values follow Kubernetes' label
+    /// syntax: a key is an optional DNS subdomain prefix (up to 253 characters) and `/`, then a
+    /// name of up to 63 letters, digits, `-`, `_` and `.` that starts and ends with a letter or
+    /// digit; a value is empty or such a name.
     #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(extend("maxProperties" = 64, "additionalProperties" = {"type": "string", "maxLength": 63}))]
+    #[x_kube(
+        validation = Rule::new(format!("self.all(k, {QUALIFIED_NAME_RULE})"))
+            .message("spec.secret.labels: keys must be label keys (an optional DNS subdomain prefix of up to 253 characters and '/', then a name of up to 63 letters, digits, '-', '_' and '.' starting and ending with a letter or digit)"),
+        validation = Rule::new(format!("self.all(k, self[k].matches('{LABEL_VALUE_PATTERN}'))"))
+            .message("spec.secret.labels: values must be empty or up to 63 letters, digits, '-', '_' and '.' starting and ending with a letter or digit"),
+    )]
     pub labels: Option<BTreeMap<String, String>>,
 
-    /// Annotations added to the Secret(s).
+    /// Annotations added to the Secret(s), at most 64. Keys follow the label key syntax, and keys
+    /// and values together hold at most 256 KiB, as Kubernetes requires.
     #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(extend("maxProperties" = 64, "additionalProperties" = {"type": "string", "maxLength": 262144}))]
+    #[x_kube(
+        validation = Rule::new(format!("self.map(a, a.lowerAscii()).all(k, {QUALIFIED_NAME_RULE})"))
+            .message("spec.secret.annotations: keys must be annotation keys (an optional DNS subdomain prefix of up to 253 characters and '/', then a name of up to 63 letters, digits, '-', '_' and '.' starting and ending with a letter or digit)"),
+        validation = Rule::new("self.map(k, size(k) + size(self[k])).sum() <= 262144")
+            .message("spec.secret.annotations: keys and values together may hold at most 256 KiB (262144 bytes)"),
+    )]
     pub annotations: Option<BTreeMap<String, String>>,
 }
 

@@ -143,6 +143,12 @@ pub struct RotationStatus {
     /// The last value of the rotate-password annotation that was acted on.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub last_request: Option<String>,
+    /// When the last rotate-password request was served. The next request waits until the
+    /// operator's minimum interval between on-demand rotations (`--min-rotation-interval`) has
+    /// passed since then (`nextRotationTime` says when); requests made meanwhile are served
+    /// together, by one rotation.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub last_request_time: Option<Time>,
 }
 
 /// A firing monitoring alert.

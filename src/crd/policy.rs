@@ -308,7 +308,8 @@ pub struct Guardrails {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub require_eviction: Option<bool>,
     /// Require a non-empty `spec.allowedIPs`, so the database is reachable only from known
-    /// networks.
+    /// networks. Ranges that admit every address (`0.0.0.0/0`, `::/0`, or ranges that add up to
+    /// all of IPv4 or IPv6) do not satisfy it.
     #[serde(
         default,
         skip_serializing_if = "Option::is_none",

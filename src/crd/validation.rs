@@ -15,6 +15,57 @@ use super::{CacheInstance, CachePolicy, Region};
 /// Shortest password rotation interval accepted.
 pub const MIN_ROTATION: Duration = Duration::from_secs(3600);
 
+/// The CEL test that map key `k` is a qualified name, as Kubernetes requires of label and
+/// annotation keys: an optional DNS subdomain prefix (at most 253 characters) and `/`, then a
+/// name of at most 63 characters.
+pub const QUALIFIED_NAME_RULE: &str = r"k.matches('^([a-z0-9]([-a-z0-9]*[a-z0-9])?([.][a-z0-9]([-a-z0-9]*[a-z0-9])?)*/)?[A-Za-z0-9]([-A-Za-z0-9_.]{0,61}[A-Za-z0-9])?$') && (k.indexOf('/') < 0 || k.indexOf('/') <= 253)";
+/// The pattern of a label value (its length, at most 63, is checked by the schema).
+pub const LABEL_VALUE_PATTERN: &str = "^(([A-Za-z0-9][-A-Za-z0-9_.]*)?[A-Za-z0-9])?$";
+/// The most a Secret's data may hold, in bytes (the sum of its values), as Kubernetes allows.
+pub const MAX_SECRET_DATA: usize = 1024 * 1024;
+/// The most an object's annotations may hold, keys and values together, in bytes.
+pub const MAX_ANNOTATIONS: usize = 256 * 1024;
+
+/// A name part of a qualified name or a non-empty label value: at most 63 letters, digits, `-`,
+/// `_` and `.`, starting and ending with a letter or digit.
+fn is_label_name(s: &str) -> bool {
+    let alnum = |c: Option<char>| c.is_some_and(|c| c.is_ascii_alphanumeric());
+    !s.is_empty()
+        && s.len() <= 63
+        && alnum(s.chars().next())
+        && alnum(s.chars().last())
+        && s.chars()
+            .all(|c| c.is_ascii_alphanumeric() || matches!(c, '-' | '_' | '.'))
+}
+
+/// A DNS-1123 subdomain: at most 253 characters, dot-separated lower-case labels of letters,
+/// digits and `-` that start and end with a letter or digit.
+fn is_dns_subdomain(s: &str) -> bool {
+    s.len() <= 253
+        && s.split('.').all(|part| {
+            let alnum =
+                |c: Option<char>| c.is_some_and(|c| c.is_ascii_lowercase() || c.is_ascii_digit());
+            alnum(part.chars().next())
+                && alnum(part.chars().last())
+                && part
+                    .chars()
+                    .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '-')
+        })
+}
+
+/// Whether `key` is a valid label or annotation key.
+pub fn is_qualified_name(key: &str) -> bool {
+    match key.split_once('/') {
+        Some((prefix, name)) => is_dns_subdomain(prefix) && is_label_name(name),
+        None => is_label_name(key),
+    }
+}
+
+/// Whether `value` is a valid label value.
+pub fn is_label_value(value: &str) -> bool {
+    value.is_empty() || is_label_name(value)
+}
+
 /// One check of a CacheInstance spec.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub enum Check {
@@ -30,8 +81,17 @@ pub enum Check {
     FreePlanReadRegions,
     /// Read regions under a GCP primary region (Upstash has them for AWS primaries only).
     ReadRegionsOnGcp,
-    /// A template in `spec.secret.templates` does not render.
+    /// A template in `spec.secret.templates` does not render (or goes past the bounds of the
+    /// template engine: steps, nesting, output, memory, time).
     TemplateInvalid,
+    /// The connection Secret, with what the templates render, would hold more than Kubernetes
+    /// allows a Secret (1 MiB).
+    SecretTooLarge,
+    /// A key or value of `spec.secret.labels` is not a valid label key or value.
+    SecretLabelsInvalid,
+    /// A key of `spec.secret.annotations` is not a valid annotation key, or the annotations
+    /// hold more than Kubernetes allows.
+    SecretAnnotationsInvalid,
 }
 
 /// Where admission refuses what a [`Check`] finds.
@@ -54,7 +114,10 @@ impl Check {
         Check::ReadRegionIsPrimary,
         Check::FreePlanReadRegions,
         Check::ReadRegionsOnGcp,
+        Check::SecretLabelsInvalid,
+        Check::SecretAnnotationsInvalid,
         Check::TemplateInvalid,
+        Check::SecretTooLarge,
     ];
 
     /// The spec field the problem is about, as `kubectl explain` names it.
@@ -82,8 +145,17 @@ impl Check {
                     field: "spec.readRegions",
                 }
             }
+            Check::SecretLabelsInvalid => Admission::Cel {
+                field: "spec.secret.labels",
+            },
+            Check::SecretAnnotationsInvalid => Admission::Cel {
+                field: "spec.secret.annotations",
+            },
             Check::TemplateInvalid => Admission::ReconcileOnly {
                 why: "templates are rendered by the operator's template engine (minijinja), whose syntax and variables CEL cannot parse",
+            },
+            Check::SecretTooLarge => Admission::ReconcileOnly {
+                why: "the Secret's size depends on what the templates render",
             },
         }
     }
@@ -112,8 +184,8 @@ fn main_secret_name(instance: &CacheInstance) -> Option<&str> {
         .or(instance.metadata.name.as_deref())
 }
 
-/// Every problem of `instance`'s spec except templates (which need the template engine, see
-/// `controller::secret::check_templates`), in [`Check::ALL`] order.
+/// Every problem of `instance`'s spec except those of templates (which need the template engine,
+/// see `controller::instance::validate::templates`), in [`Check::ALL`] order.
 pub fn check_instance(instance: &CacheInstance) -> Vec<Problem> {
     let spec = &instance.spec;
     let mut problems = Vec::new();
@@ -174,6 +246,51 @@ pub fn check_instance(instance: &CacheInstance) -> Vec<Problem> {
                 spec.primary_region
             ),
         );
+    }
+    let secret = spec.secret.as_ref();
+    let labels = secret.and_then(|s| s.labels.as_ref()).into_iter().flatten();
+    let mut bad_labels = Vec::new();
+    for (key, value) in labels {
+        if !is_qualified_name(key) {
+            bad_labels.push(format!("key {key:?} is not a valid label key"));
+        } else if !is_label_value(value) {
+            bad_labels.push(format!(
+                "the value of {key} is not a valid label value (empty, or up to 63 letters, digits, '-', '_' and '.' starting and ending with a letter or digit)"
+            ));
+        }
+    }
+    if !bad_labels.is_empty() {
+        problem(
+            Check::SecretLabelsInvalid,
+            format!(
+                "spec.secret.labels: {}; the API server would refuse the Secret",
+                bad_labels.join("; ")
+            ),
+        );
+    }
+    if let Some(annotations) = secret.and_then(|s| s.annotations.as_ref()) {
+        let mut bad = Vec::new();
+        for key in annotations
+            .keys()
+            .filter(|k| !is_qualified_name(&k.to_ascii_lowercase()))
+        {
+            bad.push(format!("key {key:?} is not a valid annotation key"));
+        }
+        let size: usize = annotations.iter().map(|(k, v)| k.len() + v.len()).sum();
+        if size > MAX_ANNOTATIONS {
+            bad.push(format!(
+                "keys and values hold {size} bytes, more than the {MAX_ANNOTATIONS} Kubernetes allows"
+            ));
+        }
+        if !bad.is_empty() {
+            problem(
+                Check::SecretAnnotationsInvalid,
+                format!(
+                    "spec.secret.annotations: {}; the API server would refuse the Secret",
+                    bad.join("; ")
+                ),
+            );
+        }
     }
     problems
 }
@@ -319,8 +436,20 @@ pub fn breaking_spec(check: Check) -> serde_json::Value {
         Check::ReadRegionsOnGcp => {
             json!({"primaryRegion": "us-central1", "readRegions": ["us-east-1"]})
         }
+        Check::SecretLabelsInvalid => {
+            json!({"primaryRegion": "us-east-1", "secret": {"labels": {"team": "x".repeat(64)}}})
+        }
+        Check::SecretAnnotationsInvalid => {
+            json!({"primaryRegion": "us-east-1", "secret": {"annotations": {"note": "x".repeat(MAX_ANNOTATIONS)}}})
+        }
         Check::TemplateInvalid => {
             json!({"primaryRegion": "us-east-1", "secret": {"templates": {"URL": "{{ restUrl"}}})
+        }
+        Check::SecretTooLarge => {
+            let templates: serde_json::Map<String, serde_json::Value> = (0..20)
+                .map(|i| (format!("BIG_{i}"), json!("{{ 'x' * 60000 }}")))
+                .collect();
+            json!({"primaryRegion": "us-east-1", "secret": {"templates": templates}})
         }
     }
 }
@@ -343,7 +472,7 @@ mod tests {
     #[test]
     fn each_check_finds_its_problem_alone() {
         for &check in Check::ALL {
-            if check == Check::TemplateInvalid {
+            if matches!(check, Check::TemplateInvalid | Check::SecretTooLarge) {
                 continue;
             }
             let found: Vec<Check> = check_instance(&instance(breaking_spec(check)))
@@ -364,10 +493,56 @@ mod tests {
             | Check::ReadRegionIsPrimary
             | Check::FreePlanReadRegions
             | Check::ReadRegionsOnGcp
-            | Check::TemplateInvalid => Check::ALL.contains(&c),
+            | Check::SecretLabelsInvalid
+            | Check::SecretAnnotationsInvalid
+            | Check::TemplateInvalid
+            | Check::SecretTooLarge => Check::ALL.contains(&c),
         };
         assert!(Check::ALL.iter().all(|&c| listed(c)));
-        assert_eq!(Check::ALL.len(), 7);
+        assert_eq!(Check::ALL.len(), 10);
+    }
+
+    #[test]
+    fn labels_and_annotations_are_checked_as_the_api_server_does() {
+        for good in [
+            "team",
+            "app.kubernetes.io/name",
+            "a",
+            "A_b.c-9",
+            &format!("{}/{}", "a".repeat(253), "n".repeat(63)),
+        ] {
+            assert!(is_qualified_name(good), "{good}");
+        }
+        for bad in [
+            "",
+            "-team",
+            "team-",
+            "bad key",
+            "UPPER.example.com/x",
+            "/x",
+            "a/",
+            "a/b/c",
+            &"n".repeat(64),
+            &format!("{}/x", "a".repeat(254)),
+        ] {
+            assert!(!is_qualified_name(bad), "{bad}");
+        }
+        assert!(is_label_value(""));
+        assert!(is_label_value(&"v".repeat(63)));
+        assert!(!is_label_value(&"v".repeat(64)));
+        assert!(!is_label_value("a b"));
+
+        let bad_key = check_instance(&instance(json!({"primaryRegion": "us-east-1",
+            "secret": {"labels": {"bad key": "x"}, "annotations": {"ok/fine": "x", "-no": "y"}}})));
+        assert_eq!(
+            bad_key.iter().map(|p| p.check).collect::<Vec<_>>(),
+            vec![Check::SecretLabelsInvalid, Check::SecretAnnotationsInvalid]
+        );
+        assert!(bad_key[0].message.contains("\"bad key\""), "{}", bad_key[0]);
+        assert!(bad_key[1].message.contains("\"-no\""), "{}", bad_key[1]);
+        let near = json!({"primaryRegion": "us-east-1",
+            "secret": {"annotations": {"a": "x".repeat(MAX_ANNOTATIONS - 1)}}});
+        assert_eq!(check_instance(&instance(near)), vec![]);
     }
 
     #[test]
@@ -403,7 +578,7 @@ mod tests {
     #[test]
     fn messages_name_the_field() {
         for &check in Check::ALL {
-            if check == Check::TemplateInvalid {
+            if matches!(check, Check::TemplateInvalid | Check::SecretTooLarge) {
                 continue;
             }
             for p in check_instance(&instance(breaking_spec(check))) {

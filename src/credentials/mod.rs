@@ -104,17 +104,20 @@ impl Bound {
 
     /// Learns the account from a Database these credentials read or created, and keeps it on
     /// the credentials Secret (once per new account).
+    /// A Database answer also proves that the credentials work: from then on their Secret is
+    /// claimed while the instance uses it.
     pub async fn learn(&self, db: &Database) {
-        let Some(account) = identity::account_of(db) else {
-            return;
-        };
-        self.resolver.inner.identities.learn(&self.digest, account);
+        let account = identity::account_of(db);
+        if let Some(account) = account {
+            self.resolver.inner.identities.learn(&self.digest, account);
+        }
         self.resolver
             .mark(
                 &self.origin,
                 &self.secret,
                 self.source,
-                Some(account),
+                true,
+                account,
                 &self.digest,
             )
             .await;
@@ -290,8 +293,8 @@ impl CredentialResolver {
             )?;
             return Ok(Resolved {
                 credentials,
+                source: self.source_of(&origin, Source::Instance),
                 origin,
-                source: Source::Instance,
                 secret,
             });
         }
@@ -305,8 +308,8 @@ impl CredentialResolver {
                 let credentials = extract(&secret, EMAIL_KEY, API_KEY_KEY, &origin)?;
                 return Ok(Resolved {
                     credentials,
+                    source: self.source_of(&origin, Source::Namespace),
                     origin,
-                    source: Source::Namespace,
                     secret,
                 });
             }
@@ -324,6 +327,18 @@ impl CredentialResolver {
             source: Source::Operator,
             secret,
         })
+    }
+
+    /// The kind of source of the Secret at `origin` found as `found`: the operator-wide Secret
+    /// is that whichever way it was found (a CacheInstance in the operator's own namespace
+    /// finds it as its namespace's Secret, or may name it in `spec.credentials`), so that it is
+    /// never claimed.
+    fn source_of(&self, origin: &Origin, found: Source) -> Source {
+        if *origin == self.inner.operator_secret {
+            Source::Operator
+        } else {
+            found
+        }
     }
 
     /// Resolves the instance's credentials, checks them against the account its status records,
@@ -361,10 +376,13 @@ impl CredentialResolver {
             }
         }
         if instance.metadata.deletion_timestamp.is_none() {
+            // Credentials whose account is known have worked (a Database answer told it); the
+            // others are claimed once they do (see `Bound::learn`).
             self.mark(
                 &resolved.origin,
                 &resolved.secret,
                 resolved.source,
+                known.is_some(),
                 known.as_deref(),
                 &digest,
             )
@@ -383,19 +401,21 @@ impl CredentialResolver {
     }
 
     /// Brings the operator's marks on a credentials Secret in line: the claim for claimed
-    /// sources, the learned account where one is known. Best effort: a failed write is logged
-    /// and tried again on the next pass.
+    /// sources whose credentials have `worked` (never for the operator-wide Secret, which
+    /// loses a claim an earlier version put there), the learned account where one is known.
+    /// Best effort: a failed write is logged and tried again on the next pass.
     async fn mark(
         &self,
         origin: &Origin,
         secret: &Arc<Secret>,
         source: Source,
+        worked: bool,
         account: Option<&str>,
         digest: &str,
     ) {
         let current = self.marks_of(origin, secret);
         let wanted = Marks {
-            claimed: source.claimed() || current.claimed,
+            claimed: source.claimed() && (worked || current.claimed),
             account: account
                 .map(|a| (a.to_string(), digest.to_string()))
                 .or(current.account.clone()),

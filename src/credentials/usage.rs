@@ -8,9 +8,13 @@
 //! readable; the operator releases it (removes both) once no CacheInstance uses it any more,
 //! and the namespace's deletion completes.
 //!
-//! The operator-wide Secret is never claimed: it lives in the operator's own namespace, which
-//! deleting an application namespace does not touch, and a finalizer on it would hold up
-//! uninstalling the operator.
+//! A Secret is claimed only once its credentials have worked (Upstash answered them with a
+//! database): credentials that were refused cannot clean anything up, and a claim would only
+//! hold up the deletion of a Secret that never served.
+//!
+//! The operator-wide Secret is never claimed, however an instance finds it (also as the
+//! namespace's Secret of an instance in the operator's own namespace): deleting an application
+//! namespace does not touch it, and a finalizer on it would hold up uninstalling the operator.
 //!
 //! Writes are strategic-merge patches of metadata only (they never create a Secret that is
 //! gone, and leave data and other finalizers alone).

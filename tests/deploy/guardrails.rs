@@ -160,3 +160,96 @@ async fn the_validating_admission_policy_refuses_a_manifest_that_breaks_the_guar
         kubectl(&["delete", kind, "vap-upstash-operator-guardrails"], None);
     }
 }
+
+#[tokio::test]
+async fn required_allowed_ips_refuse_a_range_that_admits_every_address_at_admission() {
+    let cluster = testkit::cluster().await;
+    let ns = cluster.namespace("guardrails-ips").await;
+    let admin = cluster.client().await;
+    install_chart_crds(&admin).await;
+
+    let values = tempfile::NamedTempFile::new().unwrap();
+    std::fs::write(
+        values.path(),
+        serde_json::to_vec(&json!({"guardrails": {
+            "enabled": true,
+            "requireAllowedIPs": true,
+            "namespaceSelector": {"matchLabels": {"kubernetes.io/metadata.name": ns.name()}},
+        }}))
+        .unwrap(),
+    )
+    .unwrap();
+    let release = "vap-ips";
+    let docs = render(
+        release,
+        ns.name(),
+        &[values.path().to_str().unwrap()],
+        &["crds.install=false"],
+    );
+    let policy = of_kind(&docs, "ValidatingAdmissionPolicy");
+    let binding = of_kind(&docs, "ValidatingAdmissionPolicyBinding");
+    assert_eq!((policy.len(), binding.len()), (1, 1));
+    let policy_name = policy[0]["metadata"]["name"].as_str().unwrap().to_string();
+    let binding_name = binding[0]["metadata"]["name"].as_str().unwrap().to_string();
+    for doc in policy.into_iter().chain(binding) {
+        apply(&admin, doc, false)
+            .await
+            .unwrap_or_else(|e| panic!("applying {}: {e}", doc["kind"]));
+    }
+
+    // Witness that the policy is loaded: a manifest without allowedIPs is refused.
+    let none = instance(ns.name(), "none", json!({"primaryRegion": "eu-west-1"}));
+    testkit::wait_for(
+        "the policy to be enforced",
+        Duration::from_secs(30),
+        || async { apply(&admin, &none, true).await.is_err().then_some(()) },
+    )
+    .await;
+
+    for open in [
+        json!(["0.0.0.0/0"]),
+        json!(["::/0"]),
+        json!(["10.0.0.0/8", "0.0.0.0/0"]),
+    ] {
+        let doc = instance(
+            ns.name(),
+            "open",
+            json!({"primaryRegion": "eu-west-1", "allowedIPs": open}),
+        );
+        let err = apply(&admin, &doc, true)
+            .await
+            .expect_err(&format!("allowedIPs {open} was accepted"))
+            .to_string();
+        assert!(
+            err.contains("a range that admits every address (such as 0.0.0.0/0 or ::/0) does not"),
+            "{open}: {err}"
+        );
+    }
+    let closed = instance(
+        ns.name(),
+        "closed",
+        json!({"primaryRegion": "eu-west-1", "allowedIPs": ["10.0.0.0/8", "203.0.113.7", "2001:db8::/32"]}),
+    );
+    apply(&admin, &closed, false)
+        .await
+        .expect("a list of real networks is accepted");
+
+    let api: kube::Api<kube::api::DynamicObject> = kube::Api::all_with(
+        admin.clone(),
+        &kube::api::ApiResource::from_gvk(&kube::api::GroupVersionKind::gvk(
+            "admissionregistration.k8s.io",
+            "v1",
+            "ValidatingAdmissionPolicyBinding",
+        )),
+    );
+    let _ = api.delete(&binding_name, &Default::default()).await;
+    let api: kube::Api<kube::api::DynamicObject> = kube::Api::all_with(
+        admin.clone(),
+        &kube::api::ApiResource::from_gvk(&kube::api::GroupVersionKind::gvk(
+            "admissionregistration.k8s.io",
+            "v1",
+            "ValidatingAdmissionPolicy",
+        )),
+    );
+    let _ = api.delete(&policy_name, &Default::default()).await;
+}

@@ -6,6 +6,7 @@ mod admission;
 mod crds;
 mod credentials;
 mod events;
+mod hardening;
 mod lifecycle;
 mod monitoring;
 mod names;

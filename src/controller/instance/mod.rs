@@ -51,6 +51,10 @@ use crate::{
     upstash::{Database, UpstashError},
 };
 
+/// How soon an instance held by a Secret of its name that the operator does not own looks
+/// again (the operator does not watch Secrets it does not own).
+const SECRET_CONFLICT_RECHECK: Duration = Duration::from_secs(30);
+
 /// Entry point for the controller.
 pub async fn reconcile(obj: Arc<CacheInstance>, ctx: Arc<Context>) -> Result<Action> {
     let _timer = ctx.metrics.reconcile_started(INSTANCE_CONTROLLER);
@@ -131,6 +135,7 @@ fn first_read_wait(obj: &CacheInstance, ctx: &Context) -> Option<Duration> {
             .all(|name| ctx.owned_secrets.get(&namespace, &name).is_some());
         secrets_in_place
             && validate::spec(obj).is_ok_and(|valid| {
+                let valid = valid.with_request_floor(ctx.config.min_rotation_interval);
                 let policy = validate::policy_verdict(
                     obj,
                     &ctx.policies.all(),
@@ -156,10 +161,11 @@ async fn converge(
     let policy =
         validate::policy_verdict(obj, &ctx.policies.all(), ctx.config.default_deletion_policy);
     report.policy(&policy);
-    let valid = validate::spec(obj)?;
+    let valid = validate::spec(obj)?.with_request_floor(ctx.config.min_rotation_interval);
     if valid.observe_only() {
         report.observe_only();
     }
+    validate::templates(obj, &ctx.templates).await?;
 
     // Observe.
     let seen = observe::database(obj, ctx, &valid, policy.blocked, read).await?;
@@ -224,6 +230,27 @@ async fn converge(
                 );
                 report.status.database_id = None;
             }
+            // Nothing is created that could not deliver its Secret: a Secret of the name that
+            // the operator does not own is found first.
+            let view = observe::cluster(obj, ctx, &seen.status).await?;
+            if let Some(conflict) = plan::secret_conflict(obj, &view) {
+                report.set(Cond::new(
+                    conditions::SECRET_READY,
+                    false,
+                    "SecretConflict",
+                    conflict,
+                ));
+                report.hold(
+                    Cond::new(
+                        conditions::PROVISIONED,
+                        false,
+                        "SecretConflict",
+                        "no database is created while its connection Secret cannot be written",
+                    ),
+                    Some(SECRET_CONFLICT_RECHECK),
+                );
+                return Ok(());
+            }
             // Record the attempt first (with the finalizer, in one write), so that a restart
             // after a lost answer recognises the database.
             let record = PendingCreate {
@@ -233,13 +260,9 @@ async fn converge(
             };
             finalizer::ensure(obj, ctx, Some(&record), seen.confirm.as_deref()).await?;
             finalized = true;
-            // The Secrets' current state does not depend on the database: it is read while
-            // Upstash creates it.
-            let (created, view) = futures::join!(
-                apply::create(&upstash.api, &ctx.databases, &upstash.index_key, &request),
-                observe::cluster(obj, ctx, &seen.status)
-            );
             prefetched_view = Some(view);
+            let created =
+                apply::create(&upstash.api, &ctx.databases, &upstash.index_key, &request).await;
             match created {
                 Ok(db) => {
                     ctx.refusals.forget(obj);
@@ -349,8 +372,13 @@ async fn converge(
         db = apply::rotate(&upstash.api, &db).await?;
         record.last_rotation_time = Some(Time(now));
         record.next_rotation_time = valid.rotation_every.map(|e| Time(now + e));
+        // A pending request is served by any rotation.
+        let request = plan::rotate_request(obj);
+        if request.is_some() && request != record.last_request {
+            record.last_request = request;
+            record.last_request_time = Some(Time(now));
+        }
         let why = if due == RotationDue::Requested {
-            record.last_request = plan::rotate_request(obj);
             "on request"
         } else {
             "on schedule"
@@ -421,7 +449,7 @@ async fn publish_credentials(
     ctx: &Context,
     report: &mut Report<'_>,
     db: &Database,
-    view: Option<Result<ClusterView>>,
+    view: Option<ClusterView>,
 ) -> Result<(Vec<String>, Vec<String>)> {
     if !db.has_credentials() {
         return Err(UpstashError::Decode(format!(
@@ -433,15 +461,14 @@ async fn publish_credentials(
     let namespace = obj.namespace().unwrap_or_default();
     let details = ConnectionDetails::new(obj, db);
     let view = match view {
-        Some(view) => view?,
+        Some(view) => view,
         None => observe::cluster(obj, ctx, &report.status).await?,
     };
-    let secrets = plan::secrets(obj, &details, &view).map_err(|e| {
-        Error::InvalidSpec(crate::crd::validation::Problem {
-            check: crate::crd::validation::Check::TemplateInvalid,
-            message: format!("spec.secret.templates.{}: {}", e.key, e.reason),
-        })
-    })?;
+    let rendered = secret::render_templates(&ctx.templates, obj, &details)
+        .await
+        .map_err(validate::template_error)?;
+    validate::secret_size(&secret::connection_data(obj, &details, &rendered))?;
+    let secrets = plan::secrets(obj, &details, &rendered, &view);
     let written = publish::secrets(ctx, &namespace, &secrets).await?;
     if secrets.conflict.is_some() {
         report.secrets(&secrets);

@@ -21,7 +21,7 @@ use crate::{
         conditions::{self, Cond},
         desired::{self, Change, RotationDue},
         naming,
-        secret::{self, ConnectionDetails, Ownership, TemplateError},
+        secret::{self, ConnectionDetails, Ownership},
     },
     crd::{
         BackupRequest, CacheInstance, CacheInstanceStatus, OnMissing, PendingCreate,
@@ -455,13 +455,29 @@ pub fn rotation(
         };
     }
     let request = rotate_request(obj);
-    let (next, due) = desired::rotation_plan(
+    let (mut next, mut due) = desired::rotation_plan(
         valid.rotation_every,
         Some(last),
         request.as_deref(),
         recorded.and_then(|r| r.last_request.as_deref()),
         now,
     );
+    // A request within the minimum interval of the last one served waits for its end (and
+    // whatever else is requested meanwhile is served by that one rotation); a scheduled
+    // rotation due now still runs, and serves it.
+    if due == Some(RotationDue::Requested)
+        && let Some(free) = recorded
+            .and_then(|r| r.last_request_time.as_ref())
+            .map(|t| t.0 + valid.request_floor)
+        && now < free
+    {
+        due = next
+            .is_some_and(|n| now >= n)
+            .then_some(RotationDue::Scheduled);
+        if due.is_none() {
+            next = Some(next.map_or(free, |n| n.min(free)));
+        }
+    }
     let requeue = match (due, next) {
         (None, Some(n)) => Some(n.duration_since(now).unsigned_abs()),
         _ => None,
@@ -541,19 +557,41 @@ pub struct SecretsPlan {
     pub stale: Vec<String>,
 }
 
-/// Decides which Secrets to write for `details`, given what `view` found.
+/// The Secret of a name the instance needs that the operator does not own, if `view` found
+/// one: nothing may be written, so nothing billable should be created either.
+pub fn secret_conflict(obj: &CacheInstance, view: &ClusterView) -> Option<String> {
+    std::iter::once(secret::secret_name(obj))
+        .chain(secret::read_only_secret_name(obj))
+        .find(|name| {
+            let existing = view
+                .secrets
+                .iter()
+                .find(|(n, _)| n == name)
+                .and_then(|(_, s)| s.as_ref());
+            secret::ownership(existing, obj) == Ownership::Foreign
+        })
+        .map(|name| {
+            format!(
+                "Secret {name} already exists and is not owned by this CacheInstance; it was left untouched. Delete it or set spec.secret.name to another name"
+            )
+        })
+}
+
+/// Decides which Secrets to write for `details` (with the instance's templates `rendered`),
+/// given what `view` found.
 pub fn secrets(
     obj: &CacheInstance,
     details: &ConnectionDetails,
+    rendered: &std::collections::BTreeMap<String, String>,
     view: &ClusterView,
-) -> Result<SecretsPlan, TemplateError> {
+) -> SecretsPlan {
     let main = secret::secret_name(obj);
     let read_only = secret::read_only_secret_name(obj);
     let mut wanted = vec![secret::build_secret(
         obj,
         &main,
         secret::secret_type(obj),
-        secret::connection_data(obj, details)?,
+        secret::connection_data(obj, details, rendered),
     )];
     if let Some(ro) = &read_only {
         wanted.push(secret::build_secret(
@@ -580,7 +618,7 @@ pub fn secrets(
                 plan.conflict = Some(format!(
                     "Secret {name} already exists and is not owned by this CacheInstance; it was left untouched. Delete it or set spec.secret.name to another name"
                 ));
-                return Ok(plan);
+                return plan;
             }
             Ownership::Ours if existing.is_some_and(|e| secret::up_to_date(e, &desired)) => {}
             ownership => {
@@ -597,7 +635,7 @@ pub fn secrets(
         }
     }
     plan.stale = view.stale.clone();
-    Ok(plan)
+    plan
 }
 
 /// The restart targets whose pod template does not carry `fingerprint` yet (missing workloads

@@ -379,7 +379,12 @@ mod tests {
             secrets: vec![("orders".into(), None)],
             ..Default::default()
         };
-        let secrets = plan::secrets(obj, &ConnectionDetails::new(obj, db), &view).expect("a plan");
+        let secrets = plan::secrets(
+            obj,
+            &ConnectionDetails::new(obj, db),
+            &Default::default(),
+            &view,
+        );
         report.secrets(&secrets);
         let ready = report.conclude(None);
         report.set(ready);

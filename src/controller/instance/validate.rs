@@ -9,7 +9,8 @@ use kube::ResourceExt;
 use crate::{
     controller::{
         conditions::{self, Cond},
-        desired, secret,
+        desired,
+        secret::{self, ConnectionDetails},
     },
     crd::{
         CacheInstance, CachePolicy, DeletionPolicy, ManagementPolicy, OnMissing, PAUSE_ANNOTATION,
@@ -17,6 +18,7 @@ use crate::{
     },
     error::{Error, Result},
     guardrails,
+    templates::{RenderError, RenderFailure, Renderer},
 };
 
 /// Whether the object is paused: no Upstash call and no Kubernetes write until the annotation
@@ -80,37 +82,83 @@ pub struct Valid {
     pub management: ManagementPolicy,
     pub on_missing: OnMissing,
     pub rotation_every: Option<SignedDuration>,
+    /// The least time between two on-demand rotations (`--min-rotation-interval`).
+    pub request_floor: SignedDuration,
 }
 
 impl Valid {
+    /// With the operator's minimum interval between on-demand rotations.
+    pub fn with_request_floor(mut self, floor: std::time::Duration) -> Self {
+        self.request_floor = SignedDuration::try_from(floor).unwrap_or(SignedDuration::MAX);
+        self
+    }
+
     /// Whether the operator may only read the database.
     pub fn observe_only(&self) -> bool {
         self.management == ManagementPolicy::Observe
     }
 }
 
-/// Every check of the spec (see [`crate::crd::validation`]: each is also made at admission,
-/// except the Secret templates, which are compiled and rendered against placeholder values so
-/// that an unknown variable shows now rather than after the database was created or rotated).
+/// Every check of the spec that admission also makes (see [`crate::crd::validation`]); the
+/// Secret templates are checked by [`templates`].
 pub fn spec(obj: &CacheInstance) -> Result<Valid> {
     if let Some(problem) = validation::check_instance(obj).into_iter().next() {
         return Err(Error::InvalidSpec(problem));
     }
-    secret::check_templates(obj).map_err(|e| {
-        Error::InvalidSpec(validation::Problem {
-            check: validation::Check::TemplateInvalid,
-            message: format!(
-                "spec.secret.templates.{}: the template does not render: {}",
-                e.key, e.reason
-            ),
-        })
-    })?;
     let spec = &obj.spec;
     Ok(Valid {
         management: spec.management_policy.unwrap_or(ManagementPolicy::DEFAULT),
         on_missing: spec.on_missing.unwrap_or(OnMissing::Recreate),
         rotation_every: desired::rotation_every(obj),
+        request_floor: SignedDuration::ZERO,
     })
+}
+
+/// The Secret templates, compiled and rendered against placeholder values in the bounded
+/// renderer, so that an unknown variable or a template past the engine's bounds shows now
+/// rather than after the database was created or rotated; and the size of the Secret they make
+/// (Kubernetes refuses one over 1 MiB).
+pub async fn templates(obj: &CacheInstance, renderer: &Renderer) -> Result<()> {
+    if secret::templates(obj).is_none() {
+        return Ok(());
+    }
+    let details = ConnectionDetails::placeholder(obj);
+    let rendered = secret::render_templates(renderer, obj, &details)
+        .await
+        .map_err(template_error)?;
+    secret_size(&secret::connection_data(obj, &details, &rendered))
+}
+
+/// Whether a Secret with `data` can be written.
+pub fn secret_size(data: &std::collections::BTreeMap<String, String>) -> Result<()> {
+    let size = secret::data_size(data);
+    if size > validation::MAX_SECRET_DATA {
+        return Err(Error::InvalidSpec(validation::Problem {
+            check: validation::Check::SecretTooLarge,
+            message: format!(
+                "spec.secret.templates: the connection Secret would hold {size} bytes, more than the {} Kubernetes allows a Secret",
+                validation::MAX_SECRET_DATA
+            ),
+        }));
+    }
+    Ok(())
+}
+
+/// The error for a template that did not render: the spec's when the template is at fault.
+pub fn template_error(e: RenderError) -> Error {
+    match e.reason {
+        RenderFailure::Template(reason) => Error::InvalidSpec(validation::Problem {
+            check: validation::Check::TemplateInvalid,
+            message: format!(
+                "spec.secret.templates.{}: the template does not render: {reason}",
+                e.key
+            ),
+        }),
+        RenderFailure::Unavailable(reason) => Error::TemplateEngine(format!(
+            "spec.secret.templates.{}: could not be rendered: {reason}",
+            e.key
+        )),
+    }
 }
 
 #[cfg(test)]
@@ -119,21 +167,37 @@ mod tests {
     use crate::controller::instance::fixtures::{instance, policy};
 
     #[test]
-    fn a_bad_template_is_invalid_before_any_call() {
-        let obj = instance(
-            r#"
-            spec:
-              primaryRegion: us-east-1
-              secret: {templates: {CACHE_URL: "{{ redis_url }}"}}
-            "#,
-        );
-        let e = spec(&obj).unwrap_err();
+    fn a_bad_template_names_its_key() {
+        let e = template_error(RenderError {
+            key: "CACHE_URL".into(),
+            reason: RenderFailure::Template("undefined value".into()),
+        });
         assert_eq!(e.category().condition_reason(), "InvalidSpec");
         assert!(
             e.to_string()
                 .starts_with("spec.secret.templates.CACHE_URL:"),
             "{e}"
         );
+        let busy = template_error(RenderError {
+            key: "CACHE_URL".into(),
+            reason: RenderFailure::Unavailable("no worker".into()),
+        });
+        assert_eq!(busy.category().condition_reason(), "ReconcileError");
+    }
+
+    #[test]
+    fn a_secret_over_a_mebibyte_is_too_large() {
+        let data = std::collections::BTreeMap::from([(
+            "BIG".to_string(),
+            "x".repeat(validation::MAX_SECRET_DATA + 1),
+        )]);
+        let e = secret_size(&data).unwrap_err();
+        assert!(e.to_string().starts_with("spec.secret.templates:"), "{e}");
+        let data = std::collections::BTreeMap::from([(
+            "BIG".to_string(),
+            "x".repeat(validation::MAX_SECRET_DATA),
+        )]);
+        assert!(secret_size(&data).is_ok());
     }
 
     #[test]

@@ -697,6 +697,7 @@ fn last(at: &str, request: Option<&str>) -> RotationStatus {
         last_rotation_time: Some(Time(at.parse().unwrap())),
         next_rotation_time: None,
         last_request: request.map(str::to_string),
+        last_request_time: None,
     }
 }
 
@@ -735,6 +736,42 @@ fn a_rotation_requested_twice_with_the_same_value_runs_once() {
     assert_eq!(first.due, Some(RotationDue::Requested));
     let served = last("2026-11-01T11:59:30Z", Some("2026-11-01T11:59:00Z"));
     assert_eq!(rotation(&obj, &v, Some(&served), now()).due, None);
+}
+
+#[test]
+fn requests_within_the_minimum_interval_wait_for_its_end_and_are_served_together() {
+    let obj = rotating(Some("third"));
+    let v = valid(&obj).with_request_floor(Duration::from_secs(300));
+    // The last request was served two minutes ago.
+    let mut served = last("2026-11-01T11:58:00Z", Some("first"));
+    served.last_request_time = Some(Time("2026-11-01T11:58:00Z".parse().unwrap()));
+    let plan = rotation(&obj, &v, Some(&served), now());
+    assert_eq!(plan.due, None);
+    assert_eq!(plan.next, Some("2026-11-01T12:03:00Z".parse().unwrap()));
+    assert_eq!(plan.requeue, Some(Duration::from_secs(180)));
+    // Once the interval is over, one rotation serves it.
+    let later: Timestamp = "2026-11-01T12:03:00Z".parse().unwrap();
+    assert_eq!(
+        rotation(&obj, &v, Some(&served), later).due,
+        Some(RotationDue::Requested)
+    );
+    // Without a floor, or with no request served before, it runs at once.
+    assert_eq!(
+        rotation(&obj, &valid(&obj), Some(&served), now()).due,
+        Some(RotationDue::Requested)
+    );
+    let never = last("2026-11-01T11:58:00Z", None);
+    assert_eq!(
+        rotation(&obj, &v, Some(&never), now()).due,
+        Some(RotationDue::Requested)
+    );
+    // A scheduled rotation due meanwhile still runs.
+    let mut overdue = last("2026-10-31T11:00:00Z", Some("first"));
+    overdue.last_request_time = Some(Time("2026-11-01T11:58:00Z".parse().unwrap()));
+    assert_eq!(
+        rotation(&obj, &v, Some(&overdue), now()).due,
+        Some(RotationDue::Scheduled)
+    );
 }
 
 #[test]
@@ -804,6 +841,11 @@ fn details(obj: &CacheInstance) -> ConnectionDetails {
     ConnectionDetails::new(obj, &database("{}"))
 }
 
+/// No rendered templates.
+fn none() -> std::collections::BTreeMap<String, String> {
+    Default::default()
+}
+
 #[test]
 fn an_absent_secret_is_written_and_an_up_to_date_one_is_not() {
     let obj = instance("spec: {primaryRegion: us-east-1, secret: {readOnly: {name: orders-ro}}}");
@@ -812,7 +854,7 @@ fn an_absent_secret_is_written_and_an_up_to_date_one_is_not() {
         secrets: vec![("orders".into(), None), ("orders-ro".into(), None)],
         ..Default::default()
     };
-    let plan = secrets(&obj, &d, &view).unwrap();
+    let plan = secrets(&obj, &d, &none(), &view);
     assert_eq!(plan.writes.len(), 2);
     assert_eq!(plan.read_only.as_deref(), Some("orders-ro"));
     let written = ClusterView {
@@ -823,7 +865,7 @@ fn an_absent_secret_is_written_and_an_up_to_date_one_is_not() {
             .collect(),
         ..Default::default()
     };
-    assert!(secrets(&obj, &d, &written).unwrap().writes.is_empty());
+    assert!(secrets(&obj, &d, &none(), &written).writes.is_empty());
 }
 
 #[test]
@@ -841,7 +883,13 @@ fn a_secret_someone_else_owns_is_a_conflict_and_untouched() {
         stale: vec!["old".into()],
         ..Default::default()
     };
-    let plan = secrets(&obj, &details(&obj), &view).unwrap();
+    assert!(
+        secret_conflict(&obj, &view)
+            .unwrap()
+            .contains("Secret orders already exists"),
+        "found before any database is created"
+    );
+    let plan = secrets(&obj, &details(&obj), &none(), &view);
     assert!(plan.writes.is_empty());
     assert!(
         plan.conflict
@@ -864,19 +912,19 @@ fn a_secret_changing_type_is_replaced_and_a_renamed_ones_old_secret_goes() {
     let mut before = secrets(
         &plain_obj,
         &d,
+        &none(),
         &ClusterView {
             secrets: vec![("orders-redis".into(), None)],
             ..Default::default()
         },
-    )
-    .unwrap();
+    );
     let old = before.writes.remove(0).secret;
     let view = ClusterView {
         secrets: vec![("orders-redis".into(), Some(old))],
         stale: vec!["orders".into()],
         ..Default::default()
     };
-    let plan = secrets(&obj, &d, &view).unwrap();
+    let plan = secrets(&obj, &d, &none(), &view);
     assert_eq!(plan.writes.len(), 1);
     assert!(plan.writes[0].replace, "Opaque → servicebinding.io/redis");
     assert_eq!(plan.stale, ["orders"]);
