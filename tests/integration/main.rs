@@ -11,5 +11,6 @@ mod monitoring;
 mod names;
 mod namespaces;
 mod protection;
+mod restarts;
 mod safety;
 mod support;

@@ -126,8 +126,8 @@ fn first_read_wait(obj: &CacheInstance, ctx: &Context) -> Option<Duration> {
                     && !plan::once_only_may_be_due(obj, &valid, false, &status, Timestamp::now())
             })
     };
-    let spread = ctx.config.resync.min(startup::FIRST_READ_SPREAD);
-    ctx.first_reads.wait(obj, settled, read_before, spread)
+    ctx.first_reads
+        .wait(obj, settled, read_before, ctx.config.resync)
 }
 
 /// Validate → observe → plan → apply for one pass, deciding on the copy `read` says.
