@@ -67,7 +67,7 @@ async fn a_restart_reads_a_settled_instance_when_its_resync_is_due() {
         .await
         .expect("the record of last reads");
     assert_eq!(
-        record.data.as_ref().unwrap()["reads"],
+        record.data.as_ref().unwrap()["count"],
         "2",
         "{:?}",
         record.data
