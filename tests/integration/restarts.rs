@@ -102,7 +102,7 @@ async fn a_restart_reads_a_settled_instance_when_its_resync_is_due() {
         },
     )
     .await;
-    let ready = testkit::wait_for(
+    testkit::wait_for(
         "the edited instance Ready for its new spec",
         TIMEOUT,
         || {
@@ -117,7 +117,6 @@ async fn a_restart_reads_a_settled_instance_when_its_resync_is_due() {
         },
     )
     .await;
-    let _ = ready;
     assert_eq!(
         calls_on(&stack.emulator, "get", &settled).await,
         0,
