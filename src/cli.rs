@@ -164,6 +164,17 @@ pub struct Args {
     #[arg(long, env = "POD_NAME")]
     pub identity: Option<String>,
 
+    /// ConfigMap in the operator's namespace where the leader records when it last read each
+    /// CacheInstance from Upstash (UID digests and times, nothing else), so that after a restart
+    /// each is read when its resync is due. Empty: no record (after a restart, settled
+    /// instances are read within the first minute).
+    #[arg(
+        long,
+        env = "LAST_READS_CONFIGMAP",
+        default_value = "upstash-operator-last-reads"
+    )]
+    pub last_reads_configmap: String,
+
     /// The operator's own namespace (set from the downward API in the chart).
     #[arg(long, env = "POD_NAMESPACE")]
     pub pod_namespace: Option<String>,

@@ -17,6 +17,7 @@ use tokio::sync::watch;
 use crate::{
     cli::Args,
     cluster_id,
+    controller::startup::ReadRecord,
     controller::{self, Context, REPORTING_CONTROLLER, Settings},
     crd::CacheInstance,
     credentials::CredentialResolver,
@@ -191,6 +192,18 @@ pub async fn run(args: Args) -> anyhow::Result<()> {
         None
     };
 
+    // The previous leader's record of last reads, before the first passes: settled instances
+    // are read when their resync is due by it. Only the leader records.
+    let read_record = Some(args.last_reads_configmap.trim())
+        .filter(|name| !name.is_empty())
+        .map(|name| ReadRecord::new(client.clone(), &args.own_namespace(), name));
+    if let Some(record) = &read_record {
+        if let Some(reads) = record.load(&ctx.config.cluster_id).await {
+            ctx.first_reads.load(&reads);
+        }
+        tokio::spawn(record.clone().run(ctx.clone(), shutdown()));
+    }
+
     let own = ObjectReference {
         api_version: Some("v1".into()),
         kind: Some("Pod".into()),
@@ -257,6 +270,11 @@ pub async fn run(args: Args) -> anyhow::Result<()> {
             }
         },
         None => run_controllers.await?,
+    }
+    // A clean shutdown records the last reads once more, so that the next leader knows them
+    // to the second.
+    if let Some(record) = &read_record {
+        record.write_now(&ctx).await;
     }
     if let Some(leadership) = leadership {
         metrics.leader.set(0);

@@ -158,7 +158,18 @@ pub async fn create_instances(
     policies: usize,
     recorder: &Recorder,
 ) -> anyhow::Result<()> {
-    let results: Vec<anyhow::Result<()>> = futures::stream::iter(0..n)
+    create_instance_range(api, 0..n, parallel, policies, recorder).await
+}
+
+/// Creates the instances numbered `range` (see [`instance_name`]), `parallel` POSTs at a time.
+pub async fn create_instance_range(
+    api: &Api<DynamicObject>,
+    range: std::ops::Range<usize>,
+    parallel: usize,
+    policies: usize,
+    recorder: &Recorder,
+) -> anyhow::Result<()> {
+    let results: Vec<anyhow::Result<()>> = futures::stream::iter(range)
         .map(|i| async move {
             let name = instance_name(i);
             let obj = instance_manifest(&name, i, policies);

@@ -62,6 +62,9 @@ struct Args {
     /// Resync intervals the steady-state window lasts.
     #[arg(long, default_value_t = 3)]
     steady_intervals: u32,
+    /// Scale: new CacheInstances applied right after a restart (provisioning during a restart).
+    #[arg(long, default_value_t = 20)]
+    provision_during_restart: usize,
     /// Extra operator flag (repeatable), e.g. `--operator-arg=--default-thresholds=false`.
     #[arg(long = "operator-arg", allow_hyphen_values = true)]
     operator_args: Vec<String>,
@@ -219,6 +222,7 @@ async fn main() -> anyhow::Result<()> {
                 converge_resync: Duration::from_secs(600),
                 steady_resync: Duration::from_secs(args.resync_interval),
                 steady_intervals: args.steady_intervals,
+                provision_during_restart: args.provision_during_restart,
                 extra_args: args.operator_args.clone(),
                 policies: args.policies,
                 client_parallelism: args.parallel,

@@ -557,6 +557,17 @@ impl CallCollector {
         self.state.lock().await.sampled.len()
     }
 
+    /// How many of the databases `ids` were read (`get`, 2xx) in `phase` so far.
+    pub async fn databases_read_of(&self, phase: &str, ids: &HashSet<String>) -> usize {
+        let _ = self.collect().await;
+        self.state
+            .lock()
+            .await
+            .phases
+            .get(phase)
+            .map_or(0, |p| p.read_ids.intersection(ids).count())
+    }
+
     /// How many distinct databases were read (`get`, 2xx) in `phase` so far.
     pub async fn databases_read(&self, phase: &str) -> usize {
         let _ = self.collect().await;
@@ -836,6 +847,16 @@ impl Recorder {
             .unwrap()
             .last_change
             .map_or(Duration::MAX, |t| t.elapsed())
+    }
+
+    /// Creation-to-first-Ready of the instances `names` that have both, in seconds.
+    pub fn ready_latencies_of(&self, names: &[String]) -> Vec<f64> {
+        let st = self.state.lock().unwrap();
+        names
+            .iter()
+            .filter_map(|name| st.objects.get(&("CacheInstance".to_string(), name.clone())))
+            .filter_map(|s| Some((s.first_ready? - s.created?).as_secs_f64()))
+            .collect()
     }
 
     /// Creation-to-first-Ready of every instance that has both, in seconds.

@@ -189,11 +189,16 @@ pub fn rss_per_thousand(r: &ScaleResult) -> f64 {
 }
 
 /// The phases of a scale run in order, as the tables name them.
-const PHASES: [(&str, &str); 6] = [
+const PHASES: [(&str, &str); 8] = [
     ("converge", "create (until Ready)"),
     ("settle", "settle"),
-    ("restart", "restart (first pass)"),
+    (
+        "reconfigure",
+        "restart with the steady-state flags (first pass)",
+    ),
     ("steady", "steady"),
+    ("restart", "restart (first pass)"),
+    ("provision", "provisioning during a restart"),
     ("delete", "delete"),
     ("collect", "Secrets collected"),
 ];
@@ -426,9 +431,42 @@ pub fn scale_markdown(results: &[ScaleResult]) -> String {
             r.steady_window_s
         )
     });
-    row(&mut s, "Restart: first pass over every instance", &|r| {
-        format!("{:.1} s", r.restart_first_pass_s)
-    });
+    row(
+        &mut s,
+        "Restart with the steady-state flags: first pass over every instance",
+        &|r| format!("{:.1} s", r.reconfigure_first_pass_s),
+    );
+    row(
+        &mut s,
+        "**Restart** (same flags): first pass over every instance",
+        &|r| format!("**{:.1} s**", r.restart_first_pass_s),
+    );
+    row(
+        &mut s,
+        "**Restart: Upstash calls per minute**, first minute / whole first pass / steady state",
+        &|r| {
+            let first: u64 = r.restart_first_minute.by_endpoint.values().sum();
+            format!(
+                "**{first}** ({}) / {:.0} / **{:.0}**",
+                fmt_map(&r.restart_first_minute.by_endpoint, 1.0),
+                r.restart_calls_per_min,
+                r.steady_calls_per_min
+            )
+        },
+    );
+    row(
+        &mut s,
+        "**Provisioning during a restart**: new instances, all Ready after / creation → Ready p50 / max",
+        &|r| {
+            format!(
+                "{}, **{:.1} s** / {:.2} / {:.2} s",
+                r.config.provision_during_restart,
+                r.provision_all_ready_s,
+                r.provision_p50_s,
+                r.provision_max_s
+            )
+        },
+    );
     row(&mut s, "Steady: Upstash calls per resync interval", &|r| {
         let per = f64::from(r.config.steady_intervals);
         let c = calls_of(&r.calls, &["steady"]);

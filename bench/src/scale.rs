@@ -6,13 +6,17 @@
 //! 2. `settle`: until the follow-up work is done (every instance has the monitor's `Healthy`
 //!    condition and nothing changed for 10 s);
 //! 3. `idle`: 15 s of nothing, for the idle RSS;
-//! 4. `restart`: the operator restarted (SIGTERM) with a short `--resync-interval`, until its
-//!    first pass over every instance is over (every database read once);
+//! 4. `reconfigure`: the operator restarted (SIGTERM) with a short `--resync-interval`, until
+//!    its first pass over every instance is over (every database read once);
 //! 5. `steady`: several resync intervals, where the target is zero mutating Upstash calls and
 //!    zero Kubernetes writes;
-//! 6. `delete`: every CacheInstance deleted, until none is left and the emulator has no
+//! 6. `restart`: the operator restarted (SIGTERM) with the same flags, until its first pass is
+//!    over; the Upstash calls of its first minute and of the whole pass;
+//! 7. `provision`: restarted once more, and new instances applied at once, until they are
+//!    Ready;
+//! 8. `delete`: every CacheInstance deleted, until none is left and the emulator has no
 //!    database;
-//! 7. `collect`: until the garbage collector has removed the connection Secrets.
+//! 9. `collect`: until the garbage collector has removed the connection Secrets.
 
 use std::{
     collections::BTreeMap,
@@ -25,8 +29,9 @@ use serde::Serialize;
 
 use crate::{
     common::{
-        OperatorCounters, create_instances, create_policies, delete_instances, delete_namespace,
-        install_crds, instances_api, secs_flag, series_sum, wait_until,
+        OperatorCounters, create_instance_range, create_instances, create_policies,
+        delete_instances, delete_namespace, install_crds, instance_name, instances_api, secs_flag,
+        series_sum, wait_until,
     },
     lower_bound::{Bound, BoundInputs, lower_bound},
     observe::{CallPhase, ChangePhase, EventPhase, Observers, Phase, Processes, Recorder},
@@ -46,6 +51,8 @@ pub struct ScaleConfig {
     /// Resync interval of the steady-state phase.
     pub steady_resync: Duration,
     pub steady_intervals: u32,
+    /// New instances applied right after a restart (phase 7).
+    pub provision_during_restart: usize,
     /// Extra operator flags.
     pub extra_args: Vec<String>,
     /// CachePolicies, each selecting an equal share of the instances (0: none, the instances
@@ -133,8 +140,20 @@ pub struct ScaleResult {
     pub ready_max_s: f64,
     /// Time the bench needed to POST all instances.
     pub apply_s: f64,
-    /// From the restart until every database was read once (the first pass).
+    /// From the restart with the same flags until every database was read once (the first
+    /// pass).
     pub restart_first_pass_s: f64,
+    /// From the restart with the steady-state flags until every database was read once.
+    pub reconfigure_first_pass_s: f64,
+    /// Upstash calls of the first minute after the restart with the same flags.
+    pub restart_first_minute: CallPhase,
+    /// Upstash calls per minute over that restart's first pass, and in steady state.
+    pub restart_calls_per_min: f64,
+    pub steady_calls_per_min: f64,
+    /// New instances applied right after a restart: all Ready after, and creation → Ready.
+    pub provision_all_ready_s: f64,
+    pub provision_p50_s: f64,
+    pub provision_max_s: f64,
     pub delete_s: f64,
     pub delete_bound: Bound,
     pub delete_ratio: f64,
@@ -257,61 +276,113 @@ pub async fn run(
     obs.enter(Some("idle")).await?;
     tokio::time::sleep(Duration::from_secs(15)).await;
 
-    // 4. Restart with a short resync, and let the first pass finish: every database read
-    //    once (by the reconciler, or by the monitor's first sample).
-    obs.enter(Some("restart")).await?;
-    let tr = Instant::now();
+    // 4. Restart with the steady-state flags (a shorter resync), and let the first pass
+    //    finish: every database read once (by the reconciler, or by the monitor's first sample).
+    obs.enter(Some("reconfigure")).await?;
     counters.retire(&operator.series().await);
-    operator.stop();
-    operator.set_args(steady_flags.clone());
-    operator.spawn()?;
-    operator.wait_ready(Duration::from_secs(120)).await?;
-    let resync = cfg.steady_resync.as_secs_f64();
-    // One read per instance from the reconciler and about two from the monitor's first
-    // samples, at the rate limit.
-    let estimate = (3.0 * n as f64 / f64::from(cfg.rate_limit)).max(resync);
-    let first_pass_timeout = Duration::from_secs_f64(2.0 * estimate + 120.0);
-    let mut last_report = Instant::now();
-    let calls = obs.calls.clone();
-    let first_pass = wait_until(
-        "the first pass after the restart",
-        first_pass_timeout,
-        || {
-            let calls = calls.clone();
-            let report = last_report.elapsed() > Duration::from_secs(15);
-            if report {
-                last_report = Instant::now();
-            }
-            async move {
-                let read = calls.databases_read("restart").await;
-                if report {
-                    eprintln!("bench: restart: {read}/{n} databases read");
-                }
-                read >= n
-            }
-        },
+    let reconfigure_first_pass_s = restart_and_read_all(
+        &mut operator,
+        &steady_flags,
+        &obs,
+        "reconfigure",
+        None,
+        &cfg,
     )
-    .await;
-    if let Err(e) = first_pass {
-        eprintln!("bench: {e:#} (continuing)");
-    }
-    let restart_first_pass_s = tr.elapsed().as_secs_f64();
-    eprintln!("bench: first pass after the restart over after {restart_first_pass_s:.1}s");
+    .await?;
     // What the pass started (status writes, monitor samples) finishes.
     tokio::time::sleep(Duration::from_secs(5)).await;
 
     // 5. Steady state.
     obs.enter(Some("steady")).await?;
+    let resync = cfg.steady_resync.as_secs_f64();
     let window = Duration::from_secs_f64(resync * f64::from(cfg.steady_intervals));
     tokio::time::sleep(window).await;
     if !operator.running() {
         bail!("the operator exited during the steady state");
     }
 
-    // 6. Delete.
+    // 6. Restart with the same flags (an upgrade, a node drain): the first pass, and the
+    //    Upstash calls of its first minute.
+    let databases: std::collections::HashSet<String> = emulator
+        .databases()
+        .await?
+        .iter()
+        .filter_map(|d| d["database_id"].as_str().map(str::to_string))
+        .collect();
+    obs.enter(Some("restart")).await?;
+    counters.retire(&operator.series().await);
+    let tr = Instant::now();
+    let calls = obs.calls.clone();
+    let first_minute = tokio::spawn(async move {
+        tokio::time::sleep(Duration::from_secs(60)).await;
+        calls
+            .phases()
+            .await
+            .get("restart")
+            .cloned()
+            .unwrap_or_default()
+    });
+    let restart_first_pass_s = restart_and_read_all(
+        &mut operator,
+        &steady_flags,
+        &obs,
+        "restart",
+        Some(&databases),
+        &cfg,
+    )
+    .await?;
+    let restart_first_minute = first_minute.await?;
+    let restart_calls = obs
+        .calls
+        .phases()
+        .await
+        .get("restart")
+        .cloned()
+        .unwrap_or_default();
+    let restart_calls_per_min = restart_calls.by_endpoint.values().sum::<u64>() as f64
+        / tr.elapsed().as_secs_f64().max(1.0)
+        * 60.0;
+
+    // 7. Provisioning during a restart: the operator restarted once more and, as soon as it
+    //    answers, new instances applied; until they are Ready.
+    obs.enter(Some("provision")).await?;
+    counters.retire(&operator.series().await);
+    operator.stop();
+    operator.spawn()?;
+    operator.wait_ready(Duration::from_secs(120)).await?;
+    let extra = cfg.provision_during_restart;
+    let tp = Instant::now();
+    create_instance_range(
+        &api,
+        n..n + extra,
+        cfg.client_parallelism,
+        cfg.policies,
+        &recorder,
+    )
+    .await?;
+    let extra_names: Vec<String> = (n..n + extra).map(instance_name).collect();
+    wait_until(
+        &format!("{extra} new instances Ready"),
+        cfg.ready_timeout,
+        || {
+            let ready = recorder.ready_latencies_of(&extra_names).len();
+            async move { ready == extra }
+        },
+    )
+    .await?;
+    let provision_all_ready_s = tp.elapsed().as_secs_f64();
+    let provision_latencies = recorder.ready_latencies_of(&extra_names);
+    eprintln!("bench: {extra} new instances Ready {provision_all_ready_s:.1}s after the restart");
+
+    // 8. Delete.
     obs.enter(Some("delete")).await?;
     let td = Instant::now();
-    delete_instances(&api, n, cfg.client_parallelism).await?;
+    delete_instances(
+        &api,
+        n + cfg.provision_during_restart,
+        cfg.client_parallelism,
+    )
+    .await?;
     let emu = emulator.clone();
     let rec = recorder.clone();
     wait_until(
@@ -370,6 +441,20 @@ pub async fn run(
         ready_max_s: percentile(&latencies, 100.0).context("no latencies")?,
         apply_s,
         restart_first_pass_s,
+        reconfigure_first_pass_s,
+        restart_first_minute,
+        restart_calls_per_min,
+        steady_calls_per_min: obs
+            .calls
+            .phases()
+            .await
+            .get("steady")
+            .map_or(0.0, |c| c.by_endpoint.values().sum::<u64>() as f64)
+            / window.as_secs_f64()
+            * 60.0,
+        provision_all_ready_s,
+        provision_p50_s: percentile(&provision_latencies, 50.0).unwrap_or(f64::NAN),
+        provision_max_s: percentile(&provision_latencies, 100.0).unwrap_or(f64::NAN),
         delete_s,
         delete_bound,
         delete_ratio: delete_s / delete_bound.bound_s,
@@ -396,4 +481,57 @@ pub async fn run(
     delete_namespace(&client, ns.name(), Duration::from_secs(600)).await;
     drop(ns);
     Ok(result)
+}
+
+/// Restarts the operator (SIGTERM) with `flags` and waits until it has read every database
+/// (every one of `only`, when given) in `phase`: its first pass. Returns its duration.
+async fn restart_and_read_all(
+    operator: &mut Operator,
+    flags: &[String],
+    obs: &Observers,
+    phase: &str,
+    only: Option<&std::collections::HashSet<String>>,
+    cfg: &ScaleConfig,
+) -> anyhow::Result<f64> {
+    let n = only.map_or(cfg.n, |ids| ids.len());
+    let tr = Instant::now();
+    operator.stop();
+    operator.set_args(flags.to_vec());
+    operator.spawn()?;
+    operator.wait_ready(Duration::from_secs(120)).await?;
+    let resync = cfg.steady_resync.as_secs_f64();
+    // One read per instance from the reconciler and about two from the monitor's first
+    // samples, at the rate limit; or, spread by when each was last read, a resync interval.
+    let estimate = (3.0 * n as f64 / f64::from(cfg.rate_limit)).max(resync);
+    let first_pass_timeout = Duration::from_secs_f64(2.0 * estimate + 120.0);
+    let mut last_report = Instant::now();
+    let calls = obs.calls.clone();
+    let first_pass = wait_until(
+        &format!("the first pass after the restart ({phase})"),
+        first_pass_timeout,
+        || {
+            let calls = calls.clone();
+            let report = last_report.elapsed() > Duration::from_secs(15);
+            if report {
+                last_report = Instant::now();
+            }
+            async move {
+                let read = match only {
+                    Some(ids) => calls.databases_read_of(phase, ids).await,
+                    None => calls.databases_read(phase).await,
+                };
+                if report {
+                    eprintln!("bench: {phase}: {read}/{n} databases read");
+                }
+                read >= n
+            }
+        },
+    )
+    .await;
+    if let Err(e) = first_pass {
+        eprintln!("bench: {e:#} (continuing)");
+    }
+    let first_pass_s = tr.elapsed().as_secs_f64();
+    eprintln!("bench: first pass after the restart ({phase}) over after {first_pass_s:.1}s");
+    Ok(first_pass_s)
 }

@@ -36,15 +36,31 @@ type Written = Arc<Mutex<HashMap<(String, String), (Arc<Secret>, Instant)>>>;
 pub struct OwnedSecrets {
     stores: Mutex<Vec<(Option<String>, Store<Secret>)>>,
     written: Written,
+    /// Stores whose watch has not listed its Secrets yet.
+    listing: Arc<std::sync::atomic::AtomicUsize>,
 }
 
 impl OwnedSecrets {
     /// Adds the store of the controller watching `scope`.
     pub fn register(&self, scope: Option<String>, store: Store<Secret>) {
+        let listing = self.listing.clone();
+        listing.fetch_add(1, std::sync::atomic::Ordering::AcqRel);
+        let waiting = store.clone();
+        tokio::spawn(async move {
+            if waiting.wait_until_ready().await.is_ok() {
+                listing.fetch_sub(1, std::sync::atomic::Ordering::AcqRel);
+            }
+        });
         self.stores
             .lock()
             .unwrap_or_else(|e| e.into_inner())
             .push((scope, store));
+    }
+
+    /// Whether every store has its watch's initial list: until then a Secret missing from them
+    /// may still exist.
+    pub fn listed(&self) -> bool {
+        self.listing.load(std::sync::atomic::Ordering::Acquire) == 0
     }
 
     /// The operator's Secret `namespace/name` as its watch last saw it, if it holds one, else

@@ -52,7 +52,7 @@ impl Inputs {
             })
             .collect();
         Self {
-            uid: fingerprint(&obj.metadata.uid),
+            uid: super::startup::uid_key(obj),
             generation: obj.metadata.generation,
             metadata: fingerprint(&(obj.labels(), annotations)),
         }
@@ -138,8 +138,7 @@ impl RecentReads {
         let names_none = obj.status.as_ref().is_none_or(|s| s.database_id.is_none());
         names_none
             && self.lock().get(&super::object_key(obj)).is_some_and(|e| {
-                e.inputs.uid == fingerprint(&obj.metadata.uid)
-                    && e.recorded_at.elapsed() < WATCH_LAG
+                e.inputs.uid == super::startup::uid_key(obj) && e.recorded_at.elapsed() < WATCH_LAG
             })
     }
 
@@ -163,6 +162,15 @@ impl RecentReads {
     /// Drops `obj`'s entry (after a failure, or when it is deleted).
     pub fn forget(&self, obj: &CacheInstance) {
         self.lock().remove(&super::object_key(obj));
+    }
+
+    /// Each object's UID digest ([`super::startup::uid_key`]) and the age of its last read,
+    /// for the record that survives a restart.
+    pub fn read_ages(&self) -> Vec<(u64, Duration)> {
+        self.lock()
+            .values()
+            .map(|e| (e.inputs.uid, e.read_at.elapsed()))
+            .collect()
     }
 
     /// Objects with an entry.

@@ -184,6 +184,10 @@ impl Monitor {
         let mut queue = self.queue();
         let mut live = HashSet::with_capacity(instances.len());
         let mut demand = 0.0;
+        // First samples, queued once the stretch of all instances' intervals is known: at a
+        // start with many instances they are spread over the stretched interval, not over
+        // the configured one at a rate beyond the budget.
+        let mut first_samples: Vec<(u64, Duration, u64)> = Vec::new();
         // The distinct thresholds of this pass: instances under the same policies (or none)
         // share one copy.
         let mut distinct: Vec<Arc<Thresholds>> = Vec::new();
@@ -247,12 +251,7 @@ impl Monitor {
                     state.epoch += 1;
                     if let Some(t) = &state.thresholds {
                         tracing::debug!(object = %instance.name_any(), policies = ?state.policies, "monitoring");
-                        queue.push(Due {
-                            at: schedule::first_due(now, t.interval),
-                            id,
-                            work: Work::Sample,
-                            epoch: state.epoch,
-                        });
+                        first_samples.push((id, t.interval, state.epoch));
                         if let Some(p) = t.probe {
                             queue.push(Due {
                                 at: schedule::first_due(now, p.interval),
@@ -284,6 +283,18 @@ impl Monitor {
             }
             self.stretch.store(next.to_bits(), Ordering::Relaxed);
             self.ctx.metrics.monitor_interval_stretch.set(next);
+        }
+        if !first_samples.is_empty() {
+            let stretch = self.stretch().max(1.0);
+            let mut queue = self.queue();
+            for (id, interval, epoch) in first_samples {
+                queue.push(Due {
+                    at: schedule::first_due(now, interval.mul_f64(stretch)),
+                    id,
+                    work: Work::Sample,
+                    epoch,
+                });
+            }
         }
     }
 

@@ -76,6 +76,13 @@ impl Monitor {
         }
     }
 
+    /// Whether the monitor has no copy of `instance`'s database and the reconciler's first read
+    /// of it in this process is still waiting for its turn.
+    fn waits_for_first_read(&self, id: u64, instance: &CacheInstance) -> bool {
+        let has_copy = self.table().states.get(&id).is_some_and(|s| s.db.is_some());
+        !has_copy && self.ctx.first_reads.deferred(instance)
+    }
+
     /// The database object: cached, else the reconciler's recent read (a new database costs
     /// no extra call), else read from Upstash.
     async fn database(
@@ -142,7 +149,24 @@ impl Monitor {
         let Some(api) = self.bind(&instance).await? else {
             return Ok(());
         };
-        let db = self.database(id, &api, &instance, &database_id).await;
+        // After a restart the reconciler reads a settled instance's database when its resync
+        // is due (see `controller::startup`); until then a sample goes without it, with the
+        // plan the status shows, instead of reading it ahead of that turn.
+        let waiting = self.waits_for_first_read(id, &instance);
+        let db = if waiting {
+            None
+        } else {
+            self.database(id, &api, &instance, &database_id).await
+        };
+        let plan = match waiting {
+            true => instance
+                .status
+                .as_ref()
+                .and_then(|s| s.plan.as_deref())
+                .and_then(|p| p.parse().ok())
+                .or(instance.spec.plan),
+            false => instance.spec.plan,
+        };
         let stats = match api.stats(&database_id).await {
             Ok(s) => Some(s),
             Err(e) => {
@@ -172,7 +196,7 @@ impl Monitor {
             let inputs = Inputs {
                 stats: stats.as_ref(),
                 db: db.as_deref(),
-                spec_plan: instance.spec.plan,
+                spec_plan: plan,
                 budget_usd: instance.spec.budget,
                 probe: thresholds.probe.map(|_| &state.probe),
                 evictions,
@@ -222,6 +246,10 @@ impl Monitor {
         let Some(instance) = self.latest(&key) else {
             return Ok(());
         };
+        if self.waits_for_first_read(id, &instance) {
+            // The database (and its data-plane token) is read at the reconciler's turn.
+            return Ok(());
+        }
         let Some(api) = self.bind(&instance).await? else {
             return Ok(());
         };

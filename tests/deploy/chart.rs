@@ -475,6 +475,23 @@ fn rbac_is_least_privilege() {
     }
     let env = container_env(one(&docs, "Deployment"));
     assert_eq!(env["LEASE_NAME"], "uo-upstash-operator-leader");
+    // The record of last reads: created, then read and written by name only.
+    let record_role = roles
+        .iter()
+        .find(|r| r["metadata"]["name"] == "uo-upstash-operator-last-reads")
+        .expect("last-reads Role");
+    assert_eq!(record_role["metadata"]["namespace"], "ops");
+    assert_eq!(
+        record_role["rules"],
+        json!([
+            {"apiGroups": [""], "resources": ["configmaps"], "verbs": ["create"]},
+            {"apiGroups": [""], "resources": ["configmaps"], "resourceNames": ["uo-upstash-operator-last-reads"], "verbs": ["get", "patch"]}
+        ])
+    );
+    assert_eq!(
+        env["LAST_READS_CONFIGMAP"],
+        "uo-upstash-operator-last-reads"
+    );
     let credentials = roles
         .iter()
         .find(|r| r["metadata"]["name"] == "uo-upstash-operator-credentials")

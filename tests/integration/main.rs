@@ -12,6 +12,7 @@ mod monitoring;
 mod names;
 mod namespaces;
 mod protection;
+mod restarts;
 mod safety;
 mod support;
 mod tenancy;

@@ -71,6 +71,10 @@ app.kubernetes.io/instance: {{ .Release.Name }}
 {{- end }}
 {{- end }}
 
+{{- define "upstash-operator.lastReadsName" -}}
+{{- printf "%s-last-reads" (include "upstash-operator.fullname" .) | trunc 63 | trimSuffix "-" }}
+{{- end }}
+
 {{- define "upstash-operator.leaseName" -}}
 {{- printf "%s-leader" (include "upstash-operator.fullname" .) | trunc 63 | trimSuffix "-" }}
 {{- end }}

@@ -128,11 +128,25 @@ fn first_read_wait(obj: &CacheInstance, ctx: &Context) -> Option<Duration> {
         .as_ref()
         .and_then(|s| s.database_id.as_deref())
         .is_some_and(|id| ctx.recent.read_at(obj, id).is_some());
-    let settled = startup::settled(obj) && {
-        let namespace = obj.namespace().unwrap_or_default();
-        let secrets_in_place = std::iter::once(secret::secret_name(obj))
-            .chain(secret::read_only_secret_name(obj))
-            .all(|name| ctx.owned_secrets.get(&namespace, &name).is_some());
+    if !startup::settled(obj) {
+        return ctx
+            .first_reads
+            .wait(obj, false, read_before, ctx.config.resync);
+    }
+    let namespace = obj.namespace().unwrap_or_default();
+    let secrets_in_place = std::iter::once(secret::secret_name(obj))
+        .chain(secret::read_only_secret_name(obj))
+        .all(|name| ctx.owned_secrets.get(&namespace, &name).is_some());
+    if !secrets_in_place
+        && !read_before
+        && !ctx.owned_secrets.listed()
+        && ctx.first_reads.starting()
+    {
+        // The Secret watch has not listed yet: decide once it has (or once the first minute
+        // is over).
+        return Some(Duration::from_secs(1));
+    }
+    let settled = {
         secrets_in_place
             && validate::spec(obj).is_ok_and(|valid| {
                 let valid = valid.with_request_floor(ctx.config.min_rotation_interval);
@@ -146,8 +160,8 @@ fn first_read_wait(obj: &CacheInstance, ctx: &Context) -> Option<Duration> {
                     && !plan::once_only_may_be_due(obj, &valid, false, &status, Timestamp::now())
             })
     };
-    let spread = ctx.config.resync.min(startup::FIRST_READ_SPREAD);
-    ctx.first_reads.wait(obj, settled, read_before, spread)
+    ctx.first_reads
+        .wait(obj, settled, read_before, ctx.config.resync)
 }
 
 /// Validate → observe → plan → apply for one pass, deciding on the copy `read` says.
