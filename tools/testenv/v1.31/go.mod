@@ -166,6 +166,9 @@ require (
 	sigs.k8s.io/yaml v1.4.0 // indirect
 )
 
+// k8s.io/kubernetes cites every staging module at v0.0.0: each is replaced by the matching
+// v0.31.13 (the require lines above show what the module graph asks for, not what is built).
+// The Go module proxy does not serve cloud-provider at v0.31.13, hence v0.31.14 for it alone.
 replace (
 	k8s.io/api => k8s.io/api v0.31.13
 	k8s.io/apiextensions-apiserver => k8s.io/apiextensions-apiserver v0.31.13
