@@ -152,6 +152,19 @@ impl Cluster {
         })
     }
 
+    /// Starts a control plane of its own for one test (from the same testenv binary as the
+    /// shared one, also with `USE_EXISTING_CLUSTER=true`), for tests that change cluster-wide
+    /// objects other tests rely on, such as the CRDs. It stops when the value is dropped.
+    ///
+    /// # Panics
+    ///
+    /// When the control plane cannot be started; the message says why and where the logs are.
+    pub async fn start_private() -> Self {
+        Self::start()
+            .await
+            .unwrap_or_else(|e| panic!("testkit: no Kubernetes control plane: {e}"))
+    }
+
     /// Uses the cluster that `KUBECONFIG` (or `~/.kube/config`) points at.
     async fn existing() -> Result<Self, String> {
         let kubeconfig_path = match env::var_os("KUBECONFIG") {
@@ -266,7 +279,8 @@ fn kubebuilder_assets() -> Option<PathBuf> {
     (dir.join("kube-apiserver").is_file() && dir.join("etcd").is_file()).then_some(dir)
 }
 
-/// The testenv binary: `$TESTENV_BIN`, or `tools/testenv/bin/testenv`, built when missing.
+/// The testenv binary: `$TESTENV_BIN`, or `tools/testenv/bin/testenv`, built when missing;
+/// with `TESTENV_KUBERNETES=1.31`, the older minor's `tools/testenv/bin/testenv-v1.31`.
 fn testenv_binary() -> Result<PathBuf, String> {
     if let Some(bin) = env::var_os("TESTENV_BIN") {
         let bin = PathBuf::from(bin);
@@ -277,7 +291,14 @@ fn testenv_binary() -> Result<PathBuf, String> {
         };
     }
     let root = workspace_root();
-    let bin = root.join("tools/testenv/bin/testenv");
+    let version_dir = env::var("TESTENV_KUBERNETES")
+        .ok()
+        .filter(|v| !v.is_empty())
+        .map(|v| format!("v{}", v.trim_start_matches('v')));
+    let bin = match &version_dir {
+        Some(dir) => root.join(format!("tools/testenv/bin/testenv-{dir}")),
+        None => root.join("tools/testenv/bin/testenv"),
+    };
     if bin.is_file() {
         return Ok(bin);
     }
@@ -289,6 +310,7 @@ fn testenv_binary() -> Result<PathBuf, String> {
     );
     let status = Command::new("bash")
         .arg(&script)
+        .args(&version_dir)
         .stdout(Stdio::null())
         .status()
         .map_err(|e| format!("running {}: {e}", script.display()))?;
