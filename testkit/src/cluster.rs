@@ -134,6 +134,15 @@ impl Cluster {
         if !ready.ready {
             return Err(format!("testenv reported not ready: {line}"));
         }
+        if let Some(minor) = requested_minor()
+            && !ready.version.starts_with(&format!("{minor}."))
+        {
+            return Err(format!(
+                "TESTENV_KUBERNETES asks for Kubernetes {minor}, but {} runs {}",
+                bin.display(),
+                ready.version
+            ));
+        }
         let kubeconfig = Kubeconfig::read_from(&ready.kubeconfig)
             .map_err(|e| format!("reading {}: {e}", ready.kubeconfig.display()))?;
         eprintln!(
@@ -279,6 +288,14 @@ fn kubebuilder_assets() -> Option<PathBuf> {
     (dir.join("kube-apiserver").is_file() && dir.join("etcd").is_file()).then_some(dir)
 }
 
+/// The Kubernetes minor `TESTENV_KUBERNETES` asks for, as `v1.31`.
+fn requested_minor() -> Option<String> {
+    env::var("TESTENV_KUBERNETES")
+        .ok()
+        .filter(|v| !v.is_empty())
+        .map(|v| format!("v{}", v.trim_start_matches('v')))
+}
+
 /// The testenv binary: `$TESTENV_BIN`, or `tools/testenv/bin/testenv`, built when missing;
 /// with `TESTENV_KUBERNETES=1.31`, the older minor's `tools/testenv/bin/testenv-v1.31`.
 fn testenv_binary() -> Result<PathBuf, String> {
@@ -291,10 +308,7 @@ fn testenv_binary() -> Result<PathBuf, String> {
         };
     }
     let root = workspace_root();
-    let version_dir = env::var("TESTENV_KUBERNETES")
-        .ok()
-        .filter(|v| !v.is_empty())
-        .map(|v| format!("v{}", v.trim_start_matches('v')));
+    let version_dir = requested_minor();
     let bin = match &version_dir {
         Some(dir) => root.join(format!("tools/testenv/bin/testenv-{dir}")),
         None => root.join("tools/testenv/bin/testenv"),

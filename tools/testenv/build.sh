@@ -53,7 +53,7 @@ out_dir="$cache_root/testenv/$key"
 out="$out_dir/testenv"
 
 if [[ -x "$out" ]]; then
-    echo "build.sh: inputs unchanged, reusing cached $out" >&2
+    echo "build.sh: inputs unchanged, reusing cached $out ($(sed -n 's#^\tk8s.io/kubernetes \(v[0-9.]*\)$#Kubernetes \1#p' "$modfile"))" >&2
 else
     k8s_version="$(go list -modfile="$modfile" -m -f '{{.Version}}' k8s.io/kubernetes)"
     # The module's publication time, not the wall clock: the build stays reproducible.
