@@ -10,7 +10,8 @@ export GOTOOLCHAIN=local
 
 # A real kube-apiserver, etcd and kube-controller-manager for the integration tests
 # (testkit starts it; a cold build takes 10-20 minutes, later runs reuse the cache).
-TESTENV_BIN="$(tools/testenv/build.sh | tail -n1)"
+# TESTENV_KUBERNETES=1.31 selects the oldest Kubernetes minor the chart supports instead.
+TESTENV_BIN="$(tools/testenv/build.sh ${TESTENV_KUBERNETES:+"v${TESTENV_KUBERNETES#v}"} | tail -n1)"
 export TESTENV_BIN
 
 # The emulator runs every database's commands on a real Redis server.

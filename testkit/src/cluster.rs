@@ -134,6 +134,15 @@ impl Cluster {
         if !ready.ready {
             return Err(format!("testenv reported not ready: {line}"));
         }
+        if let Some(minor) = requested_minor()
+            && !ready.version.starts_with(&format!("{minor}."))
+        {
+            return Err(format!(
+                "TESTENV_KUBERNETES asks for Kubernetes {minor}, but {} runs {}",
+                bin.display(),
+                ready.version
+            ));
+        }
         let kubeconfig = Kubeconfig::read_from(&ready.kubeconfig)
             .map_err(|e| format!("reading {}: {e}", ready.kubeconfig.display()))?;
         eprintln!(
@@ -150,6 +159,19 @@ impl Cluster {
             version: ready.version,
             _process: Some(Mutex::new((child, stdin))),
         })
+    }
+
+    /// Starts a control plane of its own for one test (from the same testenv binary as the
+    /// shared one, also with `USE_EXISTING_CLUSTER=true`), for tests that change cluster-wide
+    /// objects other tests rely on, such as the CRDs. It stops when the value is dropped.
+    ///
+    /// # Panics
+    ///
+    /// When the control plane cannot be started; the message says why and where the logs are.
+    pub async fn start_private() -> Self {
+        Self::start()
+            .await
+            .unwrap_or_else(|e| panic!("testkit: no Kubernetes control plane: {e}"))
     }
 
     /// Uses the cluster that `KUBECONFIG` (or `~/.kube/config`) points at.
@@ -266,7 +288,16 @@ fn kubebuilder_assets() -> Option<PathBuf> {
     (dir.join("kube-apiserver").is_file() && dir.join("etcd").is_file()).then_some(dir)
 }
 
-/// The testenv binary: `$TESTENV_BIN`, or `tools/testenv/bin/testenv`, built when missing.
+/// The Kubernetes minor `TESTENV_KUBERNETES` asks for, as `v1.31`.
+fn requested_minor() -> Option<String> {
+    env::var("TESTENV_KUBERNETES")
+        .ok()
+        .filter(|v| !v.is_empty())
+        .map(|v| format!("v{}", v.trim_start_matches('v')))
+}
+
+/// The testenv binary: `$TESTENV_BIN`, or `tools/testenv/bin/testenv`, built when missing;
+/// with `TESTENV_KUBERNETES=1.31`, the older minor's `tools/testenv/bin/testenv-v1.31`.
 fn testenv_binary() -> Result<PathBuf, String> {
     if let Some(bin) = env::var_os("TESTENV_BIN") {
         let bin = PathBuf::from(bin);
@@ -277,7 +308,11 @@ fn testenv_binary() -> Result<PathBuf, String> {
         };
     }
     let root = workspace_root();
-    let bin = root.join("tools/testenv/bin/testenv");
+    let version_dir = requested_minor();
+    let bin = match &version_dir {
+        Some(dir) => root.join(format!("tools/testenv/bin/testenv-{dir}")),
+        None => root.join("tools/testenv/bin/testenv"),
+    };
     if bin.is_file() {
         return Ok(bin);
     }
@@ -289,6 +324,7 @@ fn testenv_binary() -> Result<PathBuf, String> {
     );
     let status = Command::new("bash")
         .arg(&script)
+        .args(&version_dir)
         .stdout(Stdio::null())
         .status()
         .map_err(|e| format!("running {}: {e}", script.display()))?;

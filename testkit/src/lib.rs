@@ -22,6 +22,8 @@
 //!   `kube-controller-manager`), testenv runs those binaries instead of its built-in ones.
 //! * `TESTENV_BIN=PATH`: the testenv binary to run (default `tools/testenv/bin/testenv`,
 //!   built with `tools/testenv/build.sh` when missing).
+//! * `TESTENV_KUBERNETES=1.31`: without `TESTENV_BIN`, the control plane of an older
+//!   Kubernetes minor (`tools/testenv/bin/testenv-v1.31`, from `tools/testenv/v1.31/go.mod`).
 //! * `CARGO_TARGET_DIR`: logs go to `$CARGO_TARGET_DIR/test-logs/` (default `target/`).
 //!
 //! # Runtimes

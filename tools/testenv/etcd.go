@@ -66,7 +66,7 @@ func startEmbeddedEtcd(dataDir, clientURL, peerURL string) (*etcdServer, error) 
 	cfg.UnsafeNoFsync = true
 	// kube-apiserver relies on progress notifications for consistent reads from its watch
 	// cache; etcd's default interval is 10 minutes, real clusters use a few seconds.
-	cfg.WatchProgressNotifyInterval = 5 * time.Second
+	setWatchProgressNotifyInterval(cfg, 5*time.Second)
 	cfg.LogLevel = "error"
 	cfg.LogOutputs = []string{"stderr"}
 
