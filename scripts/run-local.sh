@@ -100,6 +100,8 @@ else
 fi
 
 ca_args=()
+# The CA file for the Node client processes only (never for a download), when the emulator runs.
+node_ca=""
 if [[ -n "${UPSTASH_EMAIL:-}" && -n "${UPSTASH_API_KEY:-}" ]]; then
     say "using the Upstash Developer API as $UPSTASH_EMAIL"
     api_url="${UPSTASH_API_URL:-https://api.upstash.com}"
@@ -120,7 +122,16 @@ else
     wait_for_line "$work/emulator.out" '"ready":true' 30
     api_url="$(python3 -c 'import json,sys; print(json.loads(open(sys.argv[1]).readline())["api_url"])' "$work/emulator.out")"
     ca_args=(--upstash-ca-file "$work/upstash-ca.pem")
-    export NODE_EXTRA_CA_CERTS="$work/upstash-ca.pem"
+    # NODE_EXTRA_CA_CERTS names one file, so the Node clients get one holding the user's own
+    # extra CAs (a company proxy's, say) and the emulator's. Downloads (cargo, go, npm) keep the
+    # machine's CA settings untouched: npm's cafile, NODE_EXTRA_CA_CERTS, SSL_CERT_FILE.
+    node_ca="$work/node-extra-ca.pem"
+    : >"$node_ca"
+    if [[ -n "${NODE_EXTRA_CA_CERTS:-}" && -r "$NODE_EXTRA_CA_CERTS" ]]; then
+        cat -- "$NODE_EXTRA_CA_CERTS" >>"$node_ca"
+        echo >>"$node_ca"
+    fi
+    cat -- "$work/upstash-ca.pem" >>"$node_ca"
 fi
 
 say "installing the CRDs and the credentials Secret in namespace $namespace"
@@ -164,11 +175,20 @@ hint="the clients could not use the Secret's values (see their error above)"
 secret_value() {
     k -n "$namespace" get secret orders-cache -o jsonpath="{.data.$1}" | base64 -d
 }
+# Runs a client with the emulator's CA added to what Node.js trusts (the variables set before
+# the call reach the client through its environment, never its command line).
+client() {
+    if [[ -n "$node_ca" ]]; then
+        NODE_EXTRA_CA_CERTS="$node_ca" "$@"
+    else
+        "$@"
+    fi
+}
 UPSTASH_REDIS_REST_URL="$(secret_value UPSTASH_REDIS_REST_URL)" \
 UPSTASH_REDIS_REST_TOKEN="$(secret_value UPSTASH_REDIS_REST_TOKEN)" \
 REDIS_URL="$(secret_value REDIS_URL)" \
 REDIS_KEY_PREFIX="$(secret_value REDIS_KEY_PREFIX)" \
-    node emulator/clients/connect.mjs
+    client node emulator/clients/connect.mjs
 
 if $keep; then
     say "left running (KUBECONFIG=$KUBECONFIG, namespace $namespace); stop with: kill ${pids[*]}"

@@ -27,4 +27,9 @@ export HELM_BIN KUBECTL_BIN
 PROMTOOL_BIN="$(tools/promtool/build.sh | tail -n1)"
 export PROMTOOL_BIN
 
+# Argo CD's own Lua health-check runtime for the health checks in deploy/argocd (tests/deploy),
+# built from the Go module proxy and cached like promtool.
+ARGOCD_LUA_BIN="$(tools/argocd-lua/build.sh | tail -n1)"
+export ARGOCD_LUA_BIN
+
 cargo test --workspace --locked "$@"

@@ -51,8 +51,9 @@ impl Applicable {
 }
 
 /// `selector` as kube's [`Selector`], or why it is invalid (an unknown operator, `In` without
-/// values).
+/// values, a key or value that is not label syntax).
 pub fn compile(selector: &LabelSelector) -> Result<Selector, String> {
+    crate::crd::validation::selector_label_syntax(selector).map_err(|(_, why)| why)?;
     Selector::try_from(selector.clone()).map_err(|e| e.to_string())
 }
 

@@ -309,6 +309,99 @@ pub struct LocalRef {
 pub const DNS1123_SUBDOMAIN: &str =
     r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?(\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*$";
 
+/// Pattern of a label value: empty, or at most 63 letters, digits, `-`, `_` and `.`, starting and
+/// ending with a letter or digit (Kubernetes' `IsValidLabelValue`).
+pub const LABEL_VALUE: &str = r"^(([A-Za-z0-9][-A-Za-z0-9_.]{0,61})?[A-Za-z0-9])?$";
+
+/// Pattern of a label key: an optional DNS subdomain prefix and `/`, then a name of 1 to 63
+/// letters, digits, `-`, `_` and `.`, starting and ending with a letter or digit (Kubernetes'
+/// `IsQualifiedName`; the prefix is also at most 253 characters, see [`LABEL_KEY_PREFIX`]).
+/// Written without backslashes so that CEL rules can embed it as is.
+pub const LABEL_KEY: &str = "^([a-z0-9]([-a-z0-9]*[a-z0-9])?([.][a-z0-9]([-a-z0-9]*[a-z0-9])?)*/)?([A-Za-z0-9][-A-Za-z0-9_.]{0,61})?[A-Za-z0-9]$";
+
+/// What a label key with a prefix must also match: a prefix of at most 253 characters.
+pub const LABEL_KEY_PREFIX: &str = "^[^/]{1,253}/";
+
+/// The CEL expression that a label key `k` passes exactly when it is valid label syntax.
+pub fn label_key_cel(k: &str) -> String {
+    format!(
+        "{k}.matches('{LABEL_KEY}') && (!{k}.contains('/') || {k}.matches('{LABEL_KEY_PREFIX}'))"
+    )
+}
+
+/// Whether `key` is a valid label key (what [`label_key_cel`] checks at admission).
+pub fn is_label_key(key: &str) -> bool {
+    static KEY: std::sync::LazyLock<regex_lite::Regex> =
+        std::sync::LazyLock::new(|| regex_lite::Regex::new(LABEL_KEY).unwrap());
+    static PREFIX: std::sync::LazyLock<regex_lite::Regex> =
+        std::sync::LazyLock::new(|| regex_lite::Regex::new(LABEL_KEY_PREFIX).unwrap());
+    KEY.is_match(key) && (!key.contains('/') || PREFIX.is_match(key))
+}
+
+/// Whether `value` is a valid label value (what [`LABEL_VALUE`] checks at admission).
+pub fn is_label_value(value: &str) -> bool {
+    static VALUE: std::sync::LazyLock<regex_lite::Regex> =
+        std::sync::LazyLock::new(|| regex_lite::Regex::new(LABEL_VALUE).unwrap());
+    VALUE.is_match(value)
+}
+
+/// Most `matchLabels` entries, `matchExpressions` and values of one expression a CachePolicy's
+/// selector may have (bounds that keep the CEL rules on them cheap for the API server).
+pub const SELECTOR_MAX_LABELS: u64 = 64;
+pub const SELECTOR_MAX_EXPRESSIONS: u64 = 32;
+pub const SELECTOR_MAX_VALUES: u64 = 64;
+
+/// Schema for a CachePolicy's `spec.selector`: Kubernetes' `LabelSelector`, with the label
+/// syntax checked at admission as Kubernetes checks its own selectors: keys of `matchLabels` and
+/// `matchExpressions` must be label keys, their values label values.
+pub fn label_selector_schema(generator: &mut schemars::SchemaGenerator) -> schemars::Schema {
+    use k8s_openapi::apimachinery::pkg::apis::meta::v1::{LabelSelector, LabelSelectorRequirement};
+    use serde_json::json;
+    let mut schema = LabelSelector::json_schema(generator);
+    let value = || json!({"type": "string", "maxLength": 63, "pattern": LABEL_VALUE});
+    let key_rule = json!([{
+        "rule": label_key_cel("self"),
+        "message": "must be a label key: an optional DNS subdomain prefix of at most 253 characters and '/', then a name of 1 to 63 letters, digits, '-', '_' or '.', starting and ending with a letter or digit",
+        "reason": "FieldValueInvalid",
+    }]);
+    let mut requirement = LabelSelectorRequirement::json_schema(generator);
+    if let Some(props) = requirement
+        .get_mut("properties")
+        .and_then(|p| p.as_object_mut())
+    {
+        if let Some(key) = props.get_mut("key").and_then(|k| k.as_object_mut()) {
+            key.insert("maxLength".into(), json!(253 + 1 + 63));
+            key.insert("x-kubernetes-validations".into(), key_rule);
+        }
+        if let Some(values) = props.get_mut("values").and_then(|v| v.as_object_mut()) {
+            values.insert("maxItems".into(), json!(SELECTOR_MAX_VALUES));
+            values.insert("items".into(), value());
+        }
+    }
+    if let Some(props) = schema.get_mut("properties").and_then(|p| p.as_object_mut()) {
+        if let Some(labels) = props.get_mut("matchLabels").and_then(|m| m.as_object_mut()) {
+            labels.insert("maxProperties".into(), json!(SELECTOR_MAX_LABELS));
+            labels.insert("additionalProperties".into(), value());
+            labels.insert(
+                "x-kubernetes-validations".into(),
+                json!([{
+                    "rule": format!("self.all(k, {})", label_key_cel("k")),
+                    "message": "keys must be label keys: an optional DNS subdomain prefix of at most 253 characters and '/', then a name of 1 to 63 letters, digits, '-', '_' or '.', starting and ending with a letter or digit",
+                    "reason": "FieldValueInvalid",
+                }]),
+            );
+        }
+        if let Some(exprs) = props
+            .get_mut("matchExpressions")
+            .and_then(|m| m.as_object_mut())
+        {
+            exprs.insert("maxItems".into(), json!(SELECTOR_MAX_EXPRESSIONS));
+            exprs.insert("items".into(), requirement.to_value());
+        }
+    }
+    schema
+}
+
 /// Schema for `status.conditions`: a list of `metav1.Condition` merged by `type`, so that
 /// server-side apply treats each condition as its own entry.
 pub fn conditions_schema(generator: &mut schemars::SchemaGenerator) -> schemars::Schema {

@@ -139,6 +139,14 @@ pub const LEGACY_PENDING_CREATE_ANNOTATION: &str = "cache.upstash-operator.dev/p
         .message("readRegions: read replicas are available for AWS primary regions only; a GCP primaryRegion (us-central1, us-east4, europe-west1, asia-northeast1) has none")
         .field_path(".readRegions")
         .reason(Reason::FieldValueForbidden),
+    validation = Rule::new("!has(self.budget) || self.budget == 0 || !has(self.plan) || self.plan != 'free'")
+        .message("the free plan has no budget and Upstash refuses one: set plan: payg, or leave budget out (or 0)")
+        .field_path(".budget")
+        .reason(Reason::FieldValueForbidden),
+    validation = Rule::new("!has(self.adopt) || !has(self.adopt.byName) || !self.adopt.byName || has(self.databaseName)")
+        .message("adopt.byName: true adopts the database named spec.databaseName: set it")
+        .field_path(".databaseName")
+        .reason(Reason::FieldValueRequired),
     validation = Rule::new("has(self.databaseName) == has(oldSelf.databaseName) && (!has(self.databaseName) || self.databaseName == oldSelf.databaseName)")
         .message("databaseName is immutable: it identifies the Upstash database. To use another name, create a new CacheInstance and delete this one (set deletionPolicy: Retain first to keep the old database)")
         .field_path(".databaseName")
@@ -171,11 +179,11 @@ pub struct CacheInstanceSpec {
         .reason(Reason::FieldValueForbidden))]
     pub primary_region: Region,
 
-    /// Regions holding read replicas (AWS regions except `af-south-1`). Must not contain the
-    /// primary region. Changing the list adds or removes replicas on the live database; `[]`
-    /// removes every replica. Omit to leave the replicas as they are (a new database gets none);
-    /// `status.readRegions` shows the live list. The list is replaced as a whole on apply
-    /// (server-side apply included), so `[]` stays an explicit "none".
+    /// Regions holding read replicas (AWS regions except `af-south-1`), each listed once. Must
+    /// not contain the primary region. Changing the list adds or removes replicas on the live
+    /// database; `[]` removes every replica. Omit to leave the replicas as they are (a new
+    /// database gets none); `status.readRegions` shows the live list. The list is replaced as a
+    /// whole on apply (server-side apply included), so `[]` stays an explicit "none".
     #[serde(default, skip_serializing_if = "Option::is_none")]
     #[schemars(length(max = 13))]
     #[x_kube(
@@ -193,6 +201,8 @@ pub struct CacheInstanceSpec {
 
     /// Monthly budget in whole US dollars (`50` is $50 a month) that Upstash enforces for
     /// pay-as-you-go databases: past it the database is throttled instead of billed further.
+    /// `0` means no budget: spend is not capped (a database without a budget shows `0` in
+    /// `status.budget`). The free plan has no budget: with `plan: free` only `0` is accepted.
     /// Upstash's API and console count it in cents; the operator converts. Omit to leave the
     /// budget as it is (a new database gets Upstash's default); `status.budget` shows the live
     /// budget.
@@ -255,15 +265,17 @@ pub struct CacheInstanceSpec {
     pub adopt: Option<Box<AdoptSpec>>,
 
     /// IP addresses or CIDR ranges allowed to connect to the database (for example
-    /// `10.0.0.0/8`, `203.0.113.7`). `[]` removes the allow-list, so that every address may
-    /// connect. Omit to leave the allow-list as it is (a new database accepts every address);
-    /// `status.allowedIPs` shows the live list. The list is replaced as a whole on apply
-    /// (server-side apply included), so `[]` stays an explicit "every address".
+    /// `10.0.0.0/8`, `203.0.113.7`), each listed once. `[]` removes the allow-list, so that
+    /// every address may connect. Omit to leave the allow-list as it is (a new database accepts
+    /// every address); `status.allowedIPs` shows the live list. The list is replaced as a whole
+    /// on apply (server-side apply included), so `[]` stays an explicit "every address".
     #[serde(default, skip_serializing_if = "Option::is_none")]
     #[schemars(length(max = 100), inner(length(max = 64)))]
     #[x_kube(
         validation = Rule::new("self.all(c, isCIDR(c) || isIP(c))")
             .message("allowedIPs entries must be IP addresses or CIDR ranges such as 10.0.0.0/8"),
+        validation = Rule::new("self.all(c, self.exists_one(d, d == c))")
+            .message("Duplicate value: each address or range may be listed once"),
         merge_strategy = ListMerge::Atomic
     )]
     #[serde(rename = "allowedIPs")]
@@ -477,8 +489,8 @@ pub struct AdoptSpec {
     #[schemars(length(min = 1, max = 64), pattern(r"^[A-Za-z0-9-]+$"))]
     pub database_id: Option<String>,
 
-    /// Adopt the database whose name equals `spec.databaseName`; adoption stops with a
-    /// condition if no database or more than one has that name.
+    /// Adopt the database whose name equals `spec.databaseName` (which must then be set);
+    /// adoption stops with a condition if no database or more than one has that name.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub by_name: Option<bool>,
 }

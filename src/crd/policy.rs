@@ -62,8 +62,11 @@ pub struct CachePolicySpec {
     /// Which CacheInstances in this namespace the policy applies to, by label. An empty selector
     /// (`{}`) selects every CacheInstance in the namespace; omitting it selects none except those
     /// naming this policy in `spec.policyRef`. An instance may be selected by several policies:
-    /// all of them apply, and the strictest threshold and guardrail wins.
+    /// all of them apply, and the strictest threshold and guardrail wins. Keys and values must
+    /// be valid label syntax, as in any Kubernetes selector (at most 64 `matchLabels`, 32
+    /// `matchExpressions` and 64 values in one expression).
     #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(schema_with = "super::common::label_selector_schema")]
     #[x_kube(validation = Rule::new("!has(self.matchExpressions) || self.matchExpressions.all(e, (e.operator in ['In', 'NotIn'] && has(e.values) && size(e.values) > 0) || (e.operator in ['Exists', 'DoesNotExist'] && (!has(e.values) || size(e.values) == 0)))")
         .message("selector.matchExpressions: operator must be In or NotIn with at least one value, or Exists or DoesNotExist without values")
         .field_path(".matchExpressions")

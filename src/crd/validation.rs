@@ -92,6 +92,14 @@ pub enum Check {
     /// A key of `spec.secret.annotations` is not a valid annotation key, or the annotations
     /// hold more than Kubernetes allows.
     SecretAnnotationsInvalid,
+    /// A region listed twice in `spec.readRegions`.
+    DuplicateReadRegion,
+    /// An address or range listed twice in `spec.allowedIPs`.
+    DuplicateAllowedIp,
+    /// A budget other than 0 on the free plan, which has none (Upstash refuses it).
+    BudgetOnFreePlan,
+    /// `spec.adopt.byName: true` without `spec.databaseName`, the name to adopt.
+    AdoptByNameWithoutName,
 }
 
 /// Where admission refuses what a [`Check`] finds.
@@ -118,6 +126,10 @@ impl Check {
         Check::SecretAnnotationsInvalid,
         Check::TemplateInvalid,
         Check::SecretTooLarge,
+        Check::DuplicateReadRegion,
+        Check::DuplicateAllowedIp,
+        Check::BudgetOnFreePlan,
+        Check::AdoptByNameWithoutName,
     ];
 
     /// The spec field the problem is about, as `kubectl explain` names it.
@@ -140,16 +152,26 @@ impl Check {
             Check::SecretNamesCollide => Admission::Cel {
                 field: "spec.secret.readOnly.name",
             },
-            Check::ReadRegionIsPrimary | Check::FreePlanReadRegions | Check::ReadRegionsOnGcp => {
-                Admission::Cel {
-                    field: "spec.readRegions",
-                }
-            }
+            Check::ReadRegionIsPrimary
+            | Check::FreePlanReadRegions
+            | Check::ReadRegionsOnGcp
+            | Check::DuplicateReadRegion => Admission::Cel {
+                field: "spec.readRegions",
+            },
+            Check::DuplicateAllowedIp => Admission::Cel {
+                field: "spec.allowedIPs",
+            },
+            Check::BudgetOnFreePlan => Admission::Cel {
+                field: "spec.budget",
+            },
             Check::SecretLabelsInvalid => Admission::Cel {
                 field: "spec.secret.labels",
             },
             Check::SecretAnnotationsInvalid => Admission::Cel {
                 field: "spec.secret.annotations",
+            },
+            Check::AdoptByNameWithoutName => Admission::Cel {
+                field: "spec.databaseName",
             },
             Check::TemplateInvalid => Admission::ReconcileOnly {
                 why: "templates are rendered by the operator's template engine (minijinja), whose syntax and variables CEL cannot parse",
@@ -292,7 +314,39 @@ pub fn check_instance(instance: &CacheInstance) -> Vec<Problem> {
             );
         }
     }
+    if let Some(dup) = first_duplicate(regions.iter().map(|r| r.as_str())) {
+        problem(
+            Check::DuplicateReadRegion,
+            format!("spec.readRegions lists {dup} more than once; list each read region once"),
+        );
+    }
+    if let Some(dup) = first_duplicate(spec.allowed_ips.iter().flatten().map(String::as_str)) {
+        problem(
+            Check::DuplicateAllowedIp,
+            format!("spec.allowedIPs lists {dup} more than once; list each address or range once"),
+        );
+    }
+    if spec.plan == Some(super::Plan::Free) && spec.budget.is_some_and(|b| b != 0) {
+        problem(
+            Check::BudgetOnFreePlan,
+            "spec.budget: the free plan has no budget and Upstash refuses one: set plan: payg, or leave budget out (or 0)".into(),
+        );
+    }
+    if spec.adopt.as_ref().is_some_and(|a| a.by_name == Some(true)) && spec.database_name.is_none()
+    {
+        problem(
+            Check::AdoptByNameWithoutName,
+            "spec.databaseName is required with adopt.byName: true: it names the database to adopt"
+                .into(),
+        );
+    }
     problems
+}
+
+/// The first item that occurs twice.
+fn first_duplicate<'a>(items: impl Iterator<Item = &'a str>) -> Option<&'a str> {
+    let mut seen = std::collections::BTreeSet::new();
+    items.into_iter().find(|&item| !seen.insert(item))
 }
 
 /// One check of a CachePolicy spec. The policy's status reports a failed one (`Ready=False`
@@ -303,6 +357,10 @@ pub enum PolicyCheck {
     /// A `matchExpressions` operator that is not In, NotIn, Exists or DoesNotExist, or values
     /// that do not fit the operator.
     InvalidSelector,
+    /// A `matchLabels` key or value that is not label syntax.
+    InvalidMatchLabels,
+    /// A `matchExpressions` key or value that is not label syntax.
+    InvalidMatchExpressionSyntax,
     /// `spec.evaluationInterval` shorter than 1s.
     EvaluationIntervalTooShort,
     /// `spec.probe.interval` shorter than 1s.
@@ -313,6 +371,8 @@ impl PolicyCheck {
     /// Every check.
     pub const ALL: &'static [PolicyCheck] = &[
         PolicyCheck::InvalidSelector,
+        PolicyCheck::InvalidMatchLabels,
+        PolicyCheck::InvalidMatchExpressionSyntax,
         PolicyCheck::EvaluationIntervalTooShort,
         PolicyCheck::ProbeIntervalTooShort,
     ];
@@ -320,8 +380,13 @@ impl PolicyCheck {
     /// Where admission makes the same check.
     pub fn admission(self) -> Admission {
         match self {
-            PolicyCheck::InvalidSelector => Admission::Cel {
-                field: "spec.selector.matchExpressions",
+            PolicyCheck::InvalidSelector | PolicyCheck::InvalidMatchExpressionSyntax => {
+                Admission::Cel {
+                    field: "spec.selector.matchExpressions",
+                }
+            }
+            PolicyCheck::InvalidMatchLabels => Admission::Cel {
+                field: "spec.selector.matchLabels",
             },
             PolicyCheck::EvaluationIntervalTooShort => Admission::Cel {
                 field: "spec.evaluationInterval",
@@ -343,7 +408,9 @@ impl PolicyCheck {
     /// The reason of the policy's `Ready=False` condition.
     pub fn reason(self) -> &'static str {
         match self {
-            PolicyCheck::InvalidSelector => "InvalidSelector",
+            PolicyCheck::InvalidSelector
+            | PolicyCheck::InvalidMatchLabels
+            | PolicyCheck::InvalidMatchExpressionSyntax => "InvalidSelector",
             _ => "InvalidSpec",
         }
     }
@@ -370,6 +437,9 @@ pub fn check_policy(policy: &CachePolicy) -> Vec<PolicyProblem> {
             ),
         });
     }
+    if let Some(Err((check, message))) = spec.selector.as_ref().map(selector_label_syntax) {
+        problems.push(PolicyProblem { check, message });
+    }
     let too_short = |d: Option<&super::DurationString>| {
         d.is_some_and(|d| d.duration().is_ok_and(|d| d < Duration::from_secs(1)))
     };
@@ -388,6 +458,50 @@ pub fn check_policy(policy: &CachePolicy) -> Vec<PolicyProblem> {
     problems
 }
 
+/// Whether every key and value of `selector` is label syntax, as the CRD's schema and CEL rules
+/// check at admission; if not, the check that fails and a message naming the field. A selector
+/// that fails selects nothing.
+pub fn selector_label_syntax(
+    selector: &k8s_openapi::apimachinery::pkg::apis::meta::v1::LabelSelector,
+) -> Result<(), (PolicyCheck, String)> {
+    if let Some(why) = selector
+        .match_labels
+        .iter()
+        .flatten()
+        .find_map(|(k, v)| label_syntax_problem(k, std::iter::once(v)))
+    {
+        return Err((
+            PolicyCheck::InvalidMatchLabels,
+            format!("spec.selector.matchLabels is invalid and selects nothing: {why}"),
+        ));
+    }
+    if let Some(why) = selector
+        .match_expressions
+        .iter()
+        .flatten()
+        .find_map(|e| label_syntax_problem(&e.key, e.values.iter().flatten()))
+    {
+        return Err((
+            PolicyCheck::InvalidMatchExpressionSyntax,
+            format!("spec.selector.matchExpressions is invalid and selects nothing: {why}"),
+        ));
+    }
+    Ok(())
+}
+
+/// Why a selector's key and values are not label syntax, if they are not.
+fn label_syntax_problem<'a>(
+    key: &str,
+    mut values: impl Iterator<Item = &'a String>,
+) -> Option<String> {
+    if !super::common::is_label_key(key) {
+        return Some(format!("{key:?} is not a label key"));
+    }
+    values
+        .find(|v| !super::common::is_label_value(v))
+        .map(|v| format!("{v:?} (for key {key}) is not a label value"))
+}
+
 /// A CachePolicy spec that breaks exactly `check`.
 pub fn breaking_policy_spec(check: PolicyCheck) -> serde_json::Value {
     use serde_json::json;
@@ -395,11 +509,68 @@ pub fn breaking_policy_spec(check: PolicyCheck) -> serde_json::Value {
         PolicyCheck::InvalidSelector => json!({"selector": {"matchExpressions": [
             {"key": "tier", "operator": "Equals", "values": ["production"]}
         ]}}),
+        PolicyCheck::InvalidMatchLabels => {
+            json!({"selector": {"matchLabels": {"tier": "gold plated"}}})
+        }
+        PolicyCheck::InvalidMatchExpressionSyntax => json!({"selector": {"matchExpressions": [
+            {"key": "team/", "operator": "Exists"}
+        ]}}),
         PolicyCheck::EvaluationIntervalTooShort => {
             json!({"selector": {}, "evaluationInterval": "0s"})
         }
         PolicyCheck::ProbeIntervalTooShort => {
             json!({"selector": {}, "probe": {"enabled": true, "interval": "0s"}})
+        }
+    }
+}
+
+/// Every CachePolicy spec the admission tests show `check` refusing: [`breaking_policy_spec`]
+/// and, for the label syntax, one example per place a key or value can be wrong.
+pub fn breaking_policy_specs(check: PolicyCheck) -> Vec<serde_json::Value> {
+    use serde_json::json;
+    let mut specs = vec![breaking_policy_spec(check)];
+    let long = "x".repeat(64);
+    match check {
+        PolicyCheck::InvalidMatchLabels => specs.extend([
+            json!({"selector": {"matchLabels": {"-tier": "gold"}}}),
+            json!({"selector": {"matchLabels": {"Example.com/tier": "gold"}}}),
+            json!({"selector": {"matchLabels": {(long.as_str()): "gold"}}}),
+            json!({"selector": {"matchLabels": {(format!("{}/tier", "a".repeat(254))): "gold"}}}),
+            json!({"selector": {"matchLabels": {"tier": long}}}),
+        ]),
+        PolicyCheck::InvalidMatchExpressionSyntax => specs.extend([
+            json!({"selector": {"matchExpressions": [{"key": "tier!", "operator": "Exists"}]}}),
+            json!({"selector": {"matchExpressions": [
+                {"key": "tier", "operator": "In", "values": ["gold", "not/a/value"]}
+            ]}}),
+            json!({"selector": {"matchExpressions": [
+                {"key": "tier", "operator": "NotIn", "values": [long]}
+            ]}}),
+        ]),
+        _ => {}
+    }
+    specs
+}
+
+/// A valid CachePolicy spec next to the ones `check` refuses: the same fields, valid values.
+pub fn valid_policy_neighbour(check: PolicyCheck) -> serde_json::Value {
+    use serde_json::json;
+    match check {
+        PolicyCheck::InvalidSelector => json!({"selector": {"matchExpressions": [
+            {"key": "tier", "operator": "In", "values": ["production"]}
+        ]}}),
+        PolicyCheck::InvalidMatchLabels => json!({"selector": {"matchLabels": {
+            "tier": "gold-plated", "example.com/team": "", "app.kubernetes.io/name": "crm_v1.2"
+        }}}),
+        PolicyCheck::InvalidMatchExpressionSyntax => json!({"selector": {"matchExpressions": [
+            {"key": "example.com/team", "operator": "Exists"},
+            {"key": "tier", "operator": "NotIn", "values": ["gold", "A.b-c_1", ""]}
+        ]}}),
+        PolicyCheck::EvaluationIntervalTooShort => {
+            json!({"selector": {}, "evaluationInterval": "1s"})
+        }
+        PolicyCheck::ProbeIntervalTooShort => {
+            json!({"selector": {}, "probe": {"enabled": true, "interval": "1s"}})
         }
     }
 }
@@ -451,6 +622,62 @@ pub fn breaking_spec(check: Check) -> serde_json::Value {
                 .collect();
             json!({"primaryRegion": "us-east-1", "secret": {"templates": templates}})
         }
+        Check::DuplicateReadRegion => {
+            json!({"primaryRegion": "us-east-1", "readRegions": ["eu-west-1", "us-west-2", "eu-west-1"]})
+        }
+        Check::DuplicateAllowedIp => {
+            json!({"primaryRegion": "us-east-1", "allowedIPs": ["10.0.0.0/8", "203.0.113.7", "10.0.0.0/8"]})
+        }
+        Check::BudgetOnFreePlan => {
+            json!({"primaryRegion": "us-east-1", "plan": "free", "budget": 20})
+        }
+        Check::AdoptByNameWithoutName => {
+            json!({"primaryRegion": "us-east-1", "adopt": {"byName": true}})
+        }
+    }
+}
+
+/// A valid spec next to [`breaking_spec`]`(check)`: the same fields, one thing changed.
+pub fn valid_neighbour(check: Check) -> serde_json::Value {
+    use serde_json::json;
+    match check {
+        Check::RotationIntervalUnparsable | Check::RotationTooFrequent => {
+            json!({"primaryRegion": "us-east-1", "passwordRotation": {"every": "1h"}})
+        }
+        Check::SecretNamesCollide => {
+            json!({"primaryRegion": "us-east-1", "secret": {"readOnly": {"name": "crm-cache-ro"}}})
+        }
+        Check::ReadRegionIsPrimary => {
+            json!({"primaryRegion": "us-east-1", "readRegions": ["us-east-2"]})
+        }
+        Check::FreePlanReadRegions => {
+            json!({"primaryRegion": "us-east-1", "plan": "free", "readRegions": ["eu-west-1"]})
+        }
+        Check::ReadRegionsOnGcp => json!({"primaryRegion": "us-central1", "readRegions": []}),
+        Check::TemplateInvalid => {
+            json!({"primaryRegion": "us-east-1", "secret": {"templates": {"URL": "{{ restUrl }}"}}})
+        }
+        Check::DuplicateReadRegion => {
+            json!({"primaryRegion": "us-east-1", "readRegions": ["eu-west-1", "us-west-2"]})
+        }
+        Check::DuplicateAllowedIp => {
+            json!({"primaryRegion": "us-east-1", "allowedIPs": ["10.0.0.0/8", "203.0.113.7", "10.0.0.1"]})
+        }
+        Check::BudgetOnFreePlan => {
+            json!({"primaryRegion": "us-east-1", "plan": "free", "budget": 0})
+        }
+        Check::SecretLabelsInvalid => {
+            json!({"primaryRegion": "us-east-1", "secret": {"labels": {"team": "crm"}}})
+        }
+        Check::SecretAnnotationsInvalid => {
+            json!({"primaryRegion": "us-east-1", "secret": {"annotations": {"example.com/owner": "crm"}}})
+        }
+        Check::SecretTooLarge => {
+            json!({"primaryRegion": "us-east-1", "secret": {"templates": {"BIG": "{{ 'x' * 60000 }}"}}})
+        }
+        Check::AdoptByNameWithoutName => {
+            json!({"primaryRegion": "us-east-1", "databaseName": "crm-cache", "adopt": {"byName": true}})
+        }
     }
 }
 
@@ -458,6 +685,16 @@ pub fn breaking_spec(check: Check) -> serde_json::Value {
 mod tests {
     use super::*;
     use serde_json::json;
+
+    fn policy(spec: serde_json::Value) -> CachePolicy {
+        serde_json::from_value(json!({
+            "apiVersion": "cache.upstash-operator.dev/v1alpha1",
+            "kind": "CachePolicy",
+            "metadata": {"name": "production", "namespace": "crm"},
+            "spec": spec,
+        }))
+        .unwrap()
+    }
 
     fn instance(spec: serde_json::Value) -> CacheInstance {
         serde_json::from_value(json!({
@@ -496,10 +733,14 @@ mod tests {
             | Check::SecretLabelsInvalid
             | Check::SecretAnnotationsInvalid
             | Check::TemplateInvalid
-            | Check::SecretTooLarge => Check::ALL.contains(&c),
+            | Check::SecretTooLarge
+            | Check::DuplicateReadRegion
+            | Check::DuplicateAllowedIp
+            | Check::BudgetOnFreePlan
+            | Check::AdoptByNameWithoutName => Check::ALL.contains(&c),
         };
         assert!(Check::ALL.iter().all(|&c| listed(c)));
-        assert_eq!(Check::ALL.len(), 10);
+        assert_eq!(Check::ALL.len(), 14);
     }
 
     #[test]
@@ -559,6 +800,70 @@ mod tests {
             assert_eq!(found.len(), 1, "{check:?}: {found:?}");
             assert_eq!(found[0].check, check);
             assert!(found[0].message.contains(check.field()), "{:?}", found[0]);
+        }
+    }
+
+    #[test]
+    fn every_neighbour_is_valid() {
+        for &check in Check::ALL {
+            let spec = valid_neighbour(check);
+            assert_eq!(check_instance(&instance(spec.clone())), vec![], "{spec}");
+        }
+        for &check in PolicyCheck::ALL {
+            let spec = valid_policy_neighbour(check);
+            assert_eq!(check_policy(&policy(spec.clone())), vec![], "{spec}");
+        }
+    }
+
+    #[test]
+    fn every_label_syntax_example_is_found_and_names_its_field() {
+        for check in [
+            PolicyCheck::InvalidMatchLabels,
+            PolicyCheck::InvalidMatchExpressionSyntax,
+        ] {
+            for spec in breaking_policy_specs(check) {
+                let found = check_policy(&policy(spec.clone()));
+                assert_eq!(found.len(), 1, "{spec}: {found:?}");
+                assert_eq!(found[0].check, check, "{spec}");
+                assert!(found[0].message.contains(check.field()), "{found:?}");
+            }
+        }
+    }
+
+    #[test]
+    fn label_syntax_is_kubernetes_syntax() {
+        use crate::crd::common::{is_label_key, is_label_value};
+        let name63 = "a".repeat(63);
+        let prefix253 = format!("{}.com", "a".repeat(249));
+        for key in [
+            "tier",
+            "app.kubernetes.io/name",
+            "example.com/a_b.c-d",
+            "A",
+            name63.as_str(),
+            &format!("{prefix253}/{name63}"),
+        ] {
+            assert!(is_label_key(key), "{key}");
+        }
+        for key in [
+            "",
+            "-tier",
+            "tier_",
+            "a/b/c",
+            "/tier",
+            "example.com/",
+            "Example.com/tier",
+            "exa_mple.com/tier",
+            &"a".repeat(64),
+            &format!("a{prefix253}/x"),
+        ] {
+            assert!(!is_label_key(key), "{key}");
+        }
+        for value in ["", "gold", "A.b-c_1", name63.as_str()] {
+            assert!(is_label_value(value), "{value}");
+        }
+        for value in ["gold plated", "-gold", "a/b", &"a".repeat(64)] {
+            assert!(!is_label_value(value), "{value}");
         }
     }
 

@@ -1,31 +1,18 @@
-//! Argo CD: the health checks in `deploy/argocd/resource_customizations/`, run as Argo CD runs
-//! them, the `argocd-cm` snippet that carries them, and the example Application.
+//! Argo CD: the health checks in `deploy/argocd/resource_customizations/`, run by Argo CD's own
+//! Lua runtime, the `argocd-cm` snippet that carries them, and the example Application.
 //!
-//! Argo CD runs custom health checks in gopher-lua (Lua 5.1 semantics) with only the base,
-//! table and package libraries and a "safe" os library (`os.time`, `os.date`): no `string`
-//! library unless an admin sets `useOpenLibs`, and a 1 s timeout (argo-cd `util/lua/lua.go`).
-//! The harness below does the same with Lua 5.1 through mlua, and reads Argo CD's own
-//! `health_test.yaml` format, so the directories can be sent upstream unchanged.
+//! `tools/argocd-lua` builds Argo CD's `util/lua` package (gopher-lua with Argo CD's libraries,
+//! its safe `os`, its 1 s timeout and its status checks) from the Go module proxy into a small
+//! command that reads the health checks from `deploy/argocd/argocd-cm.yaml` with Argo CD's own
+//! settings code, as `argocd admin settings resource-overrides health` does, and prints for each
+//! object what the script returned and the health Argo CD assigns. The test cases are Argo CD's
+//! own `health_test.yaml` format, so the directories can be sent upstream unchanged.
 
-use std::{
-    path::{Path, PathBuf},
-    time::{Duration, Instant},
-};
+use std::path::{Path, PathBuf};
 
-use mlua::{HookTriggers, Lua, LuaOptions, StdLib, Value as LuaValue, VmState};
 use serde_json::Value;
 
 use crate::support::{parse_documents, repo_path};
-
-/// The health statuses Argo CD accepts from a script.
-const VALID: [&str; 6] = [
-    "Unknown",
-    "Progressing",
-    "Suspended",
-    "Healthy",
-    "Degraded",
-    "Missing",
-];
 
 /// Directory of a kind's health check.
 pub fn customization_dir(kind: &str) -> PathBuf {
@@ -34,102 +21,101 @@ pub fn customization_dir(kind: &str) -> PathBuf {
     ))
 }
 
-/// A Lua state like Argo CD's for custom health checks.
-fn argo_lua() -> Lua {
-    let lua =
-        Lua::new_with(StdLib::TABLE | StdLib::PACKAGE, LuaOptions::default()).expect("a Lua state");
-    // The safe os library: time and date only.
-    let os = lua.create_table().unwrap();
-    os.set(
-        "time",
-        lua.create_function(|_, ()| {
-            Ok(std::time::SystemTime::now()
-                .duration_since(std::time::UNIX_EPOCH)
-                .map(|d| d.as_secs() as f64)
-                .unwrap_or_default())
-        })
-        .unwrap(),
-    )
-    .unwrap();
-    os.set(
-        "date",
-        lua.create_function(|_, format: Option<String>| {
-            let format = format.unwrap_or_else(|| "%c".into());
-            let format = format.trim_start_matches('!');
-            Ok(jiff::Timestamp::now().strftime(format).to_string())
-        })
-        .unwrap(),
-    )
-    .unwrap();
-    lua.globals().set("os", os).unwrap();
-    lua
+/// The `argocd-lua` binary (`$ARGOCD_LUA_BIN`, which `scripts/test.sh` sets from
+/// `tools/argocd-lua/build.sh`).
+fn argocd_lua_bin() -> PathBuf {
+    let path = std::env::var_os("ARGOCD_LUA_BIN")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| {
+            panic!(
+                "ARGOCD_LUA_BIN is not set: run the deploy tests through scripts/test.sh, or export \
+                 ARGOCD_LUA_BIN=$(tools/argocd-lua/build.sh | tail -n1)"
+            )
+        });
+    assert!(
+        path.is_file(),
+        "ARGOCD_LUA_BIN={} does not exist",
+        path.display()
+    );
+    path
 }
 
-/// Converts JSON to Lua as Argo CD's `decodeValue` does: null is nil, arrays are sequences.
-fn to_lua(lua: &Lua, value: &Value) -> LuaValue {
-    match value {
-        Value::Null => LuaValue::Nil,
-        Value::Bool(b) => LuaValue::Boolean(*b),
-        Value::Number(n) => LuaValue::Number(n.as_f64().expect("a finite number")),
-        Value::String(s) => LuaValue::String(lua.create_string(s).unwrap()),
-        Value::Array(items) => {
-            let table = lua.create_table().unwrap();
-            for (i, item) in items.iter().enumerate() {
-                table.raw_set(i + 1, to_lua(lua, item)).unwrap();
-            }
-            LuaValue::Table(table)
-        }
-        Value::Object(map) => {
-            let table = lua.create_table().unwrap();
-            for (k, v) in map {
-                table.raw_set(k.as_str(), to_lua(lua, v)).unwrap();
-            }
-            LuaValue::Table(table)
-        }
+/// What Argo CD's runtime made of one object.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ArgoHealth {
+    /// `(status, message)` as the health script returned them (what Argo CD's
+    /// `TestLuaHealthScript` compares with `health_test.yaml`), or the script's error.
+    pub script: Result<(String, String), String>,
+    /// `(status, message)` Argo CD assigns the resource (gitops-engine's `GetResourceHealth`,
+    /// which for example reports an object being deleted before running any script).
+    pub argocd: Result<(String, String), String>,
+}
+
+fn parse_result(v: &Value) -> Result<(String, String), String> {
+    if let Some(e) = v["error"].as_str() {
+        return Err(e.to_string());
     }
+    Ok((
+        v["status"].as_str().unwrap_or_default().to_string(),
+        v["message"].as_str().unwrap_or_default().to_string(),
+    ))
 }
 
-/// Runs a health script on `obj` like Argo CD; returns `(status, message)` or the Lua error.
-pub fn run_health(script: &str, obj: &Value) -> Result<(String, String), String> {
-    let lua = argo_lua();
-    let started = Instant::now();
-    lua.set_hook(
-        HookTriggers::new().every_nth_instruction(1000),
-        move |_, _| {
-            if started.elapsed() > Duration::from_secs(1) {
-                Err(mlua::Error::runtime("health script ran longer than 1s"))
-            } else {
-                Ok(VmState::Continue)
+/// Runs Argo CD's health assessment, with the checks of `argocd_cm`, on every object file.
+fn run_argocd_lua(argocd_cm: &Path, files: &[PathBuf]) -> Vec<ArgoHealth> {
+    let out = std::process::Command::new(argocd_lua_bin())
+        .arg("--argocd-cm")
+        .arg(argocd_cm)
+        .args(files)
+        .output()
+        .expect("running argocd-lua");
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success(),
+        "argocd-lua failed:\n{stdout}\n{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let lines: Vec<Value> = stdout
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap_or_else(|e| panic!("{e}: {l}")))
+        .collect();
+    assert_eq!(lines.len(), files.len(), "{stdout}");
+    lines
+        .iter()
+        .zip(files)
+        .map(|(line, file)| {
+            assert_eq!(line["path"], file.to_string_lossy().as_ref(), "{line}");
+            ArgoHealth {
+                script: parse_result(&line["script"]),
+                argocd: parse_result(&line["argocd"]),
             }
-        },
-    )
-    .map_err(|e| e.to_string())?;
-    lua.globals()
-        .set("obj", to_lua(&lua, obj))
-        .map_err(|e| e.to_string())?;
-    let result: LuaValue = lua.load(script).eval().map_err(|e| e.to_string())?;
-    let LuaValue::Table(table) = result else {
-        return Err(format!(
-            "expect table output from Lua script, not {}",
-            result.type_name()
-        ));
-    };
-    let status: Option<String> = table.get("status").map_err(|e| e.to_string())?;
-    let message: Option<String> = table.get("message").map_err(|e| e.to_string())?;
-    let status = status.unwrap_or_default();
-    if !VALID.contains(&status.as_str()) {
-        return Ok((
-            "Unknown".into(),
-            "Lua returned an invalid health status".into(),
-        ));
-    }
-    Ok((status, message.unwrap_or_default()))
+        })
+        .collect()
 }
 
-/// The health of `obj` by the committed script of its kind.
+/// Argo CD's health of each object, by the committed checks in `deploy/argocd/argocd-cm.yaml`.
+pub fn argo_health(objs: &[Value]) -> Vec<ArgoHealth> {
+    let dir = tempfile::tempdir().unwrap();
+    let files: Vec<PathBuf> = objs
+        .iter()
+        .enumerate()
+        .map(|(i, obj)| {
+            // JSON is YAML.
+            let file = dir.path().join(format!("object-{i}.yaml"));
+            std::fs::write(&file, serde_json::to_vec(obj).unwrap()).unwrap();
+            file
+        })
+        .collect();
+    run_argocd_lua(&repo_path("deploy/argocd/argocd-cm.yaml"), &files)
+}
+
+/// The health the committed script of `obj`'s kind gives it in Argo CD's runtime.
 pub fn health_of(kind: &str, obj: &Value) -> (String, String) {
-    let script = std::fs::read_to_string(customization_dir(kind).join("health.lua")).unwrap();
-    run_health(&script, obj).unwrap_or_else(|e| panic!("{kind} health.lua failed: {e}"))
+    assert_eq!(obj["kind"], kind, "{obj}");
+    let health = argo_health(std::slice::from_ref(obj)).remove(0);
+    health
+        .script
+        .unwrap_or_else(|e| panic!("{kind} health.lua failed: {e}"))
 }
 
 fn read_yaml(path: &Path) -> Value {
@@ -141,18 +127,21 @@ fn read_yaml(path: &Path) -> Value {
         .unwrap_or_else(|| panic!("{} is empty", path.display()))
 }
 
-/// Every `health_test.yaml` case, as Argo CD's `TestLuaHealthScript` runs them.
+/// Every `health_test.yaml` case, as Argo CD's `TestLuaHealthScript` runs them, in Argo CD's own
+/// runtime with the scripts as `argocd-cm` carries them (standard libraries off, as for any
+/// custom health check unless an admin enables them).
 #[test]
-fn health_checks_pass_their_argo_cd_tests() {
+fn health_checks_pass_their_argo_cd_tests_in_argo_cds_runtime() {
     let mut statuses =
         std::collections::BTreeMap::<String, std::collections::BTreeSet<String>>::new();
+    let mut ran = 0;
     for kind in ["CacheInstance", "CachePolicy"] {
         let dir = customization_dir(kind);
-        let script = std::fs::read_to_string(dir.join("health.lua")).unwrap();
         let tests = read_yaml(&dir.join("health_test.yaml"));
         let cases = tests["tests"].as_array().expect("tests: [...]");
         assert!(cases.len() >= 4, "{kind}: too few cases");
         let mut inputs = std::collections::BTreeSet::new();
+        let mut files = Vec::new();
         for case in cases {
             let input = case["inputPath"].as_str().expect("inputPath");
             inputs.insert(input.to_string());
@@ -162,20 +151,37 @@ fn health_checks_pass_their_argo_cd_tests() {
                 obj["apiVersion"], "cache.upstash-operator.dev/v1alpha1",
                 "{input}"
             );
-            let expected = &case["healthStatus"];
-            let (status, message) = run_health(&script, &obj)
+            files.push(dir.join(input));
+        }
+        let results = run_argocd_lua(&repo_path("deploy/argocd/argocd-cm.yaml"), &files);
+        for ((case, file), health) in cases.iter().zip(&files).zip(results) {
+            let input = case["inputPath"].as_str().unwrap();
+            let expected = (
+                case["healthStatus"]["status"]
+                    .as_str()
+                    .unwrap_or_default()
+                    .to_string(),
+                case["healthStatus"]["message"]
+                    .as_str()
+                    .unwrap_or_default()
+                    .to_string(),
+            );
+            let script = health
+                .script
                 .unwrap_or_else(|e| panic!("{kind}/{input}: the script failed: {e}"));
-            assert_eq!(
-                status,
-                expected["status"].as_str().unwrap(),
-                "{kind}/{input}"
-            );
-            assert_eq!(
-                message,
-                expected["message"].as_str().unwrap_or_default(),
-                "{kind}/{input}"
-            );
-            statuses.entry(kind.into()).or_default().insert(status);
+            assert_eq!(script, expected, "{kind}/{input}");
+            // What Argo CD shows: the script's answer, except for an object being deleted,
+            // which Argo CD reports as Progressing before it runs any script.
+            let argocd = health
+                .argocd
+                .unwrap_or_else(|e| panic!("{kind}/{input}: Argo CD's assessment failed: {e}"));
+            if read_yaml(file)["metadata"]["deletionTimestamp"].is_string() {
+                assert_eq!(argocd.0, "Progressing", "{kind}/{input}");
+            } else {
+                assert_eq!(argocd, script, "{kind}/{input}");
+            }
+            statuses.entry(kind.into()).or_default().insert(script.0);
+            ran += 1;
         }
         // Every testdata file is used by a test.
         let files: std::collections::BTreeSet<String> = std::fs::read_dir(dir.join("testdata"))
@@ -195,43 +201,68 @@ fn health_checks_pass_their_argo_cd_tests() {
             );
         }
     }
+    assert!(ran >= 12, "{ran} cases");
 }
 
-/// The harness is as strict as Argo CD: no `string` library, and scripts are stopped after 1 s.
+/// The runtime is Argo CD's, with its limits for custom checks: no `string` library (so a
+/// script that uses one fails), the 1 s timeout, an unknown status turned into `Unknown`, and
+/// no global `os`.
 #[test]
-fn the_harness_has_argo_cds_limits() {
-    let obj = serde_json::json!({"metadata": {"name": "x"}});
-    let uses_string = r#"
-        local hs = {}
-        if string.find(obj.metadata.name, "x") then hs.status = "Healthy" end
-        return hs
-    "#;
-    let err = run_health(uses_string, &obj).unwrap_err();
-    assert!(err.contains("string"), "{err}");
-    let uses_method = r#"return { status = ("healthy"):upper() }"#;
-    assert!(run_health(uses_method, &obj).is_err());
-    let spins = "while true do end";
-    let err = run_health(spins, &obj).unwrap_err();
-    assert!(err.contains("longer than 1s"), "{err}");
+fn argo_cds_runtime_has_argo_cds_limits() {
+    let dir = tempfile::tempdir().unwrap();
+    let key = "resource.customizations.health.cache.upstash-operator.dev_CacheInstance";
+    let run = |script: &str| {
+        let cm = serde_json::json!({
+            "apiVersion": "v1",
+            "kind": "ConfigMap",
+            "metadata": {"name": "argocd-cm", "namespace": "argocd"},
+            "data": {(key): script},
+        });
+        let cm_file = dir.path().join("argocd-cm.yaml");
+        std::fs::write(&cm_file, serde_json::to_vec(&cm).unwrap()).unwrap();
+        let obj = serde_json::json!({
+            "apiVersion": "cache.upstash-operator.dev/v1alpha1",
+            "kind": "CacheInstance",
+            "metadata": {"name": "x", "namespace": "crm"},
+            "spec": {"list": [1, 2, 3]},
+        });
+        let obj_file = dir.path().join("obj.yaml");
+        std::fs::write(&obj_file, serde_json::to_vec(&obj).unwrap()).unwrap();
+        run_argocd_lua(&cm_file, &[obj_file]).remove(0).script
+    };
+    let err = run(r#"if string.find(obj.metadata.name, "x") then return {status = "Healthy"} end"#)
+        .unwrap_err();
+    assert!(
+        err.contains("attempt to index a non-table object(nil) with key 'find'"),
+        "{err}"
+    );
+    let err = run(r#"return { status = ("healthy"):upper() }"#).unwrap_err();
+    assert!(err.contains("with key 'upper'"), "{err}");
+    let err = run("while true do end").unwrap_err();
+    assert!(err.contains("context deadline exceeded"), "{err}");
     assert_eq!(
-        run_health(r#"return { status = "Fine" }"#, &obj).unwrap(),
+        run(r#"return { status = "Fine" }"#).unwrap(),
         (
             "Unknown".to_string(),
             "Lua returned an invalid health status".to_string()
         )
     );
-    // What the health scripts do use works: ipairs, comparisons of numbers, the os library.
+    // What the health scripts do use works: ipairs, numbers, nil for absent fields. The safe
+    // os library (time and date) is not a global in Argo CD (its loader registers it under the
+    // name "table"); a script must `require("os")`, which the imitation this runtime replaced
+    // got wrong.
     let ok = r#"
         local n = 0
-        for _, c in ipairs(obj.list) do n = n + c end
-        if n == 6 and os.time() > 0 and obj.missing == nil then
+        for _, c in ipairs(obj.spec.list) do n = n + c end
+        local safe_os = require("os")
+        if n == 6 and os == nil and safe_os.time() > 0 and safe_os.exit == nil
+            and obj.status == nil then
           return { status = "Healthy", message = "sum " .. n }
         end
         return { status = "Degraded" }
     "#;
-    let obj = serde_json::json!({"list": [1, 2, 3], "missing": null});
     assert_eq!(
-        run_health(ok, &obj).unwrap(),
+        run(ok).unwrap(),
         ("Healthy".to_string(), "sum 6".to_string())
     );
 }

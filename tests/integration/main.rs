@@ -3,6 +3,7 @@
 //! One test binary, so one control plane serves every test; each test works in its own namespace.
 
 mod admission;
+mod admission_classes;
 mod crds;
 mod credentials;
 mod events;
