@@ -239,6 +239,9 @@ pub(crate) mod tests {
                 concurrency: 4,
                 cluster_id: "test".into(),
                 lost_create_grace: Duration::from_secs(60),
+                adoption: Default::default(),
+                reveal_managing_namespace: false,
+                min_rotation_interval: Duration::from_secs(300),
             },
         )
     }
