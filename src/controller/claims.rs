@@ -351,6 +351,20 @@ impl Claims {
         let _ = rx.wait_for(|c| *c).await;
     }
 
+    /// Whether the database `obj`'s status names is another instance's, or may be (the index
+    /// has not listed yet). An instance that lost a tie, or a copy restored with another's
+    /// status, keeps that id in its status; the monitor reads nothing of that database for it.
+    pub fn held_by_other(&self, obj: &CacheInstance) -> bool {
+        let Some(id) = obj.status.as_ref().and_then(|s| s.database_id.as_deref()) else {
+            return false;
+        };
+        if !*self.complete.borrow() {
+            return true;
+        }
+        let me = Claim::contender(obj, Some(id));
+        self.find(&me, id, None).is_some()
+    }
+
     /// Who holds database `id` (named `name`) against `me`, if anyone.
     pub async fn holder(&self, me: &Claim, id: &str, name: Option<&str>) -> Option<Held> {
         self.wait_complete().await;

@@ -196,9 +196,11 @@ impl Monitor {
             else {
                 continue;
             };
-            // Deleted or paused objects get no Upstash call at all.
+            // Deleted or paused objects get no Upstash call at all, and neither does an
+            // instance whose status names a database that another instance manages.
             if instance.metadata.deletion_timestamp.is_some()
                 || crate::controller::instance::paused(&instance)
+                || self.ctx.claims.held_by_other(&instance)
             {
                 continue;
             }

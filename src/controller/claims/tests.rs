@@ -286,3 +286,23 @@ fn the_message_names_other_namespaces_only_when_allowed() {
             .contains("CacheInstance first in this namespace")
     );
 }
+
+#[test]
+fn the_monitor_skips_a_database_that_another_instance_manages() {
+    let a = managing("a", "orders", 0, "db-a");
+    // A copy in another namespace whose status names A's database (restored, or copied).
+    let copy = managing("b", "orders", 5, "db-a");
+    let own = managing("b", "carts", 5, "db-b");
+    let unlisted = Claims::default();
+    let _scope = unlisted.register();
+    assert!(
+        unlisted.held_by_other(&own),
+        "nothing is sampled before the index has listed"
+    );
+
+    let claims = listed(&[a.clone(), copy.clone(), own.clone()]);
+    assert!(!claims.held_by_other(&a));
+    assert!(claims.held_by_other(&copy));
+    assert!(!claims.held_by_other(&own));
+    assert!(!claims.held_by_other(&obj("c", "new", 9, "spec: {primaryRegion: us-east-1}")));
+}
