@@ -266,6 +266,11 @@ async fn helm_upgrade_from_the_previous_release_keeps_instances_ready() {
         .collect();
     assert_eq!(crd_names.len(), 2, "the release installs both CRDs");
     for name in &crd_names {
+        assert_eq!(
+            crds.get(name).await.unwrap().labels().get("helm.sh/chart"),
+            Some(&previous_label),
+            "CRD {name} comes from the previous release"
+        );
         testkit::wait_for(
             &format!("CRD {name} to be Established"),
             Duration::from_secs(30),
