@@ -958,7 +958,7 @@ async fn upstash_failing_for_a_while_backs_off_then_converges() {
 async fn existing_databases_are_adopted_only_when_asked() {
     let cluster = testkit::cluster().await;
     let ns = cluster.namespace("adopt").await;
-    let stack = start_stack(&ns, &[]).await;
+    let stack = start_stack(&ns, &crate::support::ADOPT_ANYWHERE).await;
     let client = ns.client().await;
     let create = |name: &str| {
         stack.emulator.developer_api(

@@ -71,7 +71,16 @@ async fn settle(client: &kube::Client, ns: &str, name: &str, spec: &Value) -> Ca
 async fn adopting_changes_nothing_the_spec_leaves_out_and_shows_the_live_values() {
     let cluster = testkit::cluster().await;
     let ns = cluster.namespace("adopt-live").await;
-    let stack = start_stack(&ns, &["--resync-interval", "2s"]).await;
+    let stack = start_stack(
+        &ns,
+        &[
+            "--resync-interval",
+            "2s",
+            crate::support::ADOPT_ANYWHERE[0],
+            crate::support::ADOPT_ANYWHERE[1],
+        ],
+    )
+    .await;
     let client = ns.client().await;
     // A production database: fixed plan, a read replica, eviction, a budget, an allow-list.
     let prod = console_create(
@@ -153,7 +162,16 @@ async fn adopting_changes_nothing_the_spec_leaves_out_and_shows_the_live_values(
 async fn observe_reports_drift_changes_nothing_and_keeps_the_database() {
     let cluster = testkit::cluster().await;
     let ns = cluster.namespace("observe").await;
-    let stack = start_stack(&ns, &["--resync-interval", "2s"]).await;
+    let stack = start_stack(
+        &ns,
+        &[
+            "--resync-interval",
+            "2s",
+            crate::support::ADOPT_ANYWHERE[0],
+            crate::support::ADOPT_ANYWHERE[1],
+        ],
+    )
+    .await;
     let client = ns.client().await;
     let id = console_create(
         &stack.emulator,

@@ -118,6 +118,10 @@ pub struct Stack {
 }
 
 /// Starts an emulator and an operator for the test namespace `ns` (CRDs installed).
+/// Operator arguments of a platform that lets every namespace adopt through the operator-wide
+/// credentials (by default none may; see `tenancy.rs`).
+pub const ADOPT_ANYWHERE: [&str; 2] = ["--adoption-namespace-selector", "{}"];
+
 pub async fn start_stack(ns: &testkit::TestNamespace, extra_args: &[&str]) -> Stack {
     let cluster = ns.cluster();
     let client = ns.client().await;

@@ -418,6 +418,15 @@ async fn adopting_through_the_shared_account_needs_the_platforms_consent() {
         message.contains("operator-wide") && message.contains(denied.name()),
         "{message}"
     );
+    // The Event follows the status write.
+    testkit::wait_for("the AdoptionNotAllowed Event", TIMEOUT, || async {
+        events_for(&client, denied.name(), "legacy")
+            .await
+            .iter()
+            .any(|e| e.0 == "AdoptionNotAllowed")
+            .then_some(())
+    })
+    .await;
     let events = events_for(&client, denied.name(), "legacy").await;
     assert_eq!(
         events
@@ -487,7 +496,7 @@ async fn adopting_through_the_shared_account_needs_the_platforms_consent() {
 async fn adopting_by_name_a_database_that_is_gone_reports_it_once() {
     let cluster = testkit::cluster().await;
     let ns = cluster.namespace("tenancy-gone").await;
-    let stack = start_stack(&ns, &[]).await;
+    let stack = start_stack(&ns, &crate::support::ADOPT_ANYWHERE).await;
     let client = ns.client().await;
     let (code, db) = stack
         .emulator
