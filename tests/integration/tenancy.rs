@@ -254,6 +254,9 @@ async fn a_tenant_cannot_adopt_change_rotate_or_delete_another_tenants_database(
     // backup restored into another namespace makes it, or a tenant allowed to write status). It
     // is the younger of the two: it neither changes, rotates nor deletes the database. (Paused
     // while its status is written, so that the operator sees it only with that status.)
+    // Creation times count in whole seconds, and of two objects created in the same second
+    // the lower UID counts as the older: the copy is made in a later second than A.
+    tokio::time::sleep(Duration::from_millis(1100)).await;
     let mut copy = instance(
         "copy",
         json!({"primaryRegion": "us-east-1", "budget": 1, "eviction": true, "deletionPolicy": "Delete"}),
