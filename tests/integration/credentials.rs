@@ -61,15 +61,21 @@ async fn owner(emulator: &testkit::emulator::Emulator, instance: &CacheInstance)
 }
 
 /// Changes an annotation so that the operator looks at the object now rather than at its next
-/// retry.
+/// retry. An object already gone is fine: the operator may have acted on a Secret change (it
+/// watches the credentials) before the nudge arrives, and a deleted object needs no nudge.
 async fn nudge(api: &Api<CacheInstance>, name: &str, value: &str) {
-    api.patch(
-        name,
-        &PatchParams::default(),
-        &Patch::Merge(json!({"metadata": {"annotations": {"test/nudge": value}}})),
-    )
-    .await
-    .unwrap();
+    match api
+        .patch(
+            name,
+            &PatchParams::default(),
+            &Patch::Merge(json!({"metadata": {"annotations": {"test/nudge": value}}})),
+        )
+        .await
+    {
+        Ok(_) => {}
+        Err(kube::Error::Api(e)) if e.code == 404 => {}
+        Err(e) => panic!("nudging {name}: {e}"),
+    }
 }
 
 fn ready_reason(instance: &CacheInstance) -> Option<(String, String, String)> {
