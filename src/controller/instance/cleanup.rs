@@ -5,18 +5,20 @@
 
 use kube::{ResourceExt, runtime::controller::Action};
 
-use super::{finalizer, observe, plan::Notice, report::Report, validate};
+use super::{cluster::Cluster, observe, plan::Notice, report::Report, validate};
 use crate::{
     controller::{
         Context, FINALIZER,
         claims::{Claim, Held},
         conditions::{self, Cond},
         database_index,
+        developer_api::DeveloperApi,
         reported::Topic,
     },
     crd::{CacheInstance, CacheInstanceStatus, DeletionPolicy, ManagementPolicy, PendingCreate},
     credentials::Binding,
     error::{Error, Result},
+    upstash::UpstashApi,
 };
 
 /// The way out of a cleanup that cannot run, as conditions and Events say it.
@@ -80,7 +82,7 @@ pub fn plan(
 }
 
 /// Why a delete could not run.
-enum Blocked {
+pub(super) enum Blocked {
     /// The credentials belong to another account: deleting with them would answer "not found"
     /// and leave the database running, and billed, in the other account.
     AccountChanged(String),
@@ -114,7 +116,7 @@ impl FinishedCleanups {
 }
 
 /// Runs the cleanup of a deleted `obj`.
-pub async fn run(obj: &CacheInstance, ctx: &Context) -> Result<Action> {
+pub async fn run(obj: &CacheInstance, ctx: &Context, kube: &impl Cluster) -> Result<Action> {
     let uid = obj.uid().unwrap_or_default();
     if !uid.is_empty() && ctx.finished_cleanups.done(&uid) {
         return Ok(Action::await_change());
@@ -123,22 +125,58 @@ pub async fn run(obj: &CacheInstance, ctx: &Context) -> Result<Action> {
         validate::policy_verdict(obj, &ctx.policies.all(), ctx.config.default_deletion_policy);
     let status = obj.status.clone().unwrap_or_default();
     let pending = observe::pending_record(obj, &status);
-    match plan(obj, verdict.deletion_policy, &status, pending) {
+    let decided = plan(obj, verdict.deletion_policy, &status, pending);
+    // Only a delete needs the instance's Upstash account.
+    let account = match decided {
+        CleanupPlan::Delete { .. } => Some(bind(obj, ctx).await),
+        _ => None,
+    };
+    carry_out(obj, ctx, kube, decided, account).await
+}
+
+/// The Developer API of `obj`'s account and its key in the database index.
+async fn bind(obj: &CacheInstance, ctx: &Context) -> Result<(UpstashApi, String), Blocked> {
+    match ctx.bind(obj).await {
+        Ok(Binding::Bound(bound)) => Ok((bound.api.clone(), database_index::key(&bound))),
+        Ok(Binding::AccountChanged(why)) => Err(Blocked::AccountChanged(why)),
+        Err(e) => Err(Blocked::Failed(e)),
+    }
+}
+
+/// Carries out the cleanup plan; `account`: the Developer API a delete makes its calls with.
+pub(super) async fn carry_out<A: DeveloperApi>(
+    obj: &CacheInstance,
+    ctx: &Context,
+    kube: &impl Cluster,
+    decided: CleanupPlan,
+    account: Option<Result<(A, String), Blocked>>,
+) -> Result<Action> {
+    match decided {
         CleanupPlan::Done => return Ok(Action::await_change()),
         CleanupPlan::Release { notice } => {
             if let Some(n) = notice {
-                ctx.publish(obj, n.type_, n.reason, n.action, &n.note);
+                kube.publish(obj, &n);
             }
         }
         CleanupPlan::Delete { ids, pending } => {
-            if let Err(blocked) = delete(obj, ctx, &ids, pending.as_ref()).await {
-                return Err(report_blocked(obj, ctx, &ids, pending.as_ref(), blocked).await);
+            let deleted = match account {
+                Some(Ok((api, index_key))) => {
+                    delete(obj, ctx, kube, &api, &index_key, &ids, pending.as_ref()).await
+                }
+                Some(Err(blocked)) => Err(blocked),
+                None => Err(Blocked::Failed(Error::Credentials(
+                    "no Upstash account to delete the database with".into(),
+                ))),
+            };
+            if let Err(blocked) = deleted {
+                return Err(report_blocked(obj, ctx, kube, &ids, pending.as_ref(), blocked).await);
             }
         }
     }
     // From here on this instance needs neither its database nor its Upstash credentials:
     // whatever keeps the credentials readable for the cleanup may let go of them.
-    finalizer::remove(obj, ctx).await?;
+    kube.release(obj).await?;
+    let uid = obj.uid().unwrap_or_default();
     if !uid.is_empty() {
         ctx.finished_cleanups.finished(uid);
     }
@@ -150,23 +188,20 @@ pub async fn run(obj: &CacheInstance, ctx: &Context) -> Result<Action> {
 async fn delete(
     obj: &CacheInstance,
     ctx: &Context,
+    kube: &impl Cluster,
+    api: &impl DeveloperApi,
+    index_key: &str,
     ids: &[String],
     pending: Option<&PendingCreate>,
 ) -> Result<(), Blocked> {
-    let bound = match ctx.bind(obj).await {
-        Ok(Binding::Bound(bound)) => bound,
-        Ok(Binding::AccountChanged(why)) => return Err(Blocked::AccountChanged(why)),
-        Err(e) => return Err(Blocked::Failed(e)),
-    };
-    let index_key = database_index::key(&bound);
     let mut ids = ids.to_vec();
     if let Some(p) = pending {
         // A create was in flight: delete what it may have left behind.
         let found = ctx
             .databases
             .lookup(
-                &index_key,
-                &bound.api,
+                index_key,
+                api,
                 std::slice::from_ref(&p.database_name),
                 Some(p.started.0),
             )
@@ -187,28 +222,25 @@ async fn delete(
                 &format!("database {id}"),
                 ctx.config.reveal_managing_namespace,
             );
-            ctx.publish(
+            kube.publish(
                 obj,
-                kube::runtime::events::EventType::Normal,
-                "Retained",
-                "Delete",
-                &format!("kept database {id} in Upstash: {why}"),
+                &Notice::normal(
+                    "Retained",
+                    "Delete",
+                    format!("kept database {id} in Upstash: {why}"),
+                ),
             );
             continue;
         }
-        let deleted = bound
-            .api
+        let deleted = api
             .delete_database(&id)
             .await
             .map_err(|e| Blocked::Failed(e.into()))?;
-        ctx.databases.deleted(&index_key, &id);
+        ctx.databases.deleted(index_key, &id);
         if deleted {
-            ctx.publish(
+            kube.publish(
                 obj,
-                kube::runtime::events::EventType::Normal,
-                "Deleted",
-                "Delete",
-                &format!("deleted database {id}"),
+                &Notice::normal("Deleted", "Delete", format!("deleted database {id}")),
             );
         } else {
             tracing::info!(database = %id, "database already gone");
@@ -222,6 +254,7 @@ async fn delete(
 async fn report_blocked(
     obj: &CacheInstance,
     ctx: &Context,
+    kube: &impl Cluster,
     ids: &[String],
     pending: Option<&PendingCreate>,
     blocked: Blocked,
@@ -249,8 +282,8 @@ async fn report_blocked(
     };
     let mut report = Report::new(obj);
     report.set(Cond::new(conditions::READY, false, reason, message.clone()));
-    report.warn_if_new(ctx, Topic::Cleanup, reason, &message);
-    if let Err(e) = report.write(ctx).await {
+    report.warn_if_new(ctx, kube, Topic::Cleanup, reason, &message);
+    if let Err(e) = report.write(kube).await {
         tracing::warn!(err = %e, "could not report the failed cleanup in the status");
     }
     error

@@ -1,27 +1,20 @@
 //! The object's metadata the operator writes: the cleanup finalizer and the create record,
 //! added together in one server-side apply (so that a new instance costs one metadata write,
-//! made before its database is created), and the finalizer's removal once cleanup has run.
+//! made before its database is created), and the finalizer's removal once cleanup has run: the
+//! bodies of those writes, which [`super::cluster::Cluster`] makes.
 //!
 //! Semantics follow kube's `finalizer` helper: the finalizer is in place before the operator
 //! takes charge of a database, cleanup runs only while it is there, and its removal is
 //! guarded by a JSON-patch `test` so that another controller's finalizer is never removed.
 
 use json_patch::{PatchOperation, RemoveOperation, TestOperation, jsonptr::PointerBuf};
-use kube::{
-    Api, Resource, ResourceExt,
-    api::{Patch, PatchParams},
-};
+use kube::{Resource, ResourceExt};
 use serde_json::{Value, json};
 
 use crate::{
-    controller::{Context, FIELD_MANAGER, FINALIZER},
+    controller::FINALIZER,
     crd::{CREATE_RECORD_ANNOTATION, CacheInstance, PendingCreate},
-    error::{Error, Result},
 };
-
-fn api(obj: &CacheInstance, ctx: &Context) -> Api<CacheInstance> {
-    Api::namespaced(ctx.client.clone(), &obj.namespace().unwrap_or_default())
-}
 
 /// The apply body that holds the finalizer and, when given, the create record. Without a
 /// record, applying it removes the annotation an earlier apply set. With `expected` (a
@@ -50,29 +43,6 @@ pub fn metadata_apply(
     })
 }
 
-/// Puts the finalizer in place with the create record (or without one, which clears an earlier
-/// record), in one write; with `expected`, only if the object is still at that resourceVersion
-/// ([`Error::CacheBehind`] otherwise).
-pub async fn ensure(
-    obj: &CacheInstance,
-    ctx: &Context,
-    pending: Option<&PendingCreate>,
-    expected: Option<&str>,
-) -> Result<()> {
-    match api(obj, ctx)
-        .patch(
-            &obj.name_any(),
-            &PatchParams::apply(FIELD_MANAGER).force(),
-            &Patch::Apply(&metadata_apply(obj, pending, expected)),
-        )
-        .await
-    {
-        Ok(_) => Ok(()),
-        Err(kube::Error::Api(s)) if s.code == 409 && expected.is_some() => Err(Error::CacheBehind),
-        Err(e) => Err(Error::Kube(e)),
-    }
-}
-
 /// The JSON patch that removes the finalizer at the position `obj` shows it, failing instead if
 /// the list changed meanwhile; `None` when the finalizer is not there.
 pub fn removal(obj: &CacheInstance) -> Option<json_patch::Patch> {
@@ -85,26 +55,6 @@ pub fn removal(obj: &CacheInstance) -> Option<json_patch::Patch> {
         }),
         PatchOperation::Remove(RemoveOperation { path }),
     ]))
-}
-
-/// Removes the finalizer, letting the deletion complete.
-pub async fn remove(obj: &CacheInstance, ctx: &Context) -> Result<()> {
-    let Some(patch) = removal(obj) else {
-        return Ok(());
-    };
-    match api(obj, ctx)
-        .patch(
-            &obj.name_any(),
-            &PatchParams::default(),
-            &Patch::<()>::Json(patch),
-        )
-        .await
-    {
-        Ok(_) => Ok(()),
-        // Already gone: the deletion completed.
-        Err(kube::Error::Api(s)) if s.code == 404 => Ok(()),
-        Err(e) => Err(Error::Kube(e)),
-    }
 }
 
 #[cfg(test)]

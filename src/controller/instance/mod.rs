@@ -8,11 +8,13 @@
 
 mod apply;
 mod cleanup;
+mod cluster;
 pub mod finalizer;
 mod observe;
 mod plan;
 mod publish;
 mod report;
+mod steps;
 mod validate;
 
 #[cfg(test)]
@@ -23,7 +25,7 @@ use std::{
     time::{Duration, Instant},
 };
 
-use k8s_openapi::{apimachinery::pkg::apis::meta::v1::Time, jiff::Timestamp};
+use k8s_openapi::jiff::Timestamp;
 use kube::{ResourceExt, runtime::controller::Action};
 
 pub use cleanup::{FinishedCleanups, WAY_OUT};
@@ -33,27 +35,18 @@ pub use publish::RESTART_ANNOTATION;
 pub use validate::paused;
 
 use self::{
-    observe::{ClusterView, Observed, Read},
-    plan::{How, Notice, Provision, SettingsPlan},
+    cluster::{Cluster, Live},
+    observe::{Observed, Read},
+    plan::Provision,
     report::Report,
+    steps::Remember,
     validate::{PolicyVerdict, Valid},
 };
 use crate::{
-    controller::{
-        Context, INSTANCE_CONTROLLER,
-        conditions::{self, Cond},
-        desired::RotationDue,
-        secret::{self, ConnectionDetails},
-        startup,
-    },
-    crd::{CacheInstance, PendingCreate},
+    controller::{Context, INSTANCE_CONTROLLER, developer_api::DeveloperApi},
+    crd::CacheInstance,
     error::{Error, Result},
-    upstash::{Database, UpstashError},
 };
-
-/// How soon an instance held by a Secret of its name that the operator does not own looks
-/// again (the operator does not watch Secrets it does not own).
-const SECRET_CONFLICT_RECHECK: Duration = Duration::from_secs(30);
 
 /// Entry point for the controller.
 pub async fn reconcile(obj: Arc<CacheInstance>, ctx: Arc<Context>) -> Result<Action> {
@@ -67,7 +60,7 @@ pub async fn reconcile(obj: Arc<CacheInstance>, ctx: Arc<Context>) -> Result<Act
         tracing::debug!(object = %format!("{}/{}", obj.namespace().unwrap_or_default(), obj.name_any()), "paused");
         Ok(Action::await_change())
     } else if obj.metadata.deletion_timestamp.is_some() {
-        cleanup::run(&obj, &ctx).await
+        cleanup::run(&obj, &ctx, &Live::new(&ctx)).await
     } else {
         pass(&obj, &ctx).await
     };
@@ -94,427 +87,116 @@ fn result_label(action: &Action) -> &'static str {
 
 /// One pass over a live (not deleting) CacheInstance.
 async fn pass(obj: &CacheInstance, ctx: &Context) -> Result<Action> {
-    if let Some(wait) = first_read_wait(obj, ctx) {
+    if let Some(wait) = observe::wait(obj, ctx) {
         return Ok(Action::requeue(wait));
     }
-    if ctx.recent.cache_behind(obj) {
-        // The watch event of this process's own writes is on its way and triggers the next
-        // pass; the requeue only covers its loss.
-        return Ok(Action::requeue(Duration::from_secs(1)));
-    }
-    let mut report = Report::new(obj);
-    let mut outcome = converge(obj, ctx, &mut report, Read::Cached).await;
+    let kube = Live::new(ctx);
+    let (mut report, mut outcome) = attempt(obj, ctx, &kube, Read::Cached).await;
     if matches!(outcome, Err(Error::CacheBehind)) {
         // The cached copy was not current: decide again on the API server's.
-        report = Report::new(obj);
-        outcome = converge(obj, ctx, &mut report, Read::Fresh).await;
+        (report, outcome) = attempt(obj, ctx, &kube, Read::Fresh).await;
     }
-    let ready = report.finish(ctx, outcome.as_ref().err());
+    let ready = report.finish(ctx, &kube, outcome.as_ref().err());
     ctx.metrics
         .instances
         .set_ready(&obj.namespace().unwrap_or_default(), &obj.name_any(), ready);
-    report.write(ctx).await?;
+    report.write(&kube).await?;
     outcome?;
     Ok(Action::requeue(
         report.requeue(ctx.config.jittered_resync()),
     ))
 }
 
-/// How long a settled instance's first pass of this process waits for its turn to read (see
-/// [`crate::controller::startup`]), if it does.
-fn first_read_wait(obj: &CacheInstance, ctx: &Context) -> Option<Duration> {
-    let read_before = obj
-        .status
-        .as_ref()
-        .and_then(|s| s.database_id.as_deref())
-        .is_some_and(|id| ctx.recent.read_at(obj, id).is_some());
-    if !startup::settled(obj) {
-        return ctx
-            .first_reads
-            .wait(obj, false, read_before, ctx.config.resync);
+/// Validate → observe → converge, deciding on the copy `read` says.
+async fn attempt<'a>(
+    obj: &'a CacheInstance,
+    ctx: &Context,
+    kube: &Live<'_>,
+    read: Read,
+) -> (Report<'a>, Result<()>) {
+    let mut report = Report::new(obj);
+    let outcome = async {
+        let policy =
+            validate::policy_verdict(obj, &ctx.policies.all(), ctx.config.default_deletion_policy);
+        report.policy(&policy);
+        let valid = validate::spec(obj)?.with_request_floor(ctx.config.min_rotation_interval);
+        if valid.observe_only() {
+            report.observe_only();
+        }
+        validate::templates(obj, &ctx.templates).await?;
+        let seen = observe::database(obj, ctx, kube, &valid, policy.blocked, read).await?;
+        converge(obj, ctx, kube, &mut report, &valid, &policy, seen).await
     }
-    let namespace = obj.namespace().unwrap_or_default();
-    let secrets_in_place = std::iter::once(secret::secret_name(obj))
-        .chain(secret::read_only_secret_name(obj))
-        .all(|name| ctx.owned_secrets.get(&namespace, &name).is_some());
-    if !secrets_in_place
-        && !read_before
-        && !ctx.owned_secrets.listed()
-        && ctx.first_reads.starting()
-    {
-        // The Secret watch has not listed yet: decide once it has (or once the first minute
-        // is over).
-        return Some(Duration::from_secs(1));
-    }
-    let settled = {
-        secrets_in_place
-            && validate::spec(obj).is_ok_and(|valid| {
-                let valid = valid.with_request_floor(ctx.config.min_rotation_interval);
-                let policy = validate::policy_verdict(
-                    obj,
-                    &ctx.policies.all(),
-                    ctx.config.default_deletion_policy,
-                );
-                let status = obj.status.clone().unwrap_or_default();
-                !policy.blocked
-                    && !plan::once_only_may_be_due(obj, &valid, false, &status, Timestamp::now())
-            })
-    };
-    ctx.first_reads
-        .wait(obj, settled, read_before, ctx.config.resync)
+    .await;
+    (report, outcome)
 }
 
-/// Validate → observe → plan → apply for one pass, deciding on the copy `read` says.
-async fn converge(
+/// Plan → apply for one pass over what observe found: the database, its settings, the
+/// requests, the rotation, the Secrets, what to remember, and the Event that closes the pass.
+async fn converge<A: DeveloperApi>(
     obj: &CacheInstance,
     ctx: &Context,
+    kube: &impl Cluster,
     report: &mut Report<'_>,
-    read: Read,
+    valid: &Valid,
+    policy: &PolicyVerdict,
+    seen: Observed<A>,
 ) -> Result<()> {
-    // Validate.
-    let policy =
-        validate::policy_verdict(obj, &ctx.policies.all(), ctx.config.default_deletion_policy);
-    report.policy(&policy);
-    let valid = validate::spec(obj)?.with_request_floor(ctx.config.min_rotation_interval);
-    if valid.observe_only() {
-        report.observe_only();
-    }
-    validate::templates(obj, &ctx.templates).await?;
-
-    // Observe.
-    let seen = observe::database(obj, ctx, &valid, policy.blocked, read).await?;
     report.start_from(&seen.status);
     let now = Timestamp::now();
-    let decision = match plan::provision(&input(obj, ctx, &valid, &policy, &seen)) {
-        Provision::Hold { cond, requeue } => {
-            report.hold(cond, requeue);
-            return Ok(());
-        }
-        other => other,
-    };
-    // Only a hold comes without an account binding.
+    let decision = plan::provision(&input(obj, ctx, valid, policy, &seen, now));
     let Some(upstash) = &seen.upstash else {
+        // Only a hold comes without an account binding.
+        if let Provision::Hold { cond, requeue } = decision {
+            report.hold(cond, requeue);
+        }
         return Ok(());
     };
-
-    // Plan and apply: the database.
-    let mut finalized = seen.has_finalizer;
-    let mut prefetched_view = None;
-    let (mut db, how) = match decision {
-        Provision::Hold { .. } => return Ok(()),
-        Provision::Use { db, how } => (*db, how),
-        Provision::Fetch { id, how } => match upstash.api.get_database(&id).await? {
-            Some(db) => (db, how),
-            None => {
-                ctx.databases.deleted(&upstash.index_key, &id);
-                report.hold(
-                    Cond::new(
-                        conditions::PROVISIONED,
-                        false,
-                        "Provisioning",
-                        format!("database {id} is gone; looking again"),
-                    ),
-                    Some(std::time::Duration::from_secs(1)),
-                );
-                return Ok(());
-            }
-        },
-        Provision::Create { request, replaces } => {
-            if let Some(refusal) = ctx.refusals.standing(obj) {
-                return Err(refusal.into());
-            }
-            if let Some(old) = replaces {
-                // The status that names the missing database may be the cached copy's, behind
-                // this operator's own write of a database made since: a new database is made
-                // only if the API server's copy still names the missing one.
-                if !seen.fresh && !still_recorded(obj, ctx, &old).await? {
-                    return Err(Error::CacheBehind);
-                }
-                ctx.databases.deleted(&upstash.index_key, &old);
-                report.publish(
-                    ctx,
-                    &Notice::warning(
-                        "DatabaseRecreated",
-                        "Create",
-                        format!(
-                            "database {old} no longer exists in Upstash; creating a new, empty one (applications get new credentials). {}",
-                            plan::ARCHIVE_NOTE
-                        ),
-                    ),
-                );
-                report.status.database_id = None;
-            }
-            // Nothing is created that could not deliver its Secret: a Secret of the name that
-            // the operator does not own is found first.
-            let view = observe::cluster(obj, ctx, &seen.status).await?;
-            if let Some(conflict) = plan::secret_conflict(obj, &view) {
-                report.set(Cond::new(
-                    conditions::SECRET_READY,
-                    false,
-                    "SecretConflict",
-                    conflict,
-                ));
-                report.hold(
-                    Cond::new(
-                        conditions::PROVISIONED,
-                        false,
-                        "SecretConflict",
-                        "no database is created while its connection Secret cannot be written",
-                    ),
-                    Some(SECRET_CONFLICT_RECHECK),
-                );
-                return Ok(());
-            }
-            // Record the attempt first (with the finalizer, in one write), so that a restart
-            // after a lost answer recognises the database.
-            let record = PendingCreate {
-                database_name: request.database_name.clone(),
-                started: Time(now),
-                uid: obj.metadata.uid.clone(),
-            };
-            finalizer::ensure(obj, ctx, Some(&record), seen.confirm.as_deref()).await?;
-            finalized = true;
-            prefetched_view = Some(view);
-            let created =
-                apply::create(&upstash.api, &ctx.databases, &upstash.index_key, &request).await;
-            match created {
-                Ok(db) => {
-                    ctx.refusals.forget(obj);
-                    ctx.answered_creates.forget(obj);
-                    (db, How::Created)
-                }
-                Err(e) => {
-                    if !e.is_retryable() {
-                        ctx.refusals.refused(obj, &e);
-                    }
-                    if e.not_performed() {
-                        // Refused, throttled or never sent: nothing was created, so the next
-                        // attempt needs no record of this one.
-                        ctx.answered_creates.forget(obj);
-                        finalizer::ensure(obj, ctx, None, None).await?;
-                    } else if e.answered() {
-                        // Upstash finished the call: the next pass's list is authoritative.
-                        ctx.answered_creates.answered(obj, &record);
-                    }
-                    return Err(e.into());
-                }
-            }
-        }
+    let Some(mut taken) =
+        steps::database(obj, ctx, kube, report, &seen, upstash, decision, now).await?
+    else {
+        return Ok(());
     };
-    if let Err(cond) = plan::admit(obj, how, &db) {
+    if let Err(cond) = plan::admit(obj, taken.how, &taken.db) {
         report.hold(cond, None);
         return Ok(());
     }
-    if !finalized {
+    if !taken.finalized {
         // Keep the record of a create that may still be in flight.
-        finalizer::ensure(obj, ctx, seen.pending.as_ref(), seen.confirm.as_deref()).await?;
+        kube.finalize(obj, seen.pending.as_ref(), seen.confirm.as_deref())
+            .await?;
     }
-    if !seen.reused {
+    if let (false, Some(bound)) = (seen.reused, &upstash.bound) {
         // Only a database these credentials just read or created tells their account.
-        upstash.bound.learn(&db).await;
+        bound.learn(&taken.db).await;
     }
-    report.associate(how, &db, &upstash.account_of(&db), now);
-
-    // The settings.
-    let settings = plan::settings(obj, &valid, policy.blocked, how, &db, &seen.status);
-    let mut announced = false;
-    let mut set_at_create = Vec::new();
-    if let SettingsPlan::Apply { changes, drift } = &settings {
-        // One Event, before the calls, saying what changes (old → new). A database created
-        // this pass gets the rest of its settings now and is announced once, at the end.
-        let changes_note = plan::changes_note(changes, &db);
-        let notice = match how.event_reason() {
-            _ if how == How::Created => None,
-            Some(reason) => Some(Notice::normal(
-                reason,
-                "Update",
-                format!(
-                    "{}; changing {changes_note} to match the spec",
-                    plan::association_note(obj, how, &db)
-                ),
-            )),
-            None if *drift => Some(Notice::normal(
-                "DriftCorrected",
-                "Update",
-                format!(
-                    "setting {changes_note} back to the spec after a change made outside Kubernetes"
-                ),
-            )),
-            None => Some(Notice::normal(
-                "Updated",
-                "Update",
-                format!("updating {changes_note}"),
-            )),
-        };
-        if let Some(notice) = notice {
-            report.publish(ctx, &notice);
-            announced = true;
-        } else {
-            set_at_create = changes.iter().map(|c| c.field()).collect();
-        }
-        apply::settings(&upstash.api, &mut db, changes).await?;
-    }
-    let synced = plan::synced(&settings, &db);
-    report.drift(ctx, &synced);
-    report.set(synced);
-
-    // Backup and restore requests, once per request id.
-    let requests = plan::requests(obj, &valid, &report.status);
-    if let Some(request) = &requests.backup {
-        let (result, notice) =
-            apply::backup(&upstash.api, &db.database_id, request, Timestamp::now()).await?;
-        report.status.backup = Some(Box::new(result));
-        report.publish(ctx, &notice);
-    }
-    if let Some(request) = &requests.restore {
-        let (result, notice) =
-            apply::restore(&upstash.api, &db.database_id, request, Timestamp::now()).await?;
-        report.status.restore = Some(Box::new(result));
-        report.publish(ctx, &notice);
-    }
-    report.live(&db);
-
-    // Rotation.
-    let rotation = plan::rotation(obj, &valid, report.status.rotation.as_deref(), now);
-    let mut record = report.status.rotation.clone().unwrap_or_default();
-    record.last_rotation_time = Some(Time(rotation.last));
-    record.next_rotation_time = rotation.next.map(Time);
-    if let Some(after) = rotation.requeue {
-        report.requeue_within(after);
-    }
-    if let Some(due) = rotation.due {
-        db = apply::rotate(&upstash.api, &db).await?;
-        record.last_rotation_time = Some(Time(now));
-        record.next_rotation_time = valid.rotation_every.map(|e| Time(now + e));
-        // A pending request is served by any rotation.
-        let request = plan::rotate_request(obj);
-        if request.is_some() && request != record.last_request {
-            record.last_request = request;
-            record.last_request_time = Some(Time(now));
-        }
-        let why = if due == RotationDue::Requested {
-            "on request"
-        } else {
-            "on schedule"
-        };
-        report.publish(
-            ctx,
-            &Notice::normal(
-                "PasswordRotated",
-                "Rotate",
-                format!(
-                    "rotated the password and REST tokens of database {} {why}",
-                    db.database_id
-                ),
-            ),
-        );
-    }
-    report.status.rotation = Some(record);
-
-    // The Secrets and the restarts.
-    let (secrets_written, removed) =
-        publish_credentials(obj, ctx, report, &db, prefetched_view).await?;
-
-    // Reused by reconciles that the operator's own writes trigger (forgotten if this pass
-    // fails later).
-    ctx.recent.record(
-        obj,
-        &upstash.index_key,
-        db.clone(),
-        seen.read_at.unwrap_or_else(Instant::now),
-    );
-    if let (false, Some(reason)) = (announced, how.event_reason()) {
-        let mut note = plan::association_note(obj, how, &db);
-        if !set_at_create.is_empty() {
-            note.push_str(&format!(" and set {}", set_at_create.join(", ")));
-        }
-        if !secrets_written.is_empty() {
-            note.push_str(&format!("; wrote Secret {}", secrets_written.join(", ")));
-        }
-        report.publish(ctx, &Notice::normal(reason, "Provision", note));
-    } else if !secrets_written.is_empty() && how == How::Recorded {
-        let mut note = format!("wrote Secret {}", secrets_written.join(", "));
-        if !removed.is_empty() {
-            note.push_str(&format!(
-                "; removed Secret {}, which the spec no longer names",
-                removed.join(", ")
-            ));
-        }
-        report.publish(ctx, &Notice::normal("SecretUpdated", "WriteSecret", note));
+    report.associate(taken.how, &taken.db, &upstash.account_of(&taken.db), now);
+    let (how, db) = (taken.how, &mut taken.db);
+    let decided = plan::settings(obj, valid, policy.blocked, how, db, &seen.status);
+    let news = steps::settings(obj, ctx, kube, report, &upstash.api, decided, how, db).await?;
+    steps::requests(obj, kube, report, &upstash.api, valid, db).await?;
+    report.live(db);
+    steps::rotation(obj, kube, report, &upstash.api, valid, db, now).await?;
+    let published = steps::credentials(obj, ctx, kube, report, db, taken.view.take()).await?;
+    let read = Remember::Read {
+        index_key: &upstash.index_key,
+        db: Box::new(db.clone()),
+        at: seen.read_at.unwrap_or_else(Instant::now),
+    };
+    steps::remember(ctx, obj, read);
+    if let Some(notice) = plan::closing_notice(obj, how, db, news.as_ref(), &published) {
+        report.publish(kube, &notice);
     }
     Ok(())
 }
 
-/// Whether the API server's copy of `obj` still records database `id`.
-async fn still_recorded(obj: &CacheInstance, ctx: &Context, id: &str) -> Result<bool> {
-    let api: kube::Api<CacheInstance> =
-        kube::Api::namespaced(ctx.client.clone(), &obj.namespace().unwrap_or_default());
-    let current = api.get_opt(&obj.name_any()).await?;
-    Ok(current
-        .and_then(|c| c.status)
-        .and_then(|s| s.database_id)
-        .is_some_and(|recorded| recorded == id))
-}
-
-/// Writes the connection Secrets for `db` (and removes the instance's Secrets the spec no
-/// longer names), then restarts the workloads; returns the Secrets written and removed.
-async fn publish_credentials(
-    obj: &CacheInstance,
-    ctx: &Context,
-    report: &mut Report<'_>,
-    db: &Database,
-    view: Option<ClusterView>,
-) -> Result<(Vec<String>, Vec<String>)> {
-    if !db.has_credentials() {
-        return Err(UpstashError::Decode(format!(
-            "database {} came back without credentials",
-            db.database_id
-        ))
-        .into());
-    }
-    let namespace = obj.namespace().unwrap_or_default();
-    let details = ConnectionDetails::new(obj, db);
-    let view = match view {
-        Some(view) => view,
-        None => observe::cluster(obj, ctx, &report.status).await?,
-    };
-    let rendered = secret::render_templates(&ctx.templates, obj, &details)
-        .await
-        .map_err(validate::template_error)?;
-    validate::secret_size(&secret::connection_data(obj, &details, &rendered))?;
-    let secrets = plan::secrets(obj, &details, &rendered, &view);
-    let written = publish::secrets(ctx, &namespace, &secrets).await?;
-    if secrets.conflict.is_some() {
-        report.secrets(&secrets);
-        return Ok((written, Vec::new()));
-    }
-    publish::remove_stale(ctx, &namespace, &secrets.stale).await?;
-    report.secrets(&secrets);
-    let fingerprint = details.fingerprint();
-    let targets = plan::restarts(&view, &fingerprint);
-    let restarted = publish::restart(ctx, &namespace, &targets, &fingerprint).await?;
-    if !restarted.is_empty() {
-        report.publish(
-            ctx,
-            &Notice::normal(
-                "WorkloadsRestarted",
-                "Restart",
-                format!(
-                    "restarted {} to pick up new credentials",
-                    restarted.join(", ")
-                ),
-            ),
-        );
-    }
-    Ok((written, secrets.stale))
-}
-
-fn input<'a>(
+fn input<'a, A>(
     obj: &'a CacheInstance,
     ctx: &'a Context,
     valid: &'a Valid,
     policy: &PolicyVerdict,
-    seen: &'a Observed,
+    seen: &'a Observed<A>,
+    now: Timestamp,
 ) -> plan::ProvisionInput<'a> {
     plan::ProvisionInput {
         obj,
@@ -522,12 +204,13 @@ fn input<'a>(
         valid,
         blocked: policy.blocked,
         pending: seen.pending.as_ref(),
-        grace: match &seen.pending {
-            Some(p) if ctx.answered_creates.was_answered(obj, p) => Duration::ZERO,
-            _ => ctx.config.lost_create_grace,
+        grace: if seen.memory.create_answered {
+            Duration::ZERO
+        } else {
+            ctx.config.lost_create_grace
         },
         sighting: &seen.sighting,
-        now: Timestamp::now(),
+        now,
     }
 }
 

@@ -4,68 +4,47 @@
 //! status, the create record, and what Upstash has of the database; then, once there is
 //! a database, the Secrets and the workloads.
 
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
-use k8s_openapi::{api::core::v1::Secret, jiff::Timestamp};
-use kube::{
-    Api, ResourceExt,
-    api::{DynamicObject, ListParams},
+use k8s_openapi::jiff::Timestamp;
+use kube::ResourceExt;
+
+use super::{
+    cluster::Cluster,
+    plan::{
+        self,
+        input::{ClusterView, Lookup, Memory, Sighting, Workload},
+    },
+    validate::Valid,
 };
-
-use super::{plan, publish::RESTART_ANNOTATION, validate::Valid};
 use crate::{
     controller::{
         Context, FINALIZER, adoption,
         claims::{self, Claim, Held},
-        database_index::{self, Entry},
-        naming, secret,
+        database_index, naming, secret, startup,
     },
     crd::{
         CREATE_RECORD_ANNOTATION, CacheInstance, CacheInstanceStatus,
-        LEGACY_PENDING_CREATE_ANNOTATION, PendingCreate, RestartTarget,
+        LEGACY_PENDING_CREATE_ANNOTATION, PendingCreate,
     },
     credentials::{Binding, Bound, Source},
     error::Result,
     upstash::{Database, UpstashApi},
 };
 
-pub use crate::credentials::identity::Lookup;
-
-/// What is known about the instance's database before the plan.
-#[derive(Debug, Clone)]
-pub enum Sighting {
-    /// The credentials belong to another account than the database.
-    AccountChanged(String),
-    /// `status.databaseId` names a database.
-    Recorded { id: String, lookup: Lookup },
-    /// `spec.adopt.databaseId` names a database.
-    AdoptById { id: String, lookup: Lookup },
-    /// `spec.adopt.byName`: the databases named `spec.databaseName`.
-    AdoptByName { name: String, matches: Vec<Entry> },
-    /// No database yet: the databases under the names this object may have created.
-    Candidates { matches: Vec<Entry> },
-    /// Not looked for (the guardrails block provisioning).
-    NotLooked,
-    /// Another instance manages the database (see [`crate::controller::claims`]);
-    /// `recheck`: its hold may end soon (a new adoption or a create in flight).
-    AlreadyManaged { message: String, recheck: bool },
-    /// `spec.adopt` through the operator-wide credentials, in a namespace the platform does
-    /// not allow it in.
-    AdoptionNotAllowed(String),
-}
-
 /// The Developer API bound to the instance's account.
-pub struct Upstash {
-    pub api: UpstashApi,
+pub struct Upstash<A = UpstashApi> {
+    pub api: A,
     /// The account the credentials act for (see [`crate::credentials::Bound::account`]).
     pub account: String,
     /// The key of these credentials in the database index.
     pub index_key: String,
-    /// The binding, which learns the account from the databases it reads.
-    pub bound: Bound,
+    /// The binding, which learns the account from the databases it reads (none in the tests
+    /// of the pass, whose Developer API is a double).
+    pub bound: Option<Bound>,
 }
 
-impl Upstash {
+impl<A> Upstash<A> {
     /// The account to record for `db`: Upstash's own name for it (`customer_id`), else the
     /// account the credentials act for.
     pub fn account_of(&self, db: &Database) -> String {
@@ -86,8 +65,8 @@ pub enum Read {
 }
 
 /// What a pass knows about the instance and its database.
-pub struct Observed {
-    pub upstash: Option<Upstash>,
+pub struct Observed<A = UpstashApi> {
+    pub upstash: Option<Upstash<A>>,
     /// The freshest status known (the API server's own when the cached one could lag).
     pub status: CacheInstanceStatus,
     /// Whether `status` is the API server's (read this pass), not the cached copy's.
@@ -105,6 +84,8 @@ pub struct Observed {
     pub reused: bool,
     /// The database this pass takes, reserved against other instances until it is recorded.
     pub reservation: Option<claims::ReservationGuard>,
+    /// What this process remembers of the object's create calls.
+    pub memory: Memory,
 }
 
 /// The create call of `obj` that may still be in flight: its record (the annotation, else what
@@ -140,10 +121,68 @@ pub fn first_sight(obj: &CacheInstance) -> bool {
             .is_none_or(|s| s.database_id.is_none() && s.pending_create.is_none())
 }
 
+/// How long the pass over `obj` waits before it observes anything, if it does: its turn to
+/// read after a start (see [`crate::controller::startup`]), or the watch event of this
+/// process's own last write, which is on its way and triggers the next pass (the requeue only
+/// covers its loss).
+pub fn wait(obj: &CacheInstance, ctx: &Context) -> Option<Duration> {
+    if let Some(wait) = first_read_wait(obj, ctx) {
+        return Some(wait);
+    }
+    ctx.recent
+        .cache_behind(obj)
+        .then_some(Duration::from_secs(1))
+}
+
+/// How long a settled instance's first pass of this process waits for its turn to read (see
+/// [`crate::controller::startup`]), if it does.
+fn first_read_wait(obj: &CacheInstance, ctx: &Context) -> Option<Duration> {
+    let read_before = obj
+        .status
+        .as_ref()
+        .and_then(|s| s.database_id.as_deref())
+        .is_some_and(|id| ctx.recent.read_at(obj, id).is_some());
+    if !startup::settled(obj) {
+        return ctx
+            .first_reads
+            .wait(obj, false, read_before, ctx.config.resync);
+    }
+    let namespace = obj.namespace().unwrap_or_default();
+    let secrets_in_place = std::iter::once(secret::secret_name(obj))
+        .chain(secret::read_only_secret_name(obj))
+        .all(|name| ctx.owned_secrets.get(&namespace, &name).is_some());
+    if !secrets_in_place
+        && !read_before
+        && !ctx.owned_secrets.listed()
+        && ctx.first_reads.starting()
+    {
+        // The Secret watch has not listed yet: decide once it has (or once the first minute
+        // is over).
+        return Some(Duration::from_secs(1));
+    }
+    let settled = {
+        secrets_in_place
+            && super::validate::spec(obj).is_ok_and(|valid| {
+                let valid = valid.with_request_floor(ctx.config.min_rotation_interval);
+                let policy = super::validate::policy_verdict(
+                    obj,
+                    &ctx.policies.all(),
+                    ctx.config.default_deletion_policy,
+                );
+                let status = obj.status.clone().unwrap_or_default();
+                !policy.blocked
+                    && !plan::once_only_may_be_due(obj, &valid, false, &status, Timestamp::now())
+            })
+    };
+    ctx.first_reads
+        .wait(obj, settled, read_before, ctx.config.resync)
+}
+
 /// Observes the database side of `obj`.
 pub async fn database(
     obj: &CacheInstance,
     ctx: &Context,
+    kube: &impl Cluster,
     valid: &Valid,
     blocked: bool,
     read: Read,
@@ -159,9 +198,7 @@ pub async fn database(
         .then(|| obj.metadata.resource_version.clone())
         .flatten();
     let fresh = if read == Read::Fresh || (may_be_due && confirm.is_none()) {
-        let api: Api<CacheInstance> =
-            Api::namespaced(ctx.client.clone(), &obj.namespace().unwrap_or_default());
-        api.get_opt(&obj.name_any()).await?
+        kube.instance(obj).await?
     } else {
         None
     };
@@ -180,7 +217,9 @@ pub async fn database(
         read_at: None,
         reused: false,
         reservation: None,
+        memory: Memory::default(),
     };
+    seen.memory = memory(obj, ctx, seen.pending.as_ref());
 
     let binding = match &fresh {
         Some(fresh) => {
@@ -197,27 +236,36 @@ pub async fn database(
             return Ok(seen);
         }
     };
-    let upstash = Upstash {
-        index_key: database_index::key(&bound),
+    let index_key = database_index::key(&bound);
+    seen.sighting = sight(obj, ctx, &bound, &index_key, &mut seen, blocked).await?;
+    seen.upstash = Some(Upstash {
+        index_key,
         api: bound.api.clone(),
         account: bound.account.clone(),
-        bound,
-    };
-    seen.sighting = sight(obj, ctx, &upstash, &mut seen, blocked).await?;
-    seen.upstash = Some(upstash);
+        bound: Some(bound),
+    });
     Ok(seen)
+}
+
+/// What this process remembers of the create calls of `obj` (`pending`: the one on record).
+pub fn memory(obj: &CacheInstance, ctx: &Context, pending: Option<&PendingCreate>) -> Memory {
+    Memory {
+        refusal: ctx.refusals.standing(obj),
+        create_answered: pending.is_some_and(|p| ctx.answered_creates.was_answered(obj, p)),
+    }
 }
 
 async fn sight(
     obj: &CacheInstance,
     ctx: &Context,
-    upstash: &Upstash,
+    bound: &Bound,
+    index_key: &str,
     seen: &mut Observed,
     blocked: bool,
 ) -> Result<Sighting> {
     let cluster_id = ctx.config.cluster_id.as_str();
     let get = |id: String, recorded: Option<String>| async move {
-        Ok::<_, crate::Error>(upstash.bound.lookup(&id, recorded.as_deref()).await?)
+        Ok::<_, crate::Error>(bound.lookup(&id, recorded.as_deref()).await?)
     };
     if let Some(id) = seen.status.database_id.clone() {
         if let Some(held) = claimed(obj, ctx, seen, &id, None).await {
@@ -225,7 +273,7 @@ async fn sight(
         }
         // Triggered by the operator's own writes (or the monitor's) since the last read:
         // nothing the database could have drifted in is worth a call before the next resync.
-        if let Some(db) = ctx.recent.reuse(obj, &id, &upstash.index_key) {
+        if let Some(db) = ctx.recent.reuse(obj, &id, index_key) {
             seen.read_at = ctx.recent.read_at(obj, &id);
             seen.reused = true;
             return Ok(Sighting::Recorded {
@@ -238,7 +286,7 @@ async fn sight(
         return Ok(Sighting::Recorded { id, lookup });
     }
     let adopt = obj.spec.adopt.as_ref();
-    if adopt.is_some() && upstash.bound.source() == Source::Operator {
+    if adopt.is_some() && bound.source() == Source::Operator {
         // The operator-wide account is every tenant's: adopting through it is the platform's
         // decision, per namespace.
         let namespace = obj.namespace().unwrap_or_default();
@@ -265,12 +313,7 @@ async fn sight(
         let name = naming::database_name(obj, cluster_id);
         let matches = ctx
             .databases
-            .lookup(
-                &upstash.index_key,
-                &upstash.api,
-                std::slice::from_ref(&name),
-                created,
-            )
+            .lookup(index_key, &bound.api, std::slice::from_ref(&name), created)
             .await?;
         if let [one] = matches.as_slice()
             && let Some(held) = claimed(obj, ctx, seen, &one.id, Some(&name)).await
@@ -305,7 +348,7 @@ async fn sight(
     };
     let matches = ctx
         .databases
-        .lookup(&upstash.index_key, &upstash.api, &names, fresh_since)
+        .lookup(index_key, &bound.api, &names, fresh_since)
         .await?;
     // The one database this object would take back or find from its own create call.
     if let [one] = matches.as_slice()
@@ -359,43 +402,19 @@ async fn claimed(
     }
 }
 
-/// A restart target and the credentials digest its pod template carries (`None`: the workload
-/// does not exist).
-#[derive(Debug, Clone)]
-pub struct Workload {
-    pub target: RestartTarget,
-    pub stamped: Option<Option<String>>,
-}
-
-/// The cluster side of a pass: the connection Secrets as they are, the operator's Secrets of
-/// this instance that the spec no longer names, and the restart targets.
-#[derive(Debug, Clone, Default)]
-pub struct ClusterView {
-    /// Each Secret the spec asks for, by name, and its current state.
-    pub secrets: Vec<(String, Option<Secret>)>,
-    /// Secrets this instance owns that the spec no longer names.
-    pub stale: Vec<String>,
-    pub workloads: Vec<Workload>,
-}
-
 /// Observes the Secrets and workloads of `obj`. `status` says which Secrets were written
 /// before: only when a name changed are the instance's Secrets listed.
 pub async fn cluster(
     obj: &CacheInstance,
-    ctx: &Context,
+    kube: &impl Cluster,
     status: &CacheInstanceStatus,
 ) -> Result<ClusterView> {
-    let namespace = obj.namespace().unwrap_or_default();
-    let secrets: Api<Secret> = Api::namespaced(ctx.client.clone(), &namespace);
     let mut wanted = vec![secret::secret_name(obj)];
     wanted.extend(secret::read_only_secret_name(obj));
     let mut view = ClusterView::default();
     for name in &wanted {
-        let current = match ctx.owned_secrets.get(&namespace, name) {
-            Some(ours) => Some(ours.as_ref().clone()),
-            None => secrets.get_opt(name).await?,
-        };
-        view.secrets.push((name.clone(), current));
+        view.secrets
+            .push((name.clone(), kube.secret(obj, name).await?));
     }
     let recorded = status
         .binding
@@ -403,14 +422,10 @@ pub async fn cluster(
         .chain(status.read_only_secret.iter())
         .map(|b| &b.name);
     if recorded.clone().any(|name| !wanted.contains(name)) {
-        let listed = secrets
-            .list_metadata(&ListParams::default().labels(&secret::selector(obj)))
-            .await?;
-        view.stale = listed
-            .items
-            .iter()
-            .filter(|s| secret::owned_by(&s.metadata, obj))
-            .map(|s| s.name_any())
+        view.stale = kube
+            .owned_secrets(obj)
+            .await?
+            .into_iter()
             .filter(|name| !wanted.contains(name))
             .collect();
     }
@@ -421,18 +436,7 @@ pub async fn cluster(
         .and_then(|r| r.restart.clone())
         .unwrap_or_default();
     for target in targets {
-        let api: Api<DynamicObject> = Api::namespaced_with(
-            ctx.client.clone(),
-            &namespace,
-            &super::publish::workload_resource(target.kind),
-        );
-        let stamped = api.get_opt(&target.name).await?.map(|w| {
-            w.data
-                .pointer("/spec/template/metadata/annotations")
-                .and_then(|a| a.get(RESTART_ANNOTATION))
-                .and_then(|v| v.as_str())
-                .map(str::to_string)
-        });
+        let stamped = kube.stamp(obj, &target).await?;
         view.workloads.push(Workload { target, stamped });
     }
     Ok(view)

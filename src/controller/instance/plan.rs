@@ -11,21 +11,25 @@ use k8s_openapi::{
 };
 use kube::{ResourceExt, runtime::events::EventType};
 
-use super::{
-    observe::{ClusterView, Lookup, Sighting},
-    validate::Valid,
-};
+pub mod input;
+mod pass;
+mod secrets;
+
+pub use input::{ClusterView, Lookup, Memory, Sighting};
+pub use pass::*;
+pub use secrets::*;
+
+use super::validate::Valid;
 use crate::{
     controller::{
         claims,
         conditions::{self, Cond},
         desired::{self, Change, RotationDue},
         naming,
-        secret::{self, ConnectionDetails, Ownership},
     },
     crd::{
         BackupRequest, CacheInstance, CacheInstanceStatus, OnMissing, PendingCreate,
-        ROTATE_ANNOTATION, RequestResult, RestartTarget, RestoreRequest, RotationStatus,
+        ROTATE_ANNOTATION, RequestResult, RestoreRequest, RotationStatus,
     },
     upstash::{CreateDatabase, Database},
 };
@@ -39,7 +43,7 @@ pub const ARCHIVE_NOTE: &str = "Upstash archives free databases after 30 days wi
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Notice {
     pub type_: EventType,
-    pub reason: &'static str,
+    pub reason: std::borrow::Cow<'static, str>,
     pub action: &'static str,
     pub note: String,
 }
@@ -48,7 +52,7 @@ impl Notice {
     pub fn normal(reason: &'static str, action: &'static str, note: impl Into<String>) -> Self {
         Self {
             type_: EventType::Normal,
-            reason,
+            reason: reason.into(),
             action,
             note: note.into(),
         }
@@ -57,7 +61,7 @@ impl Notice {
     pub fn warning(reason: &'static str, action: &'static str, note: impl Into<String>) -> Self {
         Self {
             type_: EventType::Warning,
-            reason,
+            reason: reason.into(),
             action,
             note: note.into(),
         }
@@ -534,118 +538,6 @@ pub fn once_only_may_be_due(
         || rotation(obj, valid, status.rotation.as_deref(), now)
             .due
             .is_some()
-}
-
-/// A Secret to write.
-#[derive(Debug, Clone)]
-pub struct SecretWrite {
-    pub secret: k8s_openapi::api::core::v1::Secret,
-    /// The type changes, which a Secret cannot do in place: delete it first.
-    pub replace: bool,
-}
-
-/// The Secrets decision.
-#[derive(Debug, Clone, Default)]
-pub struct SecretsPlan {
-    pub main: String,
-    pub read_only: Option<String>,
-    /// Writes, in order; empty when every Secret is up to date.
-    pub writes: Vec<SecretWrite>,
-    /// A Secret of a wanted name that the operator does not own: left untouched.
-    pub conflict: Option<String>,
-    /// The instance's own Secrets the spec no longer names, removed once the others are written.
-    pub stale: Vec<String>,
-}
-
-/// The Secret of a name the instance needs that the operator does not own, if `view` found
-/// one: nothing may be written, so nothing billable should be created either.
-pub fn secret_conflict(obj: &CacheInstance, view: &ClusterView) -> Option<String> {
-    std::iter::once(secret::secret_name(obj))
-        .chain(secret::read_only_secret_name(obj))
-        .find(|name| {
-            let existing = view
-                .secrets
-                .iter()
-                .find(|(n, _)| n == name)
-                .and_then(|(_, s)| s.as_ref());
-            secret::ownership(existing, obj) == Ownership::Foreign
-        })
-        .map(|name| {
-            format!(
-                "Secret {name} already exists and is not owned by this CacheInstance; it was left untouched. Delete it or set spec.secret.name to another name"
-            )
-        })
-}
-
-/// Decides which Secrets to write for `details` (with the instance's templates `rendered`),
-/// given what `view` found.
-pub fn secrets(
-    obj: &CacheInstance,
-    details: &ConnectionDetails,
-    rendered: &std::collections::BTreeMap<String, String>,
-    view: &ClusterView,
-) -> SecretsPlan {
-    let main = secret::secret_name(obj);
-    let read_only = secret::read_only_secret_name(obj);
-    let mut wanted = vec![secret::build_secret(
-        obj,
-        &main,
-        secret::secret_type(obj),
-        secret::connection_data(obj, details, rendered),
-    )];
-    if let Some(ro) = &read_only {
-        wanted.push(secret::build_secret(
-            obj,
-            ro,
-            "Opaque",
-            secret::read_only_data(details),
-        ));
-    }
-    let mut plan = SecretsPlan {
-        main,
-        read_only,
-        ..Default::default()
-    };
-    for desired in wanted {
-        let name = desired.name_any();
-        let existing = view
-            .secrets
-            .iter()
-            .find(|(n, _)| *n == name)
-            .and_then(|(_, s)| s.as_ref());
-        match secret::ownership(existing, obj) {
-            Ownership::Foreign => {
-                plan.conflict = Some(format!(
-                    "Secret {name} already exists and is not owned by this CacheInstance; it was left untouched. Delete it or set spec.secret.name to another name"
-                ));
-                return plan;
-            }
-            Ownership::Ours if existing.is_some_and(|e| secret::up_to_date(e, &desired)) => {}
-            ownership => {
-                let replace = ownership == Ownership::Ours
-                    && existing.is_some_and(|e| {
-                        e.type_.as_deref().unwrap_or("Opaque")
-                            != desired.type_.as_deref().unwrap_or("Opaque")
-                    });
-                plan.writes.push(SecretWrite {
-                    secret: desired,
-                    replace,
-                });
-            }
-        }
-    }
-    plan.stale = view.stale.clone();
-    plan
-}
-
-/// The restart targets whose pod template does not carry `fingerprint` yet (missing workloads
-/// are skipped).
-pub fn restarts(view: &ClusterView, fingerprint: &str) -> Vec<RestartTarget> {
-    view.workloads
-        .iter()
-        .filter(|w| matches!(&w.stamped, Some(s) if s.as_deref() != Some(fingerprint)))
-        .map(|w| w.target.clone())
-        .collect()
 }
 
 #[cfg(test)]

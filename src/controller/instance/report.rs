@@ -4,20 +4,14 @@
 
 use std::time::Duration;
 
-use k8s_openapi::jiff::Timestamp;
-use kube::{
-    Api, Resource, ResourceExt,
-    api::{Patch, PatchParams},
-};
-use serde_json::json;
-
 use super::{
+    cluster::Cluster,
     plan::{self, How, Notice, SecretsPlan},
     validate::PolicyVerdict,
 };
 use crate::{
     controller::{
-        Context, FIELD_MANAGER,
+        Context,
         conditions::{self, Cond, Status},
         desired::LiveSettings,
         reported::Topic,
@@ -26,6 +20,7 @@ use crate::{
     error::{Error, Result},
     upstash::Database,
 };
+use k8s_openapi::jiff::Timestamp;
 
 /// Condition types this reconciler writes (the monitor writes `Healthy`).
 const OWN_CONDITIONS: [&str; 5] = [
@@ -176,19 +171,13 @@ impl<'a> Report<'a> {
     }
 
     /// Publishes an Event about the instance.
-    pub fn publish(&self, ctx: &Context, notice: &Notice) {
-        ctx.publish(
-            self.obj,
-            notice.type_,
-            notice.reason,
-            notice.action,
-            &notice.note,
-        );
+    pub fn publish(&self, kube: &impl Cluster, notice: &Notice) {
+        kube.publish(self.obj, notice);
     }
 
     /// One Event per new difference while only observing; a message the previous status
     /// already shows is no news either.
-    pub fn drift(&self, ctx: &Context, synced: &Cond) {
+    pub fn drift(&self, ctx: &Context, kube: &impl Cluster, synced: &Cond) {
         if synced.reason != "Drifted" {
             ctx.reported.healthy(self.obj, Topic::Drift);
             return;
@@ -205,7 +194,7 @@ impl<'a> Report<'a> {
             shown,
         ) {
             self.publish(
-                ctx,
+                kube,
                 &Notice::warning("Drifted", "Observe", synced.message.clone()),
             );
         }
@@ -213,11 +202,11 @@ impl<'a> Report<'a> {
 
     /// Sets `Ready` from the pass's outcome; returns whether it is True. A failure is reported
     /// with a Warning Event when it is new.
-    pub fn finish(&mut self, ctx: &Context, error: Option<&Error>) -> bool {
+    pub fn finish(&mut self, ctx: &Context, kube: &impl Cluster, error: Option<&Error>) -> bool {
         let ready = self.conclude(error);
         let is_ready = ready.status == Status::True;
         if !is_ready && ready.reason != "Provisioning" {
-            self.warn_if_new(ctx, Topic::Ready, &ready.reason, &ready.message);
+            self.warn_if_new(ctx, kube, Topic::Ready, &ready.reason, &ready.message);
         } else {
             ctx.reported.healthy(self.obj, Topic::Ready);
         }
@@ -271,18 +260,27 @@ impl<'a> Report<'a> {
 
     /// A Warning Event for a failure, unless this process last reported this very failure for
     /// the object or (when it has no record) the status already reports it.
-    pub fn warn_if_new(&self, ctx: &Context, topic: Topic, reason: &str, message: &str) {
+    pub fn warn_if_new(
+        &self,
+        ctx: &Context,
+        kube: &impl Cluster,
+        topic: Topic,
+        reason: &str,
+        message: &str,
+    ) {
         let shown = || {
             conditions::find(&self.previous.conditions, conditions::READY)
                 .is_some_and(|c| c.status == "False" && c.reason == reason && c.message == message)
         };
         if ctx.reported.is_new(self.obj, topic, reason, message, shown) {
-            ctx.publish(
+            kube.publish(
                 self.obj,
-                kube::runtime::events::EventType::Warning,
-                reason,
-                "Reconcile",
-                message,
+                &Notice {
+                    type_: kube::runtime::events::EventType::Warning,
+                    reason: reason.to_string().into(),
+                    action: "Reconcile",
+                    note: message.to_string(),
+                },
             );
         }
     }
@@ -325,26 +323,11 @@ impl<'a> Report<'a> {
 
     /// Writes the status if it changed, with server-side apply (only the fields this
     /// reconciler owns).
-    pub async fn write(&self, ctx: &Context) -> Result<()> {
-        let Some(next) = self.next_status(Timestamp::now()) else {
-            return Ok(());
-        };
-        let body = json!({
-            "apiVersion": CacheInstance::api_version(&()),
-            "kind": CacheInstance::kind(&()),
-            "status": next,
-        });
-        let api: Api<CacheInstance> = Api::namespaced(
-            ctx.client.clone(),
-            &self.obj.namespace().unwrap_or_default(),
-        );
-        api.patch_status(
-            &self.obj.name_any(),
-            &PatchParams::apply(FIELD_MANAGER).force(),
-            &Patch::Apply(&body),
-        )
-        .await?;
-        Ok(())
+    pub async fn write(&self, kube: &impl Cluster) -> Result<()> {
+        match self.next_status(Timestamp::now()) {
+            Some(next) => kube.write_status(self.obj, &next).await,
+            None => Ok(()),
+        }
     }
 }
 
@@ -375,7 +358,7 @@ mod tests {
         report.associate(how, db, "ops@example.com", now());
         report.set(plan::synced(&SettingsPlan::InLine, db));
         report.live(db);
-        let view = crate::controller::instance::observe::ClusterView {
+        let view = crate::controller::instance::plan::ClusterView {
             secrets: vec![("orders".into(), None)],
             ..Default::default()
         };

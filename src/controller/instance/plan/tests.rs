@@ -3,14 +3,14 @@
 
 use k8s_openapi::jiff::Timestamp;
 
-use super::*;
+use super::{input::Workload, *};
+use crate::{controller::secret::ConnectionDetails, crd::RestartTarget};
 use crate::{
     controller::{
         database_index::Entry,
         failed_creates::{LOST_CREATE_GRACE, MIN_LOST_CREATE_GRACE},
         instance::{
             fixtures::{CLUSTER, database, instance, status},
-            observe::{ClusterView, Lookup, Sighting, Workload},
             validate,
         },
     },

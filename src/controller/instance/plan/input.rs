@@ -1,0 +1,61 @@
+//! What the plan is decided from, as observe finds it: the database side (what Upstash has, or
+//! this process's last read of it), the cluster side (the Secrets and the restart targets), and
+//! what this process remembers of the object's earlier create calls. The plan owns these types
+//! and observe fills them, so that observe → plan → apply is a one-way road.
+
+use k8s_openapi::api::core::v1::Secret;
+
+use crate::{controller::database_index::Entry, crd::RestartTarget, upstash::UpstashError};
+
+pub use crate::credentials::identity::Lookup;
+
+/// What is known about the instance's database before the plan.
+#[derive(Debug, Clone)]
+pub enum Sighting {
+    /// The credentials belong to another account than the database.
+    AccountChanged(String),
+    /// `status.databaseId` names a database.
+    Recorded { id: String, lookup: Lookup },
+    /// `spec.adopt.databaseId` names a database.
+    AdoptById { id: String, lookup: Lookup },
+    /// `spec.adopt.byName`: the databases named `spec.databaseName`.
+    AdoptByName { name: String, matches: Vec<Entry> },
+    /// No database yet: the databases under the names this object may have created.
+    Candidates { matches: Vec<Entry> },
+    /// Not looked for (the guardrails block provisioning).
+    NotLooked,
+    /// Another instance manages the database (see [`crate::controller::claims`]);
+    /// `recheck`: its hold may end soon (a new adoption or a create in flight).
+    AlreadyManaged { message: String, recheck: bool },
+    /// `spec.adopt` through the operator-wide credentials, in a namespace the platform does
+    /// not allow it in.
+    AdoptionNotAllowed(String),
+}
+
+/// What this process remembers of the object's earlier create calls.
+#[derive(Debug, Clone, Default)]
+pub struct Memory {
+    /// Upstash refused the last create and the pause after it is not over (same spec).
+    pub refusal: Option<UpstashError>,
+    /// The create call of the current record ended with an answer: the list is authoritative.
+    pub create_answered: bool,
+}
+
+/// A restart target and the credentials digest its pod template carries (`None`: the workload
+/// does not exist).
+#[derive(Debug, Clone)]
+pub struct Workload {
+    pub target: RestartTarget,
+    pub stamped: Option<Option<String>>,
+}
+
+/// The cluster side of a pass: the connection Secrets as they are, the operator's Secrets of
+/// this instance that the spec no longer names, and the restart targets.
+#[derive(Debug, Clone, Default)]
+pub struct ClusterView {
+    /// Each Secret the spec asks for, by name, and its current state.
+    pub secrets: Vec<(String, Option<Secret>)>,
+    /// Secrets this instance owns that the spec no longer names.
+    pub stale: Vec<String>,
+    pub workloads: Vec<Workload>,
+}
