@@ -3,7 +3,7 @@
 
 use std::{
     collections::{HashMap, VecDeque},
-    sync::Mutex,
+    sync::{Arc, Mutex},
     time::Duration,
 };
 
@@ -29,11 +29,11 @@ struct State {
     next: u32,
 }
 
-/// The in-memory Developer API.
-#[derive(Default)]
+/// The in-memory Developer API (its clones share one account).
+#[derive(Default, Clone)]
 pub struct FakeApi {
-    state: Mutex<State>,
-    list_delay: Mutex<Option<Duration>>,
+    state: Arc<Mutex<State>>,
+    list_delay: Arc<Mutex<Option<Duration>>>,
 }
 
 fn credentials(db: &mut Database, serial: u32) {

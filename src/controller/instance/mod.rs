@@ -18,7 +18,11 @@ mod steps;
 mod validate;
 
 #[cfg(test)]
+mod fake_cluster;
+#[cfg(test)]
 pub(crate) mod fixtures;
+#[cfg(test)]
+mod scenarios;
 
 use std::{
     sync::Arc,
@@ -36,7 +40,7 @@ pub use validate::paused;
 
 use self::{
     cluster::{Cluster, Live},
-    observe::{Observed, Read},
+    observe::{Account, Observed, Read},
     plan::Provision,
     report::Report,
     steps::Remember,
@@ -90,17 +94,27 @@ async fn pass(obj: &CacheInstance, ctx: &Context) -> Result<Action> {
     if let Some(wait) = observe::wait(obj, ctx) {
         return Ok(Action::requeue(wait));
     }
-    let kube = Live::new(ctx);
-    let (mut report, mut outcome) = attempt(obj, ctx, &kube, Read::Cached).await;
+    run(obj, ctx, &Live::new(ctx), &observe::Credentials).await
+}
+
+/// A pass on the cached copy (again on the API server's if the cached one was behind), then
+/// its report: `Ready`, the status write, when to come back.
+async fn run(
+    obj: &CacheInstance,
+    ctx: &Context,
+    kube: &impl Cluster,
+    account: &impl Account,
+) -> Result<Action> {
+    let (mut report, mut outcome) = attempt(obj, ctx, kube, account, Read::Cached).await;
     if matches!(outcome, Err(Error::CacheBehind)) {
         // The cached copy was not current: decide again on the API server's.
-        (report, outcome) = attempt(obj, ctx, &kube, Read::Fresh).await;
+        (report, outcome) = attempt(obj, ctx, kube, account, Read::Fresh).await;
     }
-    let ready = report.finish(ctx, &kube, outcome.as_ref().err());
+    let ready = report.finish(ctx, kube, outcome.as_ref().err());
     ctx.metrics
         .instances
         .set_ready(&obj.namespace().unwrap_or_default(), &obj.name_any(), ready);
-    report.write(&kube).await?;
+    report.write(kube).await?;
     outcome?;
     Ok(Action::requeue(
         report.requeue(ctx.config.jittered_resync()),
@@ -111,7 +125,8 @@ async fn pass(obj: &CacheInstance, ctx: &Context) -> Result<Action> {
 async fn attempt<'a>(
     obj: &'a CacheInstance,
     ctx: &Context,
-    kube: &Live<'_>,
+    kube: &impl Cluster,
+    account: &impl Account,
     read: Read,
 ) -> (Report<'a>, Result<()>) {
     let mut report = Report::new(obj);
@@ -124,7 +139,9 @@ async fn attempt<'a>(
             report.observe_only();
         }
         validate::templates(obj, &ctx.templates).await?;
-        let seen = observe::database(obj, ctx, kube, &valid, policy.blocked, read).await?;
+        let seen = account
+            .observe(obj, ctx, kube, &valid, policy.blocked, read)
+            .await?;
         converge(obj, ctx, kube, &mut report, &valid, &policy, seen).await
     }
     .await;

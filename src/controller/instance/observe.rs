@@ -4,7 +4,10 @@
 //! status, the create record, and what Upstash has of the database; then, once there is
 //! a database, the Secrets and the workloads.
 
-use std::time::{Duration, Instant};
+use std::{
+    future::Future,
+    time::{Duration, Instant},
+};
 
 use k8s_openapi::jiff::Timestamp;
 use kube::ResourceExt;
@@ -21,7 +24,9 @@ use crate::{
     controller::{
         Context, FINALIZER, adoption,
         claims::{self, Claim, Held},
-        database_index, naming, secret, startup,
+        database_index,
+        developer_api::DeveloperApi,
+        naming, secret, startup,
     },
     crd::{
         CREATE_RECORD_ANNOTATION, CacheInstance, CacheInstanceStatus,
@@ -178,6 +183,43 @@ fn first_read_wait(obj: &CacheInstance, ctx: &Context) -> Option<Duration> {
         .wait(obj, settled, read_before, ctx.config.resync)
 }
 
+/// Where a pass finds its database side: the Developer API of the instance's account and what
+/// Upstash has of the database ([`Credentials`]: through the instance's credentials; the
+/// tests of the pass use an in-memory account).
+pub trait Account: Send + Sync {
+    type Api: DeveloperApi;
+
+    /// Observes the database side of `obj` (see [`database`]).
+    fn observe(
+        &self,
+        obj: &CacheInstance,
+        ctx: &Context,
+        kube: &impl Cluster,
+        valid: &Valid,
+        blocked: bool,
+        read: Read,
+    ) -> impl Future<Output = Result<Observed<Self::Api>>> + Send;
+}
+
+/// The instance's account, through its credentials.
+pub struct Credentials;
+
+impl Account for Credentials {
+    type Api = UpstashApi;
+
+    async fn observe(
+        &self,
+        obj: &CacheInstance,
+        ctx: &Context,
+        kube: &impl Cluster,
+        valid: &Valid,
+        blocked: bool,
+        read: Read,
+    ) -> Result<Observed> {
+        database(obj, ctx, kube, valid, blocked, read).await
+    }
+}
+
 /// Observes the database side of `obj`.
 pub async fn database(
     obj: &CacheInstance,
@@ -187,40 +229,7 @@ pub async fn database(
     blocked: bool,
     read: Read,
 ) -> Result<Observed> {
-    let cached = obj.status.clone().unwrap_or_default();
-    // The watch cache can lag behind this operator's own last writes (a trigger from the Secret
-    // it just applied can come first), so a pass that may do something once-only (create or
-    // take back a database, rotate, back up, restore) first takes the API server's current
-    // copy: one read, only when the cached status says such an action may be due. A new object
-    // is the exception: its first write checks the copy instead (see `first_sight`).
-    let may_be_due = plan::once_only_may_be_due(obj, valid, blocked, &cached, Timestamp::now());
-    let confirm = (may_be_due && read == Read::Cached && first_sight(obj))
-        .then(|| obj.metadata.resource_version.clone())
-        .flatten();
-    let fresh = if read == Read::Fresh || (may_be_due && confirm.is_none()) {
-        kube.instance(obj).await?
-    } else {
-        None
-    };
-    let current = fresh.as_ref().unwrap_or(obj);
-    let status = current.status.clone().unwrap_or_default();
-    let pending = pending_record(current, &status);
-    let has_finalizer = current.finalizers().iter().any(|f| f == FINALIZER);
-    let mut seen = Observed {
-        upstash: None,
-        status,
-        fresh: fresh.is_some(),
-        pending,
-        confirm,
-        has_finalizer,
-        sighting: Sighting::NotLooked,
-        read_at: None,
-        reused: false,
-        reservation: None,
-        memory: Memory::default(),
-    };
-    seen.memory = memory(obj, ctx, seen.pending.as_ref());
-
+    let (mut seen, fresh) = object(obj, ctx, kube, valid, blocked, read).await?;
     let binding = match &fresh {
         Some(fresh) => {
             let mut checked = obj.clone();
@@ -245,6 +254,50 @@ pub async fn database(
         bound: Some(bound),
     });
     Ok(seen)
+}
+
+/// Observes the object side of `obj`: the freshest status, the create record, the finalizer
+/// and what this process remembers; with the API server's copy when it was read.
+pub async fn object<A>(
+    obj: &CacheInstance,
+    ctx: &Context,
+    kube: &impl Cluster,
+    valid: &Valid,
+    blocked: bool,
+    read: Read,
+) -> Result<(Observed<A>, Option<CacheInstance>)> {
+    let cached = obj.status.clone().unwrap_or_default();
+    // The watch cache can lag behind this operator's own last writes (a trigger from the Secret
+    // it just applied can come first), so a pass that may do something once-only (create or
+    // take back a database, rotate, back up, restore) first takes the API server's current
+    // copy: one read, only when the cached status says such an action may be due. A new object
+    // is the exception: its first write checks the copy instead (see `first_sight`).
+    let may_be_due = plan::once_only_may_be_due(obj, valid, blocked, &cached, Timestamp::now());
+    let confirm = (may_be_due && read == Read::Cached && first_sight(obj))
+        .then(|| obj.metadata.resource_version.clone())
+        .flatten();
+    let fresh = if read == Read::Fresh || (may_be_due && confirm.is_none()) {
+        kube.instance(obj).await?
+    } else {
+        None
+    };
+    let current = fresh.as_ref().unwrap_or(obj);
+    let status = current.status.clone().unwrap_or_default();
+    let pending = pending_record(current, &status);
+    let seen = Observed {
+        upstash: None,
+        memory: memory(obj, ctx, pending.as_ref()),
+        status,
+        fresh: fresh.is_some(),
+        pending,
+        confirm,
+        has_finalizer: current.finalizers().iter().any(|f| f == FINALIZER),
+        sighting: Sighting::NotLooked,
+        read_at: None,
+        reused: false,
+        reservation: None,
+    };
+    Ok((seen, fresh))
 }
 
 /// What this process remembers of the create calls of `obj` (`pending`: the one on record).

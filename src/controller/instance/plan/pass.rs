@@ -80,7 +80,9 @@ pub fn create(
         }),
         record: PendingCreate {
             database_name: request.database_name.clone(),
-            started: Time(now),
+            // In whole seconds, as the record is written and read back: the memory of an
+            // answered call (see `failed_creates`) matches the record by its start.
+            started: Time(Timestamp::from_second(now.as_second()).unwrap_or(now)),
             uid: obj.metadata.uid.clone(),
         },
         request,
