@@ -24,10 +24,7 @@ pub(crate) mod fixtures;
 #[cfg(test)]
 mod scenarios;
 
-use std::{
-    sync::Arc,
-    time::{Duration, Instant},
-};
+use std::{sync::Arc, time::Duration};
 
 use k8s_openapi::jiff::Timestamp;
 use kube::{ResourceExt, runtime::controller::Action};
@@ -41,9 +38,8 @@ pub use validate::paused;
 use self::{
     cluster::{Cluster, Live},
     observe::{Account, Observed, Read},
-    plan::Provision,
+    plan::Step,
     report::Report,
-    steps::Remember,
     validate::{PolicyVerdict, Valid},
 };
 use crate::{
@@ -148,8 +144,8 @@ async fn attempt<'a>(
     (report, outcome)
 }
 
-/// Plan → apply for one pass over what observe found: the database, its settings, the
-/// requests, the rotation, the Secrets, what to remember, and the Event that closes the pass.
+/// Plan → apply for one pass over what observe found: the steps of the pass, in order (see
+/// [`plan::Step`]), carried out until one ends the pass.
 async fn converge<A: DeveloperApi>(
     obj: &CacheInstance,
     ctx: &Context,
@@ -159,52 +155,22 @@ async fn converge<A: DeveloperApi>(
     policy: &PolicyVerdict,
     seen: Observed<A>,
 ) -> Result<()> {
-    report.start_from(&seen.status);
+    report.start_from(&seen.object.status);
     let now = Timestamp::now();
     let decision = plan::provision(&input(obj, ctx, valid, policy, &seen, now));
+    let steps = plan::pass(obj, decision, &seen.object, now);
     let Some(upstash) = &seen.upstash else {
         // Only a hold comes without an account binding.
-        if let Provision::Hold { cond, requeue } = decision {
+        if let Some(Step::Hold { cond, requeue }) = steps.into_iter().next() {
             report.hold(cond, requeue);
         }
         return Ok(());
     };
-    let Some(mut taken) =
-        steps::database(obj, ctx, kube, report, &seen, upstash, decision, now).await?
-    else {
-        return Ok(());
-    };
-    if let Err(cond) = plan::admit(obj, taken.how, &taken.db) {
-        report.hold(cond, None);
-        return Ok(());
-    }
-    if !taken.finalized {
-        // Keep the record of a create that may still be in flight.
-        kube.finalize(obj, seen.pending.as_ref(), seen.confirm.as_deref())
-            .await?;
-    }
-    if let (false, Some(bound)) = (seen.reused, &upstash.bound) {
-        // Only a database these credentials just read or created tells their account.
-        bound.learn(&taken.db).await;
-    }
-    report.associate(taken.how, &taken.db, &upstash.account_of(&taken.db), now);
-    let (how, db) = (taken.how, &mut taken.db);
-    let decided = plan::settings(obj, valid, policy.blocked, how, db, &seen.status);
-    let news = steps::settings(obj, ctx, kube, report, &upstash.api, decided, how, db).await?;
-    steps::requests(obj, kube, report, &upstash.api, valid, db).await?;
-    report.live(db);
-    steps::rotation(obj, kube, report, &upstash.api, valid, db, now).await?;
-    let published = steps::credentials(obj, ctx, kube, report, db, taken.view.take()).await?;
-    let read = Remember::Read {
-        index_key: &upstash.index_key,
-        db: Box::new(db.clone()),
-        at: seen.read_at.unwrap_or_else(Instant::now),
-    };
-    steps::remember(ctx, obj, read);
-    if let Some(notice) = plan::closing_notice(obj, how, db, news.as_ref(), &published) {
-        report.publish(kube, &notice);
-    }
-    Ok(())
+    let blocked = policy.blocked;
+    steps::apply(
+        obj, ctx, kube, report, valid, blocked, &seen, upstash, steps, now,
+    )
+    .await
 }
 
 fn input<'a, A>(
@@ -220,8 +186,8 @@ fn input<'a, A>(
         cluster_id: &ctx.config.cluster_id,
         valid,
         blocked: policy.blocked,
-        pending: seen.pending.as_ref(),
-        grace: if seen.memory.create_answered {
+        pending: seen.object.pending.as_ref(),
+        grace: if seen.object.memory.create_answered {
             Duration::ZERO
         } else {
             ctx.config.lost_create_grace

@@ -16,7 +16,7 @@ use super::{
     cluster::Cluster,
     plan::{
         self,
-        input::{ClusterView, Lookup, Memory, Sighting, Workload},
+        input::{ClusterView, Lookup, Memory, ObjectView, Sighting, Workload},
     },
     validate::Valid,
 };
@@ -72,16 +72,8 @@ pub enum Read {
 /// What a pass knows about the instance and its database.
 pub struct Observed<A = UpstashApi> {
     pub upstash: Option<Upstash<A>>,
-    /// The freshest status known (the API server's own when the cached one could lag).
-    pub status: CacheInstanceStatus,
-    /// Whether `status` is the API server's (read this pass), not the cached copy's.
-    pub fresh: bool,
-    /// The create call in flight, if one is recorded.
-    pub pending: Option<PendingCreate>,
-    /// The cached copy's resourceVersion, when the pass decides on that copy instead of the API
-    /// server's (see [`first_sight`]): its first write must find the object at that version.
-    pub confirm: Option<String>,
-    pub has_finalizer: bool,
+    /// The object, its freshest status and what this process remembers of it.
+    pub object: ObjectView,
     pub sighting: Sighting,
     /// When the database in the sighting was read from Upstash.
     pub read_at: Option<Instant>,
@@ -89,8 +81,6 @@ pub struct Observed<A = UpstashApi> {
     pub reused: bool,
     /// The database this pass takes, reserved against other instances until it is recorded.
     pub reservation: Option<claims::ReservationGuard>,
-    /// What this process remembers of the object's create calls.
-    pub memory: Memory,
 }
 
 /// The create call of `obj` that may still be in flight: its record (the annotation, else what
@@ -286,12 +276,14 @@ pub async fn object<A>(
     let pending = pending_record(current, &status);
     let seen = Observed {
         upstash: None,
-        memory: memory(obj, ctx, pending.as_ref()),
-        status,
-        fresh: fresh.is_some(),
-        pending,
-        confirm,
-        has_finalizer: current.finalizers().iter().any(|f| f == FINALIZER),
+        object: ObjectView {
+            memory: memory(obj, ctx, pending.as_ref()),
+            status,
+            fresh: fresh.is_some(),
+            pending,
+            confirm,
+            has_finalizer: current.finalizers().iter().any(|f| f == FINALIZER),
+        },
         sighting: Sighting::NotLooked,
         read_at: None,
         reused: false,
@@ -320,7 +312,7 @@ async fn sight(
     let get = |id: String, recorded: Option<String>| async move {
         Ok::<_, crate::Error>(bound.lookup(&id, recorded.as_deref()).await?)
     };
-    if let Some(id) = seen.status.database_id.clone() {
+    if let Some(id) = seen.object.status.database_id.clone() {
         if let Some(held) = claimed(obj, ctx, seen, &id, None).await {
             return Ok(held);
         }
@@ -335,7 +327,7 @@ async fn sight(
             });
         }
         seen.read_at = Some(Instant::now());
-        let lookup = get(id.clone(), seen.status.account.clone()).await?;
+        let lookup = get(id.clone(), seen.object.status.account.clone()).await?;
         return Ok(Sighting::Recorded { id, lookup });
     }
     let adopt = obj.spec.adopt.as_ref();
@@ -379,7 +371,7 @@ async fn sight(
         return Ok(Sighting::NotLooked);
     }
     let mut names = naming::candidate_names(obj, cluster_id);
-    if let Some(p) = &seen.pending
+    if let Some(p) = &seen.object.pending
         && !names.contains(&p.database_name)
     {
         names.push(p.database_name.clone());
@@ -389,7 +381,7 @@ async fn sight(
     // ended together share one); before that, no list could rule the database out, and the pass
     // waits (see `plan::provision`). A name the user chose may have been taken by a database
     // made since the last listing.
-    let fresh_since = if let Some(p) = &seen.pending {
+    let fresh_since = if let Some(p) = &seen.object.pending {
         let over = ctx
             .answered_creates
             .over_at(obj, p, ctx.config.lost_create_grace);
@@ -407,6 +399,7 @@ async fn sight(
     if let [one] = matches.as_slice()
         && (naming::is_derived_for(&one.name, obj, cluster_id)
             || seen
+                .object
                 .pending
                 .as_ref()
                 .is_some_and(|p| p.database_name == one.name))
@@ -426,7 +419,7 @@ async fn claimed(
     id: &str,
     name: Option<&str>,
 ) -> Option<Sighting> {
-    let me = Claim::contender(obj, seen.status.database_id.as_deref());
+    let me = Claim::contender(obj, seen.object.status.database_id.as_deref());
     match ctx.claims.check(&me, id, name).await {
         Ok(reservation) => {
             if reservation.is_some() {

@@ -15,7 +15,7 @@ pub mod input;
 mod pass;
 mod secrets;
 
-pub use input::{ClusterView, Lookup, Memory, Sighting};
+pub use input::{ClusterView, Lookup, Memory, ObjectView, Sighting};
 pub use pass::*;
 pub use secrets::*;
 

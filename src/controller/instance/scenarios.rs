@@ -52,7 +52,7 @@ impl Account for FakeAccount {
         read: Read,
     ) -> Result<Observed<FakeApi>> {
         let (mut seen, _) = observe::object(obj, ctx, kube, valid, blocked, read).await?;
-        seen.sighting = match seen.status.database_id.clone() {
+        seen.sighting = match seen.object.status.database_id.clone() {
             Some(id) => Sighting::Recorded {
                 lookup: match self.api.get_database(&id).await? {
                     Some(db) => Lookup::Found(Box::new(db)),
@@ -62,8 +62,14 @@ impl Account for FakeAccount {
             },
             None => {
                 let mut names = naming::candidate_names(obj, &ctx.config.cluster_id);
-                names.extend(seen.pending.as_ref().map(|p| p.database_name.clone()));
+                names.extend(
+                    seen.object
+                        .pending
+                        .as_ref()
+                        .map(|p| p.database_name.clone()),
+                );
                 let fresh_since = seen
+                    .object
                     .pending
                     .as_ref()
                     .map(|p| {

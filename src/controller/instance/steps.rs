@@ -14,8 +14,8 @@ use super::{
     cluster::Cluster,
     observe::{self, Observed, Upstash},
     plan::{
-        self, ClusterView, CreatePlan, Creation, FailedCreate, How, Provision, Published,
-        RecordAfter, SettingsNews, SettingsPlan,
+        self, ClusterView, FailedCreate, How, Published, RecordAfter, SettingsNews, SettingsPlan,
+        Step,
     },
     report::Report,
     validate::{self, Valid},
@@ -28,104 +28,210 @@ use crate::{
     },
     crd::{CacheInstance, PendingCreate},
     error::{Error, Result},
-    upstash::{Database, UpstashError},
+    upstash::{CreateDatabase, Database, UpstashError},
 };
 
 /// The database a pass works with, and how it came to.
-pub struct Taken {
-    pub db: Database,
-    pub how: How,
-    /// The finalizer is in place (it was, or this pass wrote it with the create record).
-    pub finalized: bool,
-    /// The cluster view observed before a create.
-    pub view: Option<ClusterView>,
+struct Taken {
+    db: Database,
+    how: How,
 }
 
-/// Carries out the provisioning decision; `None`: the pass holds (the report says why).
+/// What the steps before pass on to the steps after.
+#[derive(Default)]
+struct Carried {
+    /// "The database".
+    taken: Option<Taken>,
+    /// The cluster view observed before a create, reused by the Secrets.
+    view: Option<ClusterView>,
+    news: Option<SettingsNews>,
+    published: Published,
+}
+
+/// Carries out the steps of a pass in order, until one ends it.
 #[allow(clippy::too_many_arguments)]
-pub async fn database<A: DeveloperApi>(
+pub async fn apply<A: DeveloperApi>(
     obj: &CacheInstance,
     ctx: &Context,
     kube: &impl Cluster,
     report: &mut Report<'_>,
+    valid: &Valid,
+    blocked: bool,
     seen: &Observed<A>,
     upstash: &Upstash<A>,
-    decision: Provision,
+    steps: Vec<Step>,
     now: Timestamp,
-) -> Result<Option<Taken>> {
-    let taken = |db, how| Taken {
-        db,
-        how,
-        finalized: seen.has_finalizer,
-        view: None,
-    };
-    match decision {
-        Provision::Hold { cond, requeue } => {
-            report.hold(cond, requeue);
-            Ok(None)
-        }
-        Provision::Use { db, how } => Ok(Some(taken(*db, how))),
-        Provision::Fetch { id, how } => match upstash.api.get_database(&id).await? {
-            Some(db) => Ok(Some(taken(db, how))),
-            None => {
-                ctx.databases.deleted(&upstash.index_key, &id);
-                let (cond, requeue) = plan::gone_hold(&id);
-                report.hold(cond, Some(requeue));
-                Ok(None)
+) -> Result<()> {
+    let mut carried = Carried::default();
+    for step in steps {
+        let go_on = match step {
+            Step::Hold { cond, requeue } => {
+                report.hold(cond, requeue);
+                false
             }
-        },
-        Provision::Create { request, replaces } => {
-            let planned = plan::create(obj, request, replaces, seen.fresh, &seen.memory, now);
-            create(obj, ctx, kube, report, seen, upstash, planned).await
+            Step::Refused(refusal) => return Err(refusal.into()),
+            Step::Use { db, how } => {
+                carried.taken = Some(Taken { db: *db, how });
+                true
+            }
+            Step::Fetch { id, how } => match upstash.api.get_database(&id).await? {
+                Some(db) => {
+                    carried.taken = Some(Taken { db, how });
+                    true
+                }
+                None => {
+                    ctx.databases.deleted(&upstash.index_key, &id);
+                    let (cond, requeue) = plan::gone_hold(&id);
+                    report.hold(cond, Some(requeue));
+                    false
+                }
+            },
+            Step::Replace(replaced) => {
+                if replaced.confirm && !still_recorded(obj, kube, &replaced.old).await? {
+                    return Err(Error::CacheBehind);
+                }
+                ctx.databases.deleted(&upstash.index_key, &replaced.old);
+                report.publish(kube, &replaced.notice);
+                report.status.database_id = None;
+                true
+            }
+            Step::CheckSecrets => {
+                let view = observe::cluster(obj, kube, &seen.object.status).await?;
+                let conflict = plan::secret_conflict(obj, &view);
+                carried.view = Some(view);
+                match conflict {
+                    Some(conflict) => {
+                        let [secret, provisioned] = plan::secret_conflict_hold(conflict);
+                        report.set(secret);
+                        report.hold(provisioned, Some(plan::SECRET_CONFLICT_RECHECK));
+                        false
+                    }
+                    None => true,
+                }
+            }
+            Step::Finalize { record, confirm } => {
+                kube.finalize(obj, record.as_ref(), confirm.as_deref())
+                    .await?;
+                true
+            }
+            Step::Create { request, record } => {
+                let db = create(obj, ctx, kube, upstash, &request, &record).await?;
+                carried.taken = Some(Taken {
+                    db,
+                    how: How::Created,
+                });
+                true
+            }
+            Step::Admit => match carried
+                .taken
+                .as_ref()
+                .map(|t| plan::admit(obj, t.how, &t.db))
+            {
+                Some(Err(cond)) => {
+                    report.hold(cond, None);
+                    false
+                }
+                _ => true,
+            },
+            step => {
+                let Some(taken) = carried.taken.as_mut() else {
+                    // Every plan names the database before the steps that use it.
+                    return Ok(());
+                };
+                with_database(
+                    obj,
+                    ctx,
+                    kube,
+                    report,
+                    valid,
+                    blocked,
+                    seen,
+                    upstash,
+                    step,
+                    taken,
+                    &mut carried.view,
+                    &mut carried.news,
+                    &mut carried.published,
+                    now,
+                )
+                .await?;
+                true
+            }
+        };
+        if !go_on {
+            break;
         }
     }
+    Ok(())
 }
 
-/// A create: the replaced database confirmed gone and announced, the Secrets checked, the
-/// record written with the finalizer, then the call; a failure is remembered.
+/// The steps that work with the database.
+#[allow(clippy::too_many_arguments)]
+async fn with_database<A: DeveloperApi>(
+    obj: &CacheInstance,
+    ctx: &Context,
+    kube: &impl Cluster,
+    report: &mut Report<'_>,
+    valid: &Valid,
+    blocked: bool,
+    seen: &Observed<A>,
+    upstash: &Upstash<A>,
+    step: Step,
+    taken: &mut Taken,
+    view: &mut Option<ClusterView>,
+    news: &mut Option<SettingsNews>,
+    published: &mut Published,
+    now: Timestamp,
+) -> Result<()> {
+    let (how, db) = (taken.how, &mut taken.db);
+    match step {
+        Step::Associate => {
+            if let (false, Some(bound)) = (seen.reused, &upstash.bound) {
+                // Only a database these credentials just read or created tells their account.
+                bound.learn(db).await;
+            }
+            report.associate(how, db, &upstash.account_of(db), now);
+        }
+        Step::Settings => {
+            let decided = plan::settings(obj, valid, blocked, how, db, &seen.object.status);
+            *news = settings(obj, ctx, kube, report, &upstash.api, decided, how, db).await?;
+        }
+        Step::Requests => requests(obj, kube, report, &upstash.api, valid, db).await?,
+        Step::Rotate => rotation(obj, kube, report, &upstash.api, valid, db, now).await?,
+        Step::Publish => {
+            *published = credentials(obj, ctx, kube, report, db, view.take()).await?;
+        }
+        Step::Remember => {
+            let read = Remember::Read {
+                index_key: &upstash.index_key,
+                db: Box::new(db.clone()),
+                at: seen.read_at.unwrap_or_else(Instant::now),
+            };
+            remember(ctx, obj, read);
+        }
+        Step::Announce => {
+            if let Some(notice) = plan::closing_notice(obj, how, db, news.as_ref(), published) {
+                report.publish(kube, &notice);
+            }
+        }
+        _ => {}
+    }
+    Ok(())
+}
+
+/// The create call; a failure is remembered, and a create never performed drops its record.
 async fn create<A: DeveloperApi>(
     obj: &CacheInstance,
     ctx: &Context,
     kube: &impl Cluster,
-    report: &mut Report<'_>,
-    seen: &Observed<A>,
     upstash: &Upstash<A>,
-    planned: CreatePlan,
-) -> Result<Option<Taken>> {
-    let Creation {
-        replaces,
-        record,
-        request,
-    } = match planned {
-        CreatePlan::Refused(refusal) => return Err(refusal.into()),
-        CreatePlan::Create(creation) => *creation,
-    };
-    if let Some(replaced) = replaces {
-        if replaced.confirm && !still_recorded(obj, kube, &replaced.old).await? {
-            return Err(Error::CacheBehind);
-        }
-        ctx.databases.deleted(&upstash.index_key, &replaced.old);
-        report.publish(kube, &replaced.notice);
-        report.status.database_id = None;
-    }
-    let view = observe::cluster(obj, kube, &seen.status).await?;
-    if let Some(conflict) = plan::secret_conflict(obj, &view) {
-        let [secret, provisioned] = plan::secret_conflict_hold(conflict);
-        report.set(secret);
-        report.hold(provisioned, Some(plan::SECRET_CONFLICT_RECHECK));
-        return Ok(None);
-    }
-    kube.finalize(obj, Some(&record), seen.confirm.as_deref())
-        .await?;
-    match apply::create(&upstash.api, &ctx.databases, &upstash.index_key, &request).await {
+    request: &CreateDatabase,
+    record: &PendingCreate,
+) -> Result<Database> {
+    match apply::create(&upstash.api, &ctx.databases, &upstash.index_key, request).await {
         Ok(db) => {
             remember(ctx, obj, Remember::Created);
-            Ok(Some(Taken {
-                db,
-                how: How::Created,
-                finalized: true,
-                view: Some(view),
-            }))
+            Ok(db)
         }
         Err(error) => {
             let failed = plan::failed_create(&error);
@@ -135,7 +241,7 @@ async fn create<A: DeveloperApi>(
                 Remember::FailedCreate {
                     failed,
                     error: &error,
-                    record: &record,
+                    record,
                 },
             );
             if failed.record == RecordAfter::Drop {
@@ -156,7 +262,7 @@ async fn still_recorded(obj: &CacheInstance, kube: &impl Cluster, id: &str) -> R
         .is_some_and(|recorded| recorded == id))
 }
 
-/// The settings: the announcement, the calls, the `Synced` condition.
+/// The settings: the announcement, the calls, the `Synced` condition, the live settings.
 #[allow(clippy::too_many_arguments)]
 pub async fn settings(
     obj: &CacheInstance,
@@ -180,6 +286,7 @@ pub async fn settings(
     let synced = plan::synced(&decided, db);
     report.drift(ctx, kube, &synced);
     report.set(synced);
+    report.live(db);
     Ok(news)
 }
 

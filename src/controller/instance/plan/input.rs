@@ -5,7 +5,11 @@
 
 use k8s_openapi::api::core::v1::Secret;
 
-use crate::{controller::database_index::Entry, crd::RestartTarget, upstash::UpstashError};
+use crate::{
+    controller::database_index::Entry,
+    crd::{CacheInstanceStatus, PendingCreate, RestartTarget},
+    upstash::UpstashError,
+};
 
 pub use crate::credentials::identity::Lookup;
 
@@ -30,6 +34,24 @@ pub enum Sighting {
     /// `spec.adopt` through the operator-wide credentials, in a namespace the platform does
     /// not allow it in.
     AdoptionNotAllowed(String),
+}
+
+/// The object as a pass finds it: the freshest status and what the operator wrote to its
+/// metadata, and what this process remembers of it.
+#[derive(Debug, Clone, Default)]
+pub struct ObjectView {
+    /// The freshest status known (the API server's own when the cached one could lag).
+    pub status: CacheInstanceStatus,
+    /// Whether `status` is the API server's (read this pass), not the cached copy's.
+    pub fresh: bool,
+    /// The create call in flight, if one is recorded.
+    pub pending: Option<PendingCreate>,
+    /// The cached copy's resourceVersion, when the pass decides on that copy instead of the API
+    /// server's: its first write must find the object at that version.
+    pub confirm: Option<String>,
+    pub has_finalizer: bool,
+    /// What this process remembers of the object's create calls.
+    pub memory: Memory,
 }
 
 /// What this process remembers of the object's earlier create calls.

@@ -1,13 +1,16 @@
-//! The decisions of a pass that follow a step's outcome: what a create needs first and what is
-//! remembered when it fails, which Event announces a change of the settings (or the new
-//! database, once, at the end of its pass), the rotation record, and the notices of the Secrets
-//! and restarts. All pure, so that each has its fixture test.
+//! The plan of one pass, as a list of steps ([`pass`]), and the decisions that follow a step's
+//! outcome: what is remembered when a create fails, which Event announces a change of the
+//! settings (or the new database, once, at the end of its pass), the rotation record, and the
+//! notices of the Secrets and restarts. All pure, so that each has its fixture test.
 
 use std::time::Duration;
 
 use k8s_openapi::{apimachinery::pkg::apis::meta::v1::Time, jiff::Timestamp};
 
-use super::{ARCHIVE_NOTE, How, Memory, Notice, RotationPlan, association_note, changes_note};
+use super::{
+    ARCHIVE_NOTE, How, Memory, Notice, ObjectView, Provision, RotationPlan, association_note,
+    changes_note,
+};
 use crate::{
     controller::{
         conditions::{self, Cond},
@@ -20,6 +23,121 @@ use crate::{
 /// How soon an instance held by a Secret of its name that the operator does not own looks
 /// again (the operator does not watch Secrets it does not own).
 pub const SECRET_CONFLICT_RECHECK: Duration = Duration::from_secs(30);
+
+/// One step of a pass. The plan lists every step in the order it runs; the steps after the
+/// database refer to it as "the database" (the one used, read or created by the steps before),
+/// and decide what they do with it from the pure functions of this module.
+#[derive(Debug, Clone)]
+pub enum Step {
+    /// End the pass: nothing to work with for now, `cond` (type `Provisioned`) says why.
+    Hold {
+        cond: Cond,
+        requeue: Option<Duration>,
+    },
+    /// End the pass with this refusal of an earlier create, calling nothing.
+    Refused(UpstashError),
+    /// The database is this one, as observed.
+    Use { db: Box<Database>, how: How },
+    /// Read database `id` with its credentials (gone: hold and look again).
+    Fetch { id: String, how: How },
+    /// The recorded database is gone: confirm, forget and announce it (see [`Replaced`]).
+    Replace(Replaced),
+    /// Look at the Secrets and workloads; a Secret of a needed name that the operator does not
+    /// own ends the pass (see [`secret_conflict_hold`]).
+    CheckSecrets,
+    /// Put the finalizer in place with `record` (without one, an earlier record is cleared);
+    /// with `confirm`, only if the object is still at that resourceVersion.
+    Finalize {
+        record: Option<PendingCreate>,
+        confirm: Option<String>,
+    },
+    /// Create the database; a failure ends the pass and is remembered (see
+    /// [`failed_create`]).
+    Create {
+        request: CreateDatabase,
+        record: PendingCreate,
+    },
+    /// End the pass if the database may not be the instance's (see [`super::admit`]).
+    Admit,
+    /// Take charge of the database: its account is learnt and the status names it.
+    Associate,
+    /// Change (or report) the database's settings (see [`super::settings`]), then its live
+    /// settings go into the status.
+    Settings,
+    /// Serve the backup and restore requests (see [`super::requests`]).
+    Requests,
+    /// Rotate the credentials when due (see [`super::rotation`]).
+    Rotate,
+    /// Write the Secrets, remove the stale ones, restart the workloads (see
+    /// [`super::secrets`]).
+    Publish,
+    /// Remember the database as the pass leaves it.
+    Remember,
+    /// The Event that closes the pass (see [`closing_notice`]).
+    Announce,
+}
+
+/// The steps of one pass, from the provisioning decision and the object as observed.
+pub fn pass(
+    obj: &CacheInstance,
+    decision: Provision,
+    object: &ObjectView,
+    now: Timestamp,
+) -> Vec<Step> {
+    // A database found (not created) gets the finalizer, keeping the record of a create that
+    // may still be in flight, once it is admitted.
+    let found = |first: Step| {
+        let mut steps = vec![first, Step::Admit];
+        if !object.has_finalizer {
+            steps.push(Step::Finalize {
+                record: object.pending.clone(),
+                confirm: object.confirm.clone(),
+            });
+        }
+        steps
+    };
+    let mut steps = match decision {
+        Provision::Hold { cond, requeue } => return vec![Step::Hold { cond, requeue }],
+        Provision::Use { db, how } => found(Step::Use { db, how }),
+        Provision::Fetch { id, how } => found(Step::Fetch { id, how }),
+        Provision::Create { request, replaces } => {
+            match create(obj, request, replaces, object.fresh, &object.memory, now) {
+                CreatePlan::Refused(refusal) => return vec![Step::Refused(refusal)],
+                CreatePlan::Create(creation) => {
+                    let Creation {
+                        replaces,
+                        record,
+                        request,
+                    } = *creation;
+                    let mut steps: Vec<Step> = replaces.map(Step::Replace).into_iter().collect();
+                    steps.extend([
+                        // Nothing is created that could not deliver its Secret.
+                        Step::CheckSecrets,
+                        // The record first, with the finalizer in one write, so that a restart
+                        // after a lost answer recognises the database.
+                        Step::Finalize {
+                            record: Some(record.clone()),
+                            confirm: object.confirm.clone(),
+                        },
+                        Step::Create { request, record },
+                        Step::Admit,
+                    ]);
+                    steps
+                }
+            }
+        }
+    };
+    steps.extend([
+        Step::Associate,
+        Step::Settings,
+        Step::Requests,
+        Step::Rotate,
+        Step::Publish,
+        Step::Remember,
+        Step::Announce,
+    ]);
+    steps
+}
 
 /// A database that is gone and replaced by a new one.
 #[derive(Debug, Clone, PartialEq)]
