@@ -76,7 +76,7 @@ impl Claim {
             (None, None)
         } else {
             let none = crate::crd::CacheInstanceStatus::default();
-            let creating = super::instance::pending_record(obj, status.unwrap_or(&none))
+            let creating = super::create_record::pending_record(obj, status.unwrap_or(&none))
                 .map(|p| p.database_name);
             let judged = status
                 .is_some_and(|s| conditions::find(&s.conditions, conditions::READY).is_some());

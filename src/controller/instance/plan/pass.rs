@@ -413,3 +413,6 @@ pub fn closing_notice(
     }
     Some(Notice::normal("SecretUpdated", "WriteSecret", note))
 }
+
+#[cfg(test)]
+mod tests;
