@@ -166,11 +166,17 @@ async fn converge<A: DeveloperApi>(
         }
         return Ok(());
     };
-    let blocked = policy.blocked;
-    steps::apply(
-        obj, ctx, kube, report, valid, blocked, &seen, upstash, steps, now,
-    )
-    .await
+    let pass = steps::Pass {
+        obj,
+        ctx,
+        kube,
+        valid,
+        blocked: policy.blocked,
+        seen: &seen,
+        upstash,
+        now,
+    };
+    pass.apply(report, steps).await
 }
 
 fn input<'a, A>(

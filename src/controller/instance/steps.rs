@@ -48,44 +48,59 @@ struct Carried {
     published: Published,
 }
 
-/// Carries out the steps of a pass in order, until one ends it.
-#[allow(clippy::too_many_arguments)]
-pub async fn apply<A: DeveloperApi>(
-    obj: &CacheInstance,
-    ctx: &Context,
-    kube: &impl Cluster,
-    report: &mut Report<'_>,
-    valid: &Valid,
-    blocked: bool,
-    seen: &Observed<A>,
-    upstash: &Upstash<A>,
-    steps: Vec<Step>,
-    now: Timestamp,
-) -> Result<()> {
-    let mut carried = Carried::default();
-    for step in steps {
-        let go_on = match step {
+/// What every step of a pass works with.
+pub struct Pass<'p, A, K> {
+    pub obj: &'p CacheInstance,
+    pub ctx: &'p Context,
+    pub kube: &'p K,
+    pub valid: &'p Valid,
+    /// The guardrails block changes.
+    pub blocked: bool,
+    pub seen: &'p Observed<A>,
+    pub upstash: &'p Upstash<A>,
+    pub now: Timestamp,
+}
+
+impl<A: DeveloperApi, K: Cluster> Pass<'_, A, K> {
+    /// Carries out the steps in order, until one ends the pass.
+    pub async fn apply(&self, report: &mut Report<'_>, steps: Vec<Step>) -> Result<()> {
+        let mut carried = Carried::default();
+        for step in steps {
+            if !self.step(report, step, &mut carried).await? {
+                break;
+            }
+        }
+        Ok(())
+    }
+
+    /// Carries out one step; `false`: it ends the pass.
+    async fn step(
+        &self,
+        report: &mut Report<'_>,
+        step: Step,
+        carried: &mut Carried,
+    ) -> Result<bool> {
+        let (obj, ctx, kube, upstash) = (self.obj, self.ctx, self.kube, self.upstash);
+        let step = match step {
             Step::Hold { cond, requeue } => {
                 report.hold(cond, requeue);
-                false
+                return Ok(false);
             }
             Step::Refused(refusal) => return Err(refusal.into()),
             Step::Use { db, how } => {
                 carried.taken = Some(Taken { db: *db, how });
-                true
+                return Ok(true);
             }
-            Step::Fetch { id, how } => match upstash.api.get_database(&id).await? {
-                Some(db) => {
-                    carried.taken = Some(Taken { db, how });
-                    true
-                }
-                None => {
+            Step::Fetch { id, how } => {
+                let Some(db) = upstash.api.get_database(&id).await? else {
                     ctx.databases.deleted(&upstash.index_key, &id);
                     let (cond, requeue) = plan::gone_hold(&id);
                     report.hold(cond, Some(requeue));
-                    false
-                }
-            },
+                    return Ok(false);
+                };
+                carried.taken = Some(Taken { db, how });
+                return Ok(true);
+            }
             Step::Replace(replaced) => {
                 if replaced.confirm && !still_recorded(obj, kube, &replaced.old).await? {
                     return Err(Error::CacheBehind);
@@ -93,162 +108,217 @@ pub async fn apply<A: DeveloperApi>(
                 ctx.databases.deleted(&upstash.index_key, &replaced.old);
                 report.publish(kube, &replaced.notice);
                 report.status.database_id = None;
-                true
+                return Ok(true);
             }
             Step::CheckSecrets => {
-                let view = observe::cluster(obj, kube, &seen.object.status).await?;
+                let view = observe::cluster(obj, kube, &self.seen.object.status).await?;
                 let conflict = plan::secret_conflict(obj, &view);
                 carried.view = Some(view);
-                match conflict {
-                    Some(conflict) => {
-                        let [secret, provisioned] = plan::secret_conflict_hold(conflict);
-                        report.set(secret);
-                        report.hold(provisioned, Some(plan::SECRET_CONFLICT_RECHECK));
-                        false
-                    }
-                    None => true,
-                }
+                let Some(conflict) = conflict else {
+                    return Ok(true);
+                };
+                let [secret, provisioned] = plan::secret_conflict_hold(conflict);
+                report.set(secret);
+                report.hold(provisioned, Some(plan::SECRET_CONFLICT_RECHECK));
+                return Ok(false);
             }
             Step::Finalize { record, confirm } => {
                 kube.finalize(obj, record.as_ref(), confirm.as_deref())
                     .await?;
-                true
+                return Ok(true);
             }
             Step::Create { request, record } => {
-                let db = create(obj, ctx, kube, upstash, &request, &record).await?;
+                let db = self.create(&request, &record).await?;
                 carried.taken = Some(Taken {
                     db,
                     how: How::Created,
                 });
-                true
+                return Ok(true);
             }
-            Step::Admit => match carried
-                .taken
-                .as_ref()
-                .map(|t| plan::admit(obj, t.how, &t.db))
-            {
-                Some(Err(cond)) => {
-                    report.hold(cond, None);
-                    false
-                }
-                _ => true,
-            },
-            step => {
-                let Some(taken) = carried.taken.as_mut() else {
-                    // Every plan names the database before the steps that use it.
-                    return Ok(());
-                };
-                with_database(
-                    obj,
-                    ctx,
-                    kube,
-                    report,
-                    valid,
-                    blocked,
-                    seen,
-                    upstash,
-                    step,
-                    taken,
-                    &mut carried.view,
-                    &mut carried.news,
-                    &mut carried.published,
-                    now,
-                )
-                .await?;
-                true
-            }
+            step => step,
         };
-        if !go_on {
-            break;
-        }
-    }
-    Ok(())
-}
-
-/// The steps that work with the database.
-#[allow(clippy::too_many_arguments)]
-async fn with_database<A: DeveloperApi>(
-    obj: &CacheInstance,
-    ctx: &Context,
-    kube: &impl Cluster,
-    report: &mut Report<'_>,
-    valid: &Valid,
-    blocked: bool,
-    seen: &Observed<A>,
-    upstash: &Upstash<A>,
-    step: Step,
-    taken: &mut Taken,
-    view: &mut Option<ClusterView>,
-    news: &mut Option<SettingsNews>,
-    published: &mut Published,
-    now: Timestamp,
-) -> Result<()> {
-    let (how, db) = (taken.how, &mut taken.db);
-    match step {
-        Step::Associate => {
-            if let (false, Some(bound)) = (seen.reused, &upstash.bound) {
-                // Only a database these credentials just read or created tells their account.
-                bound.learn(db).await;
+        // The steps that work with the database, which every plan names before them.
+        let Some(Taken { db, how }) = carried.taken.as_mut() else {
+            return Ok(false);
+        };
+        let how = *how;
+        match step {
+            Step::Admit => {
+                if let Err(cond) = plan::admit(obj, how, db) {
+                    report.hold(cond, None);
+                    return Ok(false);
+                }
             }
-            report.associate(how, db, &upstash.account_of(db), now);
-        }
-        Step::Settings => {
-            let decided = plan::settings(obj, valid, blocked, how, db, &seen.object.status);
-            *news = settings(obj, ctx, kube, report, &upstash.api, decided, how, db).await?;
-        }
-        Step::Requests => requests(obj, kube, report, &upstash.api, valid, db).await?,
-        Step::Rotate => rotation(obj, kube, report, &upstash.api, valid, db, now).await?,
-        Step::Publish => {
-            *published = credentials(obj, ctx, kube, report, db, view.take()).await?;
-        }
-        Step::Remember => {
-            let read = Remember::Read {
-                index_key: &upstash.index_key,
-                db: Box::new(db.clone()),
-                at: seen.read_at.unwrap_or_else(Instant::now),
-            };
-            remember(ctx, obj, read);
-        }
-        Step::Announce => {
-            if let Some(notice) = plan::closing_notice(obj, how, db, news.as_ref(), published) {
-                report.publish(kube, &notice);
+            Step::Associate => {
+                if let (false, Some(bound)) = (self.seen.reused, &upstash.bound) {
+                    // Only a database these credentials just read or created tells their
+                    // account.
+                    bound.learn(db).await;
+                }
+                report.associate(how, db, &upstash.account_of(db), self.now);
             }
+            Step::Settings => carried.news = self.settings(report, how, db).await?,
+            Step::Requests => self.requests(report, db).await?,
+            Step::Rotate => self.rotate(report, db).await?,
+            Step::Publish => {
+                carried.published = self.credentials(report, db, carried.view.take()).await?;
+            }
+            Step::Remember => {
+                let read = Remember::Read {
+                    index_key: &upstash.index_key,
+                    db: Box::new(db.clone()),
+                    at: self.seen.read_at.unwrap_or_else(Instant::now),
+                };
+                remember(ctx, obj, read);
+            }
+            Step::Announce => {
+                let news = carried.news.as_ref();
+                if let Some(notice) = plan::closing_notice(obj, how, db, news, &carried.published) {
+                    report.publish(kube, &notice);
+                }
+            }
+            _ => {}
         }
-        _ => {}
+        Ok(true)
     }
-    Ok(())
-}
 
-/// The create call; a failure is remembered, and a create never performed drops its record.
-async fn create<A: DeveloperApi>(
-    obj: &CacheInstance,
-    ctx: &Context,
-    kube: &impl Cluster,
-    upstash: &Upstash<A>,
-    request: &CreateDatabase,
-    record: &PendingCreate,
-) -> Result<Database> {
-    match apply::create(&upstash.api, &ctx.databases, &upstash.index_key, request).await {
-        Ok(db) => {
-            remember(ctx, obj, Remember::Created);
-            Ok(db)
-        }
-        Err(error) => {
-            let failed = plan::failed_create(&error);
-            remember(
-                ctx,
-                obj,
-                Remember::FailedCreate {
+    /// The create call; a failure is remembered, and a create never performed drops its
+    /// record.
+    async fn create(&self, request: &CreateDatabase, record: &PendingCreate) -> Result<Database> {
+        let (obj, ctx, upstash) = (self.obj, self.ctx, self.upstash);
+        match apply::create(&upstash.api, &ctx.databases, &upstash.index_key, request).await {
+            Ok(db) => {
+                remember(ctx, obj, Remember::Created);
+                Ok(db)
+            }
+            Err(error) => {
+                let failed = plan::failed_create(&error);
+                let what = Remember::FailedCreate {
                     failed,
                     error: &error,
                     record,
-                },
-            );
-            if failed.record == RecordAfter::Drop {
-                kube.finalize(obj, None, None).await?;
+                };
+                remember(ctx, obj, what);
+                if failed.record == RecordAfter::Drop {
+                    self.kube.finalize(obj, None, None).await?;
+                }
+                Err(error.into())
             }
-            Err(error.into())
         }
+    }
+
+    /// The settings: the announcement, the calls, the `Synced` condition, the live settings.
+    async fn settings(
+        &self,
+        report: &mut Report<'_>,
+        how: How,
+        db: &mut Database,
+    ) -> Result<Option<SettingsNews>> {
+        let (obj, kube) = (self.obj, self.kube);
+        let status = &self.seen.object.status;
+        let decided = plan::settings(obj, self.valid, self.blocked, how, db, status);
+        let mut news = None;
+        if let SettingsPlan::Apply { changes, drift } = &decided {
+            let announced = plan::settings_news(obj, how, db, changes, *drift);
+            if let SettingsNews::Now(notice) = &announced {
+                report.publish(kube, notice);
+            }
+            news = Some(announced);
+            apply::settings(&self.upstash.api, db, changes).await?;
+        }
+        let synced = plan::synced(&decided, db);
+        report.drift(self.ctx, kube, &synced);
+        report.set(synced);
+        report.live(db);
+        Ok(news)
+    }
+
+    /// Backup and restore requests, once per request id.
+    async fn requests(&self, report: &mut Report<'_>, db: &Database) -> Result<()> {
+        let api = &self.upstash.api;
+        let requests = plan::requests(self.obj, self.valid, &report.status);
+        if let Some(request) = &requests.backup {
+            let (result, notice) =
+                apply::backup(api, &db.database_id, request, Timestamp::now()).await?;
+            report.status.backup = Some(Box::new(result));
+            report.publish(self.kube, &notice);
+        }
+        if let Some(request) = &requests.restore {
+            let (result, notice) =
+                apply::restore(api, &db.database_id, request, Timestamp::now()).await?;
+            report.status.restore = Some(Box::new(result));
+            report.publish(self.kube, &notice);
+        }
+        Ok(())
+    }
+
+    /// The rotation, when due, and its record.
+    async fn rotate(&self, report: &mut Report<'_>, db: &mut Database) -> Result<()> {
+        let (obj, valid, now) = (self.obj, self.valid, self.now);
+        let recorded = report.status.rotation.as_deref();
+        let rotation = plan::rotation(obj, valid, recorded, now);
+        let record = plan::rotation_record(obj, valid.rotation_every, recorded, &rotation, now);
+        if let Some(after) = rotation.requeue {
+            report.requeue_within(after);
+        }
+        if let Some(due) = rotation.due {
+            *db = apply::rotate(&self.upstash.api, db).await?;
+            report.publish(self.kube, &plan::rotated_notice(&db.database_id, due));
+        }
+        report.status.rotation = Some(Box::new(record));
+        Ok(())
+    }
+
+    /// Writes the connection Secrets for `db` (and removes the instance's Secrets the spec no
+    /// longer names), then restarts the workloads.
+    async fn credentials(
+        &self,
+        report: &mut Report<'_>,
+        db: &Database,
+        view: Option<ClusterView>,
+    ) -> Result<Published> {
+        let (obj, kube) = (self.obj, self.kube);
+        if !db.has_credentials() {
+            return Err(UpstashError::Decode(format!(
+                "database {} came back without credentials",
+                db.database_id
+            ))
+            .into());
+        }
+        let details = ConnectionDetails::new(obj, db);
+        let view = match view {
+            Some(view) => view,
+            None => observe::cluster(obj, kube, &report.status).await?,
+        };
+        let rendered = secret::render_templates(&self.ctx.templates, obj, &details)
+            .await
+            .map_err(validate::template_error)?;
+        validate::secret_size(&secret::connection_data(obj, &details, &rendered))?;
+        let secrets = plan::secrets(obj, &details, &rendered, &view);
+        let mut published = Published::default();
+        for write in &secrets.writes {
+            kube.write_secret(obj, write).await?;
+            published.written.push(write.secret.name_any());
+        }
+        if secrets.conflict.is_some() {
+            report.secrets(&secrets);
+            return Ok(published);
+        }
+        for name in &secrets.stale {
+            kube.delete_secret(obj, name).await?;
+        }
+        published.removed = secrets.stale.clone();
+        report.secrets(&secrets);
+        let fingerprint = details.fingerprint();
+        let mut restarted = Vec::new();
+        for target in plan::restarts(&view, &fingerprint) {
+            kube.restart(obj, &target, &fingerprint).await?;
+            restarted.push(format!("{:?}/{}", target.kind, target.name));
+        }
+        if let Some(notice) = plan::restarted_notice(&restarted) {
+            report.publish(kube, &notice);
+        }
+        Ok(published)
     }
 }
 
@@ -260,137 +330,6 @@ async fn still_recorded(obj: &CacheInstance, kube: &impl Cluster, id: &str) -> R
         .and_then(|c| c.status)
         .and_then(|s| s.database_id)
         .is_some_and(|recorded| recorded == id))
-}
-
-/// The settings: the announcement, the calls, the `Synced` condition, the live settings.
-#[allow(clippy::too_many_arguments)]
-pub async fn settings(
-    obj: &CacheInstance,
-    ctx: &Context,
-    kube: &impl Cluster,
-    report: &mut Report<'_>,
-    api: &impl DeveloperApi,
-    decided: SettingsPlan,
-    how: How,
-    db: &mut Database,
-) -> Result<Option<SettingsNews>> {
-    let mut news = None;
-    if let SettingsPlan::Apply { changes, drift } = &decided {
-        let announced = plan::settings_news(obj, how, db, changes, *drift);
-        if let SettingsNews::Now(notice) = &announced {
-            report.publish(kube, notice);
-        }
-        news = Some(announced);
-        apply::settings(api, db, changes).await?;
-    }
-    let synced = plan::synced(&decided, db);
-    report.drift(ctx, kube, &synced);
-    report.set(synced);
-    report.live(db);
-    Ok(news)
-}
-
-/// Backup and restore requests, once per request id.
-pub async fn requests(
-    obj: &CacheInstance,
-    kube: &impl Cluster,
-    report: &mut Report<'_>,
-    api: &impl DeveloperApi,
-    valid: &Valid,
-    db: &Database,
-) -> Result<()> {
-    let requests = plan::requests(obj, valid, &report.status);
-    if let Some(request) = &requests.backup {
-        let (result, notice) =
-            apply::backup(api, &db.database_id, request, Timestamp::now()).await?;
-        report.status.backup = Some(Box::new(result));
-        report.publish(kube, &notice);
-    }
-    if let Some(request) = &requests.restore {
-        let (result, notice) =
-            apply::restore(api, &db.database_id, request, Timestamp::now()).await?;
-        report.status.restore = Some(Box::new(result));
-        report.publish(kube, &notice);
-    }
-    Ok(())
-}
-
-/// The rotation, when due, and its record.
-pub async fn rotation(
-    obj: &CacheInstance,
-    kube: &impl Cluster,
-    report: &mut Report<'_>,
-    api: &impl DeveloperApi,
-    valid: &Valid,
-    db: &mut Database,
-    now: Timestamp,
-) -> Result<()> {
-    let recorded = report.status.rotation.as_deref();
-    let rotation = plan::rotation(obj, valid, recorded, now);
-    let record = plan::rotation_record(obj, valid.rotation_every, recorded, &rotation, now);
-    if let Some(after) = rotation.requeue {
-        report.requeue_within(after);
-    }
-    if let Some(due) = rotation.due {
-        *db = apply::rotate(api, db).await?;
-        report.publish(kube, &plan::rotated_notice(&db.database_id, due));
-    }
-    report.status.rotation = Some(Box::new(record));
-    Ok(())
-}
-
-/// Writes the connection Secrets for `db` (and removes the instance's Secrets the spec no
-/// longer names), then restarts the workloads.
-pub async fn credentials(
-    obj: &CacheInstance,
-    ctx: &Context,
-    kube: &impl Cluster,
-    report: &mut Report<'_>,
-    db: &Database,
-    view: Option<ClusterView>,
-) -> Result<Published> {
-    if !db.has_credentials() {
-        return Err(UpstashError::Decode(format!(
-            "database {} came back without credentials",
-            db.database_id
-        ))
-        .into());
-    }
-    let details = ConnectionDetails::new(obj, db);
-    let view = match view {
-        Some(view) => view,
-        None => observe::cluster(obj, kube, &report.status).await?,
-    };
-    let rendered = secret::render_templates(&ctx.templates, obj, &details)
-        .await
-        .map_err(validate::template_error)?;
-    validate::secret_size(&secret::connection_data(obj, &details, &rendered))?;
-    let secrets = plan::secrets(obj, &details, &rendered, &view);
-    let mut published = Published::default();
-    for write in &secrets.writes {
-        kube.write_secret(obj, write).await?;
-        published.written.push(write.secret.name_any());
-    }
-    if secrets.conflict.is_none() {
-        for name in &secrets.stale {
-            kube.delete_secret(obj, name).await?;
-        }
-        published.removed = secrets.stale.clone();
-    }
-    report.secrets(&secrets);
-    if secrets.conflict.is_some() {
-        return Ok(published);
-    }
-    let fingerprint = details.fingerprint();
-    let mut restarted = Vec::new();
-    for target in plan::restarts(&view, &fingerprint) {
-        kube.restart(obj, &target, &fingerprint).await?;
-        restarted.push(format!("{:?}/{}", target.kind, target.name));
-    }
-    if let Some(notice) = plan::restarted_notice(&restarted) {
-        report.publish(kube, &notice);
-    }
-    Ok(published)
 }
 
 /// What this process remembers after a step.
