@@ -5,18 +5,17 @@
 
 use std::time::Duration;
 
-use k8s_openapi::{
-    apimachinery::pkg::apis::meta::v1::Time,
-    jiff::{SignedDuration, Timestamp},
-};
+use k8s_openapi::jiff::{SignedDuration, Timestamp};
 use kube::{ResourceExt, runtime::events::EventType};
 
 pub mod input;
 mod pass;
+mod rotation;
 mod secrets;
 
 pub use input::{ClusterView, Lookup, Memory, ObjectView, Sighting};
 pub use pass::*;
+pub use rotation::*;
 pub use secrets::*;
 
 use super::validate::Valid;
@@ -24,12 +23,12 @@ use crate::{
     controller::{
         claims,
         conditions::{self, Cond},
-        desired::{self, Change, RotationDue},
+        desired::{self, Change},
         naming,
     },
     crd::{
-        BackupRequest, CacheInstance, CacheInstanceStatus, OnMissing, PendingCreate,
-        ROTATE_ANNOTATION, RequestResult, RestoreRequest, RotationStatus,
+        BackupRequest, CacheInstance, CacheInstanceStatus, OnMissing, PendingCreate, RequestResult,
+        RestoreRequest,
     },
     upstash::{CreateDatabase, Database},
 };
@@ -419,102 +418,6 @@ pub fn requests(obj: &CacheInstance, valid: &Valid, status: &CacheInstanceStatus
             .cloned()
             .filter(|r| unserved(&r.request_id, status.restore.as_deref())),
     }
-}
-
-/// The rotation decision.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct RotationPlan {
-    /// The last rotation (or the database's creation).
-    pub last: Timestamp,
-    pub next: Option<Timestamp>,
-    pub due: Option<RotationDue>,
-    /// When to come back for the next scheduled rotation.
-    pub requeue: Option<Duration>,
-}
-
-/// The rotate annotation's value, if set.
-pub fn rotate_request(obj: &CacheInstance) -> Option<String> {
-    obj.annotations()
-        .get(ROTATE_ANNOTATION)
-        .cloned()
-        .filter(|v| !v.is_empty())
-}
-
-/// Decides whether a rotation is due. Only observing, nothing is scheduled.
-pub fn rotation(
-    obj: &CacheInstance,
-    valid: &Valid,
-    recorded: Option<&RotationStatus>,
-    now: Timestamp,
-) -> RotationPlan {
-    let last = recorded
-        .and_then(|r| r.last_rotation_time.as_ref())
-        .map_or(now, |t| t.0);
-    if valid.observe_only() {
-        return RotationPlan {
-            last,
-            next: None,
-            due: None,
-            requeue: None,
-        };
-    }
-    let request = rotate_request(obj);
-    let (mut next, mut due) = desired::rotation_plan(
-        valid.rotation_every,
-        Some(last),
-        request.as_deref(),
-        recorded.and_then(|r| r.last_request.as_deref()),
-        now,
-    );
-    // A request within the minimum interval of the last one served waits for its end (and
-    // whatever else is requested meanwhile is served by that one rotation); a scheduled
-    // rotation due now still runs, and serves it.
-    if due == Some(RotationDue::Requested)
-        && let Some(free) = recorded
-            .and_then(|r| r.last_request_time.as_ref())
-            .map(|t| t.0 + valid.request_floor)
-        && now < free
-    {
-        due = next
-            .is_some_and(|n| now >= n)
-            .then_some(RotationDue::Scheduled);
-        if due.is_none() {
-            next = Some(next.map_or(free, |n| n.min(free)));
-        }
-    }
-    let requeue = match (due, next) {
-        (None, Some(n)) => Some(n.duration_since(now).unsigned_abs()),
-        _ => None,
-    };
-    RotationPlan {
-        last,
-        next,
-        due,
-        requeue,
-    }
-}
-
-/// The rotation bookkeeping of a database the instance just took charge of: the clock starts
-/// at its creation, and a rotation requested before it existed is served by its credentials.
-pub fn start_clock(
-    obj: &CacheInstance,
-    recorded: Option<RotationStatus>,
-    db: &Database,
-    now: Timestamp,
-) -> RotationStatus {
-    let mut rotation = recorded.unwrap_or_default();
-    if rotation.last_rotation_time.is_none() {
-        let created = i64::try_from(db.creation_time)
-            .ok()
-            .filter(|s| *s > 0)
-            .and_then(|s| Timestamp::from_second(s).ok())
-            .unwrap_or(now);
-        rotation.last_rotation_time = Some(Time(created));
-    }
-    if let Some(request) = rotate_request(obj) {
-        rotation.last_request = Some(request);
-    }
-    rotation
 }
 
 /// Whether a pass may do something once-only (create, take back or adopt a database, rotate,

@@ -4,7 +4,8 @@
 use k8s_openapi::jiff::Timestamp;
 
 use super::{input::Workload, *};
-use crate::{controller::secret::ConnectionDetails, crd::RestartTarget};
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
+
 use crate::{
     controller::{
         database_index::Entry,
@@ -15,6 +16,10 @@ use crate::{
         },
     },
     crd::{Plan, WorkloadKind},
+};
+use crate::{
+    controller::{desired::RotationDue, secret::ConnectionDetails},
+    crd::{ROTATE_ANNOTATION, RestartTarget, RotationStatus},
 };
 
 fn now() -> Timestamp {
