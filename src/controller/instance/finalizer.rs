@@ -1,7 +1,7 @@
 //! The object's metadata the operator writes: the cleanup finalizer and the create record,
 //! added together in one server-side apply (so that a new instance costs one metadata write,
 //! made before its database is created), and the finalizer's removal once cleanup has run: the
-//! bodies of those writes, which [`super::cluster::Cluster`] makes.
+//! bodies of those writes, which `Cluster` (in `cluster.rs`) makes.
 //!
 //! Semantics follow kube's `finalizer` helper: the finalizer is in place before the operator
 //! takes charge of a database, cleanup runs only while it is there, and its removal is

@@ -1,6 +1,17 @@
 //! The CacheInstance reconciler, as a pipeline: validate (pure) → observe → plan (pure) →
 //! apply → report, and on deletion the cleanup pair (plan + apply).
 //!
+//! - observe (`observe`): the object (its freshest status, the create record, the finalizer,
+//!   what this process remembers of it) and the database side (through an `observe::Account`:
+//!   Upstash through the instance's credentials, or this process's last read); the Secrets and
+//!   workloads when a step needs them;
+//! - plan (`plan`): one list of steps (`plan::Step`) naming every Upstash call, Kubernetes
+//!   write and Event of the pass in order, from types the plan owns (`plan::input`);
+//! - apply (`steps`): carries the steps out through two small traits, `DeveloperApi` for
+//!   Upstash and `cluster::Cluster` for Kubernetes, until one ends the pass, and updates the
+//!   per-object memories in one place (`steps::remember`);
+//! - report (`report`): the status and its conditions from the steps' outcomes, written once.
+//!
 //! Steady state is quiet: one read of the database from Upstash per resync, reads of the
 //! Secrets, and no write anywhere unless something differs. A new instance costs three
 //! Kubernetes writes until it is Ready (the finalizer with the create record, the Secret, the

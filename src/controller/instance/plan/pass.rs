@@ -66,10 +66,10 @@ pub enum Step {
     Settings,
     /// Serve the backup and restore requests (see [`super::requests`]).
     Requests,
-    /// Rotate the credentials when due (see [`super::rotation`]).
+    /// Rotate the credentials when due (see [`super::rotation()`]).
     Rotate,
     /// Write the Secrets, remove the stale ones, restart the workloads (see
-    /// [`super::secrets`]).
+    /// [`super::secrets()`]).
     Publish,
     /// Remember the database as the pass leaves it.
     Remember,
