@@ -283,6 +283,10 @@ pub fn memory(obj: &CacheInstance, ctx: &Context, pending: Option<&PendingCreate
     Memory {
         refusal: ctx.refusals.standing(obj),
         create_answered: pending.is_some_and(|p| ctx.answered_creates.was_answered(obj, p)),
+        create_over: pending.map(|p| {
+            ctx.answered_creates
+                .over_at(obj, p, ctx.config.lost_create_grace)
+        }),
     }
 }
 
@@ -367,10 +371,7 @@ async fn sight(
     // ended together share one); before that, no list could rule the database out, and the pass
     // waits (see `plan::provision`). A name the user chose may have been taken by a database
     // made since the last listing.
-    let fresh_since = if let Some(p) = &seen.object.pending {
-        let over = ctx
-            .answered_creates
-            .over_at(obj, p, ctx.config.lost_create_grace);
+    let fresh_since = if let Some(over) = seen.object.memory.create_over {
         (over <= Timestamp::now()).then_some(over)
     } else if obj.spec.database_name.is_some() {
         created

@@ -70,12 +70,8 @@ impl Account for FakeAccount {
                 );
                 let fresh_since = seen
                     .object
-                    .pending
-                    .as_ref()
-                    .map(|p| {
-                        ctx.answered_creates
-                            .over_at(obj, p, ctx.config.lost_create_grace)
-                    })
+                    .memory
+                    .create_over
                     .filter(|over| *over <= Timestamp::now());
                 let matches = ctx
                     .databases

@@ -3,7 +3,7 @@
 //! what this process remembers of the object's earlier create calls. The plan owns these types
 //! and observe fills them, so that observe → plan → apply is a one-way road.
 
-use k8s_openapi::api::core::v1::Secret;
+use k8s_openapi::{api::core::v1::Secret, jiff::Timestamp};
 
 use crate::{
     controller::database_index::Entry,
@@ -61,6 +61,9 @@ pub struct Memory {
     pub refusal: Option<UpstashError>,
     /// The create call of the current record ended with an answer: the list is authoritative.
     pub create_answered: bool,
+    /// When the create call of the current record was over for certain (its answer, else its
+    /// start and the grace for a lost answer): a list taken after that shows its database.
+    pub create_over: Option<Timestamp>,
 }
 
 /// A restart target and the credentials digest its pod template carries (`None`: the workload

@@ -180,6 +180,7 @@ fn a_standing_refusal_is_the_whole_plan_and_calls_nothing() {
                 message: "free database limit reached".into(),
             }),
             create_answered: false,
+            create_over: None,
         },
         ..Default::default()
     };
