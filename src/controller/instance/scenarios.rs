@@ -343,6 +343,62 @@ async fn a_requested_rotation_writes_the_new_credentials_then_restarts_the_workl
     );
 }
 
+#[tokio::test]
+async fn a_gone_database_is_confirmed_on_the_api_servers_copy_then_announced_and_recreated() {
+    let obj = new_instance();
+    let world = World::new(&obj);
+    world.pass_over(&obj).await.unwrap();
+    let mut recreate = world.kube.stored();
+    recreate.spec.on_missing = Some(crate::crd::OnMissing::Recreate);
+    let old = recreate
+        .status
+        .as_ref()
+        .unwrap()
+        .database_id
+        .clone()
+        .unwrap();
+    world.api.delete_database(&old).await.unwrap();
+    world.kube.clear();
+    let gets = world.kube.gets();
+    world.pass_over(&recreate).await.unwrap();
+    assert!(
+        world.kube.gets() > gets,
+        "the API server's copy is read first"
+    );
+    assert_eq!(
+        world.kube.events(),
+        ["DatabaseRecreated", "Provisioned"],
+        "the Warning, then the new database's one Event"
+    );
+    let status = world.kube.stored().status.unwrap();
+    assert_ne!(status.database_id, Some(old));
+    assert_eq!(world.api.count(), 1);
+}
+
+#[tokio::test]
+async fn a_change_made_in_upstash_is_set_back_and_announced_as_drift() {
+    let obj =
+        instance("metadata: {resourceVersion: '12'}\nspec: {primaryRegion: us-east-1, budget: 20}");
+    let world = World::new(&obj);
+    world.pass_over(&obj).await.unwrap();
+    let id = world.kube.stored().status.unwrap().database_id.unwrap();
+    world
+        .api
+        .edit(&id, |db| db.budget = crate::upstash::Budget::from_usd(50));
+    world.kube.clear();
+    world.pass().await.unwrap();
+    assert_eq!(world.kube.events(), ["DriftCorrected"]);
+    assert_eq!(
+        world.api.mutating_calls().last().map(String::as_str),
+        Some("update-budget")
+    );
+    assert_eq!(
+        world.kube.writes(),
+        Vec::<String>::new(),
+        "the status already shows the spec's value"
+    );
+}
+
 /// The object, deleted, with the finalizer and database `id` recorded.
 fn deleted(spec: &str, id: &str) -> CacheInstance {
     instance(&format!(
