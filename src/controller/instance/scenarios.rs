@@ -409,7 +409,8 @@ fn deleted(spec: &str, id: &str) -> CacheInstance {
 async fn clean_up(world: &World, obj: &CacheInstance) -> Result<()> {
     let verdict = validate::policy_verdict(obj, &[], world.ctx.config.default_deletion_policy);
     let status = obj.status.clone().unwrap_or_default();
-    let decided = cleanup::plan(obj, verdict.deletion_policy, &status, None);
+    let pending = observe::pending_record(obj, &status);
+    let decided = cleanup::plan(obj, verdict.deletion_policy, &status, pending);
     let account = matches!(decided, CleanupPlan::Delete { .. })
         .then(|| Ok((world.api.clone(), KEY.to_string())));
     cleanup::carry_out(obj, &world.ctx, &world.kube, decided, account)
@@ -453,4 +454,23 @@ async fn retain_lets_the_object_go_without_calling_upstash() {
     assert_eq!(world.timeline(), ["release"]);
     assert_eq!(world.kube.events(), ["Retained"]);
     assert!(world.api.calls().is_empty());
+}
+
+#[tokio::test]
+async fn a_database_a_create_in_flight_made_is_deleted_before_the_object_goes() {
+    let world = World::new(&new_instance());
+    world.api.insert_database("crm-orders-7", "us-east-1");
+    let obj = instance(&format!(
+        r#"
+        metadata:
+          finalizers: [{FINALIZER}]
+          deletionTimestamp: '2026-11-01T00:00:00Z'
+          annotations:
+            {CREATE_RECORD_ANNOTATION}: '{{"databaseName":"crm-orders-7","started":"2026-10-01T00:00:00Z"}}'
+        spec: {{primaryRegion: us-east-1}}
+        "#
+    ));
+    clean_up(&world, &obj).await.unwrap();
+    assert_eq!(world.timeline(), ["upstash delete", "release"]);
+    assert_eq!(world.api.count(), 0);
 }
