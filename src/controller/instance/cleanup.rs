@@ -12,7 +12,7 @@ use crate::{
         claims::{Claim, Held},
         conditions::{self, Cond},
         database_index,
-        reported::Topic,
+        memory::Topic,
     },
     crd::{CacheInstance, CacheInstanceStatus, DeletionPolicy, ManagementPolicy, PendingCreate},
     credentials::Binding,
@@ -87,36 +87,10 @@ enum Blocked {
     Failed(Error),
 }
 
-/// Objects whose cleanup this process finished, by UID, for ten minutes: a pass triggered
-/// before the watch shows the object gone (say, by its Secret's deletion) must not delete its
-/// database a second time.
-#[derive(Default)]
-pub struct FinishedCleanups {
-    uids: std::sync::Mutex<std::collections::HashMap<String, std::time::Instant>>,
-}
-
-impl FinishedCleanups {
-    const KEPT: std::time::Duration = std::time::Duration::from_secs(600);
-
-    fn finished(&self, uid: String) {
-        let mut uids = self.uids.lock().unwrap_or_else(|e| e.into_inner());
-        uids.retain(|_, at| at.elapsed() < Self::KEPT);
-        uids.insert(uid, std::time::Instant::now());
-    }
-
-    fn done(&self, uid: &str) -> bool {
-        self.uids
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .get(uid)
-            .is_some_and(|at| at.elapsed() < Self::KEPT)
-    }
-}
-
 /// Runs the cleanup of a deleted `obj`.
 pub async fn run(obj: &CacheInstance, ctx: &Context) -> Result<Action> {
     let uid = obj.uid().unwrap_or_default();
-    if !uid.is_empty() && ctx.finished_cleanups.done(&uid) {
+    if !uid.is_empty() && ctx.memory.cleanup_done(obj) {
         return Ok(Action::await_change());
     }
     let verdict =
@@ -140,10 +114,9 @@ pub async fn run(obj: &CacheInstance, ctx: &Context) -> Result<Action> {
     // whatever keeps the credentials readable for the cleanup may let go of them.
     finalizer::remove(obj, ctx).await?;
     if !uid.is_empty() {
-        ctx.finished_cleanups.finished(uid);
+        ctx.memory.cleanup_finished(obj);
     }
     ctx.credentials.cleanup_finished();
-    ctx.forget(obj);
     Ok(Action::await_change())
 }
 
@@ -258,18 +231,6 @@ async fn report_blocked(
 
 #[cfg(test)]
 mod tests {
-    #[test]
-    fn a_finished_cleanup_is_remembered_by_uid() {
-        let finished = super::FinishedCleanups::default();
-        assert!(!finished.done("u1"));
-        finished.finished("u1".into());
-        assert!(finished.done("u1"));
-        assert!(
-            !finished.done("u2"),
-            "another object (or a recreated one) is cleaned up"
-        );
-    }
-
     use super::*;
     use crate::controller::instance::fixtures::{instance, status};
 

@@ -26,7 +26,7 @@ use std::{
 use k8s_openapi::{apimachinery::pkg::apis::meta::v1::Time, jiff::Timestamp};
 use kube::{ResourceExt, runtime::controller::Action};
 
-pub use cleanup::{FinishedCleanups, WAY_OUT};
+pub use cleanup::WAY_OUT;
 pub use observe::pending_record;
 pub use plan::lost_create_grace;
 pub use publish::RESTART_ANNOTATION;
@@ -97,7 +97,7 @@ async fn pass(obj: &CacheInstance, ctx: &Context) -> Result<Action> {
     if let Some(wait) = first_read_wait(obj, ctx) {
         return Ok(Action::requeue(wait));
     }
-    if ctx.recent.cache_behind(obj) {
+    if ctx.memory.cache_behind(obj) {
         // The watch event of this process's own writes is on its way and triggers the next
         // pass; the requeue only covers its loss.
         return Ok(Action::requeue(Duration::from_secs(1)));
@@ -127,7 +127,7 @@ fn first_read_wait(obj: &CacheInstance, ctx: &Context) -> Option<Duration> {
         .status
         .as_ref()
         .and_then(|s| s.database_id.as_deref())
-        .is_some_and(|id| ctx.recent.read_at(obj, id).is_some());
+        .is_some_and(|id| ctx.memory.read_at(obj, id).is_some());
     if !startup::settled(obj) {
         return ctx
             .first_reads
@@ -220,7 +220,7 @@ async fn converge(
             }
         },
         Provision::Create { request, replaces } => {
-            if let Some(refusal) = ctx.refusals.standing(obj) {
+            if let Some(refusal) = ctx.memory.standing_refusal(obj) {
                 return Err(refusal.into());
             }
             if let Some(old) = replaces {
@@ -279,22 +279,22 @@ async fn converge(
                 apply::create(&upstash.api, &ctx.databases, &upstash.index_key, &request).await;
             match created {
                 Ok(db) => {
-                    ctx.refusals.forget(obj);
-                    ctx.answered_creates.forget(obj);
+                    ctx.memory.forget_refusal(obj);
+                    ctx.memory.forget_answered_create(obj);
                     (db, How::Created)
                 }
                 Err(e) => {
                     if !e.is_retryable() {
-                        ctx.refusals.refused(obj, &e);
+                        ctx.memory.create_refused(obj, &e);
                     }
                     if e.not_performed() {
                         // Refused, throttled or never sent: nothing was created, so the next
                         // attempt needs no record of this one.
-                        ctx.answered_creates.forget(obj);
+                        ctx.memory.forget_answered_create(obj);
                         finalizer::ensure(obj, ctx, None, None).await?;
                     } else if e.answered() {
                         // Upstash finished the call: the next pass's list is authoritative.
-                        ctx.answered_creates.answered(obj, &record);
+                        ctx.memory.create_answered(obj, &record);
                     }
                     return Err(e.into());
                 }
@@ -417,7 +417,7 @@ async fn converge(
 
     // Reused by reconciles that the operator's own writes trigger (forgotten if this pass
     // fails later).
-    ctx.recent.record(
+    ctx.memory.record_read(
         obj,
         &upstash.index_key,
         db.clone(),
@@ -523,7 +523,7 @@ fn input<'a>(
         blocked: policy.blocked,
         pending: seen.pending.as_ref(),
         grace: match &seen.pending {
-            Some(p) if ctx.answered_creates.was_answered(obj, p) => Duration::ZERO,
+            Some(p) if ctx.memory.create_was_answered(obj, p) => Duration::ZERO,
             _ => ctx.config.lost_create_grace,
         },
         sighting: &seen.sighting,

@@ -225,8 +225,8 @@ async fn sight(
         }
         // Triggered by the operator's own writes (or the monitor's) since the last read:
         // nothing the database could have drifted in is worth a call before the next resync.
-        if let Some(db) = ctx.recent.reuse(obj, &id, &upstash.index_key) {
-            seen.read_at = ctx.recent.read_at(obj, &id);
+        if let Some(db) = ctx.memory.reusable_read(obj, &id, &upstash.index_key) {
+            seen.read_at = ctx.memory.read_at(obj, &id);
             seen.reused = true;
             return Ok(Sighting::Recorded {
                 id,
@@ -295,8 +295,8 @@ async fn sight(
     // made since the last listing.
     let fresh_since = if let Some(p) = &seen.pending {
         let over = ctx
-            .answered_creates
-            .over_at(obj, p, ctx.config.lost_create_grace);
+            .memory
+            .create_over_at(obj, p, ctx.config.lost_create_grace);
         (over <= Timestamp::now()).then_some(over)
     } else if obj.spec.database_name.is_some() {
         created

@@ -7,12 +7,12 @@ use super::*;
 use crate::{
     controller::{
         database_index::Entry,
-        failed_creates::{LOST_CREATE_GRACE, MIN_LOST_CREATE_GRACE},
         instance::{
             fixtures::{CLUSTER, database, instance, status},
             observe::{ClusterView, Lookup, Sighting, Workload},
             validate,
         },
+        memory::{LOST_CREATE_GRACE, MIN_LOST_CREATE_GRACE},
     },
     crd::{Plan, WorkloadKind},
 };
