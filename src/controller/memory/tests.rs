@@ -399,3 +399,12 @@ fn a_call_is_over_at_its_answer_else_a_grace_after_it_started() {
     let over = m.create_over_at(&obj, &first, grace);
     assert!(over >= before && over <= Timestamp::now(), "{over}");
 }
+
+#[test]
+fn an_entry_is_small_and_rare_kinds_are_boxed() {
+    // Every instance the operator reconciled successfully keeps one entry (its last read); the
+    // kinds most instances never have (a refused or answered create) are boxed.
+    let size = std::mem::size_of::<Entry>();
+    println!("entry: {size} bytes");
+    assert!(size <= 160, "{size} bytes");
+}
