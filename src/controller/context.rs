@@ -1,17 +1,13 @@
-//! What every reconcile shares: the clients, the operator's settings, the per-object memories
-//! (recent reads, reported failures, failure counts), the database name index, and the names
+//! What every reconcile shares: the clients, the operator's settings, the per-object memory
+//! (see [`super::memory`]), the database name index, and the names
 //! the operator writes under (field manager, finalizer, Event reporter).
 
-use std::{
-    collections::HashMap,
-    sync::{Arc, Mutex},
-    time::Duration,
-};
+use std::{sync::Arc, time::Duration};
 
-use kube::{Client, Resource, runtime::reflector::ObjectRef};
+use kube::{Client, Resource};
 use rand::Rng;
 
-use super::{database_index::DatabaseIndex, recent, refusals::Refusals, reported};
+use super::{database_index::DatabaseIndex, memory::Memory};
 use crate::{
     crd::{CacheInstance, DeletionPolicy},
     credentials::{Binding, CredentialResolver},
@@ -84,22 +80,15 @@ pub struct Context {
     pub metrics: Arc<Metrics>,
     pub policies: Policies,
     pub config: Settings,
-    /// The database each object's last successful reconcile saw.
-    pub recent: recent::RecentReads,
-    /// What each object last reported, for one Event per new failure or drift.
-    pub reported: reported::ReportedFailures,
+    /// What the operator remembers about each object between passes, forgotten when the watch
+    /// says the object is gone.
+    pub memory: Memory,
     /// The database names of each account, listed once per process.
     pub databases: DatabaseIndex,
     /// Which instance manages which database.
     pub claims: super::claims::Claims,
-    /// Create calls Upstash refused, not repeated by the passes the operator's writes trigger.
-    pub refusals: Refusals,
-    /// Create calls that failed with an answer, decided from the list without waiting.
-    pub answered_creates: super::failed_creates::AnsweredCreates,
     /// Settled instances whose first read of this process waits for its turn.
     pub first_reads: super::startup::FirstReads,
-    /// Deleted objects whose cleanup this process finished.
-    pub finished_cleanups: super::instance::FinishedCleanups,
     /// The connection Secrets the operator wrote, as its watch sees them.
     pub owned_secrets: super::owned_secrets::OwnedSecrets,
     /// The reconcilers' Developer API requests in flight (`--concurrency` slots; the monitor's
@@ -107,8 +96,6 @@ pub struct Context {
     pub upstash_slots: Arc<tokio::sync::Semaphore>,
     /// Renders Secret templates within bounds, in worker processes.
     pub templates: crate::templates::Renderer,
-    /// Consecutive failures per object, for exponential backoff.
-    failures: Mutex<HashMap<ObjectRef<CacheInstance>, u32>>,
 }
 
 impl Context {
@@ -126,23 +113,18 @@ impl Context {
             client,
             upstash,
             credentials,
+            memory: Memory::new(config.resync, metrics.clone()),
             metrics,
             policies,
-            recent: recent::RecentReads::new(config.resync),
-            reported: reported::ReportedFailures::default(),
             databases: DatabaseIndex::default(),
             claims: Default::default(),
-            refusals: Refusals::default(),
-            answered_creates: Default::default(),
             first_reads: Default::default(),
-            finished_cleanups: Default::default(),
             owned_secrets: Default::default(),
             upstash_slots: Arc::new(tokio::sync::Semaphore::new(usize::from(
                 config.concurrency.max(1),
             ))),
             config,
             templates: crate::templates::Renderer::new(),
-            failures: Mutex::default(),
         }
     }
 
@@ -179,34 +161,6 @@ impl Context {
             }
             other => other,
         })
-    }
-
-    /// Forgets everything kept about `obj`, which is gone: its metric series and every
-    /// per-object memory.
-    pub fn forget(&self, obj: &CacheInstance) {
-        self.metrics.forget_instance(
-            obj.metadata.namespace.as_deref().unwrap_or_default(),
-            obj.metadata.name.as_deref().unwrap_or_default(),
-        );
-        self.recent.forget(obj);
-        self.reported.forget(obj);
-        self.refusals.forget(obj);
-        self.answered_creates.forget(obj);
-        self.record_success(obj);
-    }
-
-    pub(crate) fn record_success(&self, obj: &CacheInstance) {
-        self.failures
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .remove(&super::object_key(obj));
-    }
-
-    pub(crate) fn record_failure(&self, obj: &CacheInstance) -> u32 {
-        let mut failures = self.failures.lock().unwrap_or_else(|e| e.into_inner());
-        let count = failures.entry(super::object_key(obj)).or_insert(0);
-        *count = count.saturating_add(1);
-        *count
     }
 }
 

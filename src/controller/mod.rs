@@ -8,13 +8,10 @@ pub mod create_record;
 pub mod database_index;
 pub mod desired;
 pub mod developer_api;
-pub mod failed_creates;
 pub mod instance;
+pub mod memory;
 pub mod naming;
 pub mod owned_secrets;
-pub mod recent;
-pub mod refusals;
-pub mod reported;
 pub mod secret;
 pub mod startup;
 
@@ -57,7 +54,7 @@ pub const TRANSIENT_BACKOFF_CAP: Duration = Duration::from_secs(30);
 pub const BACKOFF_CAP: Duration = Duration::from_secs(300);
 
 /// How long the operator's own writes may still be missing from its watch caches: a pass right
-/// after them takes what it wrote as current for that long (see `RecentReads::cache_behind` and
+/// after them takes what it wrote as current for that long (see `Memory::cache_behind` and
 /// `OwnedSecrets::wrote`).
 pub const WATCH_LAG: Duration = Duration::from_secs(10);
 
@@ -94,7 +91,7 @@ pub const FIRST_BACKOFF: Duration = Duration::from_secs(2);
 
 fn error_policy(obj: Arc<CacheInstance>, error: &Error, ctx: Arc<Context>) -> Action {
     // The next attempt reads the database again.
-    ctx.recent.forget(&obj);
+    ctx.memory.forget_read(&obj);
     if error.category() == ErrorCategory::CircuitOpen {
         // Nothing was tried: come back when the breaker lets a trial call through, without
         // growing this object's backoff.
@@ -106,7 +103,7 @@ fn error_policy(obj: Arc<CacheInstance>, error: &Error, ctx: Arc<Context>) -> Ac
         );
         return Action::requeue(wait + jitter(Duration::from_millis(500), 1.0));
     }
-    let failures = ctx.record_failure(&obj);
+    let failures = ctx.memory.record_failure(&obj);
     let transient = is_transient_upstash_failure(error.category());
     let wait = match ctx.upstash.breaker().reopens_in() {
         // Upstash looks down: the breaker's trial call decides when to try again.
@@ -241,13 +238,13 @@ impl Departures {
 
     fn see(&mut self, event: &watcher::Event<CacheInstance>) {
         match event {
-            watcher::Event::Delete(obj) => self.ctx.forget(obj),
+            watcher::Event::Delete(obj) => self.ctx.memory.forget(obj),
             // The store still holds the old list; it is replaced when the new one is done.
             watcher::Event::Init => self.before_relist = Some(self.store.state()),
             watcher::Event::InitDone => {
                 for obj in self.before_relist.take().unwrap_or_default() {
                     if self.store.get(&object_key(&obj)).is_none() {
-                        self.ctx.forget(&obj);
+                        self.ctx.memory.forget(&obj);
                     }
                 }
             }
@@ -351,7 +348,7 @@ pub async fn run_instances(
             |obj, ctx: Arc<Context>| async move {
                 let result = instance::reconcile(obj.clone(), ctx.clone()).await;
                 if result.is_ok() {
-                    ctx.record_success(&obj);
+                    ctx.memory.record_success(&obj);
                 }
                 result
             },
@@ -487,9 +484,9 @@ mod tests {
                 obj.metadata.namespace.as_deref().unwrap_or_default(),
                 obj.name_any()
             ));
-            let reported = !ctx.reported.is_new(
+            let reported = !ctx.memory.is_new_failure(
                 obj,
-                reported::Topic::Ready,
+                memory::Topic::Ready,
                 "PolicyViolation",
                 "blocked",
                 || false,
@@ -504,14 +501,14 @@ mod tests {
                 &obj.name_any(),
                 false,
             );
-            ctx.reported.is_new(
+            ctx.memory.is_new_failure(
                 obj,
-                reported::Topic::Ready,
+                memory::Topic::Ready,
                 "PolicyViolation",
                 "blocked",
                 || false,
             );
-            ctx.record_failure(obj);
+            ctx.memory.record_failure(obj);
             let event = watcher::Event::Apply(obj.clone());
             writer.apply_watcher_event(&event);
             departures.see(&event);
@@ -527,7 +524,7 @@ mod tests {
             (false, false),
             "series and memory forgotten"
         );
-        assert_eq!(ctx.record_failure(&a), 1, "its backoff starts over");
+        assert_eq!(ctx.memory.record_failure(&a), 1, "its backoff starts over");
         assert_eq!(remembered(&b), (true, true), "the other one is kept");
 
         // `b` is deleted while the watch is down: missing from the new list, it is gone too.

@@ -33,7 +33,7 @@ use kube::{
 use rand::Rng;
 
 use crate::{
-    controller::{FIELD_MANAGER, conditions, recent::RecentReads},
+    controller::{FIELD_MANAGER, conditions, memory::Memory},
     crd::{CacheInstance, LEGACY_PENDING_CREATE_ANNOTATION},
 };
 
@@ -351,12 +351,12 @@ impl FirstReads {
         state.waiting.get(&key).is_some_and(|w| w.until > now) || state.carried.contains_key(&key)
     }
 
-    /// The record to write now: this process's reads (`recent`), and the record's reads of the
+    /// The record to write now: this process's last reads, and the record's reads of the
     /// instances it has not read yet, up to one resync interval (and the first minute) after
     /// the start: later, those are instances that are gone.
-    pub fn record(&self, recent: &RecentReads, cluster: &str, resync: Duration) -> LastReads {
+    pub fn record(&self, memory: &Memory, cluster: &str, resync: Duration) -> LastReads {
         let unix = unix_now();
-        let mut reads: Vec<(u64, u32)> = recent
+        let mut reads: Vec<(u64, u32)> = memory
             .read_ages()
             .into_iter()
             .map(|(key, age)| {
@@ -487,7 +487,7 @@ impl ReadRecord {
     pub async fn write_now(&self, ctx: &super::Context) {
         let record = ctx
             .first_reads
-            .record(&ctx.recent, &ctx.config.cluster_id, ctx.config.resync);
+            .record(&ctx.memory, &ctx.config.cluster_id, ctx.config.resync);
         self.write(&record).await;
     }
 }
@@ -747,7 +747,7 @@ status:
 
     #[test]
     fn the_record_holds_this_process_reads_and_the_ones_it_has_not_made_yet() {
-        let recent = RecentReads::new(RESYNC);
+        let memory = Memory::new(RESYNC, std::sync::Arc::new(crate::metrics::Metrics::new()));
         let unix = unix_now() as u32;
         let reads = first_reads_with(&[(7, unix - 100), (8, unix - 200)]);
         // 7 waits for its turn; 8 has not had its first pass yet.
@@ -757,7 +757,7 @@ status:
                 .wait_at(7, true, false, RESYNC, now, u64::from(unix), 0.5)
                 .is_some()
         );
-        let record = reads.record(&recent, "c", RESYNC);
+        let record = reads.record(&memory, "c", RESYNC);
         assert_eq!(record.reads, [(7, unix - 100), (8, unix - 200)]);
         // Long after the start, the record's reads of instances never seen are dropped.
         let old = FirstReads {
@@ -765,7 +765,7 @@ status:
             state: Mutex::default(),
         };
         old.load(&LastReads::of(1, "c", vec![(8, unix - 200)]));
-        assert!(old.record(&recent, "c", RESYNC).reads.is_empty());
+        assert!(old.record(&memory, "c", RESYNC).reads.is_empty());
     }
 
     #[test]

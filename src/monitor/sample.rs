@@ -109,8 +109,8 @@ impl Monitor {
         }
         let (db, read_at) = match self
             .ctx
-            .recent
-            .peek(instance, database_id)
+            .memory
+            .peek_read(instance, database_id)
             .filter(|(_, age)| !had_db && *age < DB_REFRESH)
         {
             Some((db, age)) => (

@@ -13,7 +13,7 @@ use crate::{
         conditions::{self, Cond},
         database_index,
         developer_api::DeveloperApi,
-        reported::Topic,
+        memory::Topic,
     },
     crd::{CacheInstance, CacheInstanceStatus, DeletionPolicy, ManagementPolicy, PendingCreate},
     credentials::Binding,
@@ -89,36 +89,10 @@ pub(super) enum Blocked {
     Failed(Error),
 }
 
-/// Objects whose cleanup this process finished, by UID, for ten minutes: a pass triggered
-/// before the watch shows the object gone (say, by its Secret's deletion) must not delete its
-/// database a second time.
-#[derive(Default)]
-pub struct FinishedCleanups {
-    uids: std::sync::Mutex<std::collections::HashMap<String, std::time::Instant>>,
-}
-
-impl FinishedCleanups {
-    const KEPT: std::time::Duration = std::time::Duration::from_secs(600);
-
-    fn finished(&self, uid: String) {
-        let mut uids = self.uids.lock().unwrap_or_else(|e| e.into_inner());
-        uids.retain(|_, at| at.elapsed() < Self::KEPT);
-        uids.insert(uid, std::time::Instant::now());
-    }
-
-    fn done(&self, uid: &str) -> bool {
-        self.uids
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .get(uid)
-            .is_some_and(|at| at.elapsed() < Self::KEPT)
-    }
-}
-
 /// Runs the cleanup of a deleted `obj`.
 pub async fn run(obj: &CacheInstance, ctx: &Context, kube: &impl Cluster) -> Result<Action> {
     let uid = obj.uid().unwrap_or_default();
-    if !uid.is_empty() && ctx.finished_cleanups.done(&uid) {
+    if !uid.is_empty() && ctx.memory.cleanup_done(obj) {
         return Ok(Action::await_change());
     }
     let verdict =
@@ -178,10 +152,9 @@ pub(super) async fn carry_out<A: DeveloperApi>(
     kube.release(obj).await?;
     let uid = obj.uid().unwrap_or_default();
     if !uid.is_empty() {
-        ctx.finished_cleanups.finished(uid);
+        ctx.memory.cleanup_finished(obj);
     }
     ctx.credentials.cleanup_finished();
-    ctx.forget(obj);
     Ok(Action::await_change())
 }
 
@@ -291,18 +264,6 @@ async fn report_blocked(
 
 #[cfg(test)]
 mod tests {
-    #[test]
-    fn a_finished_cleanup_is_remembered_by_uid() {
-        let finished = super::FinishedCleanups::default();
-        assert!(!finished.done("u1"));
-        finished.finished("u1".into());
-        assert!(finished.done("u1"));
-        assert!(
-            !finished.done("u2"),
-            "another object (or a recreated one) is cleaned up"
-        );
-    }
-
     use super::*;
     use crate::controller::instance::fixtures::{instance, status};
 

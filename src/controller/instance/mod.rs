@@ -40,7 +40,7 @@ use std::{sync::Arc, time::Duration};
 use k8s_openapi::jiff::Timestamp;
 use kube::{ResourceExt, runtime::controller::Action};
 
-pub use cleanup::{FinishedCleanups, WAY_OUT};
+pub use cleanup::WAY_OUT;
 pub use observe::pending_record;
 pub use plan::lost_create_grace;
 pub use publish::RESTART_ANNOTATION;

@@ -110,7 +110,7 @@ pub fn wait(obj: &CacheInstance, ctx: &Context) -> Option<Duration> {
     if let Some(wait) = first_read_wait(obj, ctx) {
         return Some(wait);
     }
-    ctx.recent
+    ctx.memory
         .cache_behind(obj)
         .then_some(Duration::from_secs(1))
 }
@@ -122,7 +122,7 @@ fn first_read_wait(obj: &CacheInstance, ctx: &Context) -> Option<Duration> {
         .status
         .as_ref()
         .and_then(|s| s.database_id.as_deref())
-        .is_some_and(|id| ctx.recent.read_at(obj, id).is_some());
+        .is_some_and(|id| ctx.memory.read_at(obj, id).is_some());
     if !startup::settled(obj) {
         return ctx
             .first_reads
@@ -281,11 +281,11 @@ pub async fn object<A>(
 /// What this process remembers of the create calls of `obj` (`pending`: the one on record).
 pub fn memory(obj: &CacheInstance, ctx: &Context, pending: Option<&PendingCreate>) -> Memory {
     Memory {
-        refusal: ctx.refusals.standing(obj),
-        create_answered: pending.is_some_and(|p| ctx.answered_creates.was_answered(obj, p)),
+        refusal: ctx.memory.standing_refusal(obj),
+        create_answered: pending.is_some_and(|p| ctx.memory.create_was_answered(obj, p)),
         create_over: pending.map(|p| {
-            ctx.answered_creates
-                .over_at(obj, p, ctx.config.lost_create_grace)
+            ctx.memory
+                .create_over_at(obj, p, ctx.config.lost_create_grace)
         }),
     }
 }
@@ -308,8 +308,8 @@ async fn sight(
         }
         // Triggered by the operator's own writes (or the monitor's) since the last read:
         // nothing the database could have drifted in is worth a call before the next resync.
-        if let Some(db) = ctx.recent.reuse(obj, &id, index_key) {
-            seen.read_at = ctx.recent.read_at(obj, &id);
+        if let Some(db) = ctx.memory.reusable_read(obj, &id, index_key) {
+            seen.read_at = ctx.memory.read_at(obj, &id);
             seen.reused = true;
             return Ok(Sighting::Recorded {
                 id,

@@ -33,7 +33,7 @@ use crate::{
     upstash::{CreateDatabase, Database},
 };
 
-pub use crate::controller::failed_creates::lost_create_grace;
+pub use crate::controller::memory::lost_create_grace;
 
 /// Where a database that disappears from Upstash may have gone.
 pub const ARCHIVE_NOTE: &str = "Upstash archives free databases after 30 days without use and keeps a backup that can be restored from the Upstash console";

@@ -14,7 +14,7 @@ use crate::{
         Context,
         conditions::{self, Cond, Status},
         desired::LiveSettings,
-        reported::Topic,
+        memory::Topic,
     },
     crd::{Binding, CacheInstance, CacheInstanceStatus},
     error::{Error, Result},
@@ -179,14 +179,14 @@ impl<'a> Report<'a> {
     /// already shows is no news either.
     pub fn drift(&self, ctx: &Context, kube: &impl Cluster, synced: &Cond) {
         if synced.reason != "Drifted" {
-            ctx.reported.healthy(self.obj, Topic::Drift);
+            ctx.memory.reported_healthy(self.obj, Topic::Drift);
             return;
         }
         let shown = || {
             conditions::find(&self.previous.conditions, conditions::SYNCED)
                 .is_some_and(|c| c.reason == synced.reason && c.message == synced.message)
         };
-        if ctx.reported.is_new(
+        if ctx.memory.is_new_failure(
             self.obj,
             Topic::Drift,
             &synced.reason,
@@ -208,7 +208,7 @@ impl<'a> Report<'a> {
         if !is_ready && ready.reason != "Provisioning" {
             self.warn_if_new(ctx, kube, Topic::Ready, &ready.reason, &ready.message);
         } else {
-            ctx.reported.healthy(self.obj, Topic::Ready);
+            ctx.memory.reported_healthy(self.obj, Topic::Ready);
         }
         self.set(ready);
         self.status.observed_generation = self.obj.metadata.generation;
@@ -272,7 +272,7 @@ impl<'a> Report<'a> {
             conditions::find(&self.previous.conditions, conditions::READY)
                 .is_some_and(|c| c.status == "False" && c.reason == reason && c.message == message)
         };
-        if ctx.reported.is_new(self.obj, topic, reason, message, shown) {
+        if ctx.memory.is_new_failure(self.obj, topic, reason, message, shown) {
             kube.publish(
                 self.obj,
                 &Notice {

@@ -355,8 +355,8 @@ pub enum Remember<'a> {
 pub fn remember(ctx: &Context, obj: &CacheInstance, what: Remember<'_>) {
     match what {
         Remember::Created => {
-            ctx.refusals.forget(obj);
-            ctx.answered_creates.forget(obj);
+            ctx.memory.forget_refusal(obj);
+            ctx.memory.forget_answered_create(obj);
         }
         Remember::FailedCreate {
             failed,
@@ -364,14 +364,14 @@ pub fn remember(ctx: &Context, obj: &CacheInstance, what: Remember<'_>) {
             record,
         } => {
             if failed.refusal {
-                ctx.refusals.refused(obj, error);
+                ctx.memory.create_refused(obj, error);
             }
             match failed.record {
-                RecordAfter::Drop => ctx.answered_creates.forget(obj),
-                RecordAfter::DecideFromList => ctx.answered_creates.answered(obj, record),
+                RecordAfter::Drop => ctx.memory.forget_answered_create(obj),
+                RecordAfter::DecideFromList => ctx.memory.create_answered(obj, record),
                 RecordAfter::Keep => {}
             }
         }
-        Remember::Read { index_key, db, at } => ctx.recent.record(obj, index_key, *db, at),
+        Remember::Read { index_key, db, at } => ctx.memory.record_read(obj, index_key, *db, at),
     }
 }

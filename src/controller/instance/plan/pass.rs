@@ -199,7 +199,7 @@ pub fn create(
         record: PendingCreate {
             database_name: request.database_name.clone(),
             // In whole seconds, as the record is written and read back: the memory of an
-            // answered call (see `failed_creates`) matches the record by its start.
+            // answered call (see `controller::memory`) matches the record by its start.
             started: Time(Timestamp::from_second(now.as_second()).unwrap_or(now)),
             uid: obj.metadata.uid.clone(),
         },

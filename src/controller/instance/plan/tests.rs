@@ -9,11 +9,11 @@ use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
 use crate::{
     controller::{
         database_index::Entry,
-        failed_creates::{LOST_CREATE_GRACE, MIN_LOST_CREATE_GRACE},
         instance::{
             fixtures::{CLUSTER, database, instance, status},
             validate,
         },
+        memory::{LOST_CREATE_GRACE, MIN_LOST_CREATE_GRACE},
     },
     crd::{Plan, WorkloadKind},
 };

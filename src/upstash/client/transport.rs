@@ -1,0 +1,231 @@
+//! How one Developer API call is sent: a circuit-breaker permit, a request slot (when the
+//! API is gated), the rate limit, a timeout per request, retries with backoff for what may be
+//! repeated, and each request counted in `upstash_api_requests_total`.
+
+use std::time::Duration;
+
+use reqwest::{Method, StatusCode};
+use secrecy::ExposeSecret;
+use serde::de::DeserializeOwned;
+
+use super::UpstashApi;
+use crate::{
+    metrics::{ApiRequestLabels, EndpointLabels},
+    upstash::{breaker::BreakerState, error::UpstashError, limiter::Kind},
+};
+
+/// Whether a call may be repeated when its answer is lost or it failed transiently.
+#[derive(Clone, Copy, PartialEq, Eq)]
+pub(super) enum Idempotence {
+    Retry,
+    Once,
+}
+
+impl UpstashApi {
+    pub(super) async fn call_ok(
+        &self,
+        method: Method,
+        endpoint: &'static str,
+        path: &str,
+        body: Option<serde_json::Value>,
+    ) -> Result<(), UpstashError> {
+        self.call::<serde_json::Value>(method, endpoint, path, body, Idempotence::Retry)
+            .await
+            .map(|_| ())
+    }
+
+    /// One call: a circuit-breaker permit, up to `attempts` requests, and one outcome
+    /// recorded with the breaker. Idempotent calls are repeated after failures that may pass;
+    /// creates and password resets only after failures that prove Upstash did nothing (429, no
+    /// connection), since a lost answer must be resolved by looking, not by repeating. The
+    /// half-open breaker's trial call is made once.
+    pub(super) async fn call<T: DeserializeOwned>(
+        &self,
+        method: Method,
+        endpoint: &'static str,
+        path: &str,
+        body: Option<serde_json::Value>,
+        idempotence: Idempotence,
+    ) -> Result<T, UpstashError> {
+        let inner = &self.client.inner;
+        let permit = match inner.breaker.try_acquire() {
+            Ok(permit) => permit,
+            Err(wait) => {
+                self.count(endpoint, "circuit_open");
+                return Err(UpstashError::CircuitOpen(wait));
+            }
+        };
+        let attempts = if permit.is_trial() {
+            1
+        } else {
+            inner.config.attempts.max(1)
+        };
+        let mut attempt = 1;
+        let result = loop {
+            let error = match self.send_once(&method, endpoint, path, body.as_ref()).await {
+                Ok(value) => break Ok(value),
+                Err(e) => e,
+            };
+            if attempt >= attempts || !may_repeat(idempotence, &error) {
+                break Err(error);
+            }
+            let backoff =
+                Duration::from_millis(50 * u64::from(attempt)).min(Duration::from_secs(2));
+            let wait = error.retry_after().unwrap_or(backoff).max(backoff);
+            if wait > inner.config.max_inline_wait {
+                break Err(error);
+            }
+            tracing::debug!(endpoint, attempt, wait_ms = wait.as_millis() as u64, error = %error, "retrying Upstash call");
+            tokio::time::sleep(wait).await;
+            attempt += 1;
+        };
+        let healthy = match &result {
+            Ok(_) => true,
+            Err(e) => !e.counts_as_outage(),
+        };
+        if inner.breaker.record(permit, healthy) == Some(BreakerState::Open) {
+            inner.metrics.breaker_openings_total.inc();
+        }
+        inner
+            .metrics
+            .breaker_state
+            .set(inner.breaker.state().as_gauge());
+        result
+    }
+
+    /// One request under the rate limit, counted and timed.
+    async fn send_once<T: DeserializeOwned>(
+        &self,
+        method: &Method,
+        endpoint: &'static str,
+        path: &str,
+        body: Option<&serde_json::Value>,
+    ) -> Result<T, UpstashError> {
+        let inner = &self.client.inner;
+        let kind = if *method == Method::GET {
+            Kind::Read
+        } else {
+            Kind::Change
+        };
+        // The token first, where changes go ahead of reads; then the slot. (A read holding a
+        // slot while it waits for the changes to pass would keep those changes from the slots,
+        // so that reads would go first after all.)
+        inner.limiter.until_ready(kind).await;
+        let _slot = match &self.slots {
+            Some(slots) => slots.acquire().await.ok(),
+            None => None,
+        };
+        let url = inner
+            .config
+            .base_url
+            .join(path)
+            .map_err(|e| UpstashError::Transport(format!("bad URL for {endpoint}: {e}")))?;
+        let mut request = inner
+            .http
+            .request(method.clone(), url)
+            .basic_auth(
+                &self.credentials.email,
+                Some(self.credentials.api_key.expose_secret()),
+            )
+            .header(reqwest::header::ACCEPT, "application/json");
+        if let Some(body) = body {
+            request = request.json(body);
+        }
+        let started = std::time::Instant::now();
+        let outcome = self.exchange(request).await;
+        inner
+            .metrics
+            .api_request_duration_seconds
+            .get_or_create(&EndpointLabels {
+                endpoint: endpoint.to_string(),
+            })
+            .observe(started.elapsed().as_secs_f64());
+        let code = match &outcome {
+            Ok((status, _, _)) => status.as_u16().to_string(),
+            Err(UpstashError::Timeout(_)) => "timeout".to_string(),
+            Err(_) => "error".to_string(),
+        };
+        self.count(endpoint, &code);
+        outcome.and_then(|(status, retry_after, text)| {
+            if status.is_success() {
+                serde_json::from_str::<T>(&text).map_err(|e| {
+                    UpstashError::Decode(format!("{endpoint}: {e} (body of {} bytes)", text.len()))
+                })
+            } else {
+                Err(UpstashError::from_response(
+                    status.as_u16(),
+                    &text,
+                    retry_after,
+                ))
+            }
+        })
+    }
+
+    /// Sends the request; returns the status, `Retry-After` (seconds form) and the body.
+    async fn exchange(
+        &self,
+        request: reqwest::RequestBuilder,
+    ) -> Result<(StatusCode, Option<Duration>, String), UpstashError> {
+        let timeout = self.client.inner.config.timeout;
+        let response = request
+            .send()
+            .await
+            .map_err(|e| transport_error(e, timeout))?;
+        let status = response.status();
+        let retry_after = response
+            .headers()
+            .get(reqwest::header::RETRY_AFTER)
+            .and_then(|v| v.to_str().ok())
+            .and_then(|v| v.trim().parse::<u64>().ok())
+            .map(Duration::from_secs);
+        let text = response
+            .text()
+            .await
+            .map_err(|e| transport_error(e, timeout))?;
+        Ok((status, retry_after, text))
+    }
+
+    fn count(&self, endpoint: &str, code: &str) {
+        self.client
+            .inner
+            .metrics
+            .api_requests_total
+            .get_or_create(&ApiRequestLabels {
+                endpoint: endpoint.to_string(),
+                code: code.to_string(),
+            })
+            .inc();
+    }
+}
+
+/// Whether a failed attempt may be repeated within the same call.
+pub(super) fn may_repeat(idempotence: Idempotence, error: &UpstashError) -> bool {
+    match idempotence {
+        Idempotence::Retry => error.is_retryable(),
+        Idempotence::Once => error.is_retryable() && error.not_performed(),
+    }
+}
+
+fn transport_error(e: reqwest::Error, timeout: Duration) -> UpstashError {
+    if e.is_timeout() {
+        return UpstashError::Timeout(timeout);
+    }
+    let decode = e.is_decode() || e.is_body();
+    let connect = e.is_connect();
+    // The URL carries no secret, but messages stay short and stable without it.
+    let e = e.without_url();
+    let mut text = e.to_string();
+    let mut source = std::error::Error::source(&e);
+    while let Some(s) = source {
+        text.push_str(": ");
+        text.push_str(&s.to_string());
+        source = s.source();
+    }
+    if decode {
+        UpstashError::Decode(text)
+    } else if connect {
+        UpstashError::Connect(text)
+    } else {
+        UpstashError::Transport(text)
+    }
+}
