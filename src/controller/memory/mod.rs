@@ -40,7 +40,12 @@
 //! no write). Those passes are not filtered out of the trigger stream: a pass that the status
 //! write triggers is also what picks up a trigger that arrived during the previous pass (a
 //! Secret deleted, a policy changed) with a current copy, restores a status edited by hand, and
-//! lets a pass that found its cached copy behind run again once the watch catches up.
+//! lets a pass that found its cached copy behind run again once the watch catches up. Measured
+//! at N = 1,000 (BENCHMARKS.md, "One per-object memory"), a predicate filter on generation,
+//! labels, annotations, finalizers and deletion saved 0.05 passes per instance and would drop no
+//! kind of entry here (the last read also serves the passes of Secret, policy and credentials
+//! events, the monitor and the restart record), while adding a per-object cache of its own that
+//! the watch does not forget.
 
 mod creates;
 mod last_read;
