@@ -194,6 +194,9 @@ pub enum Check {
     Changes,
     /// Lists users: the engine's own are left out of the answer.
     Hide,
+    /// `ACL RESTTOKEN <user> <password>`: answered here with [`rest_token`], after the commands
+    /// before it ran (a user set in the same pipeline gets its token).
+    RestToken { user: Vec<u8>, password: Vec<u8> },
 }
 
 /// Upstash's answer to ACL commands on a free database.
@@ -262,7 +265,10 @@ pub fn check(shared: &Shared, database_id: &str, args: &[Vec<u8>]) -> Check {
         },
         "LIST" | "USERS" => Check::Hide,
         "RESTTOKEN" => match rest {
-            [user, password] => Check::Local(rest_token(shared, database_id, user, password)),
+            [user, password] => Check::RestToken {
+                user: user.clone(),
+                password: password.clone(),
+            },
             _ => Check::Local(Reply::err(
                 "ERR wrong number of arguments for 'acl|resttoken' command",
             )),
@@ -276,7 +282,7 @@ pub fn check(shared: &Shared, database_id: &str, args: &[Vec<u8>]) -> Check {
 }
 
 /// `ACL RESTTOKEN <user> <password>`: a token for the REST API acting as that user.
-fn rest_token(shared: &Shared, database_id: &str, user: &[u8], password: &[u8]) -> Reply {
+pub fn rest_token(shared: &Shared, database_id: &str, user: &[u8], password: &[u8]) -> Reply {
     let (Ok(user), Ok(password)) = (std::str::from_utf8(user), std::str::from_utf8(password))
     else {
         return Reply::err(crate::data_plane::WRONGPASS);

@@ -552,12 +552,19 @@ pub async fn execute(
     };
     let mut acl_changes = false;
     let mut acl_hide = vec![];
+    // `ACL RESTTOKEN`s, answered once the commands before them ran: (position, user, password).
+    let mut tokens = vec![];
     let checks: Vec<Result<(), Reply>> = cmds
         .iter()
-        .map(|c| {
+        .enumerate()
+        .map(|(i, c)| {
             precheck(c, Transport::Rest, admitted.max_entry)?;
             match acl::check(shared, caller.database_id, c) {
                 acl::Check::Local(r) => Err(r),
+                acl::Check::RestToken { user, password } => {
+                    tokens.push((i, user, password));
+                    Err(Reply::Nil)
+                }
                 acl::Check::Changes => {
                     acl_changes = true;
                     Ok(())
@@ -581,13 +588,21 @@ pub async fn execute(
         .filter(|(_, ok)| ok.is_ok())
         .map(|(c, _)| c.as_slice())
         .collect();
+    let answer_tokens = |replies: &mut Vec<Reply>| {
+        for (i, user, password) in &tokens {
+            if let Some(r) = replies.get_mut(*i) {
+                *r = acl::rest_token(shared, caller.database_id, user, password);
+            }
+        }
+    };
     if forwarded.is_empty() {
         // Nothing for the engine: do not start it for refused commands.
         let sync = record(shared, caller.database_id, &[], None);
-        let replies = checks
+        let mut replies = checks
             .into_iter()
             .map(|c| c.err().unwrap_or(Reply::Nil))
             .collect();
+        answer_tokens(&mut replies);
         return Ok(Executed { replies, sync });
     }
     // Scripts written for Upstash, as Redis takes them.
@@ -619,7 +634,7 @@ pub async fn execute(
         .await
         .map_err(engine_error)?;
     let mut ran = Vec::with_capacity(cmds.len());
-    let replies = if let Parsed::Multi(_) = parsed {
+    let mut replies = if let Parsed::Multi(_) = parsed {
         let multi = vec![b"MULTI".to_vec()];
         let exec = vec![b"EXEC".to_vec()];
         let mut batch: Vec<&[Vec<u8>]> = vec![&multi];
@@ -687,6 +702,9 @@ pub async fn execute(
     drop(lease);
     if acl_changes {
         acl::sync(shared, caller.database_id).await;
+    }
+    if !matches!(parsed, Parsed::Multi(_)) {
+        answer_tokens(&mut replies);
     }
     let sample = shared.engines.sample(caller.database_id, false).await;
     let sync = record(shared, caller.database_id, &ran, sample);

@@ -381,6 +381,8 @@ struct Forward {
 /// What to do with one frame.
 enum Step {
     Local(Reply, Flow),
+    /// `ACL RESTTOKEN <user> <password>`, answered after the commands before it ran.
+    RestToken(Vec<u8>, Vec<u8>),
     Forward(Box<Forward>),
 }
 
@@ -489,12 +491,17 @@ impl Session {
             _ => frame.size,
         };
         let mut hide_users = false;
+        let mut token = None;
         let checked = if request as u64 > max_request {
             Err(Reply::err(Refused::TooLarge.message()))
         } else {
             data_plane::precheck(&frame.args, Transport::Resp, max_entry).and_then(|()| {
                 match acl::check(shared, &database_id, &frame.args) {
                     acl::Check::Local(r) => Err(r),
+                    acl::Check::RestToken { user, password } => {
+                        token = Some((user, password));
+                        Ok(())
+                    }
                     acl::Check::Hide => {
                         hide_users = true;
                         Ok(())
@@ -518,6 +525,17 @@ impl Session {
                 Instant::now(),
             );
             return local(e);
+        }
+        if let Some((user, password)) = token {
+            record_call(
+                shared,
+                &endpoint_of(&frame.args),
+                200,
+                &database_id,
+                None,
+                Instant::now(),
+            );
+            return vec![Step::RestToken(user, password)];
         }
         let fault = |endpoint: &str| shared.faults_lock().take(endpoint, Some(&database_id));
         // Scripts written for Upstash, as Redis takes them.
@@ -706,6 +724,14 @@ impl Session {
                         if flow != Flow::Continue {
                             return flow;
                         }
+                    }
+                    Step::RestToken(user, password) => {
+                        let f = self.flush(shared, &mut group, out, client).await;
+                        if f != Flow::Continue {
+                            return f;
+                        }
+                        acl::rest_token(shared, &self.database_id(), &user, &password)
+                            .to_resp2(out);
                     }
                     Step::Forward(fw) => {
                         let Some(fault) = fw.fault.clone() else {

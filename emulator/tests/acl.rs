@@ -259,6 +259,39 @@ async fn acl_users_are_enforced_by_the_engine_over_rest_and_resp() {
         .unwrap_err();
     assert_eq!(err.kind(), redis::ErrorKind::AuthenticationFailed, "{err}");
 
+    // A user set and its token minted in one pipeline (as the operator does).
+    let r = env
+        .http
+        .post(format!("{}/pipeline", Env::rest_url(&db)))
+        .bearer_auth(&t)
+        .json(&json!([
+            [
+                "ACL",
+                "SETUSER",
+                "carol",
+                "reset",
+                ">carol-pw",
+                "on",
+                "~c:*",
+                "+@all"
+            ],
+            ["ACL", "RESTTOKEN", "carol", "carol-pw"],
+            ["ACL", "WHOAMI"]
+        ]))
+        .send()
+        .await
+        .unwrap();
+    let (st, v) = body_json(r).await;
+    assert_eq!(st, StatusCode::OK, "{v}");
+    let ct = v[1]["result"]
+        .as_str()
+        .unwrap_or_else(|| panic!("{v}"))
+        .to_string();
+    assert_eq!(
+        rest(&env, &db, &ct, json!(["ACL", "WHOAMI"])).await.1,
+        json!({"result": "carol"})
+    );
+
     // Nothing secret in the call log.
     let calls = serde_json::to_string(&env.calls("?plane=data").await).unwrap();
     for secret in ["alice-pw", "reader-pw", at.as_str()] {
