@@ -143,6 +143,10 @@ pub const LEGACY_PENDING_CREATE_ANNOTATION: &str = "cache.upstash-operator.dev/p
         .message("the free plan has no budget and Upstash refuses one: set plan: payg, or leave budget out (or 0)")
         .field_path(".budget")
         .reason(Reason::FieldValueForbidden),
+    validation = Rule::new("!has(self.users) || size(self.users) == 0 || !has(self.plan) || self.plan != 'free'")
+        .message("users: Redis ACL users need a paid plan and the free plan has none: set plan: payg (or a fixed plan), or remove users")
+        .field_path(".users")
+        .reason(Reason::FieldValueForbidden),
     validation = Rule::new("!has(self.adopt) || !has(self.adopt.byName) || !self.adopt.byName || has(self.databaseName)")
         .message("adopt.byName: true adopts the database named spec.databaseName: set it")
         .field_path(".databaseName")
@@ -330,6 +334,23 @@ pub struct CacheInstanceSpec {
     /// from the Upstash console.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub on_missing: Option<OnMissing>,
+
+    /// Redis ACL users, one per application, each limited to its keys (by default the
+    /// `keyPrefix` followed by `*`) and commands (by default no `@admin` and no `@dangerous`
+    /// command), with a generated password and a Secret of its own holding the same variables as
+    /// the main Secret (`REDIS_URL` with the user's name, `REDIS_PASSWORD`,
+    /// `UPSTASH_REDIS_REST_URL`, `UPSTASH_REDIS_REST_TOKEN` acting as the user,
+    /// `REDIS_KEY_PREFIX`, `REDIS_TLS_ENABLED`). Paid plans only. The operator creates the users,
+    /// sets them back when they are changed or deleted outside Kubernetes (one `DriftCorrected`
+    /// Event), re-creates them after a restore or a database re-creation (both drop ACL users),
+    /// and deletes a user and its Secret when it leaves this list. Users this list never named
+    /// are left alone. Rotate one user's password by setting the annotation
+    /// `cache.upstash-operator.dev/rotate-user-<name>` to a new value. State: the `UsersReady`
+    /// condition.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(length(max = 64))]
+    #[x_kube(merge_strategy = ListMerge::Map(vec!["name".into()]))]
+    pub users: Option<Vec<super::AclUser>>,
 }
 
 /// A set of keys written to the connection Secret.

@@ -415,6 +415,15 @@ async fn converge(
     let (secrets_written, removed) =
         publish_credentials(obj, ctx, report, &db, prefetched_view).await?;
 
+    // The ACL users and their Secrets (crate::acl).
+    let users = crate::acl::reconcile(obj, ctx, &db, valid.observe_only()).await?;
+    if let Some(cond) = users.cond {
+        report.set(cond);
+    }
+    if let Some(after) = users.retry {
+        report.requeue_within(after);
+    }
+
     // Reused by reconciles that the operator's own writes trigger (forgotten if this pass
     // fails later).
     ctx.recent.record(
