@@ -94,3 +94,16 @@ impl AclUser {
         }
     }
 }
+
+/// Whether the database's `default` user (the main Secret's password and REST token) works.
+#[derive(
+    Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize, schemars::JsonSchema, Default,
+)]
+pub enum DefaultUser {
+    /// The `default` user is on (as every database starts).
+    #[default]
+    Enabled,
+    /// The `default` user is off once every user in `spec.users` exists: the main Secret's
+    /// password and REST token stop working.
+    Disabled,
+}

@@ -436,3 +436,65 @@ async fn the_free_plan_gets_a_condition_and_no_acl_call() {
     let secrets: Api<Secret> = Api::namespaced(client.clone(), ns.name());
     assert!(secrets.get_opt("free-a").await.unwrap().is_none());
 }
+
+#[tokio::test]
+async fn with_the_default_user_off_the_main_password_fails_and_users_are_still_managed() {
+    let cluster = testkit::cluster().await;
+    let ns = cluster.namespace("acl-default").await;
+    let stack = start_stack(&ns, &[]).await;
+    let client = ns.client().await;
+    let ca = stack.emulator.ca_file().to_path_buf();
+    let mut spec = json!({
+        "primaryRegion": "us-east-1",
+        "keyPrefix": "a:",
+        "users": [{"name": "a"}],
+        "defaultUser": "Disabled",
+    });
+    let obj = apply_and_settle(&client, ns.name(), "shop", &spec).await;
+    let id = obj.status.unwrap().database_id.unwrap();
+    let main = secret(&client, ns.name(), "shop").await;
+    let err = redis_connect(&main["REDIS_URL"], &ca).await.unwrap_err();
+    assert_eq!(err.kind(), redis::ErrorKind::AuthenticationFailed, "{err}");
+    let (status, _) = rest_command(
+        &main["UPSTASH_REDIS_REST_URL"],
+        &main["UPSTASH_REDIS_REST_TOKEN"],
+        &ca,
+        json!(["GET", "a:1"]),
+    )
+    .await;
+    assert_eq!(status, 401);
+    let db = stack.emulator.database(&id).await.unwrap();
+    assert_eq!(db["db_acl_default_user_status"], "false");
+    assert_eq!(db["db_acl_enabled"], "true");
+    let a = secret(&client, ns.name(), "shop-a").await;
+    let mut con = redis_connect(&a["REDIS_URL"], &ca).await.unwrap();
+    let () = redis::cmd("SET")
+        .arg(&["a:1", "x"])
+        .query_async(&mut con)
+        .await
+        .unwrap();
+    let events = events_for(&client, ns.name(), "shop").await;
+    assert!(
+        events.iter().any(|e| e.0 == "DefaultUserDisabled"),
+        "{events:?}"
+    );
+
+    // The operator still manages users, with a user of its own.
+    spec["users"] = json!([{"name": "a"}, {"name": "b", "keys": ["b:*"]}]);
+    apply_and_settle(&client, ns.name(), "shop", &spec).await;
+    let b = secret(&client, ns.name(), "shop-b").await;
+    let mut con = redis_connect(&b["REDIS_URL"], &ca).await.unwrap();
+    let () = redis::cmd("SET")
+        .arg(&["b:1", "y"])
+        .query_async(&mut con)
+        .await
+        .unwrap();
+    let own = secret(&client, ns.name(), "shop-upstash-operator").await;
+    assert_eq!(own["REDIS_USERNAME"], "upstash-operator");
+    assert!(redis_connect(&main["REDIS_URL"], &ca).await.is_err());
+
+    // Enabled: the main password works again.
+    spec["defaultUser"] = json!("Enabled");
+    apply_and_settle(&client, ns.name(), "shop", &spec).await;
+    assert!(redis_connect(&main["REDIS_URL"], &ca).await.is_ok());
+}
