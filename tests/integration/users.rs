@@ -498,3 +498,75 @@ async fn with_the_default_user_off_the_main_password_fails_and_users_are_still_m
     apply_and_settle(&client, ns.name(), "shop", &spec).await;
     assert!(redis_connect(&main["REDIS_URL"], &ca).await.is_ok());
 }
+
+#[tokio::test]
+async fn observe_mode_reports_user_drift_and_changes_nothing() {
+    let cluster = testkit::cluster().await;
+    let ns = cluster.namespace("acl-observe").await;
+    let stack = start_stack(&ns, &[]).await;
+    let client = ns.client().await;
+    let ca = stack.emulator.ca_file().to_path_buf();
+    let mut spec = json!({
+        "primaryRegion": "us-east-1",
+        "keyPrefix": "a:",
+        "users": [{"name": "a"}],
+    });
+    apply_and_settle(&client, ns.name(), "shop", &spec).await;
+    let main = secret(&client, ns.name(), "shop").await;
+    spec["managementPolicy"] = json!("Observe");
+    apply_and_settle(&client, ns.name(), "shop", &spec).await;
+
+    // Deleted outside Kubernetes while only observed: reported, not re-created.
+    let (status, _) = rest_command(
+        &main["UPSTASH_REDIS_REST_URL"],
+        &main["UPSTASH_REDIS_REST_TOKEN"],
+        &ca,
+        json!(["ACL", "DELUSER", "a"]),
+    )
+    .await;
+    assert_eq!(status, 200);
+    witness_pass(&stack.operator, &client, ns.name(), "shop").await;
+    let api: Api<CacheInstance> = Api::namespaced(client.clone(), ns.name());
+    let obj = api.get("shop").await.unwrap();
+    let cond = obj
+        .status
+        .unwrap()
+        .conditions
+        .into_iter()
+        .find(|c| c.type_ == "UsersReady")
+        .unwrap();
+    assert_eq!(
+        (cond.status.as_str(), cond.reason.as_str()),
+        ("False", "Drifted")
+    );
+    assert!(
+        cond.message.contains("ACL user a is missing"),
+        "{}",
+        cond.message
+    );
+    assert_eq!(
+        acl_users(&main, &ca).await,
+        ["default"],
+        "nothing re-created"
+    );
+    witness_pass(&stack.operator, &client, ns.name(), "shop").await;
+    testkit::wait_for("one AclDrifted Event", TIMEOUT, || async {
+        occurrences(
+            &client,
+            ns.name(),
+            "shop",
+            "AclDrifted",
+            "ACL user a is missing",
+        )
+        .await
+            == 1
+    })
+    .await;
+
+    // Back to Full: the user is created again.
+    spec["managementPolicy"] = json!("Full");
+    apply_and_settle(&client, ns.name(), "shop", &spec).await;
+    let mut users = acl_users(&main, &ca).await;
+    users.sort();
+    assert_eq!(users, ["a", "default"]);
+}
