@@ -132,6 +132,7 @@ pub async fn reconcile(
     }
     let details = ConnectionDetails::new(obj, db);
     let rest_url = details.rest_url();
+    client::register(&rest_url, &db.database_id);
     // The operator's own user's token first (it works when `default` is off), else the
     // database's own.
     let own = default_user::known_token(ctx, obj, &namespace, &db.database_id).await?;
