@@ -578,9 +578,17 @@ pub async fn execute(
         })
         .collect();
     if let Parsed::Multi(_) = parsed
-        && let Some(Err(Reply::Error(e))) = checks.iter().find(|c| c.is_err())
+        && let Some(Err(Reply::Error(e))) =
+            checks.iter().find(|c| matches!(c, Err(Reply::Error(_))))
     {
         return Err(Refused::Discarded(e.clone()));
+    }
+    if let Parsed::Multi(_) = parsed
+        && !tokens.is_empty()
+    {
+        return Err(Refused::Discarded(
+            "ERR ACL RESTTOKEN cannot run inside a transaction".into(),
+        ));
     }
     let forwarded: Vec<&[Vec<u8>]> = cmds
         .iter()

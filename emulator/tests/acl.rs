@@ -292,6 +292,25 @@ async fn acl_users_are_enforced_by_the_engine_over_rest_and_resp() {
         json!({"result": "carol"})
     );
 
+    // Not inside a transaction (nothing runs).
+    let r = env
+        .http
+        .post(format!("{}/multi-exec", Env::rest_url(&db)))
+        .bearer_auth(&t)
+        .json(&json!([
+            ["SET", "c:1", "x"],
+            ["ACL", "RESTTOKEN", "carol", "carol-pw"]
+        ]))
+        .send()
+        .await
+        .unwrap();
+    let (st, v) = body_json(r).await;
+    assert_eq!(st, StatusCode::BAD_REQUEST, "{v}");
+    assert_eq!(
+        rest(&env, &db, &t, json!(["EXISTS", "c:1"])).await.1,
+        json!({"result": 0})
+    );
+
     // Nothing secret in the call log.
     let calls = serde_json::to_string(&env.calls("?plane=data").await).unwrap();
     for secret in ["alice-pw", "reader-pw", at.as_str()] {
