@@ -162,9 +162,9 @@ impl Publisher {
         let now = Timestamp::now();
         let repeat = self.seen().repeat(&key, now);
         if let Some((name, count)) = repeat {
+            // `note` is immutable in events.k8s.io/v1: the repeat counts up the series only.
             let patch = serde_json::json!({
                 "series": EventSeries { count, last_observed_time: MicroTime(now) },
-                "note": truncate(note),
             });
             match events
                 .patch(&name, &PatchParams::default(), &Patch::Merge(&patch))

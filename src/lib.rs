@@ -4,6 +4,7 @@
 //! `CachePolicy` watches the instances it selects and raises Events when thresholds are crossed.
 #![forbid(unsafe_code)]
 
+pub mod acl;
 pub mod cli;
 pub mod cluster_id;
 pub mod controller;

@@ -142,6 +142,13 @@ pub async fn run(args: Args) -> anyhow::Result<()> {
         .collect();
     let policy_status = policies::status::StatusControllers::new(&policies, &policy_watches.scopes);
     let instance_stores: Vec<_> = controllers.iter().map(|c| c.store()).collect();
+    crate::acl::client::init(
+        args.upstash_timeout
+            .duration()?
+            .min(Duration::from_secs(10)),
+        extra_ca.as_deref(),
+    )
+    .context("building the data-plane HTTP client for ACL users")?;
     let prober = Prober::new(
         args.upstash_timeout
             .duration()?

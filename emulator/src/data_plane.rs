@@ -23,9 +23,10 @@ use http::{HeaderValue, Method, StatusCode, header};
 use serde_json::{Value, json};
 
 use crate::Shared;
+use crate::acl;
 use crate::api::databases::parse_cidr;
 use crate::calllog::redact_path;
-use crate::engine::{EngineSettings, Role, Sample};
+use crate::engine::{EngineSettings, Role, Sample, Who};
 use crate::reply::Reply;
 use crate::scripts::ReplyFix;
 use crate::server::{ConnInfo, Exchange, Outcome};
@@ -201,7 +202,6 @@ pub fn command_name(args: &[Vec<u8>]) -> String {
 /// Commands Upstash does not offer (server administration, replication, other databases):
 /// refused on both transports.
 const NOT_AVAILABLE: &[&str] = &[
-    "ACL",
     "BGREWRITEAOF",
     "BGSAVE",
     "CLUSTER",
@@ -301,14 +301,18 @@ pub struct Caller<'a> {
     pub password: Option<&'a str>,
     /// The client's address (checked against the allow-list).
     pub peer: IpAddr,
+    /// An ACL user a client defined, instead of `default`/`default_ro` (`password` is its
+    /// password, for both transports).
+    pub user: Option<&'a str>,
 }
 
 impl Caller<'_> {
-    pub fn role(&self) -> Role {
-        if self.read_only {
-            Role::ReadOnly
-        } else {
-            Role::Full
+    /// Who the engine connection logs in as.
+    pub fn who(&self) -> Who<'_> {
+        match (self.user, self.password) {
+            (Some(name), Some(password)) => Who::User { name, password },
+            _ if self.read_only => Who::Role(Role::ReadOnly),
+            _ => Who::Role(Role::Full),
         }
     }
 }
@@ -381,10 +385,12 @@ impl Refused {
 pub const WRONGPASS: &str = "WRONGPASS invalid username-password pair or user is disabled.";
 
 /// What an admitted batch may use.
-#[derive(Debug, Clone, Copy)]
+#[derive(Debug, Clone)]
 pub struct Admitted {
     pub settings: EngineSettings,
     pub max_entry: u64,
+    /// The ACL users clients defined (replayed if the engine starts).
+    pub users: Vec<String>,
 }
 
 /// Upstash's checks of a batch, under the state lock: the database exists, the password is
@@ -409,8 +415,20 @@ pub fn admit(
     } else {
         &m.password
     };
-    if caller.password.is_some_and(|p| p != current) {
-        return Err(Refused::WrongPassword);
+    match caller.user {
+        // The engine checks the password again when the connection logs in.
+        Some(user) => {
+            if !caller.password.is_some_and(|p| db.acl.accepts(user, p)) {
+                return Err(Refused::WrongPassword);
+            }
+        }
+        None => {
+            if caller.password.is_some_and(|p| p != current)
+                || (!caller.read_only && !db.acl.default_on())
+            {
+                return Err(Refused::WrongPassword);
+            }
+        }
     }
     if !allowed(&m.allowed_ip_ranges, caller.peer) {
         return Err(Refused::IpNotAllowed(caller.peer));
@@ -428,6 +446,7 @@ pub fn admit(
     Ok(Admitted {
         settings: m.engine_settings(),
         max_entry: plan.max_entry_size,
+        users: db.acl.lines.clone(),
     })
 }
 
@@ -510,7 +529,11 @@ pub fn record(shared: &Shared, database_id: &str, ran: &[Ran<'_>], sample: Optio
 /// A command rewritten for the engine (or `None`: as sent), and the change to its answer.
 type Translated = (Option<Vec<Vec<u8>>>, Option<ReplyFix>);
 
-fn engine_error(e: std::io::Error) -> Refused {
+pub fn engine_error(e: std::io::Error) -> Refused {
+    if e.kind() == std::io::ErrorKind::PermissionDenied {
+        // The engine refused the login: a deleted or disabled user, a changed password.
+        return Refused::WrongPassword;
+    }
     Refused::Engine(e.to_string())
 }
 
@@ -527,14 +550,45 @@ pub async fn execute(
         Parsed::Single(c) => vec![c],
         Parsed::Pipeline(c) | Parsed::Multi(c) => c.iter().collect(),
     };
+    let mut acl_changes = false;
+    let mut acl_hide = vec![];
+    // `ACL RESTTOKEN`s, answered once the commands before them ran: (position, user, password).
+    let mut tokens = vec![];
     let checks: Vec<Result<(), Reply>> = cmds
         .iter()
-        .map(|c| precheck(c, Transport::Rest, admitted.max_entry))
+        .enumerate()
+        .map(|(i, c)| {
+            precheck(c, Transport::Rest, admitted.max_entry)?;
+            match acl::check(shared, caller.database_id, c) {
+                acl::Check::Local(r) => Err(r),
+                acl::Check::RestToken { user, password } => {
+                    tokens.push((i, user, password));
+                    Err(Reply::Nil)
+                }
+                acl::Check::Changes => {
+                    acl_changes = true;
+                    Ok(())
+                }
+                acl::Check::Hide => {
+                    acl_hide.push(c.as_slice());
+                    Ok(())
+                }
+                acl::Check::Pass => Ok(()),
+            }
+        })
         .collect();
     if let Parsed::Multi(_) = parsed
-        && let Some(Err(Reply::Error(e))) = checks.iter().find(|c| c.is_err())
+        && let Some(Err(Reply::Error(e))) =
+            checks.iter().find(|c| matches!(c, Err(Reply::Error(_))))
     {
         return Err(Refused::Discarded(e.clone()));
+    }
+    if let Parsed::Multi(_) = parsed
+        && !tokens.is_empty()
+    {
+        return Err(Refused::Discarded(
+            "ERR ACL RESTTOKEN cannot run inside a transaction".into(),
+        ));
     }
     let forwarded: Vec<&[Vec<u8>]> = cmds
         .iter()
@@ -542,13 +596,21 @@ pub async fn execute(
         .filter(|(_, ok)| ok.is_ok())
         .map(|(c, _)| c.as_slice())
         .collect();
+    let answer_tokens = |replies: &mut Vec<Reply>| {
+        for (i, user, password) in &tokens {
+            if let Some(r) = replies.get_mut(*i) {
+                *r = acl::rest_token(shared, caller.database_id, user, password);
+            }
+        }
+    };
     if forwarded.is_empty() {
         // Nothing for the engine: do not start it for refused commands.
         let sync = record(shared, caller.database_id, &[], None);
-        let replies = checks
+        let mut replies = checks
             .into_iter()
             .map(|c| c.err().unwrap_or(Reply::Nil))
             .collect();
+        answer_tokens(&mut replies);
         return Ok(Executed { replies, sync });
     }
     // Scripts written for Upstash, as Redis takes them.
@@ -556,6 +618,7 @@ pub async fn execute(
         .iter()
         .map(|c| match shared.engines.scripts().translate(c) {
             Some((args, fix)) => (Some(args), fix),
+            None if acl_hide.contains(c) => (None, Some(ReplyFix::HideUsers)),
             None => (None, None),
         })
         .collect();
@@ -570,11 +633,16 @@ pub async fn execute(
     };
     let mut lease = shared
         .engines
-        .checkout(caller.database_id, admitted.settings, caller.role())
+        .checkout(
+            caller.database_id,
+            admitted.settings,
+            &admitted.users,
+            caller.who(),
+        )
         .await
         .map_err(engine_error)?;
     let mut ran = Vec::with_capacity(cmds.len());
-    let replies = if let Parsed::Multi(_) = parsed {
+    let mut replies = if let Parsed::Multi(_) = parsed {
         let multi = vec![b"MULTI".to_vec()];
         let exec = vec![b"EXEC".to_vec()];
         let mut batch: Vec<&[Vec<u8>]> = vec![&multi];
@@ -640,6 +708,12 @@ pub async fn execute(
             .collect()
     };
     drop(lease);
+    if acl_changes {
+        acl::sync(shared, caller.database_id).await;
+    }
+    if !matches!(parsed, Parsed::Multi(_)) {
+        answer_tokens(&mut replies);
+    }
     let sample = shared.engines.sample(caller.database_id, false).await;
     let sync = record(shared, caller.database_id, &ran, sample);
     Ok(Executed { replies, sync })
@@ -777,8 +851,9 @@ pub async fn handle(
         let caller = Caller {
             database_id: &found.database_id,
             read_only: found.read_only,
-            password: None,
+            password: found.user.as_ref().map(|(_, p)| p.as_str()),
             peer,
+            user: found.user.as_ref().map(|(u, _)| u.as_str()),
         };
         match execute(&shared2, &caller, size, &parsed).await {
             Ok(ex) => render(&parsed, ex, enc),

@@ -3,11 +3,12 @@
 //! when idle (or when too many run), its key space kept in an RDB file between runs.
 //!
 //! Creating, listing and deleting databases never starts an engine. An engine listens on a unix
-//! socket in a private directory only; the emulator talks to it as three users: the server's
-//! `default` user (the emulator's own administration: limits, `INFO`, `SAVE`), `app` (the full
-//! REST token and the `default` Redis user of clients: every command except Redis's `@admin`
-//! ones) and `ro` (the read-only REST token and the `default_ro` user: Redis's `@read` commands,
-//! not `KEYS` or `SCAN`), so a refused command gets Redis's own `NOPERM` answer. Plan limits
+//! socket in a private directory only; the emulator talks to it as three users: `upstash-emulator`
+//! (the emulator's own administration: limits, `INFO`, `SAVE`), the server's `default` user (the
+//! full REST token and the `default` Redis user of clients: every command except Redis's `@admin`
+//! ones, `ACL` included) and `default_ro` (the read-only REST token and user: Redis's `@read`
+//! commands, not `KEYS` or `SCAN`), so a refused command gets Redis's own `NOPERM` answer. ACL
+//! users that clients define (`crate::acl`) log in to the engine as themselves. Plan limits
 //! become the engine's `maxmemory` (the plan's data size above what the empty server uses) and
 //! `maxmemory-policy` (`noeviction`, or `allkeys-random` with eviction on), so a full database
 //! answers with Redis's own `OOM` error or evicts.
@@ -41,6 +42,15 @@ pub enum Role {
     /// Redis's `@read` commands without `KEYS` and `SCAN` (the read-only REST token, the
     /// `default_ro` user).
     ReadOnly,
+}
+
+/// Who a connection to an engine logs in as.
+#[derive(Clone, Copy)]
+pub enum Who<'a> {
+    /// One of the database's own users (pooled connections).
+    Role(Role),
+    /// An ACL user a client defined (a connection of its own; the engine checks the password).
+    User { name: &'a str, password: &'a str },
 }
 
 /// What the plan asks of an engine; applied on the next use when it changes.
@@ -270,6 +280,10 @@ impl Conn {
         ];
         match c.call(&args).await? {
             Reply::Status(_) => Ok(c),
+            // Wrong password, deleted or disabled user: the caller's credentials failed.
+            Reply::Error(e) if e.starts_with("WRONGPASS") => {
+                Err(io::Error::new(io::ErrorKind::PermissionDenied, e))
+            }
             other => Err(broken(format!(
                 "engine refused the emulator's login: {other:?}"
             ))),
@@ -460,7 +474,8 @@ fn safe_id(id: &str) -> io::Result<&str> {
 pub struct Lease {
     slot: Arc<Slot>,
     conn: Option<Conn>,
-    role: Role,
+    /// The pool the connection returns to (`None`: an ACL user's, never pooled).
+    role: Option<Role>,
     epoch: Instant,
     /// Commands sent whose replies have not all been read.
     pub in_flight: bool,
@@ -500,8 +515,10 @@ impl Drop for Lease {
         }
         if let Some(conn) = self.conn.take() {
             let mut idle = lock(&self.slot.idle);
-            if conn.generation == idle.generation {
-                let list = idle.conns.entry(self.role).or_default();
+            if let Some(role) = self.role
+                && conn.generation == idle.generation
+            {
+                let list = idle.conns.entry(role).or_default();
                 if list.len() < MAX_IDLE_CONNS {
                     list.push(conn);
                 }
@@ -649,9 +666,35 @@ impl Engines {
 
     fn credentials(&self, role: Role) -> (&'static str, &str) {
         match role {
-            Role::Full => ("app", &self.app_password),
-            Role::ReadOnly => ("ro", &self.ro_password),
+            Role::Full => ("default", &self.app_password),
+            Role::ReadOnly => (crate::state::READ_ONLY_USER, &self.ro_password),
         }
+    }
+
+    /// The users a client defined (`ACL LIST` lines, the engine's own left out), or `None` when
+    /// the engine does not run.
+    pub async fn acl_list(&self, id: &str) -> io::Result<Option<Vec<String>>> {
+        let Some(slot) = lock(&self.slots).get(id).cloned() else {
+            return Ok(None);
+        };
+        let mut guard = slot.process.lock().await;
+        let Some(p) = guard.as_mut() else {
+            return Ok(None);
+        };
+        match p.admin.call(&cmd(&["ACL", "LIST"])).await? {
+            Reply::Array(items) => Ok(Some(items.iter().filter_map(Reply::as_text).collect())),
+            other => Err(broken(format!("ACL LIST: {other:?}"))),
+        }
+    }
+
+    /// Replays a database's users on an engine that just started for it.
+    async fn replay_users(&self, p: &mut Process, lines: &[String]) -> io::Result<()> {
+        for args in crate::acl::replay(lines, &self.app_password) {
+            if let Reply::Error(e) = p.admin.call(&args).await? {
+                tracing::warn!(error = %e, "replaying an ACL user failed");
+            }
+        }
+        Ok(())
     }
 
     /// A connection to the database's engine, starting the engine first if needed and applying
@@ -660,11 +703,16 @@ impl Engines {
         self: &Arc<Self>,
         id: &str,
         settings: EngineSettings,
-        role: Role,
+        users: &[String],
+        who: Who<'_>,
     ) -> io::Result<Lease> {
         let slot = self.slot(id);
         slot.users.fetch_add(1, Ordering::AcqRel);
         touch(&slot, self.started);
+        let role = match who {
+            Who::Role(r) => Some(r),
+            Who::User { .. } => None,
+        };
         let mut lease = Lease {
             slot: slot.clone(),
             conn: None,
@@ -676,10 +724,11 @@ impl Engines {
             let mut guard = slot.process.lock().await;
             if guard.is_none() {
                 self.make_room(id);
-                let p = match self.take_spare(id).await? {
+                let mut p = match self.take_spare(id).await? {
                     Some(p) => p,
                     None => self.start(id, settings).await?,
                 };
+                self.replay_users(&mut p, users).await?;
                 self.refill();
                 lock(&slot.idle).generation = p.generation;
                 *guard = Some(p);
@@ -691,19 +740,25 @@ impl Engines {
             }
             (p.socket.clone(), p.generation)
         };
-        let reused = {
-            let mut idle = lock(&slot.idle);
-            if idle.generation == generation {
-                idle.conns.get_mut(&role).and_then(Vec::pop)
-            } else {
-                None
+        let reused = match role {
+            Some(role) => {
+                let mut idle = lock(&slot.idle);
+                if idle.generation == generation {
+                    idle.conns.get_mut(&role).and_then(Vec::pop)
+                } else {
+                    None
+                }
             }
+            None => None,
         };
-        let conn = match reused {
-            Some(c) => c,
-            None => {
+        let conn = match (reused, who) {
+            (Some(c), _) => c,
+            (None, Who::Role(role)) => {
                 let (user, password) = self.credentials(role);
                 Conn::connect(&socket, user, password, generation).await?
+            }
+            (None, Who::User { name, password }) => {
+                Conn::connect(&socket, name, password, generation).await?
             }
         };
         lease.conn = Some(conn);
@@ -896,10 +951,22 @@ impl Engines {
             counters: Counters::default(),
             last_sample: None,
         };
+        // The emulator's own user first (the server's `default` user becomes the clients').
+        let mut admin_user = cmd(&["ACL", "SETUSER", crate::acl::ADMIN_USER, "reset", "on"]);
+        admin_user.push(format!(">{}", self.admin_password).into_bytes());
+        admin_user.extend(cmd(&["~*", "&*", "+@all"]));
+        if let Reply::Error(e) = p.admin.call(&admin_user).await? {
+            return Err(broken(format!("ACL SETUSER (administration): {e}")));
+        }
+        let mut auth = cmd(&["AUTH", crate::acl::ADMIN_USER]);
+        auth.push(self.admin_password.as_bytes().to_vec());
+        if let Reply::Error(e) = p.admin.call(&auth).await? {
+            return Err(broken(format!("AUTH (administration): {e}")));
+        }
         for (user, password, rules) in [
-            ("app", &self.app_password, "+@all -@admin"),
+            ("default", &self.app_password, "+@all -@admin +acl"),
             (
-                "ro",
+                crate::state::READ_ONLY_USER,
                 &self.ro_password,
                 "-@all +@read +@connection +@transaction +info +time +eval_ro +evalsha_ro \
                  +fcall_ro +command -@admin -keys -scan",

@@ -14,6 +14,7 @@
 //! ```
 
 pub mod accounts;
+pub mod acl;
 pub mod api;
 pub mod calllog;
 pub mod control;

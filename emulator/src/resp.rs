@@ -22,6 +22,7 @@ use tokio_rustls::TlsAcceptor;
 use tokio_util::sync::CancellationToken;
 
 use crate::Shared;
+use crate::acl;
 use crate::calllog::Call;
 use crate::data_plane::{self, Caller, Ran, Refused, Transport, WRONGPASS};
 use crate::engine::Lease;
@@ -339,6 +340,8 @@ struct Login {
     database_id: String,
     password: String,
     read_only: bool,
+    /// An ACL user a client defined (`None`: `default` or `default_ro`).
+    user: Option<String>,
 }
 
 /// A transaction being queued: the commands (for the traffic history at `EXEC`) and whether one
@@ -378,6 +381,8 @@ struct Forward {
 /// What to do with one frame.
 enum Step {
     Local(Reply, Flow),
+    /// `ACL RESTTOKEN <user> <password>`, answered after the commands before it ran.
+    RestToken(Vec<u8>, Vec<u8>),
     Forward(Box<Forward>),
 }
 
@@ -485,24 +490,52 @@ impl Session {
             (Some(m), n) if !matches!(n, "EXEC" | "DISCARD") => m.size + frame.size,
             _ => frame.size,
         };
+        let mut hide_users = false;
+        let mut token = None;
         let checked = if request as u64 > max_request {
             Err(Reply::err(Refused::TooLarge.message()))
         } else {
-            data_plane::precheck(&frame.args, Transport::Resp, max_entry)
+            data_plane::precheck(&frame.args, Transport::Resp, max_entry).and_then(|()| {
+                match acl::check(shared, &database_id, &frame.args) {
+                    acl::Check::Local(r) => Err(r),
+                    acl::Check::RestToken { user, password } => {
+                        token = Some((user, password));
+                        Ok(())
+                    }
+                    acl::Check::Hide => {
+                        hide_users = true;
+                        Ok(())
+                    }
+                    acl::Check::Changes | acl::Check::Pass => Ok(()),
+                }
+            })
         };
         if let Err(e) = checked {
-            if let Some(m) = self.multi.as_mut() {
+            if let Some(m) = self.multi.as_mut()
+                && e.is_error()
+            {
                 m.failed = true;
             }
             record_call(
                 shared,
                 &endpoint_of(&frame.args),
-                400,
+                if e.is_error() { 400 } else { 200 },
                 &database_id,
                 None,
                 Instant::now(),
             );
             return local(e);
+        }
+        if let Some((user, password)) = token {
+            record_call(
+                shared,
+                &endpoint_of(&frame.args),
+                200,
+                &database_id,
+                None,
+                Instant::now(),
+            );
+            return vec![Step::RestToken(user, password)];
         }
         let fault = |endpoint: &str| shared.faults_lock().take(endpoint, Some(&database_id));
         // Scripts written for Upstash, as Redis takes them.
@@ -514,7 +547,7 @@ impl Session {
                 },
                 fix,
             ),
-            None => (frame, None),
+            None => (frame, hide_users.then_some(ReplyFix::HideUsers)),
         };
         let forward =
             |frame: Frame, counts: Counts, fault: Option<FaultRule>, fix: Option<ReplyFix>| {
@@ -598,10 +631,10 @@ impl Session {
         let Some(found) = shared.lock().find_password(user, password) else {
             return Err(Reply::err(WRONGPASS));
         };
-        let same = self
-            .login
-            .as_ref()
-            .is_some_and(|l| l.database_id == found.database_id && l.read_only == found.read_only);
+        let user = found.user.map(|(u, _)| u);
+        let same = self.login.as_ref().is_some_and(|l| {
+            l.database_id == found.database_id && l.read_only == found.read_only && l.user == user
+        });
         if !same {
             // Another database or user: a new engine connection on the next command.
             self.engine = None;
@@ -611,6 +644,7 @@ impl Session {
             database_id: found.database_id,
             password: password.to_string(),
             read_only: found.read_only,
+            user,
         });
         Ok(())
     }
@@ -690,6 +724,14 @@ impl Session {
                         if flow != Flow::Continue {
                             return flow;
                         }
+                    }
+                    Step::RestToken(user, password) => {
+                        let f = self.flush(shared, &mut group, out, client).await;
+                        if f != Flow::Continue {
+                            return f;
+                        }
+                        acl::rest_token(shared, &self.database_id(), &user, &password)
+                            .to_resp2(out);
                     }
                     Step::Forward(fw) => {
                         let Some(fault) = fw.fault.clone() else {
@@ -780,7 +822,13 @@ impl Session {
             read_only: login.read_only,
             password: Some(&login.password),
             peer: self.peer.ip(),
+            user: login.user.as_deref(),
         };
+        let acl_changes = batch.iter().any(|f| match &f.counts {
+            Counts::Exec(queued, _) => queued.iter().any(|q| acl::changes_users(q)),
+            Counts::Command => acl::changes_users(&f.args),
+            Counts::Queued | Counts::Silent => false,
+        });
         // Sizes were checked frame by frame.
         let admitted = match data_plane::admit(shared, &caller, 0) {
             Ok(a) => a,
@@ -811,7 +859,12 @@ impl Session {
         if self.engine.is_none() {
             match shared
                 .engines
-                .checkout(&database_id, admitted.settings, caller.role())
+                .checkout(
+                    &database_id,
+                    admitted.settings,
+                    &admitted.users,
+                    caller.who(),
+                )
                 .await
             {
                 Ok(mut lease) => {
@@ -819,7 +872,15 @@ impl Session {
                     self.engine = Some(lease);
                 }
                 Err(e) => {
-                    let reply = refusal_reply(&Refused::Engine(e.to_string()));
+                    let refused = data_plane::engine_error(e);
+                    let reply = refusal_reply(&refused);
+                    if refused == Refused::WrongPassword {
+                        for _ in batch.iter().filter(|f| !f.hidden) {
+                            reply.to_resp2(out);
+                        }
+                        self.login = None;
+                        return Flow::Close;
+                    }
                     for _ in batch.iter().filter(|f| !f.hidden) {
                         reply.to_resp2(out);
                     }
@@ -927,6 +988,9 @@ impl Session {
                 failed: *failed,
             })
             .collect();
+        if acl_changes {
+            acl::sync(shared, &database_id).await;
+        }
         let sample = shared.engines.sample(&database_id, false).await;
         data_plane::record(shared, &database_id, &ran, sample);
         flow

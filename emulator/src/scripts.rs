@@ -70,12 +70,15 @@ fn sha1_hex(data: &[u8]) -> String {
 pub enum ReplyFix {
     /// `SCRIPT LOAD`: answer the SHA1 of the script the client sent.
     ScriptName(String),
+    /// `ACL LIST` / `ACL USERS`: leave the engine's own users out.
+    HideUsers,
 }
 
 impl ReplyFix {
     pub fn apply(&self, reply: Reply) -> Reply {
         match (self, reply) {
             (ReplyFix::ScriptName(sha), Reply::Bulk(_)) => Reply::Bulk(sha.clone().into_bytes()),
+            (ReplyFix::HideUsers, r) => crate::acl::hide(r),
             (_, other) => other,
         }
     }

@@ -109,6 +109,9 @@ pub struct Database {
     /// Read-your-writes sequence, echoed as `upstash-sync-token`.
     #[serde(default)]
     pub sync_seq: u64,
+    /// ACL users clients defined, and their REST tokens.
+    #[serde(default)]
+    pub acl: crate::acl::AclState,
 }
 
 /// How the advertised endpoint is formed.
@@ -200,8 +203,8 @@ impl Database {
             db_lua_credits_per_min: 10_000_000_000,
             db_store_max_idle: 900_000_000_000,
             db_max_loads_per_sec: 1_000_000,
-            db_acl_enabled: "false".into(),
-            db_acl_default_user_status: "true".into(),
+            db_acl_enabled: self.acl.has_users().to_string(),
+            db_acl_default_user_status: self.acl.default_on().to_string(),
             db_eviction: m.eviction,
             last_plan_upgrade_time: m.last_plan_upgrade_time,
             replicas: 1 + m.read_regions.len() as u32,
@@ -262,6 +265,8 @@ pub struct State {
 pub struct TokenMatch {
     pub database_id: String,
     pub read_only: bool,
+    /// An ACL user a client defined (name, password), instead of `default`/`default_ro`.
+    pub user: Option<(String, String)>,
 }
 
 /// The Redis users of a database: `default` (full access) and `default_ro` (read-only).
@@ -293,14 +298,20 @@ impl State {
                     Some(TokenMatch {
                         database_id: d.meta.id.clone(),
                         read_only: false,
+                        user: None,
                     })
                 } else if d.meta.read_only_rest_token == token {
                     Some(TokenMatch {
                         database_id: d.meta.id.clone(),
                         read_only: true,
+                        user: None,
                     })
                 } else {
-                    None
+                    d.acl.token(token).map(|t| TokenMatch {
+                        database_id: d.meta.id.clone(),
+                        read_only: false,
+                        user: Some((t.user.clone(), t.password.clone())),
+                    })
                 }
             })
     }
@@ -314,7 +325,19 @@ impl State {
         let read_only = match user {
             "default" => false,
             READ_ONLY_USER => true,
-            _ => return None,
+            _ => {
+                // An ACL user a client defined (paid plans).
+                return self
+                    .databases
+                    .values()
+                    .filter(|d| !d.meta.archived)
+                    .find(|d| d.acl.accepts(user, password))
+                    .map(|d| TokenMatch {
+                        database_id: d.meta.id.clone(),
+                        read_only: false,
+                        user: Some((user.to_string(), password.to_string())),
+                    });
+            }
         };
         self.databases
             .values()
@@ -323,12 +346,13 @@ impl State {
                 if read_only {
                     d.meta.read_only_password == password
                 } else {
-                    d.meta.password == password
+                    d.meta.password == password && d.acl.default_on()
                 }
             })
             .map(|d| TokenMatch {
                 database_id: d.meta.id.clone(),
                 read_only,
+                user: None,
             })
     }
 
@@ -543,6 +567,7 @@ mod tests {
             stats_overrides: Map::new(),
             order: 0,
             sync_seq: 0,
+            acl: Default::default(),
         }
     }
 

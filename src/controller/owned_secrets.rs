@@ -84,6 +84,40 @@ impl OwnedSecrets {
         })
     }
 
+    /// The operator's Secrets in `namespace` that carry the label `key`, as the watch last saw
+    /// them or as this process wrote them moments ago (used for the ACL users' Secrets).
+    pub fn with_label(&self, namespace: &str, key: &str) -> Vec<Arc<Secret>> {
+        let has = |s: &Secret| {
+            s.metadata.namespace.as_deref() == Some(namespace)
+                && s.metadata
+                    .labels
+                    .as_ref()
+                    .is_some_and(|l| l.contains_key(key))
+        };
+        let mut found: HashMap<(String, String), Arc<Secret>> = HashMap::new();
+        for (scope, store) in self.stores.lock().unwrap_or_else(|e| e.into_inner()).iter() {
+            if scope.as_deref().is_some_and(|s| s != namespace) {
+                continue;
+            }
+            for secret in store.state() {
+                if has(&secret) {
+                    found.insert(key_of(&secret), secret);
+                }
+            }
+        }
+        for (k, (secret, at)) in self
+            .written
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .iter()
+        {
+            if at.elapsed() < WATCH_LAG && has(secret) {
+                found.entry(k.clone()).or_insert_with(|| secret.clone());
+            }
+        }
+        found.into_values().collect()
+    }
+
     /// Keeps `secret`, as the API server answered its write, until the watch shows it.
     pub fn wrote(&self, mut secret: Secret) {
         crate::controller::secret::trim_cached(&mut secret);

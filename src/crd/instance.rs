@@ -143,6 +143,14 @@ pub const LEGACY_PENDING_CREATE_ANNOTATION: &str = "cache.upstash-operator.dev/p
         .message("the free plan has no budget and Upstash refuses one: set plan: payg, or leave budget out (or 0)")
         .field_path(".budget")
         .reason(Reason::FieldValueForbidden),
+    validation = Rule::new("!has(self.defaultUser) || self.defaultUser != 'Disabled' || (has(self.users) && size(self.users) > 0)")
+        .message("defaultUser: Disabled needs at least one user in spec.users: otherwise nothing could use the database")
+        .field_path(".defaultUser")
+        .reason(Reason::FieldValueForbidden),
+    validation = Rule::new("!has(self.users) || size(self.users) == 0 || !has(self.plan) || self.plan != 'free'")
+        .message("users: Redis ACL users need a paid plan and the free plan has none: set plan: payg (or a fixed plan), or remove users")
+        .field_path(".users")
+        .reason(Reason::FieldValueForbidden),
     validation = Rule::new("!has(self.adopt) || !has(self.adopt.byName) || !self.adopt.byName || has(self.databaseName)")
         .message("adopt.byName: true adopts the database named spec.databaseName: set it")
         .field_path(".databaseName")
@@ -330,6 +338,34 @@ pub struct CacheInstanceSpec {
     /// from the Upstash console.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub on_missing: Option<OnMissing>,
+
+    /// Redis ACL users, one per application, each limited to its keys (by default the
+    /// `keyPrefix` followed by `*`) and commands (by default no `@admin` and no `@dangerous`
+    /// command), with a generated password and a Secret of its own holding the same variables as
+    /// the main Secret (`REDIS_URL` with the user's name, `REDIS_PASSWORD`,
+    /// `UPSTASH_REDIS_REST_URL`, `UPSTASH_REDIS_REST_TOKEN` acting as the user,
+    /// `REDIS_KEY_PREFIX`, `REDIS_TLS_ENABLED`). Paid plans only. The operator creates the users,
+    /// sets them back when they are changed or deleted outside Kubernetes (one `DriftCorrected`
+    /// Event), re-creates them after a restore or a database re-creation (both drop ACL users),
+    /// and deletes a user and its Secret when it leaves this list. Users this list never named
+    /// are left alone. Rotate one user's password by setting the annotation
+    /// `cache.upstash-operator.dev/rotate-user-<name>` to a new value. State: the `UsersReady`
+    /// condition.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(length(max = 64))]
+    #[x_kube(merge_strategy = ListMerge::Map(vec!["name".into()]))]
+    pub users: Option<Vec<super::AclUser>>,
+
+    /// The database's `default` user, whose password and REST token the main Secret holds.
+    /// `Disabled` turns it off once every user in `users` exists, so that the all-powerful
+    /// password stops working (apps still on the main Secret get authentication errors: move them
+    /// to a user of their own first); the operator then manages the users with an ACL user of its
+    /// own (`upstash-operator`, allowed only `ACL` commands), whose credentials it keeps in the
+    /// Secret `<CacheInstance name>-upstash-operator`. `Enabled` turns it back on. Omit to leave
+    /// it as it is. A restore turns it back on (Upstash drops ACL settings); the operator turns it
+    /// off again.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub default_user: Option<super::DefaultUser>,
 }
 
 /// A set of keys written to the connection Secret.

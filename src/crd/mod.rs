@@ -8,12 +8,14 @@ mod common;
 mod instance;
 mod instance_status;
 mod policy;
+mod users;
 pub mod validation;
 
 pub use common::*;
 pub use instance::*;
 pub use instance_status::*;
 pub use policy::*;
+pub use users::*;
 
 /// API group of both kinds.
 pub const GROUP: &str = "cache.upstash-operator.dev";

@@ -203,11 +203,16 @@ impl Monitor {
             };
             let figures = figures::derive(&inputs, &thresholds, now);
             let judgement = evaluate::judge(&mut state.alerts, &figures, &thresholds, clock);
-            state.report = Some(InstanceReport::new(
+            let mut report = InstanceReport::new(
                 &figures,
                 &judgement.firing,
                 state.probe_commands_on(unix_day(now)),
-            ));
+            );
+            // The operator's ACL commands are not the application's either.
+            let acl = crate::acl::client::commands_on(&database_id, unix_day(now));
+            report.app_commands_today =
+                report.app_commands_today.map(|a| (a - acl as f64).max(0.0));
+            state.report = Some(report);
             (judgement, figures)
         };
         let labels = InstanceLabels {

@@ -187,6 +187,11 @@ impl Emulator {
         self.query_calls(&query).await
     }
 
+    /// Every data-plane call (REST and Redis protocol) after `mark`.
+    pub async fn data_calls_since(&self, mark: u64) -> Vec<Value> {
+        self.query_calls(&format!("plane=data&since={mark}")).await
+    }
+
     /// Every Developer API call after `mark`.
     pub async fn all_calls_since(&self, mark: u64) -> Vec<Value> {
         self.query_calls(&format!("plane=api&since={mark}")).await

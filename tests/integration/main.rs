@@ -17,3 +17,4 @@ mod restarts;
 mod safety;
 mod support;
 mod tenancy;
+mod users;

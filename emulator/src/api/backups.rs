@@ -100,6 +100,9 @@ pub async fn restore(ctx: &Ctx<'_>) -> ApiResult {
         .map_err(|e| ApiError::internal(format!("restore failed: {e}")))?;
     with_db(ctx, true, |db| {
         db.sync_seq += 1;
+        // ACL users are not carried over by a restore (Upstash: "You need to redefine ACL
+        // users"); the engine was stopped and starts without them.
+        db.acl = Default::default();
         Ok(())
     })?;
     ok()

@@ -176,6 +176,7 @@ pub fn create(ctx: &Ctx<'_>) -> ApiResult {
         stats_overrides: Map::new(),
         order: 0,
         sync_seq: 0,
+        acl: Default::default(),
     };
     // TLS is always on (a `tls: false` request is accepted and ignored, like Upstash).
     let _ = opt_bool(&b, "tls")?;

@@ -163,6 +163,15 @@ impl<A: DeveloperApi, K: Cluster> Pass<'_, A, K> {
             Step::Publish => {
                 carried.published = self.credentials(report, db, carried.view.take()).await?;
             }
+            Step::Users => {
+                let users = crate::acl::reconcile(obj, ctx, db, self.valid.observe_only()).await?;
+                if let Some(cond) = users.cond {
+                    report.set(cond);
+                }
+                if let Some(after) = users.retry {
+                    report.requeue_within(after);
+                }
+            }
             Step::Remember => {
                 let read = Remember::Read {
                     index_key: &upstash.index_key,

@@ -71,6 +71,8 @@ pub enum Step {
     /// Write the Secrets, remove the stale ones, restart the workloads (see
     /// [`super::secrets()`]).
     Publish,
+    /// Reconcile the database's Redis ACL users and their Secrets (see [`crate::acl`]).
+    Users,
     /// Remember the database as the pass leaves it.
     Remember,
     /// The Event that closes the pass (see [`closing_notice`]).
@@ -133,6 +135,7 @@ pub fn pass(
         Step::Requests,
         Step::Rotate,
         Step::Publish,
+        Step::Users,
         Step::Remember,
         Step::Announce,
     ]);

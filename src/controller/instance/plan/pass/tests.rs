@@ -57,12 +57,13 @@ fn names(steps: &[Step]) -> Vec<String> {
         .collect()
 }
 
-const AFTER: [&str; 7] = [
+const AFTER: [&str; 8] = [
     "Associate",
     "Settings",
     "Requests",
     "Rotate",
     "Publish",
+    "Users",
     "Remember",
     "Announce",
 ];

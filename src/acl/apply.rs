@@ -1,0 +1,336 @@
+//! The users' changes: `ACL` commands through the data plane and the users' Secrets.
+
+use std::collections::BTreeMap;
+
+use k8s_openapi::api::core::v1::Secret;
+use kube::{
+    Api,
+    api::{DeleteParams, Patch, PatchParams},
+};
+use rand::{Rng as _, distr::Alphanumeric};
+use secrecy::{ExposeSecret, SecretString};
+
+use super::{
+    client,
+    plan::{self, Desired, Why},
+};
+use crate::{
+    controller::{
+        Context, FIELD_MANAGER,
+        secret::{self, ConnectionDetails},
+    },
+    crd::CacheInstance,
+    error::Result,
+    events::EventType,
+};
+
+/// A new password: 40 letters and digits.
+pub(super) fn generate_password() -> SecretString {
+    SecretString::from(
+        rand::rng()
+            .sample_iter(&Alphanumeric)
+            .take(40)
+            .map(char::from)
+            .collect::<String>(),
+    )
+}
+
+/// One Event per kind of change in a pass, naming the users.
+pub(super) fn announce(
+    obj: &CacheInstance,
+    ctx: &Context,
+    set: &[(Desired, Why, SecretString, SecretString)],
+) {
+    let names = |f: fn(&Why) -> bool| {
+        let users: Vec<&Desired> = set
+            .iter()
+            .filter(|(_, w, ..)| f(w))
+            .map(|(u, ..)| u)
+            .collect();
+        (!users.is_empty()).then(|| {
+            (
+                users
+                    .iter()
+                    .map(|u| u.name.as_str())
+                    .collect::<Vec<_>>()
+                    .join(", "),
+                users
+                    .iter()
+                    .map(|u| u.secret_name.as_str())
+                    .collect::<Vec<_>>()
+                    .join(", "),
+            )
+        })
+    };
+    if let Some((users, secrets)) = names(|w| *w == Why::New) {
+        ctx.publish(
+            obj,
+            EventType::Normal,
+            "AclUserCreated",
+            "SetUser",
+            &format!("created ACL user {users} and wrote Secret {secrets}"),
+        );
+    }
+    if let Some((users, _)) = names(|w| *w == Why::Missing) {
+        ctx.publish(
+            obj,
+            EventType::Normal,
+            "DriftCorrected",
+            "SetUser",
+            &format!(
+                "ACL user {users} was missing from the database (deleted outside Kubernetes, or dropped by a restore or a new database); created it again"
+            ),
+        );
+    }
+    if let Some((users, _)) = names(|w| *w == Why::Drifted) {
+        ctx.publish(
+            obj,
+            EventType::Normal,
+            "DriftCorrected",
+            "SetUser",
+            &format!(
+                "set ACL user {users} back to the spec after a change made outside Kubernetes"
+            ),
+        );
+    }
+    if let Some((users, _)) = names(|w| *w == Why::Changed) {
+        ctx.publish(
+            obj,
+            EventType::Normal,
+            "AclUserUpdated",
+            "SetUser",
+            &format!("updated ACL user {users} to match the spec"),
+        );
+    }
+    if let Some((users, secrets)) = names(|w| matches!(w, Why::Rotate(_))) {
+        ctx.publish(
+            obj,
+            EventType::Normal,
+            "AclUserRotated",
+            "SetUser",
+            &format!(
+                "rotated the password of ACL user {users} on request and rewrote Secret {secrets}"
+            ),
+        );
+    }
+}
+
+/// Why a step did not happen.
+pub(super) enum Failure {
+    /// The data plane could not be reached or refused the token: try again later.
+    DataPlane(client::CallError),
+    /// Redis refused the command (its error text; never an argument).
+    Refused(String),
+    Kube(kube::Error),
+}
+
+impl From<kube::Error> for Failure {
+    fn from(e: kube::Error) -> Self {
+        Failure::Kube(e)
+    }
+}
+
+pub(super) struct Applier<'a> {
+    pub obj: &'a CacheInstance,
+    pub ctx: &'a Context,
+    pub namespace: &'a str,
+    pub details: &'a ConnectionDetails,
+    pub rest_url: &'a str,
+    pub token: &'a SecretString,
+}
+
+impl Applier<'_> {
+    pub fn api(&self) -> Api<Secret> {
+        Api::namespaced(self.ctx.client.clone(), self.namespace)
+    }
+
+    /// Sets the user in Redis and mints its REST token; `None` when its Secret's name is taken
+    /// by a Secret the operator does not own (nothing is done then).
+    pub async fn set(
+        &mut self,
+        user: &Desired,
+        new_password: bool,
+    ) -> Result<Option<(SecretString, SecretString)>, Failure> {
+        let taken_by_main = user.secret_name == secret::secret_name(self.obj)
+            || secret::read_only_secret_name(self.obj).as_deref()
+                == Some(user.secret_name.as_str());
+        if taken_by_main {
+            return Ok(None);
+        }
+        let password = if new_password {
+            new_password_checked(self, user).await?
+        } else {
+            // The password the user's Secret holds (read only when the user is set again).
+            let existing = self.api().get_opt(&user.secret_name).await?;
+            match existing {
+                Some(s) if !secret::owned_by(&s.metadata, self.obj) => return Ok(None),
+                Some(s) => s
+                    .data
+                    .as_ref()
+                    .and_then(|d| d.get("REDIS_PASSWORD"))
+                    .and_then(|v| String::from_utf8(v.0.clone()).ok())
+                    .filter(|p| !p.is_empty())
+                    .map(SecretString::from)
+                    .unwrap_or_else(generate_password),
+                None => generate_password(),
+            }
+        };
+        let commands = vec![
+            plan::setuser(user, password.expose_secret()),
+            vec![
+                "ACL".into(),
+                "RESTTOKEN".into(),
+                user.name.clone(),
+                password.expose_secret().to_string(),
+            ],
+        ];
+        let answers = client::pipeline(self.rest_url, self.token, &commands)
+            .await
+            .map_err(Failure::DataPlane)?;
+        match answers.as_slice() {
+            [Ok(_), Ok(serde_json::Value::String(token))] => {
+                Ok(Some((password, SecretString::from(token.clone()))))
+            }
+            [Err(e), ..] | [_, Err(e)] => Err(Failure::Refused(redact(e, &password))),
+            _ => Err(Failure::Refused("ACL RESTTOKEN gave no token".into())),
+        }
+    }
+
+    /// Deletes the user (unless `user` is empty: only the Secret goes) and its Secret.
+    pub async fn delete(&mut self, user: &str, secret_name: &str) -> Result<(), Failure> {
+        if !user.is_empty() {
+            let answers = client::pipeline(
+                self.rest_url,
+                self.token,
+                &[vec!["ACL".into(), "DELUSER".into(), user.to_string()]],
+            )
+            .await
+            .map_err(Failure::DataPlane)?;
+            if let Some(Err(e)) = answers.first() {
+                return Err(Failure::Refused(format!(
+                    "deleting ACL user {user} failed: {e}"
+                )));
+            }
+        }
+        self.ctx.owned_secrets.deleted(self.namespace, secret_name);
+        match self
+            .api()
+            .delete(secret_name, &DeleteParams::default())
+            .await
+        {
+            Ok(_) => {}
+            Err(kube::Error::Api(s)) if s.code == 404 => {}
+            Err(e) => return Err(e.into()),
+        }
+        let note = if user.is_empty() {
+            format!("deleted Secret {secret_name}, which the spec no longer names")
+        } else {
+            format!(
+                "deleted ACL user {user}, which the spec no longer lists, and its Secret {secret_name}"
+            )
+        };
+        self.ctx.publish(
+            self.obj,
+            EventType::Normal,
+            "AclUserDeleted",
+            "DeleteUser",
+            &note,
+        );
+        Ok(())
+    }
+
+    pub async fn write_secret(
+        &mut self,
+        user: &Desired,
+        why: &Why,
+        password: &SecretString,
+        rest_token: &SecretString,
+        line_digest: &str,
+    ) -> Result<()> {
+        let d = self.details;
+        let host = d.host();
+        let host = if host.contains(':') {
+            format!("[{host}]")
+        } else {
+            host.to_string()
+        };
+        let data = BTreeMap::from([
+            ("UPSTASH_REDIS_REST_URL".to_string(), d.rest_url()),
+            (
+                "UPSTASH_REDIS_REST_TOKEN".to_string(),
+                rest_token.expose_secret().to_string(),
+            ),
+            (
+                "REDIS_URL".to_string(),
+                format!(
+                    "rediss://{}:{}@{host}:{}",
+                    user.name,
+                    password.expose_secret(),
+                    d.port
+                ),
+            ),
+            (
+                "REDIS_PASSWORD".to_string(),
+                password.expose_secret().to_string(),
+            ),
+            ("REDIS_USERNAME".to_string(), user.name.clone()),
+            ("REDIS_KEY_PREFIX".to_string(), d.key_prefix.clone()),
+            ("REDIS_TLS_ENABLED".to_string(), "true".to_string()),
+        ]);
+        let mut s = secret::build_secret(self.obj, &user.secret_name, "Opaque", data);
+        s.metadata
+            .labels
+            .get_or_insert_with(Default::default)
+            .insert(plan::USER_LABEL.into(), user.name.clone());
+        let annotations = s.metadata.annotations.get_or_insert_with(Default::default);
+        annotations.insert(plan::SPEC_ANNOTATION.into(), user.spec_digest.clone());
+        annotations.insert(plan::LINE_ANNOTATION.into(), line_digest.to_string());
+        // The request served stays recorded until another one is made.
+        let served = match why {
+            Why::Rotate(r) => Some(r.clone()),
+            _ => user.rotation.clone(),
+        };
+        if let Some(served) = served {
+            annotations.insert(plan::SERVED_ANNOTATION.into(), served);
+        }
+        let applied = self
+            .api()
+            .patch(
+                &user.secret_name,
+                &PatchParams::apply(FIELD_MANAGER).force(),
+                &Patch::Apply(&s),
+            )
+            .await?;
+        self.ctx.owned_secrets.wrote(applied);
+        Ok(())
+    }
+}
+
+/// A new password for a user whose Secret is about to be written; `Failure` when the Secret's
+/// name belongs to someone else (checked on the API server: the cache holds only the
+/// operator's Secrets).
+async fn new_password_checked(
+    applier: &Applier<'_>,
+    user: &Desired,
+) -> Result<SecretString, Failure> {
+    if applier
+        .ctx
+        .owned_secrets
+        .get(applier.namespace, &user.secret_name)
+        .is_none_or(|s| !secret::owned_by(&s.metadata, applier.obj))
+    {
+        let existing = applier.api().get_metadata_opt(&user.secret_name).await?;
+        if existing.is_some_and(|s| !secret::owned_by(&s.metadata, applier.obj)) {
+            return Err(Failure::Refused(format!(
+                "Secret {} exists and is not the operator's: ACL user {} is not created",
+                user.secret_name, user.name
+            )));
+        }
+    }
+    Ok(generate_password())
+}
+
+/// An error text with the password taken out, should Redis ever echo it.
+fn redact(error: &str, password: &SecretString) -> String {
+    error.replace(password.expose_secret(), "<redacted>")
+}
