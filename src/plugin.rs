@@ -19,6 +19,9 @@ pub const CHANGES: i32 = 2;
 pub enum Outcome {
     /// Not in the cluster: applying it creates it (and a database).
     Created,
+    /// In the cluster without a database yet: the database is still being created (or held),
+    /// with the manifest's spec if it differs (`spec_differs`).
+    Provisioning { spec_differs: bool },
     /// In the cluster: what applying it changes.
     Changed(preview::Preview),
 }
@@ -27,6 +30,7 @@ impl Outcome {
     pub fn changes_anything(&self) -> bool {
         match self {
             Outcome::Created => true,
+            Outcome::Provisioning { spec_differs } => *spec_differs,
             Outcome::Changed(p) => !p.is_empty(),
         }
     }
@@ -36,6 +40,11 @@ impl Outcome {
 pub fn outcome(manifest: &CacheInstance, live: Option<&CacheInstance>, now: Timestamp) -> Outcome {
     match live {
         None => Outcome::Created,
+        Some(live) if live.status.as_ref().is_none_or(|s| s.database_id.is_none()) => {
+            Outcome::Provisioning {
+                spec_differs: manifest.spec != live.spec,
+            }
+        }
         Some(live) => Outcome::Changed(preview::against(manifest, live, now)),
     }
 }
@@ -50,6 +59,17 @@ pub fn render_plan(namespace: &str, name: &str, outcome: &Outcome) -> String {
             let _ = writeln!(
                 out,
                 "{head}: would be created (a new Upstash database unless it adopts one)"
+            );
+        }
+        Outcome::Provisioning { spec_differs } => {
+            let spec = if *spec_differs {
+                "; the manifest changes its spec, which the new database gets"
+            } else {
+                ""
+            };
+            let _ = writeln!(
+                out,
+                "{head}: no database yet (see its Ready condition){spec}"
             );
         }
         Outcome::Changed(p) if p.is_empty() => {
@@ -217,6 +237,13 @@ status:
         let created = outcome(&same, None, now());
         assert!(created.changes_anything());
         assert!(render_plan("crm", "orders", &created).contains("would be created"));
+        let mut unprovisioned = live.clone();
+        unprovisioned.status = None;
+        let waiting = outcome(&same, Some(&unprovisioned), now());
+        assert!(!waiting.changes_anything());
+        assert!(render_plan("crm", "orders", &waiting).contains("no database yet"));
+        let bigger = instance("spec: {primaryRegion: us-east-1, plan: fixed_1gb, budget: 20}");
+        assert!(outcome(&bigger, Some(&unprovisioned), now()).changes_anything());
     }
 
     #[test]

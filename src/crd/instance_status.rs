@@ -147,7 +147,8 @@ pub struct PendingChange {
     /// Why the change is disruptive.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub reason: Option<String>,
-    /// When the change is made: `Now` (on the next pass).
+    /// When the change is made: `Now` (on the next pass), or the time it waits for (a
+    /// rotation request within the minimum interval after the previous one).
     pub when: String,
 }
 

@@ -177,12 +177,21 @@ pub fn pending_with(
     let request = rotate_request(obj);
     let last_request = rotation.and_then(|r| r.last_request.clone());
     if let Some(request) = request.filter(|r| Some(r) != last_request.as_ref()) {
-        out.push(change(
+        let mut rotate = change(
             "password",
             served(last_request.as_deref()),
             format!("rotated (request {request})"),
             Some(ROTATION_DISRUPTS),
-        ));
+        );
+        // A request made within the minimum interval after the last one waits for
+        // `nextRotationTime`.
+        if let Some(r) = rotation
+            && r.last_request_time.is_some()
+            && let Some(next) = r.next_rotation_time.as_ref().filter(|n| n.0 > now)
+        {
+            rotate.when = next.0.to_string();
+        }
+        out.push(rotate);
     } else if spec
         .password_rotation
         .as_ref()

@@ -147,6 +147,29 @@ fn a_due_scheduled_rotation_and_a_rotate_request_are_pending_and_disruptive() {
         .unwrap()
         .last_request = Some("t1".into());
     assert_eq!(pending(&requested, now()), vec![], "served");
+
+    // A second request within the minimum interval waits for nextRotationTime.
+    let rotation = requested
+        .status
+        .as_mut()
+        .unwrap()
+        .rotation
+        .as_mut()
+        .unwrap();
+    rotation.last_request_time = Some(k8s_openapi::apimachinery::pkg::apis::meta::v1::Time(
+        "2026-11-02T11:59:00Z".parse().unwrap(),
+    ));
+    rotation.next_rotation_time = Some(k8s_openapi::apimachinery::pkg::apis::meta::v1::Time(
+        "2026-11-02T12:04:00Z".parse().unwrap(),
+    ));
+    requested.metadata.annotations = Some(
+        [(crate::crd::ROTATE_ANNOTATION.to_string(), "t2".to_string())]
+            .into_iter()
+            .collect(),
+    );
+    let changes = pending(&requested, now());
+    assert_eq!(changes[0].desired, "rotated (request t2)");
+    assert_eq!(changes[0].when, "2026-11-02T12:04:00Z");
 }
 
 #[test]
