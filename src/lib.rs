@@ -21,6 +21,7 @@ pub mod metrics;
 pub mod monitor;
 pub mod names;
 pub mod operator;
+pub mod plugin;
 pub mod policies;
 pub mod telemetry;
 pub mod templates;

@@ -121,6 +121,35 @@ pub struct CacheInstanceStatus {
     /// cleared once the database is found.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub pending_create: Option<Box<PendingCreate>>,
+
+    /// Changes the operator would make to the database and has not made yet: a spec value that
+    /// differs from the live one (a call that failed, a setting waiting for its turn), a due
+    /// password rotation, a new restore request. Empty when the database matches the spec.
+    /// `kubectl upstash plan -f` shows the same list for a manifest not applied yet.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    #[x_kube(merge_strategy = ListMerge::Atomic)]
+    pub pending_changes: Vec<PendingChange>,
+}
+
+/// A change the operator would make to the database.
+#[derive(KubeSchema, Serialize, Deserialize, Clone, Debug, PartialEq, Eq)]
+#[serde(rename_all = "camelCase")]
+pub struct PendingChange {
+    /// The spec field the change serves (`plan`, `readRegions`, `budget`, ...), or `password`
+    /// for a rotation and `restore` for a restore request.
+    pub field: String,
+    /// The live value, as `status` shows it (`-` when there is none).
+    pub live: String,
+    /// The value the spec asks for.
+    pub desired: String,
+    /// Whether the change interrupts clients or loses data.
+    pub disruptive: bool,
+    /// Why the change is disruptive.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub reason: Option<String>,
+    /// When the change is made: `Now` (on the next pass), or the time it waits for (a
+    /// rotation request within the minimum interval after the previous one).
+    pub when: String,
 }
 
 /// Name of the Secret holding connection details.

@@ -12,6 +12,7 @@ mod lifecycle;
 mod monitoring;
 mod names;
 mod namespaces;
+mod preview;
 mod protection;
 mod restarts;
 mod safety;

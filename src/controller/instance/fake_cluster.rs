@@ -101,6 +101,15 @@ impl FakeCluster {
         }
     }
 
+    /// Someone edits the object (its resourceVersion moves on).
+    pub fn edit(&self, change: impl FnOnce(&mut CacheInstance)) {
+        let mut state = self.lock();
+        if let Some(obj) = state.instance.as_mut() {
+            change(obj);
+            bump(obj);
+        }
+    }
+
     /// A Secret that exists already.
     pub fn insert_secret(&self, secret: Secret) {
         self.lock().secrets.insert(secret.name_any(), secret);

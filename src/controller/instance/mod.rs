@@ -42,7 +42,7 @@ use kube::{ResourceExt, runtime::controller::Action};
 
 pub use cleanup::WAY_OUT;
 pub use observe::pending_record;
-pub use plan::lost_create_grace;
+pub use plan::{lost_create_grace, preview};
 pub use publish::RESTART_ANNOTATION;
 pub use validate::paused;
 

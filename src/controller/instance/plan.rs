@@ -10,6 +10,7 @@ use kube::{ResourceExt, runtime::events::EventType};
 
 pub mod input;
 mod pass;
+pub mod preview;
 mod rotation;
 mod secrets;
 

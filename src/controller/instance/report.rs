@@ -310,6 +310,12 @@ impl<'a> Report<'a> {
         own.sort_by(|a, b| a.type_.cmp(&b.type_));
         let mut next = self.status.clone();
         next.conditions = own;
+        // What is still to be made; nothing is made while only observing.
+        next.pending_changes = if self.observe_only {
+            Vec::new()
+        } else {
+            plan::preview::pending_with(self.obj, &next, now)
+        };
         next.alerts = Vec::new();
         next.cost = None;
         let mut previous_own = previous.clone();
@@ -386,6 +392,41 @@ mod tests {
         obj.status = Some(written);
         let later = "2026-11-01T12:10:00Z".parse().unwrap();
         assert_eq!(pass(&obj, How::Recorded, &db).next_status(later), None);
+    }
+
+    #[test]
+    fn a_change_not_made_is_listed_once_and_goes_when_made() {
+        let db = database("{}");
+        let mut obj = instance("spec: {primaryRegion: us-east-1, plan: fixed_1gb}");
+        // The plan call failed: the live plan stays payg.
+        let written = pass(&obj, How::Created, &db).next_status(now()).unwrap();
+        assert_eq!(written.pending_changes.len(), 1);
+        assert_eq!(written.pending_changes[0].field, "plan");
+        assert!(written.pending_changes[0].disruptive);
+        obj.status = Some(written);
+        let later = "2026-11-01T12:10:00Z".parse().unwrap();
+        assert_eq!(
+            pass(&obj, How::Recorded, &db).next_status(later),
+            None,
+            "the same pending change is not written again"
+        );
+        let mut fixed = database("{}");
+        crate::controller::desired::Change::Plan(crate::crd::Plan::Fixed1Gb).apply_to(&mut fixed);
+        let done = pass(&obj, How::Recorded, &fixed)
+            .next_status(later)
+            .unwrap();
+        assert_eq!(done.pending_changes, vec![]);
+    }
+
+    #[test]
+    fn observing_lists_nothing_pending() {
+        let db = database("{}");
+        let obj = instance(
+            "spec: {primaryRegion: us-east-1, plan: fixed_1gb, managementPolicy: Observe}",
+        );
+        let mut report = pass(&obj, How::Recorded, &db);
+        report.observe_only();
+        assert_eq!(report.next_status(now()).unwrap().pending_changes, vec![]);
     }
 
     #[test]

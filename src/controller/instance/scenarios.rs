@@ -399,6 +399,52 @@ async fn a_change_made_in_upstash_is_set_back_and_announced_as_drift() {
     );
 }
 
+#[tokio::test]
+async fn a_change_not_made_is_listed_in_status_once_and_cleared_when_made() {
+    let obj = new_instance();
+    let world = World::new(&obj);
+    world.pass_over(&obj).await.unwrap();
+    world.kube.edit(|o| {
+        o.spec.plan = Some(crate::crd::Plan::Fixed1Gb);
+        o.metadata.generation = Some(2);
+    });
+    world.api.fail_next(
+        "change-plan",
+        UpstashError::Rejected {
+            status: 400,
+            message: "payment method required".into(),
+        },
+    );
+    world.kube.clear();
+    world.pass().await.unwrap_err();
+    assert_eq!(world.kube.writes(), ["status"]);
+    let pending = world.kube.stored().status.unwrap().pending_changes;
+    assert_eq!(pending.len(), 1, "{pending:?}");
+    assert_eq!(
+        (pending[0].field.as_str(), pending[0].live.as_str()),
+        ("plan", "payg")
+    );
+    assert_eq!(pending[0].desired, "fixed_1gb");
+    assert!(pending[0].disruptive);
+    // The same failure again: the status already says so.
+    world.api.fail_next(
+        "change-plan",
+        UpstashError::Rejected {
+            status: 400,
+            message: "payment method required".into(),
+        },
+    );
+    world.kube.clear();
+    world.pass().await.unwrap_err();
+    assert_eq!(world.kube.writes(), Vec::<String>::new());
+    // Made: the list is cleared in the same status write.
+    world.kube.clear();
+    world.pass().await.unwrap();
+    assert_eq!(world.api.calls_to("change-plan"), 3);
+    assert_eq!(world.kube.writes(), ["status"]);
+    assert_eq!(world.kube.stored().status.unwrap().pending_changes, vec![]);
+}
+
 /// The object, deleted, with the finalizer and database `id` recorded.
 fn deleted(spec: &str, id: &str) -> CacheInstance {
     instance(&format!(
