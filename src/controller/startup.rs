@@ -33,7 +33,10 @@ use kube::{
 use rand::Rng;
 
 use crate::{
-    controller::{FIELD_MANAGER, conditions, memory::Memory},
+    controller::{
+        FIELD_MANAGER, conditions,
+        memory::{Memory, uid_key},
+    },
     crd::{CacheInstance, LEGACY_PENDING_CREATE_ANNOTATION},
 };
 
@@ -71,18 +74,6 @@ pub fn settled(obj: &CacheInstance) -> bool {
                 && c.status == "True"
                 && c.observed_generation == generation
         })
-}
-
-/// The key of `obj`'s last read: a digest of its UID (FNV-1a, 64 bits), the same in every
-/// process and version, so that the record survives restarts and upgrades. 0 without a UID.
-pub fn uid_key(obj: &CacheInstance) -> u64 {
-    obj.metadata.uid.as_deref().map_or(0, fnv1a)
-}
-
-fn fnv1a(text: &str) -> u64 {
-    text.bytes().fold(0xcbf2_9ce4_8422_2325, |hash, byte| {
-        (hash ^ u64::from(byte)).wrapping_mul(0x0100_0000_01b3)
-    })
 }
 
 /// Seconds since the Unix epoch.
@@ -496,6 +487,7 @@ impl ReadRecord {
 mod tests {
     use super::*;
     use crate::controller::instance::fixtures::instance;
+    use crate::controller::memory::fnv1a;
 
     fn ready(extra: &str) -> CacheInstance {
         instance(&format!(

@@ -156,7 +156,7 @@ impl Memory {
         .flatten()
     }
 
-    /// Each object's UID digest ([`crate::controller::startup::uid_key`]) and the age of its
+    /// Each object's UID digest ([`crate::controller::memory::uid_key`]) and the age of its
     /// last read, for the record that survives a restart.
     pub fn read_ages(&self) -> Vec<(u64, Duration)> {
         self.lock()

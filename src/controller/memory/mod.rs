@@ -71,7 +71,7 @@ const CLEANUP_KEPT: Duration = Duration::from_secs(600);
 /// Everything remembered about one object.
 #[derive(Default)]
 struct Entry {
-    /// The object's UID digest ([`super::startup::uid_key`]).
+    /// The object's UID digest ([`uid_key`]).
     uid: u64,
     last_read: Option<last_read::LastRead>,
     reported: reported::Reported,
@@ -92,6 +92,18 @@ impl Entry {
             && self.failures == 0
             && self.cleanup_finished.is_none()
     }
+}
+
+/// The key of `obj`'s last read: a digest of its UID (FNV-1a, 64 bits), the same in every
+/// process and version, so that the record survives restarts and upgrades. 0 without a UID.
+pub fn uid_key(obj: &CacheInstance) -> u64 {
+    obj.metadata.uid.as_deref().map_or(0, fnv1a)
+}
+
+pub(crate) fn fnv1a(text: &str) -> u64 {
+    text.bytes().fold(0xcbf2_9ce4_8422_2325, |hash, byte| {
+        (hash ^ u64::from(byte)).wrapping_mul(0x0100_0000_01b3)
+    })
 }
 
 /// The per-object memory of the CacheInstance reconciler (see the module documentation).
@@ -119,7 +131,7 @@ impl Memory {
 
     /// `obj`'s entry, if there is one of this very object (same UID).
     fn get<R>(&self, obj: &CacheInstance, f: impl FnOnce(&Entry) -> R) -> Option<R> {
-        let uid = super::startup::uid_key(obj);
+        let uid = uid_key(obj);
         self.lock()
             .get(&super::object_key(obj))
             .filter(|e| e.uid == uid)
@@ -129,7 +141,7 @@ impl Memory {
     /// Changes `obj`'s entry (a new one if there is none of this very object); an entry left
     /// empty is dropped.
     fn update<R>(&self, obj: &CacheInstance, f: impl FnOnce(&mut Entry) -> R) -> R {
-        let uid = super::startup::uid_key(obj);
+        let uid = uid_key(obj);
         let key = super::object_key(obj);
         let mut entries = self.lock();
         let entry = entries.entry(key.clone()).or_default();

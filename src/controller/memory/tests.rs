@@ -232,7 +232,7 @@ fn reads_expire_before_the_next_resync() {
     assert!(memory.read_at(&obj, "db-2").is_none());
     let ages = memory.read_ages();
     assert_eq!(ages.len(), 1);
-    assert_eq!(ages[0].0, crate::controller::startup::uid_key(&obj));
+    assert_eq!(ages[0].0, crate::controller::memory::uid_key(&obj));
 }
 
 #[test]
