@@ -9,7 +9,7 @@
 //! | `POST /_emulator/faults` | add a fault rule → the rule with its `id` |
 //! | `GET /_emulator/faults` / `DELETE /_emulator/faults` / `DELETE /_emulator/faults/{id}` | list / clear / remove |
 //! | `GET /_emulator/databases` / `GET /_emulator/databases/{id}` | every database (archived ones too), with credentials and owner |
-//! | `PATCH /_emulator/databases/{id}` | set `state` (`active`, `suspended`, `passive`), `max_data_size_bytes` (a lower data limit, `null` = the plan's) |
+//! | `PATCH /_emulator/databases/{id}` | set `state` (`active`, `suspended`, `passive`), `max_data_size_bytes` (a lower data limit, `null` = the plan's), `credential_protection` (Credential Protection: a Get answers empty credentials, reset-password new ones once; turning it off revokes and regenerates them) |
 //! | `POST /_emulator/databases/{id}/archive` | archive a free database: gone from the Developer API, its data kept in a backup |
 //! | `POST /_emulator/databases/{id}/unarchive` | bring it back from a backup (`{"backup_id"}`, default the archival's) |
 //! | `PUT` / `PATCH` / `DELETE /_emulator/databases/{id}/stats` | replace / merge / clear stats overrides |
@@ -124,8 +124,12 @@ async fn remove_fault(State(s): S, Path(id): Path<u64>) -> Response {
 
 fn db_view(s: &Shared, db: &crate::state::Database) -> Value {
     let mut v =
-        serde_json::to_value(db.to_wire(&s.settings.endpoint, false)).unwrap_or(Value::Null);
+        serde_json::to_value(db.to_wire_revealed(&s.settings.endpoint)).unwrap_or(Value::Null);
     if let Value::Object(m) = &mut v {
+        m.insert(
+            "credential_protection".into(),
+            json!(db.meta.credential_protection),
+        );
         let (keys, bytes) = db.traffic.current();
         m.insert("account".into(), json!(db.meta.account));
         m.insert("plan".into(), json!(db.meta.plan));
@@ -182,6 +186,7 @@ struct DbPatch {
     /// `Some(None)` (`null`): back to the plan's limit.
     #[serde(default, deserialize_with = "some_nullable")]
     max_data_size_bytes: Option<Option<u64>>,
+    credential_protection: Option<bool>,
 }
 
 fn some_nullable<'de, D: serde::Deserializer<'de>>(d: D) -> Result<Option<Option<u64>>, D::Error> {
@@ -215,6 +220,13 @@ async fn patch_database(State(s): S, Path(id): Path<String>, body: axum::body::B
         }
         // Applied to a running engine on its next use.
         db.meta.max_data_size_bytes = limit;
+    }
+    if let Some(on) = patch.credential_protection {
+        if db.meta.credential_protection && !on {
+            // Turning it off revokes the credentials and issues new ones.
+            db.rotate_credentials();
+        }
+        db.meta.credential_protection = on;
     }
     let v = db_view(&s, db);
     drop(st);

@@ -4,6 +4,7 @@ pub mod adoption;
 pub mod claims;
 pub mod conditions;
 pub mod context;
+pub mod credential_protection;
 pub mod database_index;
 pub mod desired;
 pub mod developer_api;

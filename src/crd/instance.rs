@@ -254,6 +254,17 @@ pub struct CacheInstanceSpec {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub deletion_policy: Option<DeletionPolicy>,
 
+    /// While `true`, the API server refuses to delete this CacheInstance (`kubectl delete`, a
+    /// GitOps prune, a namespace delete), so its database cannot be removed by accident. The
+    /// refusal comes from the ValidatingAdmissionPolicy
+    /// `upstash-operator-deletion-protection` that is installed with the CRDs. To delete the
+    /// object, first set this to `false` (`kubectl patch cacheinstance <name> --type merge -p
+    /// '{"spec":{"deletionProtection":false}}'`). A namespace being deleted waits on a protected
+    /// object, with its database in place, until protection is turned off. Omitted or `false`:
+    /// no protection.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub deletion_protection: Option<bool>,
+
     /// Take over an existing Upstash database instead of creating one. Without this block the
     /// operator never touches a database it did not create. An adopted database is kept when
     /// this CacheInstance is deleted unless `deletionPolicy: Delete` is set here (no default

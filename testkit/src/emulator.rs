@@ -337,6 +337,17 @@ impl Emulator {
         .await;
     }
 
+    /// Switches Upstash's Credential Protection of a database on or off, as its console does:
+    /// while on, a Get answers no credentials; turning it off issues new ones.
+    pub async fn set_credential_protection(&self, id: &str, on: bool) {
+        self.control(
+            reqwest::Method::PATCH,
+            &format!("databases/{id}"),
+            Some(json!({"credential_protection": on})),
+        )
+        .await;
+    }
+
     /// Archives a free database as Upstash does after 30 idle days: it disappears from the
     /// Developer API and the data plane; a backup of its data is kept.
     pub async fn archive_database(&self, id: &str) {

@@ -5,7 +5,9 @@
 mod admission;
 mod admission_classes;
 mod crds;
+mod credential_protection;
 mod credentials;
+mod deletion_protection;
 mod events;
 mod hardening;
 mod lifecycle;

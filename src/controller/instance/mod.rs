@@ -42,6 +42,7 @@ use crate::{
     controller::{
         Context, INSTANCE_CONTROLLER,
         conditions::{self, Cond},
+        credential_protection::{self as protection, CredentialsPlan},
         desired::RotationDue,
         secret::{self, ConnectionDetails},
         startup,
@@ -314,6 +315,21 @@ async fn converge(
         upstash.bound.learn(&db).await;
     }
     report.associate(how, &db, &upstash.account_of(&db), now);
+    // Credential Protection: Upstash answered no credentials (the Secret is the only copy).
+    let withheld = !db.has_credentials();
+    if protection::started(report.status.credentials_protected, withheld) {
+        let mut names = vec![secret::secret_name(obj)];
+        names.extend(secret::read_only_secret_name(obj));
+        report.publish(
+            ctx,
+            &Notice::normal(
+                protection::PROTECTED_REASON,
+                "Observe",
+                protection::protected_note(&db.database_id, &names),
+            ),
+        );
+    }
+    report.status.credentials_protected = protection::status_value(withheld);
 
     // The settings.
     let settings = plan::settings(obj, &valid, policy.blocked, how, &db, &seen.status);
@@ -411,16 +427,52 @@ async fn converge(
     }
     report.status.rotation = Some(record);
 
-    // The Secrets and the restarts.
+    // The Secrets and the restarts; credentials Upstash withholds never reach a Secret.
+    let present = if db.has_credentials() {
+        Vec::new()
+    } else {
+        protection::secrets_present(ctx, obj).await?
+    };
     let (secrets_written, removed) =
-        publish_credentials(obj, ctx, report, &db, prefetched_view).await?;
+        match protection::plan(db.has_credentials(), &present, valid.observe_only()) {
+            CredentialsPlan::Publish => {
+                publish_credentials(obj, ctx, report, &db, prefetched_view).await?
+            }
+            CredentialsPlan::Keep => (Vec::new(), Vec::new()),
+            CredentialsPlan::Recover { missing } => {
+                report.publish(
+                    ctx,
+                    &Notice::warning(
+                        protection::RESET_REASON,
+                        "Rotate",
+                        protection::reset_note(&db.database_id, &missing),
+                    ),
+                );
+                db = apply::rotate(&upstash.api, &db).await?;
+                if let Some(rotation) = report.status.rotation.as_mut() {
+                    rotation.last_rotation_time = Some(Time(now));
+                    rotation.next_rotation_time = valid.rotation_every.map(|e| Time(now + e));
+                }
+                publish_credentials(obj, ctx, report, &db, prefetched_view).await?
+            }
+            CredentialsPlan::Unrecoverable { missing } => {
+                return Err(Error::Credentials(protection::unrecoverable_message(
+                    &db.database_id,
+                    &missing,
+                )));
+            }
+        };
 
     // Reused by reconciles that the operator's own writes trigger (forgotten if this pass
     // fails later).
     ctx.recent.record(
         obj,
         &upstash.index_key,
-        db.clone(),
+        if withheld {
+            protection::without_credentials(&db)
+        } else {
+            db.clone()
+        },
         seen.read_at.unwrap_or_else(Instant::now),
     );
     if let (false, Some(reason)) = (announced, how.event_reason()) {
