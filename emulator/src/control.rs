@@ -16,6 +16,7 @@
 //! | `GET` / `PUT /_emulator/latency` | global Developer API latency `{"ms": N}` |
 //! | `GET` / `POST /_emulator/accounts` | account emails / add a key `{"email", "api_key", "team"?, "readonly"?}` |
 //! | `GET /_emulator/keys` / `GET /_emulator/teams` | the API keys (without their values) / the teams and members |
+//! | `POST /_emulator/console` | a change made in the console: `{"actor", "key_name"?, "method", "path", "body"?}` runs the Developer API operation of `method` + `path` on the database's owner's account, recorded in the audit log as `actor` with source `API_KEY - <key_name>` (or `CONSOLE`), not in the call log → the Developer API's status and answer |
 //! | `POST /_emulator/reset` | delete all databases, faults, overrides and the call log |
 
 use std::sync::Arc;
@@ -64,6 +65,7 @@ pub fn router(shared: Arc<Shared>) -> Router<Arc<Shared>> {
         .route("/keys", get(keys))
         .route("/teams", get(teams))
         .route("/reset", post(reset))
+        .route("/console", post(console))
         .fallback(|| async { err(StatusCode::NOT_FOUND, "unknown control route") })
         .layer(middleware::from_fn_with_state(shared, admin_guard))
 }
@@ -309,6 +311,9 @@ struct AccountBody {
     team: Option<String>,
     #[serde(default, alias = "read_only")]
     readonly: bool,
+    /// The key's name (the audit log's source `API_KEY - <name>`).
+    #[serde(default)]
+    name: Option<String>,
 }
 
 async fn add_account(State(s): S, body: axum::body::Bytes) -> Response {
@@ -326,6 +331,7 @@ async fn add_account(State(s): S, body: axum::body::Bytes) -> Response {
         api_key: b.api_key,
         team: b.team,
         read_only: b.readonly,
+        name: b.name,
     };
     let added = s.lock().accounts.add(&spec);
     match added {
@@ -475,6 +481,44 @@ async fn reset(State(s): S) -> Response {
     s.engines.reset().await;
     s.faults_lock().clear();
     s.calls_lock().clear();
+    s.audit_lock().clear();
     s.mark_dirty();
     Json(json!("OK")).into_response()
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct ConsoleBody {
+    actor: String,
+    #[serde(default)]
+    key_name: Option<String>,
+    method: String,
+    path: String,
+    #[serde(default)]
+    body: Option<Value>,
+}
+
+async fn console(State(s): S, body: axum::body::Bytes) -> Response {
+    let b: ConsoleBody = match serde_json::from_slice(&body) {
+        Ok(b) => b,
+        Err(e) => return err(StatusCode::BAD_REQUEST, format!("invalid body: {e}")),
+    };
+    let Ok(method) = http::Method::from_bytes(b.method.as_bytes()) else {
+        return err(StatusCode::BAD_REQUEST, "invalid method");
+    };
+    let call_body = b
+        .body
+        .map(|v| axum::body::Bytes::from(serde_json::to_vec(&v).unwrap_or_default()))
+        .unwrap_or_default();
+    let (status, answer) = crate::api::auditlogs::console(
+        &s,
+        &b.actor,
+        b.key_name.as_deref(),
+        &method,
+        &b.path,
+        call_body,
+    )
+    .await;
+    s.mark_dirty();
+    (status, Json(answer)).into_response()
 }

@@ -73,6 +73,21 @@ pub fn started(previous: Option<bool>, withheld: bool) -> bool {
     withheld && previous != Some(true)
 }
 
+/// The note of the [`PROTECTED_REASON`] Event when protection has just started for `obj`.
+pub fn started_note(
+    obj: &CacheInstance,
+    database_id: &str,
+    previous: Option<bool>,
+    withheld: bool,
+) -> Option<String> {
+    if !started(previous, withheld) {
+        return None;
+    }
+    let mut names = vec![secret::secret_name(obj)];
+    names.extend(secret::read_only_secret_name(obj));
+    Some(protected_note(database_id, &names))
+}
+
 /// The note of the [`PROTECTED_REASON`] Event.
 pub fn protected_note(database_id: &str, secrets: &[String]) -> String {
     format!(
@@ -109,8 +124,16 @@ pub fn without_credentials(db: &Database) -> Database {
 
 /// The Secrets the spec names, each with whether it exists. The operator's cache of its own
 /// Secrets answers first (no read in steady state); a Secret it lacks is read from the API
-/// server, so a reset is never made for a Secret that only the cache has not seen yet.
-pub async fn secrets_present(ctx: &Context, obj: &CacheInstance) -> Result<Vec<(String, bool)>> {
+/// server, so a reset is never made for a Secret that only the cache has not seen yet. Nothing
+/// is looked at when the database came with its credentials (`has_credentials`).
+pub async fn secrets_present(
+    ctx: &Context,
+    obj: &CacheInstance,
+    has_credentials: bool,
+) -> Result<Vec<(String, bool)>> {
+    if has_credentials {
+        return Ok(Vec::new());
+    }
     let namespace = obj.metadata.namespace.clone().unwrap_or_default();
     let api: Api<Secret> = Api::namespaced(ctx.client.clone(), &namespace);
     let mut out = Vec::new();

@@ -1,6 +1,7 @@
 //! The controllers and what they share.
 
 pub mod adoption;
+pub mod change_log;
 pub mod claims;
 pub mod conditions;
 pub mod context;
@@ -13,6 +14,7 @@ pub mod instance;
 pub mod naming;
 pub mod owned_secrets;
 pub mod recent;
+pub mod reconcile_now;
 pub mod refusals;
 pub mod reported;
 pub mod secret;

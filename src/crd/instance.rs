@@ -22,6 +22,13 @@ use super::{
 /// within it are served together when it has passed).
 pub const ROTATE_ANNOTATION: &str = "cache.upstash-operator.dev/rotate-password";
 
+/// Annotation that asks for a reconcile now (Flux-style): set it to a new value (a timestamp or
+/// any unique string, e.g. `kubectl annotate --overwrite cacheinstance crm-cache
+/// cache.upstash-operator.dev/reconcile-requested-at="$(date -Is)"`); the operator reconciles the
+/// instance at once with a fresh read of its database and echoes the value in
+/// `status.lastHandledReconcileAt` when that pass has run.
+pub const RECONCILE_REQUEST_ANNOTATION: &str = "cache.upstash-operator.dev/reconcile-requested-at";
+
 /// Annotation that pauses one CacheInstance: while it is `"true"` the operator makes no Upstash
 /// call and no Kubernetes write for the object (a delete waits until it is removed).
 pub const PAUSE_ANNOTATION: &str = "cache.upstash-operator.dev/paused";

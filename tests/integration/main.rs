@@ -4,6 +4,7 @@
 
 mod admission;
 mod admission_classes;
+mod change_log;
 mod crds;
 mod credential_protection;
 mod credentials;
@@ -15,6 +16,7 @@ mod monitoring;
 mod names;
 mod namespaces;
 mod protection;
+mod reconcile_now;
 mod restarts;
 mod safety;
 mod support;

@@ -41,9 +41,11 @@ use self::{
 use crate::{
     controller::{
         Context, INSTANCE_CONTROLLER,
+        change_log::{self, Why},
         conditions::{self, Cond},
         credential_protection::{self as protection, CredentialsPlan},
         desired::RotationDue,
+        reconcile_now,
         secret::{self, ConnectionDetails},
         startup,
     },
@@ -110,6 +112,10 @@ async fn pass(obj: &CacheInstance, ctx: &Context) -> Result<Action> {
         report = Report::new(obj);
         outcome = converge(obj, ctx, &mut report, Read::Fresh).await;
     }
+    if outcome.is_ok() {
+        let recorded = report.status.last_handled_reconcile_at.take();
+        report.status.last_handled_reconcile_at = reconcile_now::handled(obj, recorded);
+    }
     let ready = report.finish(ctx, outcome.as_ref().err());
     ctx.metrics
         .instances
@@ -124,6 +130,9 @@ async fn pass(obj: &CacheInstance, ctx: &Context) -> Result<Action> {
 /// How long a settled instance's first pass of this process waits for its turn to read (see
 /// [`crate::controller::startup`]), if it does.
 fn first_read_wait(obj: &CacheInstance, ctx: &Context) -> Option<Duration> {
+    if reconcile_now::pending(obj) {
+        return None;
+    }
     let read_before = obj
         .status
         .as_ref()
@@ -317,17 +326,10 @@ async fn converge(
     report.associate(how, &db, &upstash.account_of(&db), now);
     // Credential Protection: Upstash answered no credentials (the Secret is the only copy).
     let withheld = !db.has_credentials();
-    if protection::started(report.status.credentials_protected, withheld) {
-        let mut names = vec![secret::secret_name(obj)];
-        names.extend(secret::read_only_secret_name(obj));
-        report.publish(
-            ctx,
-            &Notice::normal(
-                protection::PROTECTED_REASON,
-                "Observe",
-                protection::protected_note(&db.database_id, &names),
-            ),
-        );
+    let previous = report.status.credentials_protected;
+    if let Some(note) = protection::started_note(obj, &db.database_id, previous, withheld) {
+        let notice = Notice::normal(protection::PROTECTED_REASON, "Observe", note);
+        report.publish(ctx, &notice);
     }
     report.status.credentials_protected = protection::status_value(withheld);
 
@@ -339,6 +341,8 @@ async fn converge(
         // One Event, before the calls, saying what changes (old → new). A database created
         // this pass gets the rest of its settings now and is announced once, at the end.
         let changes_note = plan::changes_note(changes, &db);
+        let drift = *drift && how.event_reason().is_none() && how != How::Created;
+        let who = change_log::drift_attribution(&upstash.api, &db, changes, drift).await;
         let notice = match how.event_reason() {
             _ if how == How::Created => None,
             Some(reason) => Some(Notice::normal(
@@ -349,11 +353,12 @@ async fn converge(
                     plan::association_note(obj, how, &db)
                 ),
             )),
-            None if *drift => Some(Notice::normal(
+            None if drift => Some(Notice::normal(
                 "DriftCorrected",
                 "Update",
                 format!(
-                    "setting {changes_note} back to the spec after a change made outside Kubernetes"
+                    "setting {changes_note} back to the spec after a change made outside Kubernetes; {}",
+                    who.unwrap_or_default()
                 ),
             )),
             None => Some(Notice::normal(
@@ -368,6 +373,7 @@ async fn converge(
         } else {
             set_at_create = changes.iter().map(|c| c.field()).collect();
         }
+        change_log::log_changes(obj, &db, changes, change_log::Why::of(drift));
         apply::settings(&upstash.api, &mut db, changes).await?;
     }
     let synced = plan::synced(&settings, &db);
@@ -399,6 +405,7 @@ async fn converge(
         report.requeue_within(after);
     }
     if let Some(due) = rotation.due {
+        change_log::log_rotation(obj, &db.database_id, due == RotationDue::Requested);
         db = apply::rotate(&upstash.api, &db).await?;
         record.last_rotation_time = Some(Time(now));
         record.next_rotation_time = valid.rotation_every.map(|e| Time(now + e));
@@ -428,11 +435,7 @@ async fn converge(
     report.status.rotation = Some(record);
 
     // The Secrets and the restarts; credentials Upstash withholds never reach a Secret.
-    let present = if db.has_credentials() {
-        Vec::new()
-    } else {
-        protection::secrets_present(ctx, obj).await?
-    };
+    let present = protection::secrets_present(ctx, obj, db.has_credentials()).await?;
     let (secrets_written, removed) =
         match protection::plan(db.has_credentials(), &present, valid.observe_only()) {
             CredentialsPlan::Publish => {
@@ -447,6 +450,14 @@ async fn converge(
                         "Rotate",
                         protection::reset_note(&db.database_id, &missing),
                     ),
+                );
+                change_log::log_call(
+                    obj,
+                    &db.database_id,
+                    "password",
+                    "lost",
+                    "new",
+                    Why::Recovery,
                 );
                 db = apply::rotate(&upstash.api, &db).await?;
                 if let Some(rotation) = report.status.rotation.as_mut() {
