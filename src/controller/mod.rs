@@ -17,6 +17,7 @@ pub mod recent;
 pub mod reconcile_now;
 pub mod refusals;
 pub mod reported;
+pub mod restarts;
 pub mod secret;
 pub mod startup;
 

@@ -17,6 +17,7 @@ mod names;
 mod namespaces;
 mod protection;
 mod reconcile_now;
+mod restart_coalescing;
 mod restarts;
 mod safety;
 mod support;

@@ -29,7 +29,7 @@ use kube::{ResourceExt, runtime::controller::Action};
 pub use cleanup::{FinishedCleanups, WAY_OUT};
 pub use observe::pending_record;
 pub use plan::lost_create_grace;
-pub use publish::RESTART_ANNOTATION;
+pub use publish::{RESTART_ANNOTATION, workload_resource};
 pub use validate::paused;
 
 use self::{
@@ -45,7 +45,7 @@ use crate::{
         conditions::{self, Cond},
         credential_protection::{self as protection, CredentialsPlan},
         desired::RotationDue,
-        reconcile_now,
+        reconcile_now, restarts,
         secret::{self, ConnectionDetails},
         startup,
     },
@@ -553,21 +553,14 @@ async fn publish_credentials(
     }
     publish::remove_stale(ctx, &namespace, &secrets.stale).await?;
     report.secrets(&secrets);
-    let fingerprint = details.fingerprint();
-    let targets = plan::restarts(&view, &fingerprint);
-    let restarted = publish::restart(ctx, &namespace, &targets, &fingerprint).await?;
+    let (fingerprint, key) = (details.fingerprint(), restarts::key_of(obj));
+    let targets = plan::restarts(&view, &key, &fingerprint);
+    let restarted = ctx
+        .restarts
+        .request(&ctx.client, &namespace, &targets, &key, &fingerprint);
     if !restarted.is_empty() {
-        report.publish(
-            ctx,
-            &Notice::normal(
-                "WorkloadsRestarted",
-                "Restart",
-                format!(
-                    "restarted {} to pick up new credentials",
-                    restarted.join(", ")
-                ),
-            ),
-        );
+        let note = restarts::note(&restarted, ctx.config.restart_window);
+        report.publish(ctx, &Notice::normal("WorkloadsRestarted", "Restart", note));
     }
     Ok((written, secrets.stale))
 }

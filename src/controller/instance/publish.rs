@@ -1,6 +1,7 @@
 //! What a pass writes into the cluster besides its status: the connection Secrets (and the
-//! removal of the instance's Secrets the spec no longer names) and the workload restarts, all
-//! with server-side apply under the operator's field manager.
+//! removal of the instance's Secrets the spec no longer names), with server-side apply under the
+//! operator's field manager. Workload restarts are coalesced per workload by
+//! [`crate::controller::restarts`].
 
 use k8s_openapi::api::{
     apps::v1::{DaemonSet, Deployment, StatefulSet},
@@ -8,14 +9,13 @@ use k8s_openapi::api::{
 };
 use kube::{
     Api, ResourceExt,
-    api::{ApiResource, DeleteParams, DynamicObject, Patch, PatchParams},
+    api::{ApiResource, DeleteParams, Patch, PatchParams},
 };
-use serde_json::json;
 
 use super::plan::SecretsPlan;
 use crate::{
     controller::{Context, FIELD_MANAGER},
-    crd::{RestartTarget, WorkloadKind},
+    crd::WorkloadKind,
     error::Result,
 };
 
@@ -65,63 +65,4 @@ pub async fn remove_stale(ctx: &Context, namespace: &str, names: &[String]) -> R
         }
     }
     Ok(())
-}
-
-/// The apply body that stamps `fingerprint` on a workload's pod template.
-pub fn restart_apply(target: &RestartTarget, fingerprint: &str) -> serde_json::Value {
-    let resource = workload_resource(target.kind);
-    json!({
-        "apiVersion": resource.api_version,
-        "kind": resource.kind,
-        "metadata": {"name": target.name},
-        "spec": {"template": {"metadata": {"annotations": {RESTART_ANNOTATION: fingerprint}}}},
-    })
-}
-
-/// Stamps the credentials' digest on each target's pod template, which rolls its pods; returns
-/// the workloads restarted, as `Kind/name`.
-pub async fn restart(
-    ctx: &Context,
-    namespace: &str,
-    targets: &[RestartTarget],
-    fingerprint: &str,
-) -> Result<Vec<String>> {
-    let mut restarted = Vec::new();
-    for target in targets {
-        let api: Api<DynamicObject> = Api::namespaced_with(
-            ctx.client.clone(),
-            namespace,
-            &workload_resource(target.kind),
-        );
-        api.patch(
-            &target.name,
-            &PatchParams::apply(FIELD_MANAGER).force(),
-            &Patch::Apply(&restart_apply(target, fingerprint)),
-        )
-        .await?;
-        restarted.push(format!("{:?}/{}", target.kind, target.name));
-    }
-    Ok(restarted)
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn a_restart_applies_only_the_annotation() {
-        let target = RestartTarget {
-            kind: WorkloadKind::StatefulSet,
-            name: "db-client".into(),
-        };
-        assert_eq!(
-            restart_apply(&target, "0123abcd"),
-            json!({
-                "apiVersion": "apps/v1",
-                "kind": "StatefulSet",
-                "metadata": {"name": "db-client"},
-                "spec": {"template": {"metadata": {"annotations": {RESTART_ANNOTATION: "0123abcd"}}}},
-            })
-        );
-    }
 }
