@@ -31,6 +31,16 @@ pub const REFUSAL_MESSAGE: &str = concat!(
     "' --type merge -p \\'{\"spec\":{\"deletionProtection\":false}}\\''"
 );
 
+/// What a CacheInstance being deleted while protected says (the policy was not installed, or
+/// protection was turned on after the delete): the operator keeps the database and the
+/// finalizer until protection is turned off.
+pub const HELD_MESSAGE: &str = "spec.deletionProtection is true, so the operator keeps the database and this CacheInstance waits. Set spec.deletionProtection: false to let the cleanup run as deletionPolicy says, or set deletionPolicy: Retain to let this object go and keep the database";
+
+/// Whether the cleanup of a deleted `obj` that would delete its database must wait.
+pub fn holds_cleanup(obj: &super::CacheInstance) -> bool {
+    obj.spec.deletion_protection == Some(true)
+}
+
 /// The policy: DELETE of a protected CacheInstance is refused.
 pub fn policy() -> ValidatingAdmissionPolicy {
     serde_json::from_value(serde_json::json!({

@@ -255,3 +255,88 @@ async fn a_namespace_delete_leaves_a_protected_database_in_place() {
     assert!(emulator.database(&kept_id).await.is_none());
     assert_eq!(emulator.calls_to("delete").await.len(), 2);
 }
+
+#[tokio::test]
+async fn protection_turned_on_while_a_delete_waits_keeps_the_database() {
+    let cluster = testkit::cluster().await;
+    let ns = cluster.namespace("delprot-late").await;
+    let client = ns.client().await;
+    let stack = start_stack(&ns, &[]).await;
+    let api: Api<CacheInstance> = Api::namespaced(client.clone(), ns.name());
+    let name = "crm-cache";
+    apply_manifest(
+        &client,
+        ns.name(),
+        &instance(
+            name,
+            json!({"primaryRegion": "us-east-1", "deletionPolicy": "Delete"}),
+        ),
+    )
+    .await
+    .unwrap();
+    testkit::wait_for_condition(&api, name, "Ready", "True", TIMEOUT).await;
+    let id = api
+        .get(name)
+        .await
+        .unwrap()
+        .status
+        .unwrap()
+        .database_id
+        .unwrap();
+
+    // Paused, deleted (the finalizer holds it), then protected: the policy does not see an
+    // update, and the operator's cleanup must wait.
+    let merge = |v: serde_json::Value| Patch::Merge(v);
+    api.patch(
+        name,
+        &PatchParams::default(),
+        &merge(json!({"metadata": {"annotations": {"cache.upstash-operator.dev/paused": "true"}}})),
+    )
+    .await
+    .unwrap();
+    api.delete(name, &DeleteParams::default()).await.unwrap();
+    api.patch(
+        name,
+        &PatchParams::default(),
+        &merge(json!({"spec": {"deletionProtection": true}})),
+    )
+    .await
+    .unwrap();
+    api.patch(
+        name,
+        &PatchParams::default(),
+        &merge(json!({"metadata": {"annotations": {"cache.upstash-operator.dev/paused": null}}})),
+    )
+    .await
+    .unwrap();
+    let held = testkit::wait_for_condition(&api, name, "Ready", "False", TIMEOUT).await;
+    let ready = held
+        .status
+        .unwrap()
+        .conditions
+        .into_iter()
+        .find(|c| c.type_ == "Ready")
+        .unwrap();
+    assert_eq!(ready.reason, "DeletionProtected", "{ready:?}");
+    assert!(
+        ready.message.contains("spec.deletionProtection: false"),
+        "{ready:?}"
+    );
+    assert!(stack.emulator.database(&id).await.is_some());
+    assert!(stack.emulator.calls_to("delete").await.is_empty());
+
+    // Off: the cleanup runs.
+    api.patch(
+        name,
+        &PatchParams::default(),
+        &merge(json!({"spec": {"deletionProtection": false}})),
+    )
+    .await
+    .unwrap();
+    testkit::wait_for("the instance to be gone", TIMEOUT, || async {
+        api.get_opt(name).await.ok()?.is_none().then_some(())
+    })
+    .await;
+    assert!(stack.emulator.database(&id).await.is_none());
+    assert_eq!(stack.emulator.calls_to("delete").await.len(), 1);
+}

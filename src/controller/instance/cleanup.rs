@@ -14,7 +14,10 @@ use crate::{
         database_index,
         reported::Topic,
     },
-    crd::{CacheInstance, CacheInstanceStatus, DeletionPolicy, ManagementPolicy, PendingCreate},
+    crd::{
+        CacheInstance, CacheInstanceStatus, DeletionPolicy, ManagementPolicy, PendingCreate,
+        deletion_protection,
+    },
     credentials::Binding,
     error::{Error, Result},
 };
@@ -129,6 +132,15 @@ pub async fn run(obj: &CacheInstance, ctx: &Context) -> Result<Action> {
             if let Some(n) = notice {
                 ctx.publish(obj, n.type_, n.reason, n.action, &n.note);
             }
+        }
+        // Deletion protection, also where the admission policy did not stop the delete.
+        CleanupPlan::Delete { .. } if deletion_protection::holds_cleanup(obj) => {
+            let (reason, message) = ("DeletionProtected", deletion_protection::HELD_MESSAGE);
+            let mut report = Report::new(obj);
+            report.set(Cond::new(conditions::READY, false, reason, message));
+            report.warn_if_new(ctx, Topic::Cleanup, reason, message);
+            report.write(ctx).await?;
+            return Ok(Action::await_change());
         }
         CleanupPlan::Delete { ids, pending } => {
             if let Err(blocked) = delete(obj, ctx, &ids, pending.as_ref()).await {
