@@ -69,6 +69,11 @@ pub fn log_call(
     );
 }
 
+/// The log line of a once-only request (`backup`, `restore`) served for `request_id`.
+pub fn log_request(obj: &CacheInstance, database_id: &str, what: &str, request_id: &str) {
+    log_call(obj, database_id, what, "", request_id, Why::Request);
+}
+
 /// The log line of a password reset, requested or on schedule.
 pub fn log_rotation(obj: &CacheInstance, database_id: &str, requested: bool) {
     let why = if requested {

@@ -7,6 +7,7 @@ use kube::{ResourceExt, runtime::controller::Action};
 
 use super::{finalizer, observe, plan::Notice, report::Report, validate};
 use crate::{
+    controller::change_log::Why,
     controller::{
         Context, FINALIZER,
         claims::{Claim, Held},
@@ -208,6 +209,7 @@ async fn delete(
             );
             continue;
         }
+        crate::controller::change_log::log_call(obj, &id, "database", &id, "deleted", Why::Spec);
         let deleted = bound
             .api
             .delete_database(&id)

@@ -285,6 +285,14 @@ async fn converge(
             finalizer::ensure(obj, ctx, Some(&record), seen.confirm.as_deref()).await?;
             finalized = true;
             prefetched_view = Some(view);
+            change_log::log_call(
+                obj,
+                "",
+                "database",
+                "none",
+                &request.database_name,
+                Why::Spec,
+            );
             let created =
                 apply::create(&upstash.api, &ctx.databases, &upstash.index_key, &request).await;
             match created {
@@ -383,12 +391,14 @@ async fn converge(
     // Backup and restore requests, once per request id.
     let requests = plan::requests(obj, &valid, &report.status);
     if let Some(request) = &requests.backup {
+        change_log::log_request(obj, &db.database_id, "backup", &request.request_id);
         let (result, notice) =
             apply::backup(&upstash.api, &db.database_id, request, Timestamp::now()).await?;
         report.status.backup = Some(Box::new(result));
         report.publish(ctx, &notice);
     }
     if let Some(request) = &requests.restore {
+        change_log::log_request(obj, &db.database_id, "restore", &request.request_id);
         let (result, notice) =
             apply::restore(&upstash.api, &db.database_id, request, Timestamp::now()).await?;
         report.status.restore = Some(Box::new(result));
