@@ -408,4 +408,22 @@ mod tests {
             CleanupPlan::Done
         );
     }
+
+    #[test]
+    fn deletion_protection_holds_only_a_delete() {
+        let protected = deleting("{primaryRegion: us-east-1, deletionProtection: true}");
+        assert_eq!(
+            plan(&protected, DeletionPolicy::Delete, &recorded(), None),
+            CleanupPlan::Protected
+        );
+        // A database kept, or none, lets the object go.
+        assert!(matches!(
+            plan(&protected, DeletionPolicy::Retain, &recorded(), None),
+            CleanupPlan::Release { .. }
+        ));
+        assert_eq!(
+            plan(&protected, DeletionPolicy::Delete, &status("{}"), None),
+            CleanupPlan::Release { notice: None }
+        );
+    }
 }
