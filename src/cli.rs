@@ -83,6 +83,16 @@ pub struct Args {
     #[arg(long, env = "MIN_ROTATION_INTERVAL", default_value = "5m", value_parser = parse_duration_arg)]
     pub min_rotation_interval: DurationString,
 
+    /// How long a restart of a workload (`passwordRotation.restart`) waits for the credentials
+    /// of other CacheInstances it uses that change meanwhile: one restart serves them all.
+    #[arg(long, env = "RESTART_WINDOW", default_value = "5s", value_parser = parse_duration_arg)]
+    pub restart_window: DurationString,
+
+    /// The least time between two restarts of one workload; credentials that change sooner are
+    /// picked up by one restart when it has passed.
+    #[arg(long, env = "MIN_RESTART_INTERVAL", default_value = "30s", value_parser = parse_duration_arg)]
+    pub min_restart_interval: DurationString,
+
     /// This cluster's identity, part of every database name the operator derives
     /// (`<namespace>-<name>-<hash of cluster id, namespace and name>`). Empty: the UID of
     /// namespace `kube-system`, or of the operator's own namespace when that is not readable.

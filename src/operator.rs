@@ -121,6 +121,8 @@ pub async fn run(args: Args) -> anyhow::Result<()> {
             adoption: args.adoption_namespace_selector.clone(),
             reveal_managing_namespace: args.reveal_managing_namespace,
             min_rotation_interval: args.min_rotation_interval.duration()?,
+            restart_window: args.restart_window.duration()?,
+            min_restart_interval: args.min_restart_interval.duration()?,
         },
     ));
     let scopes: Vec<Option<String>> = if namespaces.is_empty() {

@@ -39,7 +39,8 @@ pub async fn install_crds(client: &Client) -> anyhow::Result<()> {
         for doc in serde_saphyr::from_multiple::<serde_json::Value>(&text)
             .with_context(|| format!("parsing {}", path.display()))?
         {
-            if doc.is_null() {
+            // The deletion protection policy of crds/ is not needed here.
+            if doc.is_null() || doc["kind"] != "CustomResourceDefinition" {
                 continue;
             }
             let crd: CustomResourceDefinition = serde_json::from_value(doc)?;

@@ -24,6 +24,8 @@ pub struct KeySpec {
     pub api_key: String,
     pub team: Option<String>,
     pub read_only: bool,
+    /// The key's name, shown as the source of its changes in the audit log.
+    pub name: Option<String>,
 }
 
 impl KeySpec {
@@ -46,6 +48,9 @@ pub struct ApiKey {
     pub team_id: Option<String>,
     #[serde(default, skip_serializing_if = "std::ops::Not::not")]
     pub read_only: bool,
+    /// The key's name (the audit log's `API_KEY - <name>`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub name: Option<String>,
 }
 
 /// A team member's role (Upstash: owner, admin, dev, finance).
@@ -83,6 +88,8 @@ pub struct Principal {
     pub owner: String,
     pub team_id: Option<String>,
     pub read_only: bool,
+    /// The key's name (`default` when it has none).
+    pub key_name: String,
 }
 
 /// Keys and teams.
@@ -117,6 +124,7 @@ impl Accounts {
             key: spec.api_key.clone(),
             team_id,
             read_only: spec.read_only,
+            name: spec.name.clone(),
         };
         self.keys.retain(|k| k.key != key.key);
         self.keys.push(key.clone());
@@ -173,6 +181,7 @@ impl Accounts {
             owner: k.team_id.clone().unwrap_or_else(|| k.email.clone()),
             team_id: k.team_id.clone(),
             read_only: k.read_only,
+            key_name: k.name.clone().unwrap_or_else(|| "default".into()),
         })
     }
 

@@ -9,13 +9,14 @@
 //! | `POST /_emulator/faults` | add a fault rule → the rule with its `id` |
 //! | `GET /_emulator/faults` / `DELETE /_emulator/faults` / `DELETE /_emulator/faults/{id}` | list / clear / remove |
 //! | `GET /_emulator/databases` / `GET /_emulator/databases/{id}` | every database (archived ones too), with credentials and owner |
-//! | `PATCH /_emulator/databases/{id}` | set `state` (`active`, `suspended`, `passive`), `max_data_size_bytes` (a lower data limit, `null` = the plan's) |
+//! | `PATCH /_emulator/databases/{id}` | set `state` (`active`, `suspended`, `passive`), `max_data_size_bytes` (a lower data limit, `null` = the plan's), `credential_protection` (Credential Protection: a Get answers empty credentials, reset-password new ones once; turning it off revokes and regenerates them) |
 //! | `POST /_emulator/databases/{id}/archive` | archive a free database: gone from the Developer API, its data kept in a backup |
 //! | `POST /_emulator/databases/{id}/unarchive` | bring it back from a backup (`{"backup_id"}`, default the archival's) |
 //! | `PUT` / `PATCH` / `DELETE /_emulator/databases/{id}/stats` | replace / merge / clear stats overrides |
 //! | `GET` / `PUT /_emulator/latency` | global Developer API latency `{"ms": N}` |
 //! | `GET` / `POST /_emulator/accounts` | account emails / add a key `{"email", "api_key", "team"?, "readonly"?}` |
 //! | `GET /_emulator/keys` / `GET /_emulator/teams` | the API keys (without their values) / the teams and members |
+//! | `POST /_emulator/console` | a change made in the console: `{"actor", "key_name"?, "method", "path", "body"?}` runs the Developer API operation of `method` + `path` on the database's owner's account, recorded in the audit log as `actor` with source `API_KEY - <key_name>` (or `CONSOLE`), not in the call log → the Developer API's status and answer |
 //! | `POST /_emulator/reset` | delete all databases, faults, overrides and the call log |
 
 use std::sync::Arc;
@@ -64,6 +65,7 @@ pub fn router(shared: Arc<Shared>) -> Router<Arc<Shared>> {
         .route("/keys", get(keys))
         .route("/teams", get(teams))
         .route("/reset", post(reset))
+        .route("/console", post(console))
         .fallback(|| async { err(StatusCode::NOT_FOUND, "unknown control route") })
         .layer(middleware::from_fn_with_state(shared, admin_guard))
 }
@@ -124,8 +126,12 @@ async fn remove_fault(State(s): S, Path(id): Path<u64>) -> Response {
 
 fn db_view(s: &Shared, db: &crate::state::Database) -> Value {
     let mut v =
-        serde_json::to_value(db.to_wire(&s.settings.endpoint, false)).unwrap_or(Value::Null);
+        serde_json::to_value(db.to_wire_revealed(&s.settings.endpoint)).unwrap_or(Value::Null);
     if let Value::Object(m) = &mut v {
+        m.insert(
+            "credential_protection".into(),
+            json!(db.meta.credential_protection),
+        );
         let (keys, bytes) = db.traffic.current();
         m.insert("account".into(), json!(db.meta.account));
         m.insert("plan".into(), json!(db.meta.plan));
@@ -182,6 +188,7 @@ struct DbPatch {
     /// `Some(None)` (`null`): back to the plan's limit.
     #[serde(default, deserialize_with = "some_nullable")]
     max_data_size_bytes: Option<Option<u64>>,
+    credential_protection: Option<bool>,
 }
 
 fn some_nullable<'de, D: serde::Deserializer<'de>>(d: D) -> Result<Option<Option<u64>>, D::Error> {
@@ -215,6 +222,13 @@ async fn patch_database(State(s): S, Path(id): Path<String>, body: axum::body::B
         }
         // Applied to a running engine on its next use.
         db.meta.max_data_size_bytes = limit;
+    }
+    if let Some(on) = patch.credential_protection {
+        if db.meta.credential_protection && !on {
+            // Turning it off revokes the credentials and issues new ones.
+            db.rotate_credentials();
+        }
+        db.meta.credential_protection = on;
     }
     let v = db_view(&s, db);
     drop(st);
@@ -297,6 +311,9 @@ struct AccountBody {
     team: Option<String>,
     #[serde(default, alias = "read_only")]
     readonly: bool,
+    /// The key's name (the audit log's source `API_KEY - <name>`).
+    #[serde(default)]
+    name: Option<String>,
 }
 
 async fn add_account(State(s): S, body: axum::body::Bytes) -> Response {
@@ -314,6 +331,7 @@ async fn add_account(State(s): S, body: axum::body::Bytes) -> Response {
         api_key: b.api_key,
         team: b.team,
         read_only: b.readonly,
+        name: b.name,
     };
     let added = s.lock().accounts.add(&spec);
     match added {
@@ -463,6 +481,44 @@ async fn reset(State(s): S) -> Response {
     s.engines.reset().await;
     s.faults_lock().clear();
     s.calls_lock().clear();
+    s.audit_lock().clear();
     s.mark_dirty();
     Json(json!("OK")).into_response()
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct ConsoleBody {
+    actor: String,
+    #[serde(default)]
+    key_name: Option<String>,
+    method: String,
+    path: String,
+    #[serde(default)]
+    body: Option<Value>,
+}
+
+async fn console(State(s): S, body: axum::body::Bytes) -> Response {
+    let b: ConsoleBody = match serde_json::from_slice(&body) {
+        Ok(b) => b,
+        Err(e) => return err(StatusCode::BAD_REQUEST, format!("invalid body: {e}")),
+    };
+    let Ok(method) = http::Method::from_bytes(b.method.as_bytes()) else {
+        return err(StatusCode::BAD_REQUEST, "invalid method");
+    };
+    let call_body = b
+        .body
+        .map(|v| axum::body::Bytes::from(serde_json::to_vec(&v).unwrap_or_default()))
+        .unwrap_or_default();
+    let (status, answer) = crate::api::auditlogs::console(
+        &s,
+        &b.actor,
+        b.key_name.as_deref(),
+        &method,
+        &b.path,
+        call_body,
+    )
+    .await;
+    s.mark_dirty();
+    (status, Json(answer)).into_response()
 }

@@ -16,6 +16,7 @@
 pub mod accounts;
 pub mod acl;
 pub mod api;
+pub mod audit;
 pub mod calllog;
 pub mod control;
 pub mod data_plane;
@@ -135,6 +136,8 @@ pub struct Shared {
     pub state: Arc<Mutex<State>>,
     pub faults: Mutex<Faults>,
     pub calls: Mutex<CallLog>,
+    /// The audit log (`GET /v2/auditlogs`).
+    pub audit: Mutex<audit::AuditLog>,
     pub latency_ms: AtomicU64,
     pub settings: Settings,
     pub persister: Option<Arc<Persister>>,
@@ -151,6 +154,9 @@ impl Shared {
     }
     pub fn calls_lock(&self) -> MutexGuard<'_, CallLog> {
         self.calls.lock().unwrap_or_else(|e| e.into_inner())
+    }
+    pub fn audit_lock(&self) -> MutexGuard<'_, audit::AuditLog> {
+        self.audit.lock().unwrap_or_else(|e| e.into_inner())
     }
     /// Schedules a state-file save.
     pub fn mark_dirty(&self) {
@@ -238,6 +244,7 @@ impl Emulator {
             state: state.clone(),
             faults: Mutex::new(Faults::default()),
             calls: Mutex::new(CallLog::default()),
+            audit: Mutex::new(audit::AuditLog::default()),
             latency_ms: AtomicU64::new(config.latency_ms),
             settings: Settings {
                 endpoint: EndpointStyle {

@@ -61,6 +61,11 @@ pub struct DbMeta {
     /// data plane, its data kept in a backup.
     #[serde(default, skip_serializing_if = "std::ops::Not::not")]
     pub archived: bool,
+    /// Credential Protection (Prod Pack): Upstash keeps no copy of the password and tokens, so
+    /// a Get answers them empty; reset-password answers new ones once. Switched through the
+    /// control API (the console's switch; the Developer API has none).
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub credential_protection: bool,
 }
 
 impl DbMeta {
@@ -148,6 +153,8 @@ impl Database {
         let cred = |s: &str| {
             if hide {
                 MASKED.to_string()
+            } else if m.credential_protection {
+                String::new()
             } else {
                 s.to_string()
             }
@@ -236,6 +243,16 @@ impl Database {
     }
 
     /// New REST tokens and passwords; the old ones stop working at once.
+    /// The Database object with its credentials shown whatever Credential Protection says:
+    /// what reset-password answers (once), and what the control API shows tests.
+    pub fn to_wire_revealed(&self, style: &EndpointStyle) -> DatabaseWire {
+        let mut wire = self.to_wire(style, false);
+        wire.password = self.meta.password.clone();
+        wire.rest_token = self.meta.rest_token.clone();
+        wire.read_only_rest_token = self.meta.read_only_rest_token.clone();
+        wire
+    }
+
     pub fn rotate_credentials(&mut self) {
         self.meta.password = ids::password();
         self.meta.read_only_password = ids::password();
@@ -560,6 +577,7 @@ mod tests {
                 last_plan_upgrade_time: 0,
                 state: "active".into(),
                 max_data_size_bytes: None,
+                credential_protection: false,
                 archived: false,
             },
             backups: vec![],

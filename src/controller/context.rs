@@ -47,6 +47,11 @@ pub struct Settings {
     /// The least time between two on-demand password rotations of one instance
     /// (`--min-rotation-interval`).
     pub min_rotation_interval: Duration,
+    /// How long a workload's restart waits for the credentials of other instances that change
+    /// meanwhile (`--restart-window`).
+    pub restart_window: Duration,
+    /// The least time between two restarts of one workload (`--min-restart-interval`).
+    pub min_restart_interval: Duration,
 }
 
 impl Settings {
@@ -96,6 +101,8 @@ pub struct Context {
     pub upstash_slots: Arc<tokio::sync::Semaphore>,
     /// Renders Secret templates within bounds, in worker processes.
     pub templates: crate::templates::Renderer,
+    /// Workload restarts requested and not made yet, coalesced per workload.
+    pub restarts: super::restarts::Restarts,
 }
 
 impl Context {
@@ -123,6 +130,10 @@ impl Context {
             upstash_slots: Arc::new(tokio::sync::Semaphore::new(usize::from(
                 config.concurrency.max(1),
             ))),
+            restarts: super::restarts::Restarts::new(
+                config.restart_window,
+                config.min_restart_interval,
+            ),
             config,
             templates: crate::templates::Renderer::new(),
         }
@@ -196,6 +207,8 @@ pub(crate) mod tests {
                 adoption: Default::default(),
                 reveal_managing_namespace: false,
                 min_rotation_interval: Duration::from_secs(300),
+                restart_window: Duration::from_secs(5),
+                min_restart_interval: Duration::from_secs(30),
             },
         )
     }

@@ -4,7 +4,9 @@
 
 use std::future::Future;
 
-use crate::upstash::{CreateDatabase, Database, UpstashApi, UpstashError, types::Backup};
+use crate::upstash::{
+    AuditLogEntry, CreateDatabase, Database, UpstashApi, UpstashError, types::Backup,
+};
 
 /// Result of a Developer API call.
 pub type ApiResult<T> = Result<T, UpstashError>;
@@ -49,9 +51,14 @@ pub trait DeveloperApi: Send + Sync {
         id: &str,
         backup_id: &str,
     ) -> impl Future<Output = ApiResult<()>> + Send;
+    /// The account's audit log (who changed what, from where).
+    fn audit_logs(&self) -> impl Future<Output = ApiResult<Vec<AuditLogEntry>>> + Send;
 }
 
 impl DeveloperApi for UpstashApi {
+    async fn audit_logs(&self) -> ApiResult<Vec<AuditLogEntry>> {
+        UpstashApi::audit_logs(self).await
+    }
     async fn list_databases(&self) -> ApiResult<Vec<Database>> {
         UpstashApi::list_databases(self).await
     }

@@ -193,6 +193,11 @@ fn toggle(on: bool, name: &str) -> String {
 }
 
 impl DeveloperApi for FakeApi {
+    async fn audit_logs(&self) -> ApiResult<Vec<crate::upstash::AuditLogEntry>> {
+        self.call("auditlogs")?;
+        Ok(Vec::new())
+    }
+
     async fn list_databases(&self) -> ApiResult<Vec<Database>> {
         let delay = *self.list_delay.lock().unwrap_or_else(|e| e.into_inner());
         if let Some(delay) = delay {

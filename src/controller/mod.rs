@@ -1,10 +1,12 @@
 //! The controllers and what they share.
 
 pub mod adoption;
+pub mod change_log;
 pub mod claims;
 pub mod conditions;
 pub mod context;
 pub mod create_record;
+pub mod credential_protection;
 pub mod database_index;
 pub mod desired;
 pub mod developer_api;
@@ -12,6 +14,8 @@ pub mod instance;
 pub mod memory;
 pub mod naming;
 pub mod owned_secrets;
+pub mod reconcile_now;
+pub mod restarts;
 pub mod secret;
 pub mod startup;
 

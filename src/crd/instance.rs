@@ -22,6 +22,13 @@ use super::{
 /// within it are served together when it has passed).
 pub const ROTATE_ANNOTATION: &str = "cache.upstash-operator.dev/rotate-password";
 
+/// Annotation that asks for a reconcile now (Flux-style): set it to a new value (a timestamp or
+/// any unique string, e.g. `kubectl annotate --overwrite cacheinstance crm-cache
+/// cache.upstash-operator.dev/reconcile-requested-at="$(date -Is)"`); the operator reconciles the
+/// instance at once with a fresh read of its database and echoes the value in
+/// `status.lastHandledReconcileAt` when that pass has run.
+pub const RECONCILE_REQUEST_ANNOTATION: &str = "cache.upstash-operator.dev/reconcile-requested-at";
+
 /// Annotation that pauses one CacheInstance: while it is `"true"` the operator makes no Upstash
 /// call and no Kubernetes write for the object (a delete waits until it is removed).
 pub const PAUSE_ANNOTATION: &str = "cache.upstash-operator.dev/paused";
@@ -261,6 +268,17 @@ pub struct CacheInstanceSpec {
     /// `managementPolicy: Observe` the database is always kept.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub deletion_policy: Option<DeletionPolicy>,
+
+    /// While `true`, the API server refuses to delete this CacheInstance (`kubectl delete`, a
+    /// GitOps prune, a namespace delete), so its database cannot be removed by accident. The
+    /// refusal comes from the ValidatingAdmissionPolicy
+    /// `upstash-operator-deletion-protection` that is installed with the CRDs. To delete the
+    /// object, first set this to `false` (`kubectl patch cacheinstance <name> --type merge -p
+    /// '{"spec":{"deletionProtection":false}}'`). A namespace being deleted waits on a protected
+    /// object, with its database in place, until protection is turned off. Omitted or `false`:
+    /// no protection.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub deletion_protection: Option<bool>,
 
     /// Take over an existing Upstash database instead of creating one. Without this block the
     /// operator never touches a database it did not create. An adopted database is kept when

@@ -84,6 +84,20 @@ pub struct CacheInstanceStatus {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub rotation: Option<Box<RotationStatus>>,
 
+    /// The value of the annotation `cache.upstash-operator.dev/reconcile-requested-at` that the
+    /// operator last served: a new value of the annotation was reconciled (with a fresh read of
+    /// the database) once this shows it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub last_handled_reconcile_at: Option<String>,
+
+    /// `true` while Upstash keeps no copy of the database's password and REST tokens (Upstash's
+    /// Credential Protection, switched on in the Upstash console): the connection Secret holds
+    /// the only copy. The operator never empties or overwrites it with missing values; if the
+    /// Secret is deleted it resets the password once (the old credentials stop working) and
+    /// writes the new ones. Back the Secret up if applications outside Kubernetes use it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub credentials_protected: Option<bool>,
+
     /// Monitoring alerts currently firing.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     #[x_kube(merge_strategy = ListMerge::Map(vec!["type".into()]))]

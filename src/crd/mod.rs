@@ -5,6 +5,7 @@
 //! OpenAPI and CEL rules that the API server enforces at admission.
 
 mod common;
+pub mod deletion_protection;
 mod instance;
 mod instance_status;
 mod policy;

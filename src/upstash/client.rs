@@ -19,7 +19,7 @@ use super::{
     breaker::{BreakerConfig, CircuitBreaker},
     error::UpstashError,
     limiter::Limiter,
-    types::{Backup, Budget, CreateDatabase, Database, DatabaseStats},
+    types::{AuditLogEntry, Backup, Budget, CreateDatabase, Database, DatabaseStats},
 };
 use crate::metrics::Metrics;
 
@@ -343,6 +343,18 @@ impl UpstashApi {
         let path = format!("/v2/redis/list-backup/{}", segment(id));
         self.call(Method::GET, "list-backup", &path, None, Idempotence::Retry)
             .await
+    }
+
+    /// The account's audit log (who changed what, from where), as far back as its retention.
+    pub async fn audit_logs(&self) -> Result<Vec<AuditLogEntry>, UpstashError> {
+        self.call(
+            Method::GET,
+            "auditlogs",
+            "/v2/auditlogs",
+            None,
+            Idempotence::Retry,
+        )
+        .await
     }
 
     /// Takes a backup named `name`. Not retried: the caller looks for it by name instead.

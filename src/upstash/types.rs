@@ -252,6 +252,30 @@ pub struct Backup {
     pub creation_time: u64,
 }
 
+/// An entry of the account's audit log (`GET /v2/auditlogs`): who changed what, from where.
+#[derive(Debug, Clone, Deserialize, Default, PartialEq)]
+pub struct AuditLogEntry {
+    #[serde(default, deserialize_with = "null_as_default")]
+    pub log_id: String,
+    /// Who made the change (an email).
+    #[serde(default, deserialize_with = "null_as_default")]
+    pub actor: String,
+    /// Unix seconds.
+    #[serde(default, deserialize_with = "lenient_u64")]
+    pub timestamp: u64,
+    /// What was done, e.g. "Update Budget".
+    #[serde(default, deserialize_with = "null_as_default")]
+    pub action_string: String,
+    /// Where from: `API_KEY - <key name>`, or the console.
+    #[serde(default, deserialize_with = "null_as_default")]
+    pub source: String,
+    /// What it was done to (a database's name).
+    #[serde(default, deserialize_with = "null_as_default")]
+    pub entity: String,
+    #[serde(default, deserialize_with = "null_as_default")]
+    pub secondary_entity: String,
+}
+
 /// One point of a stats series.
 #[derive(Debug, Clone, Deserialize, Default, PartialEq)]
 pub struct Point {

@@ -342,6 +342,36 @@ impl Emulator {
         .await;
     }
 
+    /// A change made in the Upstash console by `actor` (with the API key named `key_name`, if
+    /// given): the Developer API call `method` `path` with `body` on the database's account,
+    /// recorded in the audit log, not in the call log. Returns the Developer API's answer.
+    pub async fn console(
+        &self,
+        actor: &str,
+        key_name: Option<&str>,
+        method: &str,
+        path: &str,
+        body: Option<Value>,
+    ) -> Value {
+        self.control(
+            reqwest::Method::POST,
+            "console",
+            Some(json!({"actor": actor, "key_name": key_name, "method": method, "path": path, "body": body})),
+        )
+        .await
+    }
+
+    /// Switches Upstash's Credential Protection of a database on or off, as its console does:
+    /// while on, a Get answers no credentials; turning it off issues new ones.
+    pub async fn set_credential_protection(&self, id: &str, on: bool) {
+        self.control(
+            reqwest::Method::PATCH,
+            &format!("databases/{id}"),
+            Some(json!({"credential_protection": on})),
+        )
+        .await;
+    }
+
     /// Archives a free database as Upstash does after 30 idle days: it disappears from the
     /// Developer API and the data plane; a backup of its data is kept.
     pub async fn archive_database(&self, id: &str) {

@@ -46,6 +46,8 @@ fn renders_with_defaults_and_every_ci_values_file() {
             "RoleBinding",
             "Service",
             "ServiceAccount",
+            "ValidatingAdmissionPolicy",
+            "ValidatingAdmissionPolicyBinding",
         ])
     );
     for file in ci_values_files() {
@@ -551,14 +553,35 @@ fn chart_crds_are_the_generated_crds() {
     let generated: BTreeMap<String, Value> = std::fs::read_dir(repo_path("crds"))
         .unwrap()
         .flat_map(|e| parse_documents(&std::fs::read_to_string(e.unwrap().path()).unwrap()))
-        .map(|d| (d["metadata"]["name"].as_str().unwrap().to_string(), d))
+        .map(|d| {
+            (
+                format!(
+                    "{}/{}",
+                    d["kind"].as_str().unwrap(),
+                    d["metadata"]["name"].as_str().unwrap()
+                ),
+                d,
+            )
+        })
         .collect();
-    assert_eq!(generated.len(), 2);
+    // Both CRDs, and the deletion protection policy with its binding.
+    assert_eq!(generated.len(), 4, "{:?}", generated.keys());
     let docs = render("uo", "ops", &[], &[]);
-    let rendered = of_kind(&docs, "CustomResourceDefinition");
-    assert_eq!(rendered.len(), 2);
+    let rendered: Vec<&Value> = [
+        "CustomResourceDefinition",
+        "ValidatingAdmissionPolicy",
+        "ValidatingAdmissionPolicyBinding",
+    ]
+    .into_iter()
+    .flat_map(|kind| of_kind(&docs, kind))
+    .collect();
+    assert_eq!(rendered.len(), 4);
     for crd in rendered {
-        let name = crd["metadata"]["name"].as_str().unwrap();
+        let name = &format!(
+            "{}/{}",
+            crd["kind"].as_str().unwrap(),
+            crd["metadata"]["name"].as_str().unwrap()
+        );
         assert_eq!(
             crd["metadata"]["annotations"]["helm.sh/resource-policy"],
             "keep"
@@ -582,6 +605,8 @@ fn chart_crds_are_the_generated_crds() {
     }
     let none = render("uo", "ops", &[], &["crds.install=false"]);
     assert!(of_kind(&none, "CustomResourceDefinition").is_empty());
+    assert!(of_kind(&none, "ValidatingAdmissionPolicy").is_empty());
+    assert!(of_kind(&none, "ValidatingAdmissionPolicyBinding").is_empty());
 }
 
 /// Namespaces the namespaced ci values file names; they must exist for dry runs there.

@@ -4,8 +4,11 @@
 
 mod admission;
 mod admission_classes;
+mod change_log;
 mod crds;
+mod credential_protection;
 mod credentials;
+mod deletion_protection;
 mod events;
 mod hardening;
 mod lifecycle;
@@ -14,6 +17,8 @@ mod names;
 mod namespaces;
 mod preview;
 mod protection;
+mod reconcile_now;
+mod restart_coalescing;
 mod restarts;
 mod safety;
 mod support;

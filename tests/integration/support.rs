@@ -2,7 +2,10 @@
 
 use std::{path::PathBuf, time::Duration};
 
-use k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::CustomResourceDefinition;
+use k8s_openapi::{
+    api::admissionregistration::v1::{ValidatingAdmissionPolicy, ValidatingAdmissionPolicyBinding},
+    apiextensions_apiserver::pkg::apis::apiextensions::v1::CustomResourceDefinition,
+};
 use kube::{
     Api, Client,
     api::{Patch, PatchParams},
@@ -27,7 +30,31 @@ pub fn read_yaml_documents(relative: &str) -> Vec<serde_json::Value> {
         .collect()
 }
 
-/// Applies the committed `crds/*.yaml` (idempotent) and waits until both are Established.
+/// Server-side applies one cluster-scoped object of `crds/`.
+async fn apply_cluster_object<K>(client: &Client, doc: serde_json::Value)
+where
+    K: kube::Resource<Scope = k8s_openapi::ClusterResourceScope>
+        + Clone
+        + std::fmt::Debug
+        + serde::de::DeserializeOwned
+        + serde::Serialize,
+    K::DynamicType: Default,
+{
+    let object: K = serde_json::from_value(doc).unwrap();
+    let name = object.meta().name.clone().unwrap();
+    Api::<K>::all(client.clone())
+        .patch(
+            &name,
+            &PatchParams::apply(TEST_MANAGER).force(),
+            &Patch::Apply(&object),
+        )
+        .await
+        .unwrap_or_else(|e| panic!("applying {name}: {e}"));
+}
+
+/// Applies the committed `crds/*.yaml` (idempotent: the CRDs, and the deletion protection
+/// policy with its binding, as `kubectl apply -f crds/` does) and waits until both CRDs are
+/// Established.
 pub async fn install_crds(client: &Client) {
     let api: Api<CustomResourceDefinition> = Api::all(client.clone());
     let mut names = Vec::new();
@@ -35,6 +62,18 @@ pub async fn install_crds(client: &Client) {
         let path = entry.unwrap().path();
         let relative = format!("crds/{}", path.file_name().unwrap().to_string_lossy());
         for doc in read_yaml_documents(&relative) {
+            // The deletion protection policy and its binding come with the CRDs.
+            match doc["kind"].as_str() {
+                Some("ValidatingAdmissionPolicy") => {
+                    apply_cluster_object::<ValidatingAdmissionPolicy>(client, doc).await;
+                    continue;
+                }
+                Some("ValidatingAdmissionPolicyBinding") => {
+                    apply_cluster_object::<ValidatingAdmissionPolicyBinding>(client, doc).await;
+                    continue;
+                }
+                _ => {}
+            }
             let crd: CustomResourceDefinition = serde_json::from_value(doc).unwrap();
             let name = crd.metadata.name.clone().unwrap();
             api.patch(

@@ -169,6 +169,7 @@ pub fn create(ctx: &Ctx<'_>) -> ApiResult {
             last_plan_upgrade_time: 0,
             state: "active".into(),
             max_data_size_bytes: None,
+            credential_protection: false,
             archived: false,
         },
         backups: vec![],
@@ -228,7 +229,8 @@ pub fn rename(ctx: &Ctx<'_>) -> ApiResult {
 pub fn reset_password(ctx: &Ctx<'_>) -> ApiResult {
     with_db(ctx, |db| {
         db.rotate_credentials();
-        wire(ctx, db, false)
+        // Shown once, also under Credential Protection.
+        raw(&db.to_wire_revealed(&ctx.shared.settings.endpoint))
     })
 }
 

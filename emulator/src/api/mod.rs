@@ -5,6 +5,7 @@
 //! Routing is a table (`resolve`) rather than an axum `Router` because the operation name must be
 //! known before the handler runs: faults, the call log and the global latency are keyed by it.
 
+pub mod auditlogs;
 pub mod backups;
 pub mod databases;
 mod stats;
@@ -61,6 +62,7 @@ pub enum Op {
     ListTeamMembers,
     AddTeamMember,
     RemoveTeamMember,
+    AuditLogs,
 }
 
 impl Op {
@@ -97,6 +99,7 @@ impl Op {
             Op::ListTeamMembers => "list-team-members",
             Op::AddTeamMember => "add-team-member",
             Op::RemoveTeamMember => "remove-team-member",
+            Op::AuditLogs => "auditlogs",
         }
     }
 
@@ -104,7 +107,13 @@ impl Op {
     pub fn mutates(self) -> bool {
         !matches!(
             self,
-            Op::List | Op::Get | Op::Stats | Op::ListBackup | Op::ListTeams | Op::ListTeamMembers
+            Op::List
+                | Op::Get
+                | Op::Stats
+                | Op::ListBackup
+                | Op::ListTeams
+                | Op::ListTeamMembers
+                | Op::AuditLogs
         )
     }
 }
@@ -130,6 +139,17 @@ pub fn resolve(method: &Method, path: &str) -> Result<Route, RouteError> {
         let segs: Vec<&str> = rest.strip_suffix('/').unwrap_or(rest).split('/').collect();
         if matches!(segs.first(), Some(&"teams") | Some(&"team")) {
             return resolve_teams(method, &segs);
+        }
+        if segs == ["auditlogs"] {
+            return if method == Method::GET {
+                Ok(Route {
+                    op: Op::AuditLogs,
+                    id: None,
+                    backup_id: None,
+                })
+            } else {
+                Err(RouteError::MethodNotAllowed)
+            };
         }
     }
     let Some(rest) = path.strip_prefix("/v2/redis/") else {
@@ -394,7 +414,7 @@ fn unauthorized() -> Outcome {
     Outcome::json(StatusCode::UNAUTHORIZED, &json!({"error": "Unauthorized"}))
 }
 
-async fn perform(ctx: &Ctx<'_>) -> ApiResult {
+pub(crate) async fn perform(ctx: &Ctx<'_>) -> ApiResult {
     use Op::*;
     match ctx.route.op {
         List => databases::list(ctx),
@@ -428,6 +448,7 @@ async fn perform(ctx: &Ctx<'_>) -> ApiResult {
         ListTeamMembers => teams::members(ctx),
         AddTeamMember => teams::add_member(ctx),
         RemoveTeamMember => teams::remove_member(ctx),
+        AuditLogs => auditlogs::list(ctx),
     }
 }
 
@@ -494,7 +515,11 @@ pub async fn dispatch(
             body: &body,
             query: &query,
         };
-        match perform(&ctx).await {
+        let before = auditlogs::entity_of(&shared2, &route);
+        let result = perform(&ctx).await;
+        let source = crate::audit::api_key_source(&principal.key_name);
+        auditlogs::record(&shared2, &principal, &source, &route, before, &result);
+        match result {
             Ok(Success::Json(v)) => Outcome::json(StatusCode::OK, &v),
             Ok(Success::Raw(b)) => Outcome {
                 status: StatusCode::OK,

@@ -9,13 +9,17 @@ use super::{cluster::Cluster, observe, plan::Notice, report::Report, validate};
 use crate::{
     controller::{
         Context, FINALIZER,
+        change_log::{self, Why},
         claims::{Claim, Held},
         conditions::{self, Cond},
         database_index,
         developer_api::DeveloperApi,
         memory::Topic,
     },
-    crd::{CacheInstance, CacheInstanceStatus, DeletionPolicy, ManagementPolicy, PendingCreate},
+    crd::{
+        CacheInstance, CacheInstanceStatus, DeletionPolicy, ManagementPolicy, PendingCreate,
+        deletion_protection,
+    },
     credentials::Binding,
     error::{Error, Result},
     upstash::UpstashApi,
@@ -37,6 +41,9 @@ pub enum CleanupPlan {
         ids: Vec<String>,
         pending: Option<PendingCreate>,
     },
+    /// The cleanup would delete the database but `spec.deletionProtection` holds it (the
+    /// admission policy did not stop the delete): the object waits, Ready False.
+    Protected,
 }
 
 /// Decides what deleting `obj` does.
@@ -74,6 +81,9 @@ pub fn plan(
     let pending = pending.filter(|_| id.is_none());
     if id.is_none() && pending.is_none() {
         return CleanupPlan::Release { notice: None };
+    }
+    if deletion_protection::holds_cleanup(obj) {
+        return CleanupPlan::Protected;
     }
     CleanupPlan::Delete {
         ids: id.into_iter().collect(),
@@ -127,6 +137,14 @@ pub(super) async fn carry_out<A: DeveloperApi>(
 ) -> Result<Action> {
     match decided {
         CleanupPlan::Done => return Ok(Action::await_change()),
+        CleanupPlan::Protected => {
+            let (reason, message) = ("DeletionProtected", deletion_protection::HELD_MESSAGE);
+            let mut report = Report::new(obj);
+            report.set(Cond::new(conditions::READY, false, reason, message));
+            report.warn_if_new(ctx, kube, Topic::Cleanup, reason, message);
+            report.write(kube).await?;
+            return Ok(Action::await_change());
+        }
         CleanupPlan::Release { notice } => {
             if let Some(n) = notice {
                 kube.publish(obj, &n);
@@ -205,6 +223,7 @@ async fn delete(
             );
             continue;
         }
+        change_log::log_call(obj, &id, "database", &id, "deleted", Why::Spec);
         let deleted = api
             .delete_database(&id)
             .await
@@ -387,6 +406,24 @@ mod tests {
         assert_eq!(
             plan(&obj, DeletionPolicy::Delete, &recorded(), None),
             CleanupPlan::Done
+        );
+    }
+
+    #[test]
+    fn deletion_protection_holds_only_a_delete() {
+        let protected = deleting("{primaryRegion: us-east-1, deletionProtection: true}");
+        assert_eq!(
+            plan(&protected, DeletionPolicy::Delete, &recorded(), None),
+            CleanupPlan::Protected
+        );
+        // A database kept, or none, lets the object go.
+        assert!(matches!(
+            plan(&protected, DeletionPolicy::Retain, &recorded(), None),
+            CleanupPlan::Release { .. }
+        ));
+        assert_eq!(
+            plan(&protected, DeletionPolicy::Delete, &status("{}"), None),
+            CleanupPlan::Release { notice: None }
         );
     }
 }

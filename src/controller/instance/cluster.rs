@@ -17,7 +17,7 @@ use serde_json::json;
 use super::{
     finalizer,
     plan::{Notice, SecretWrite},
-    publish::{RESTART_ANNOTATION, restart_apply, workload_resource},
+    publish::{RESTART_ANNOTATION, workload_resource},
 };
 use crate::{
     controller::{Context, FIELD_MANAGER, secret},
@@ -72,13 +72,17 @@ pub trait Cluster: Send + Sync {
         obj: &CacheInstance,
         name: &str,
     ) -> impl Future<Output = Result<()>> + Send;
-    /// Stamps `fingerprint` on a workload's pod template, which rolls its pods.
-    fn restart(
+    /// Requests a restart of each target for the instance `key` with credentials `fingerprint`
+    /// (the stamp on the pod template, which rolls its pods, is written later, once for all the
+    /// instances that use the workload: see [`crate::controller::restarts`]); returns the
+    /// workloads newly requested, as `Kind/name`.
+    fn request_restarts(
         &self,
         obj: &CacheInstance,
-        target: &RestartTarget,
+        targets: &[RestartTarget],
+        key: &str,
         fingerprint: &str,
-    ) -> impl Future<Output = Result<()>> + Send;
+    ) -> Vec<String>;
     /// Writes the fields of the status this reconciler owns.
     fn write_status(
         &self,
@@ -233,24 +237,17 @@ impl Cluster for Live<'_> {
         }
     }
 
-    async fn restart(
+    fn request_restarts(
         &self,
         obj: &CacheInstance,
-        target: &RestartTarget,
+        targets: &[RestartTarget],
+        key: &str,
         fingerprint: &str,
-    ) -> Result<()> {
-        let api: Api<DynamicObject> = Api::namespaced_with(
-            self.ctx.client.clone(),
-            &obj.namespace().unwrap_or_default(),
-            &workload_resource(target.kind),
-        );
-        api.patch(
-            &target.name,
-            &PatchParams::apply(FIELD_MANAGER).force(),
-            &Patch::Apply(&restart_apply(target, fingerprint)),
-        )
-        .await?;
-        Ok(())
+    ) -> Vec<String> {
+        let namespace = obj.namespace().unwrap_or_default();
+        self.ctx
+            .restarts
+            .request(&self.ctx.client, &namespace, targets, key, fingerprint)
     }
 
     async fn write_status(&self, obj: &CacheInstance, status: &CacheInstanceStatus) -> Result<()> {

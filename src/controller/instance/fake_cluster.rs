@@ -13,7 +13,7 @@ use super::{
     plan::{Notice, SecretWrite},
 };
 use crate::{
-    controller::{FINALIZER, fake_api::FakeApi, secret},
+    controller::{FINALIZER, fake_api::FakeApi, restarts, secret},
     crd::{
         CREATE_RECORD_ANNOTATION, CacheInstance, CacheInstanceStatus, PendingCreate, RestartTarget,
     },
@@ -286,18 +286,25 @@ impl Cluster for FakeCluster {
         Ok(())
     }
 
-    async fn restart(
+    fn request_restarts(
         &self,
         _obj: &CacheInstance,
-        target: &RestartTarget,
+        targets: &[RestartTarget],
+        key: &str,
         fingerprint: &str,
-    ) -> Result<()> {
+    ) -> Vec<String> {
+        // Applied at once here; the live cluster coalesces them in the background.
         let mut state = self.lock();
-        state
-            .workloads
-            .insert(target.name.clone(), Some(fingerprint.to_string()));
-        state.push(format!("restart {}", target.name));
-        Ok(())
+        let mut requested = Vec::new();
+        for target in targets {
+            let entry = std::iter::once((key.to_string(), fingerprint.to_string())).collect();
+            let stamped = state.workloads.get(&target.name).cloned().flatten();
+            let merged = restarts::merged(stamped.as_deref(), &entry);
+            state.workloads.insert(target.name.clone(), Some(merged));
+            state.push(format!("restart {}", target.name));
+            requested.push(format!("{:?}/{}", target.kind, target.name));
+        }
+        requested
     }
 
     async fn write_status(&self, _obj: &CacheInstance, status: &CacheInstanceStatus) -> Result<()> {

@@ -43,7 +43,7 @@ use kube::{ResourceExt, runtime::controller::Action};
 pub use cleanup::WAY_OUT;
 pub use observe::pending_record;
 pub use plan::{lost_create_grace, preview};
-pub use publish::RESTART_ANNOTATION;
+pub use publish::{RESTART_ANNOTATION, workload_resource};
 pub use validate::paused;
 
 use self::{
@@ -54,7 +54,7 @@ use self::{
     validate::{PolicyVerdict, Valid},
 };
 use crate::{
-    controller::{Context, INSTANCE_CONTROLLER, developer_api::DeveloperApi},
+    controller::{Context, INSTANCE_CONTROLLER, developer_api::DeveloperApi, reconcile_now},
     crd::CacheInstance,
     error::{Error, Result},
 };
@@ -116,6 +116,11 @@ async fn run(
     if matches!(outcome, Err(Error::CacheBehind)) {
         // The cached copy was not current: decide again on the API server's.
         (report, outcome) = attempt(obj, ctx, kube, account, Read::Fresh).await;
+    }
+    if outcome.is_ok() {
+        // "Reconcile now": the request this pass served.
+        let recorded = report.status.last_handled_reconcile_at.take();
+        report.status.last_handled_reconcile_at = reconcile_now::handled(obj, recorded);
     }
     let ready = report.finish(ctx, kube, outcome.as_ref().err());
     ctx.metrics

@@ -118,6 +118,10 @@ pub fn wait(obj: &CacheInstance, ctx: &Context) -> Option<Duration> {
 /// How long a settled instance's first pass of this process waits for its turn to read (see
 /// [`crate::controller::startup`]), if it does.
 fn first_read_wait(obj: &CacheInstance, ctx: &Context) -> Option<Duration> {
+    // A "reconcile now" request does not wait.
+    if crate::controller::reconcile_now::pending(obj) {
+        return None;
+    }
     let read_before = obj
         .status
         .as_ref()

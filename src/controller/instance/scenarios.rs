@@ -22,8 +22,8 @@ use super::{
 };
 use crate::{
     controller::{
-        Context, FINALIZER, context::tests::context, developer_api::DeveloperApi,
-        fake_api::FakeApi, naming,
+        Context, FINALIZER, context::tests::context, credential_protection as protection,
+        developer_api::DeveloperApi, fake_api::FakeApi, naming,
     },
     crd::{CREATE_RECORD_ANNOTATION, CacheInstance},
     error::{Error, Result},
@@ -519,4 +519,54 @@ async fn a_database_a_create_in_flight_made_is_deleted_before_the_object_goes() 
     clean_up(&world, &obj).await.unwrap();
     assert_eq!(world.timeline(), ["upstash delete", "release"]);
     assert_eq!(world.api.count(), 0);
+}
+
+#[tokio::test]
+async fn a_protected_instance_keeps_its_database_and_waits() {
+    let world = World::new(&new_instance());
+    let id = world.api.insert_database("crm-orders-1", "us-east-1");
+    let obj = deleted("{primaryRegion: us-east-1, deletionProtection: true}", &id);
+    clean_up(&world, &obj).await.unwrap();
+    assert_eq!(world.timeline(), ["status"]);
+    assert_eq!(world.kube.events(), ["DeletionProtected"]);
+    assert!(world.api.calls().is_empty());
+    assert_eq!(world.api.count(), 1);
+}
+
+#[tokio::test]
+async fn a_database_without_credentials_keeps_its_secret_and_a_lost_one_is_recovered_by_one_reset()
+{
+    let world = World::new(&new_instance());
+    world.pass().await.unwrap();
+    let id = world.kube.stored().status.unwrap().database_id.unwrap();
+    // Upstash withholds the credentials (Credential Protection).
+    world
+        .api
+        .edit(&id, |db| *db = protection::without_credentials(db));
+    world.kube.clear();
+    world.pass().await.unwrap();
+    assert_eq!(world.kube.writes(), ["status"], "the Secret is kept");
+    assert_eq!(world.api.calls_to("reset-password"), 0);
+    assert_eq!(world.kube.events(), ["CredentialsProtected"]);
+    let status = world.kube.stored().status.unwrap();
+    assert_eq!(status.credentials_protected, Some(true));
+    // The Secret is lost: one reset, then the Secret.
+    let stored = world.kube.stored();
+    world.kube.delete_secret(&stored, "orders").await.unwrap();
+    world
+        .api
+        .edit(&id, |db| *db = protection::without_credentials(db));
+    world.kube.clear();
+    world.pass().await.unwrap();
+    assert_eq!(
+        world.timeline(),
+        [
+            "upstash create",
+            "upstash reset-password",
+            "secret orders",
+            "status"
+        ]
+    );
+    assert_eq!(world.kube.events(), ["CredentialsReset", "SecretUpdated"]);
+    assert_eq!(world.api.calls_to("reset-password"), 1);
 }

@@ -6,7 +6,7 @@
 
 use std::time::Instant;
 
-use k8s_openapi::jiff::Timestamp;
+use k8s_openapi::{apimachinery::pkg::apis::meta::v1::Time, jiff::Timestamp};
 use kube::ResourceExt;
 
 use super::{
@@ -23,7 +23,11 @@ use super::{
 use crate::{
     controller::{
         Context,
+        change_log::{self, Why},
+        credential_protection::{self as protection, CredentialsPlan},
+        desired::RotationDue,
         developer_api::DeveloperApi,
+        restarts,
         secret::{self, ConnectionDetails},
     },
     crd::{CacheInstance, PendingCreate},
@@ -46,6 +50,8 @@ struct Carried {
     view: Option<ClusterView>,
     news: Option<SettingsNews>,
     published: Published,
+    /// Upstash answered the database without its credentials (Credential Protection).
+    withheld: bool,
 }
 
 /// What every step of a pass works with.
@@ -156,6 +162,7 @@ impl<A: DeveloperApi, K: Cluster> Pass<'_, A, K> {
                     bound.learn(db).await;
                 }
                 report.associate(how, db, &upstash.account_of(db), self.now);
+                carried.withheld = self.protection(report, db);
             }
             Step::Settings => carried.news = self.settings(report, how, db).await?,
             Step::Requests => self.requests(report, db).await?,
@@ -173,9 +180,16 @@ impl<A: DeveloperApi, K: Cluster> Pass<'_, A, K> {
                 }
             }
             Step::Remember => {
+                // A protected database is remembered as a read answers it, not with the
+                // credentials a reset showed once.
+                let db = if carried.withheld {
+                    protection::without_credentials(db)
+                } else {
+                    db.clone()
+                };
                 let read = Remember::Read {
                     index_key: &upstash.index_key,
-                    db: Box::new(db.clone()),
+                    db: Box::new(db),
                     at: self.seen.read_at.unwrap_or_else(Instant::now),
                 };
                 remember(ctx, obj, read);
@@ -195,6 +209,8 @@ impl<A: DeveloperApi, K: Cluster> Pass<'_, A, K> {
     /// record.
     async fn create(&self, request: &CreateDatabase, record: &PendingCreate) -> Result<Database> {
         let (obj, ctx, upstash) = (self.obj, self.ctx, self.upstash);
+        let name = &request.database_name;
+        change_log::log_call(obj, "", "database", "none", name, Why::Spec);
         match apply::create(&upstash.api, &ctx.databases, &upstash.index_key, request).await {
             Ok(db) => {
                 remember(ctx, obj, Remember::Created);
@@ -228,11 +244,15 @@ impl<A: DeveloperApi, K: Cluster> Pass<'_, A, K> {
         let decided = plan::settings(obj, self.valid, self.blocked, how, db, status);
         let mut news = None;
         if let SettingsPlan::Apply { changes, drift } = &decided {
-            let announced = plan::settings_news(obj, how, db, changes, *drift);
+            let drift = plan::outside_change(how, *drift);
+            let api = &self.upstash.api;
+            let who = change_log::drift_attribution(api, db, changes, drift).await;
+            let announced = plan::settings_news(obj, how, db, changes, drift, who.as_deref());
             if let SettingsNews::Now(notice) = &announced {
                 report.publish(kube, notice);
             }
             news = Some(announced);
+            change_log::log_changes(obj, db, changes, Why::of(drift));
             apply::settings(&self.upstash.api, db, changes).await?;
         }
         let synced = plan::synced(&decided, db);
@@ -247,12 +267,14 @@ impl<A: DeveloperApi, K: Cluster> Pass<'_, A, K> {
         let api = &self.upstash.api;
         let requests = plan::requests(self.obj, self.valid, &report.status);
         if let Some(request) = &requests.backup {
+            change_log::log_request(self.obj, &db.database_id, "backup", &request.request_id);
             let (result, notice) =
                 apply::backup(api, &db.database_id, request, Timestamp::now()).await?;
             report.status.backup = Some(Box::new(result));
             report.publish(self.kube, &notice);
         }
         if let Some(request) = &requests.restore {
+            change_log::log_request(self.obj, &db.database_id, "restore", &request.request_id);
             let (result, notice) =
                 apply::restore(api, &db.database_id, request, Timestamp::now()).await?;
             report.status.restore = Some(Box::new(result));
@@ -271,6 +293,7 @@ impl<A: DeveloperApi, K: Cluster> Pass<'_, A, K> {
             report.requeue_within(after);
         }
         if let Some(due) = rotation.due {
+            change_log::log_rotation(obj, &db.database_id, due == RotationDue::Requested);
             *db = apply::rotate(&self.upstash.api, db).await?;
             report.publish(self.kube, &plan::rotated_notice(&db.database_id, due));
         }
@@ -283,10 +306,14 @@ impl<A: DeveloperApi, K: Cluster> Pass<'_, A, K> {
     async fn credentials(
         &self,
         report: &mut Report<'_>,
-        db: &Database,
+        db: &mut Database,
         view: Option<ClusterView>,
     ) -> Result<Published> {
         let (obj, kube) = (self.obj, self.kube);
+        // Credentials Upstash withholds never reach a Secret.
+        if !self.recovered(report, db).await? {
+            return Ok(Published::default());
+        }
         if !db.has_credentials() {
             return Err(UpstashError::Decode(format!(
                 "database {} came back without credentials",
@@ -318,16 +345,70 @@ impl<A: DeveloperApi, K: Cluster> Pass<'_, A, K> {
         }
         published.removed = secrets.stale.clone();
         report.secrets(&secrets);
-        let fingerprint = details.fingerprint();
-        let mut restarted = Vec::new();
-        for target in plan::restarts(&view, &fingerprint) {
-            kube.restart(obj, &target, &fingerprint).await?;
-            restarted.push(format!("{:?}/{}", target.kind, target.name));
-        }
-        if let Some(notice) = plan::restarted_notice(&restarted) {
+        let (fingerprint, key) = (details.fingerprint(), restarts::key_of(obj));
+        let targets = plan::restarts(&view, &key, &fingerprint);
+        let restarted = kube.request_restarts(obj, &targets, &key, &fingerprint);
+        let window = self.ctx.config.restart_window;
+        if let Some(notice) = plan::restarted_notice(&restarted, window) {
             report.publish(kube, &notice);
         }
         Ok(published)
+    }
+}
+
+impl<A: DeveloperApi, K: Cluster> Pass<'_, A, K> {
+    /// Credential Protection: whether the database came without its credentials; the status
+    /// says so, and one Event when it starts.
+    fn protection(&self, report: &mut Report<'_>, db: &Database) -> bool {
+        let withheld = !db.has_credentials();
+        let previous = report.status.credentials_protected;
+        if let Some(note) = protection::started_note(self.obj, &db.database_id, previous, withheld)
+        {
+            let notice = plan::Notice::normal(protection::PROTECTED_REASON, "Observe", note);
+            report.publish(self.kube, &notice);
+        }
+        report.status.credentials_protected = protection::status_value(withheld);
+        withheld
+    }
+
+    /// For a database without its credentials: `false` when the Secrets stay as they are;
+    /// `true` when the Secrets are to be written, after a password reset if one is lost (and
+    /// the instance may change the database).
+    async fn recovered(&self, report: &mut Report<'_>, db: &mut Database) -> Result<bool> {
+        let (obj, kube) = (self.obj, self.kube);
+        let mut present = Vec::new();
+        if !db.has_credentials() {
+            // The operator's own Secrets from its watch, any other from the API server.
+            let names =
+                std::iter::once(secret::secret_name(obj)).chain(secret::read_only_secret_name(obj));
+            for name in names {
+                let there = kube.secret(obj, &name).await?.is_some();
+                present.push((name, there));
+            }
+        }
+        match protection::plan(db.has_credentials(), &present, self.valid.observe_only()) {
+            CredentialsPlan::Publish => Ok(true),
+            CredentialsPlan::Keep => Ok(false),
+            CredentialsPlan::Recover { missing } => {
+                let id = db.database_id.clone();
+                let note = protection::reset_note(&id, &missing);
+                report.publish(
+                    kube,
+                    &plan::Notice::warning(protection::RESET_REASON, "Rotate", note),
+                );
+                change_log::log_call(obj, &id, "password", "lost", "new", Why::Recovery);
+                *db = apply::rotate(&self.upstash.api, db).await?;
+                let (now, every) = (self.now, self.valid.rotation_every);
+                if let Some(rotation) = report.status.rotation.as_mut() {
+                    rotation.last_rotation_time = Some(Time(now));
+                    rotation.next_rotation_time = every.map(|e| Time(now + e));
+                }
+                Ok(true)
+            }
+            CredentialsPlan::Unrecoverable { missing } => Err(Error::Credentials(
+                protection::unrecoverable_message(&db.database_id, &missing),
+            )),
+        }
     }
 }
 

@@ -281,14 +281,23 @@ pub enum SettingsNews {
     AtTheEnd(Vec<&'static str>),
 }
 
+/// Whether changes to `db`, which the instance works with as `how`, undo a change made outside
+/// Kubernetes (`drift`: the spec did not change), as opposed to a database just found or
+/// created: only then is the audit log read to say who made it.
+pub fn outside_change(how: How, drift: bool) -> bool {
+    drift && how.event_reason().is_none() && how != How::Created
+}
+
 /// Announces `changes` to `db`, which the instance works with as `how`; `drift`: the spec did
-/// not change, so someone changed the database outside Kubernetes.
+/// not change, so someone changed the database outside Kubernetes (`who`: what the audit log
+/// says about it).
 pub fn settings_news(
     obj: &CacheInstance,
     how: How,
     db: &Database,
     changes: &[Change],
     drift: bool,
+    who: Option<&str>,
 ) -> SettingsNews {
     let note = changes_note(changes, db);
     match how.event_reason() {
@@ -306,7 +315,10 @@ pub fn settings_news(
         None if drift => SettingsNews::Now(Notice::normal(
             "DriftCorrected",
             "Update",
-            format!("setting {note} back to the spec after a change made outside Kubernetes"),
+            format!(
+                "setting {note} back to the spec after a change made outside Kubernetes; {}",
+                who.unwrap_or_default()
+            ),
         )),
         None => SettingsNews::Now(Notice::normal(
             "Updated",
@@ -355,16 +367,14 @@ pub fn rotated_notice(id: &str, due: RotationDue) -> Notice {
     )
 }
 
-/// The Event of the workloads restarted (`Kind/name`), if any.
-pub fn restarted_notice(restarted: &[String]) -> Option<Notice> {
+/// The Event of the workloads whose restart was requested (`Kind/name`), if any; `window`:
+/// how long restarts of one workload are coalesced.
+pub fn restarted_notice(restarted: &[String], window: Duration) -> Option<Notice> {
     (!restarted.is_empty()).then(|| {
         Notice::normal(
             "WorkloadsRestarted",
             "Restart",
-            format!(
-                "restarted {} to pick up new credentials",
-                restarted.join(", ")
-            ),
+            crate::controller::restarts::note(restarted, window),
         )
     })
 }

@@ -111,12 +111,9 @@ pub fn secrets(
     plan
 }
 
-/// The restart targets whose pod template does not carry `fingerprint` yet (missing workloads
-/// are skipped).
-pub fn restarts(view: &ClusterView, fingerprint: &str) -> Vec<RestartTarget> {
-    view.workloads
-        .iter()
-        .filter(|w| matches!(&w.stamped, Some(s) if s.as_deref() != Some(fingerprint)))
-        .map(|w| w.target.clone())
-        .collect()
+/// The restart targets whose pod template does not carry `fingerprint` for the instance `key`
+/// yet (missing workloads are skipped; see [`crate::controller::restarts`]).
+pub fn restarts(view: &ClusterView, key: &str, fingerprint: &str) -> Vec<RestartTarget> {
+    let workloads = view.workloads.iter().map(|w| (&w.target, &w.stamped));
+    crate::controller::restarts::targets(workloads, key, fingerprint)
 }

@@ -962,6 +962,9 @@ fn only_workloads_without_the_current_credentials_are_restarted() {
         ],
         ..Default::default()
     };
-    let names: Vec<String> = restarts(&view, "abc").into_iter().map(|t| t.name).collect();
+    let names: Vec<String> = restarts(&view, "k1", "abc")
+        .into_iter()
+        .map(|t| t.name)
+        .collect();
     assert_eq!(names, ["stale", "unstamped"]);
 }

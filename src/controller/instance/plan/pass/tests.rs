@@ -304,17 +304,24 @@ fn budget() -> Vec<Change> {
 fn a_settings_change_is_announced_by_what_caused_it() {
     let obj = instance("spec: {primaryRegion: us-east-1, budget: 20}");
     let db = database("{budget: 1000}");
-    let SettingsNews::Now(drift) = settings_news(&obj, How::Recorded, &db, &budget(), true) else {
+    let who = Some("by alice (console) from 10.0.0.1");
+    let SettingsNews::Now(drift) = settings_news(&obj, How::Recorded, &db, &budget(), true, who)
+    else {
         panic!("now");
     };
     assert_eq!(drift.reason, "DriftCorrected");
     assert!(drift.note.contains("back to the spec"), "{}", drift.note);
-    let SettingsNews::Now(update) = settings_news(&obj, How::Recorded, &db, &budget(), false)
+    assert!(
+        drift.note.ends_with("; by alice (console) from 10.0.0.1"),
+        "{}",
+        drift.note
+    );
+    let SettingsNews::Now(update) = settings_news(&obj, How::Recorded, &db, &budget(), false, None)
     else {
         panic!("now");
     };
     assert_eq!(update.reason, "Updated");
-    let SettingsNews::Now(adopted) = settings_news(&obj, How::Adopted, &db, &budget(), false)
+    let SettingsNews::Now(adopted) = settings_news(&obj, How::Adopted, &db, &budget(), false, None)
     else {
         panic!("now");
     };
@@ -327,7 +334,7 @@ fn a_settings_change_is_announced_by_what_caused_it() {
     assert!(adopted.note.contains("to match the spec"));
     // A database created this pass is announced once, at the end.
     assert_eq!(
-        settings_news(&obj, How::Created, &db, &budget(), false),
+        settings_news(&obj, How::Created, &db, &budget(), false, None),
         SettingsNews::AtTheEnd(vec!["budget"])
     );
 }
@@ -430,9 +437,21 @@ fn a_rotation_records_its_time_the_next_one_and_the_request_it_served() {
 
 #[test]
 fn restarts_are_announced_only_when_some_ran() {
-    assert_eq!(restarted_notice(&[]), None);
-    assert_eq!(
-        restarted_notice(&["Deployment/api".into()]).unwrap().note,
-        "restarted Deployment/api to pick up new credentials"
+    let window = Duration::from_secs(5);
+    assert_eq!(restarted_notice(&[], window), None);
+    let note = restarted_notice(&["Deployment/api".into()], window)
+        .unwrap()
+        .note;
+    assert!(
+        note.starts_with("restarting Deployment/api to pick up new credentials"),
+        "{note}"
     );
+}
+
+#[test]
+fn only_a_change_made_outside_kubernetes_is_attributed_from_the_audit_log() {
+    assert!(outside_change(How::Recorded, true));
+    assert!(!outside_change(How::Recorded, false));
+    assert!(!outside_change(How::Created, true));
+    assert!(!outside_change(How::Adopted, true));
 }
