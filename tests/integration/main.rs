@@ -19,3 +19,4 @@ mod safety;
 mod support;
 mod tenancy;
 mod users;
+mod windows;
