@@ -229,3 +229,59 @@ async fn an_approval_makes_a_waiting_change_at_once_and_a_budget_change_does_not
     let events = events_for(&client, ns.name(), "orders").await;
     assert_eq!(count(&events, "ChangeDeferred"), 1, "{events:?}");
 }
+
+#[tokio::test]
+async fn a_malformed_window_is_refused_at_admission_naming_the_field() {
+    let cluster = testkit::cluster().await;
+    let ns = cluster.namespace("windows").await;
+    let client = ns.client().await;
+    crate::support::install_crds(&client).await;
+    let with = |name: &str, w: serde_json::Value| {
+        instance(
+            name,
+            json!({"primaryRegion": "us-east-1", "maintenanceWindow": w}),
+        )
+    };
+    for (name, w, field) in [
+        (
+            "late",
+            json!({"days": ["Monday"], "start": "25:00", "duration": "1h"}),
+            "maintenanceWindow.start",
+        ),
+        (
+            "short",
+            json!({"days": ["Monday"], "start": "02:00", "duration": "30s"}),
+            "maintenanceWindow.duration must be at least 1m",
+        ),
+        (
+            "long",
+            json!({"days": ["Monday"], "start": "02:00", "duration": "8d"}),
+            "maintenanceWindow.duration must be at most 7d",
+        ),
+        (
+            "noday",
+            json!({"days": [], "start": "02:00", "duration": "1h"}),
+            "maintenanceWindow.days",
+        ),
+    ] {
+        let refused = crate::support::create_manifest(&client, ns.name(), &with(name, w))
+            .await
+            .expect_err(name);
+        let message = match refused {
+            kube::Error::Api(status) => status.message,
+            other => panic!("{name}: {other}"),
+        };
+        assert!(message.contains(field), "{name}: {message}");
+    }
+    // A well-formed one is accepted: the checks above can fail.
+    crate::support::create_manifest(
+        &client,
+        ns.name(),
+        &with(
+            "fine",
+            json!({"days": ["Monday"], "start": "02:00", "duration": "1h", "timeZone": "Europe/Berlin"}),
+        ),
+    )
+    .await
+    .unwrap();
+}

@@ -170,8 +170,7 @@ async fn converge<A: DeveloperApi>(
     let now = Timestamp::now();
     let decision = plan::provision(&input(obj, ctx, valid, policy, &seen, now));
     let steps = plan::pass(obj, decision, &seen.object, now);
-    // The maintenance window: the instance's own, else its policy's.
-    let window = (obj.spec.maintenance_window.as_deref()).or(policy.window.as_ref());
+    let window = plan::window::chosen(obj, policy.window.as_ref());
     let approval = plan::window::approval(obj, &seen.object.status);
     let gate = plan::window::gate(window, approval.is_some(), now);
     report.window(gate.clone());

@@ -147,6 +147,14 @@ pub fn state(window: &MaintenanceWindow, now: Timestamp) -> Result<State, String
     }
 }
 
+/// The window that applies to `obj`: its own, else its policies' (`policy`).
+pub fn chosen<'a>(
+    obj: &'a CacheInstance,
+    policy: Option<&'a MaintenanceWindow>,
+) -> Option<&'a MaintenanceWindow> {
+    obj.spec.maintenance_window.as_deref().or(policy)
+}
+
 /// The approve annotation's value when it approves the pending changes: set and different from
 /// the last one acted on.
 pub fn approval<'a>(obj: &'a CacheInstance, status: &CacheInstanceStatus) -> Option<&'a str> {

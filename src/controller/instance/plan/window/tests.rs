@@ -274,3 +274,36 @@ fn pending_changes_that_wait_show_the_opening_and_are_announced_once() {
         Vec::<&PendingChange>::new()
     );
 }
+
+#[test]
+fn the_instances_window_wins_over_its_policys_default() {
+    use crate::{
+        controller::instance::{fixtures::policy, validate::policy_verdict},
+        crd::DeletionPolicy,
+    };
+    let policies = [
+        policy(
+            "b-nights",
+            "{selector: {}, maintenanceWindow: {days: [Monday], start: '01:00', duration: 1h}}",
+        ),
+        policy(
+            "a-weekends",
+            "{selector: {}, maintenanceWindow: {days: [Sunday], start: '03:00', duration: 2h}}",
+        ),
+        policy("none", "{selector: {}}"),
+    ];
+    let plain = instance("spec: {primaryRegion: us-east-1}");
+    let verdict = policy_verdict(&plain, &policies, DeletionPolicy::Delete);
+    let from_policy = chosen(&plain, verdict.window.as_ref()).unwrap();
+    assert_eq!(from_policy.start, "03:00", "the first policy by name");
+    let own = instance(
+        "spec: {primaryRegion: us-east-1, maintenanceWindow: {days: [Friday], start: '22:00', duration: 30m}}",
+    );
+    let verdict = policy_verdict(&own, &policies, DeletionPolicy::Delete);
+    assert_eq!(
+        chosen(&own, verdict.window.as_ref()).unwrap().start,
+        "22:00"
+    );
+    let unselected = policy_verdict(&plain, &policies[2..], DeletionPolicy::Delete);
+    assert_eq!(chosen(&plain, unselected.window.as_ref()), None);
+}
