@@ -285,3 +285,66 @@ async fn a_malformed_window_is_refused_at_admission_naming_the_field() {
     .await
     .unwrap();
 }
+
+#[tokio::test]
+async fn a_policys_window_is_the_default_of_the_instances_it_applies_to() {
+    let cluster = testkit::cluster().await;
+    let ns = cluster.namespace("windows").await;
+    let stack = start_stack(&ns, &[]).await;
+    let client = ns.client().await;
+    let api: Api<CacheInstance> = Api::namespaced(client.clone(), ns.name());
+    let opens = minute_after(SignedDuration::from_hours(5));
+    let nights = crate::support::policy(
+        "nights",
+        json!({"selector": {"matchLabels": {"tier": "prod"}}, "maintenanceWindow": window(opens, "1m")}),
+    );
+    apply_manifest(&client, ns.name(), &nights).await.unwrap();
+    let labelled = |spec: serde_json::Value| {
+        let mut doc = instance("orders", spec);
+        doc["metadata"]["labels"] = json!({"tier": "prod"});
+        doc
+    };
+    apply_manifest(
+        &client,
+        ns.name(),
+        &labelled(json!({"primaryRegion": "us-east-1", "plan": "payg"})),
+    )
+    .await
+    .unwrap();
+    let ready = testkit::wait_for_condition(&api, "orders", "Ready", "True", READY_TIMEOUT).await;
+    let id = ready.status.unwrap().database_id.unwrap();
+    let mark = stack.emulator.mark().await;
+    apply_manifest(
+        &client,
+        ns.name(),
+        &labelled(json!({"primaryRegion": "us-east-1", "plan": "fixed_1gb"})),
+    )
+    .await
+    .unwrap();
+    wait_pending(&api, "orders", "plan", &opens.to_string()).await;
+    witness_pass(&stack.operator, &client, ns.name(), "orders").await;
+    stack.emulator.wait_for_reads(&id, mark, 3).await;
+    assert_eq!(
+        stack
+            .emulator
+            .calls_since(mark, "change-plan", Some(&id))
+            .await,
+        Vec::<serde_json::Value>::new()
+    );
+    // The instance's own window (open now) wins over the policy's.
+    let now = minute_after(SignedDuration::from_mins(-2));
+    apply_manifest(
+        &client,
+        ns.name(),
+        &labelled(json!({
+            "primaryRegion": "us-east-1", "plan": "fixed_1gb",
+            "maintenanceWindow": window(now, "1h"),
+        })),
+    )
+    .await
+    .unwrap();
+    stack
+        .emulator
+        .wait_for_calls("change-plan", Some(&id), mark, 1)
+        .await;
+}
