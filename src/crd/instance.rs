@@ -322,6 +322,12 @@ pub struct CacheInstanceSpec {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub restore: Option<Box<RestoreRequest>>,
 
+    /// When changes that disrupt clients may be made (see `MaintenanceWindow`). Omit to use
+    /// the window of the CachePolicy that applies (`spec.maintenanceWindow` there), or, with
+    /// none, to make every change at once.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub maintenance_window: Option<Box<super::window::MaintenanceWindow>>,
+
     /// Upstash account credentials for this instance. Omit to use the namespace's
     /// `upstash-credentials` Secret if it exists, else the operator-wide credentials.
     #[serde(default, skip_serializing_if = "Option::is_none")]

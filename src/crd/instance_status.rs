@@ -143,6 +143,12 @@ pub struct CacheInstanceStatus {
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     #[x_kube(merge_strategy = ListMerge::Atomic)]
     pub pending_changes: Vec<PendingChange>,
+
+    /// The last value of the `cache.upstash-operator.dev/approve-pending` annotation the
+    /// operator acted on: a different value approves the changes waiting for the maintenance
+    /// window.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub last_approval: Option<String>,
 }
 
 /// A change the operator would make to the database.
@@ -161,8 +167,9 @@ pub struct PendingChange {
     /// Why the change is disruptive.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub reason: Option<String>,
-    /// When the change is made: `Now` (on the next pass), or the time it waits for (a
-    /// rotation request within the minimum interval after the previous one).
+    /// When the change is made: `Now` (on the next pass), or the time it waits for (the
+    /// opening of the maintenance window, or, for a rotation request within the minimum
+    /// interval after the previous one, the end of that interval).
     pub when: String,
 }
 

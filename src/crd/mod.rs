@@ -11,12 +11,14 @@ mod instance_status;
 mod policy;
 mod users;
 pub mod validation;
+mod window;
 
 pub use common::*;
 pub use instance::*;
 pub use instance_status::*;
 pub use policy::*;
 pub use users::*;
+pub use window::*;
 
 /// API group of both kinds.
 pub const GROUP: &str = "cache.upstash-operator.dev";

@@ -73,6 +73,12 @@ pub struct CachePolicySpec {
         .reason(Reason::FieldValueInvalid))]
     pub selector: Option<LabelSelector>,
 
+    /// The default maintenance window of the CacheInstances the policy applies to (an
+    /// instance's own `spec.maintenanceWindow` wins). When several policies with a window apply,
+    /// the one whose name sorts first is used.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub maintenance_window: Option<Box<super::window::MaintenanceWindow>>,
+
     /// Cache hit rate, in percent of reads that found their key. Defaults: warn below 70, target 80.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub hit_rate: Option<HitRateThresholds>,

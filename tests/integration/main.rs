@@ -24,3 +24,4 @@ mod safety;
 mod support;
 mod tenancy;
 mod users;
+mod windows;

@@ -175,6 +175,10 @@ async fn converge<A: DeveloperApi>(
     let now = Timestamp::now();
     let decision = plan::provision(&input(obj, ctx, valid, policy, &seen, now));
     let steps = plan::pass(obj, decision, &seen.object, now);
+    let window = plan::window::chosen(obj, policy.window.as_ref());
+    let approval = plan::window::approval(obj, &seen.object.status);
+    let gate = plan::window::gate(window, approval.is_some(), now);
+    report.window(gate.clone());
     let Some(upstash) = &seen.upstash else {
         // Only a hold comes without an account binding.
         if let Some(Step::Hold { cond, requeue }) = steps.into_iter().next() {
@@ -191,8 +195,14 @@ async fn converge<A: DeveloperApi>(
         seen: &seen,
         upstash,
         now,
+        gate,
     };
-    pass.apply(report, steps).await
+    pass.apply(report, steps).await?;
+    if let (Some(_), Some(approval)) = (window, approval) {
+        // Acted on: the same value approves nothing more.
+        report.status.last_approval = Some(approval.to_string());
+    }
+    Ok(())
 }
 
 fn input<'a, A>(

@@ -13,6 +13,7 @@ mod pass;
 pub mod preview;
 mod rotation;
 mod secrets;
+pub mod window;
 
 pub use input::{ClusterView, Lookup, Memory, ObjectView, Sighting};
 pub use pass::*;

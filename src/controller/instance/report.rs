@@ -6,7 +6,7 @@ use std::time::Duration;
 
 use super::{
     cluster::Cluster,
-    plan::{self, How, Notice, SecretsPlan},
+    plan::{self, How, Notice, SecretsPlan, window::Gate},
     validate::PolicyVerdict,
 };
 use crate::{
@@ -42,6 +42,8 @@ pub struct Report<'a> {
     conds: Vec<Cond>,
     requeue: Option<Duration>,
     observe_only: bool,
+    /// Whether changes that disrupt clients may be made (the maintenance window).
+    gate: Gate,
 }
 
 impl<'a> Report<'a> {
@@ -54,6 +56,7 @@ impl<'a> Report<'a> {
             conds: Vec::new(),
             requeue: None,
             observe_only: false,
+            gate: Gate::Open,
         }
     }
 
@@ -87,6 +90,11 @@ impl<'a> Report<'a> {
     pub fn policy(&mut self, verdict: &PolicyVerdict) {
         self.status.policy = verdict.policy.clone();
         self.set(verdict.compliance.clone());
+    }
+
+    /// The maintenance window's verdict for this pass.
+    pub fn window(&mut self, gate: Gate) {
+        self.gate = gate;
     }
 
     /// The pass only observes the database.
@@ -317,7 +325,9 @@ impl<'a> Report<'a> {
         next.pending_changes = if self.observe_only {
             Vec::new()
         } else {
-            plan::preview::pending_with(self.obj, &next, now)
+            let mut pending = plan::preview::pending_with(self.obj, &next, now);
+            plan::window::schedule(&mut pending, &self.gate);
+            pending
         };
         next.alerts = Vec::new();
         next.cost = None;
@@ -334,7 +344,17 @@ impl<'a> Report<'a> {
     /// reconciler owns).
     pub async fn write(&self, kube: &impl Cluster) -> Result<()> {
         match self.next_status(Timestamp::now()) {
-            Some(next) => kube.write_status(self.obj, &next).await,
+            Some(next) => {
+                let deferred = plan::window::newly_deferred(
+                    &self.previous.pending_changes,
+                    &next.pending_changes,
+                    &self.gate,
+                );
+                if let Some(notice) = plan::window::deferred_notice(&deferred) {
+                    self.publish(kube, &notice);
+                }
+                kube.write_status(self.obj, &next).await
+            }
             None => Ok(()),
         }
     }

@@ -570,3 +570,95 @@ async fn a_database_without_credentials_keeps_its_secret_and_a_lost_one_is_recov
     assert_eq!(world.kube.events(), ["CredentialsReset", "SecretUpdated"]);
     assert_eq!(world.api.calls_to("reset-password"), 1);
 }
+
+/// A window of 1h on every day, starting `offset_minutes` from now (UTC).
+fn window_from_now(offset_minutes: i64, minutes: u32) -> Box<crate::crd::MaintenanceWindow> {
+    let start = Timestamp::now() + k8s_openapi::jiff::SignedDuration::from_mins(offset_minutes);
+    let start = start.to_zoned(k8s_openapi::jiff::tz::TimeZone::UTC);
+    Box::new(
+        serde_json::from_value(serde_json::json!({
+            "days": ["Monday", "Tuesday", "Wednesday", "Thursday", "Friday", "Saturday", "Sunday"],
+            "start": format!("{:02}:{:02}", start.hour(), start.minute()),
+            "duration": format!("{minutes}m"),
+        }))
+        .unwrap(),
+    )
+}
+
+#[tokio::test]
+async fn a_plan_change_outside_the_window_waits_for_it_and_a_budget_change_does_not() {
+    let obj = new_instance();
+    let world = World::new(&obj);
+    world.pass_over(&obj).await.unwrap();
+    world.kube.edit(|o| {
+        o.spec.plan = Some(crate::crd::Plan::Fixed1Gb);
+        o.spec.budget = Some(40);
+        o.spec.maintenance_window = Some(window_from_now(120, 1));
+        o.metadata.generation = Some(2);
+    });
+    world.kube.clear();
+    world.pass().await.unwrap();
+    assert_eq!(world.api.calls_to("change-plan"), 0);
+    assert_eq!(world.api.calls_to("update-budget"), 1, "made at once");
+    assert_eq!(world.kube.events(), ["Updated", "ChangeDeferred"]);
+    let status = world.kube.stored().status.unwrap();
+    assert_eq!(
+        status.pending_changes.len(),
+        1,
+        "{:?}",
+        status.pending_changes
+    );
+    assert_eq!(status.pending_changes[0].field, "plan");
+    assert_ne!(status.pending_changes[0].when, "Now");
+    let synced = crate::controller::conditions::find(&status.conditions, "Synced").unwrap();
+    assert_eq!(synced.reason, "WaitingForMaintenanceWindow");
+    // A resync while it waits: no call, no write, no Event.
+    world.kube.clear();
+    world.pass().await.unwrap();
+    assert_eq!(world.api.calls_to("change-plan"), 0);
+    assert_eq!(world.kube.events(), Vec::<String>::new());
+    assert_eq!(world.kube.writes(), Vec::<String>::new());
+    // The window opens: the change is made, once.
+    world.kube.edit(|o| {
+        o.spec.maintenance_window = Some(window_from_now(-1, 60));
+        o.metadata.generation = Some(3);
+    });
+    world.kube.clear();
+    world.pass().await.unwrap();
+    world.pass().await.unwrap();
+    assert_eq!(world.api.calls_to("change-plan"), 1);
+    assert_eq!(world.kube.events(), ["Updated"]);
+    assert_eq!(world.kube.stored().status.unwrap().pending_changes, vec![]);
+}
+
+#[tokio::test]
+async fn an_approval_makes_the_pending_change_at_once_and_only_once() {
+    let obj = new_instance();
+    let world = World::new(&obj);
+    world.pass_over(&obj).await.unwrap();
+    world.kube.edit(|o| {
+        o.spec.plan = Some(crate::crd::Plan::Fixed1Gb);
+        o.spec.maintenance_window = Some(window_from_now(120, 1));
+        o.metadata.generation = Some(2);
+    });
+    world.pass().await.unwrap();
+    assert_eq!(world.api.calls_to("change-plan"), 0);
+    world.kube.edit(|o| {
+        o.annotations_mut()
+            .insert(crate::crd::APPROVE_ANNOTATION.into(), "ok-1".into());
+    });
+    world.kube.clear();
+    world.pass().await.unwrap();
+    assert_eq!(world.api.calls_to("change-plan"), 1);
+    assert_eq!(world.kube.events(), ["Updated"]);
+    let status = world.kube.stored().status.unwrap();
+    assert_eq!(status.last_approval.as_deref(), Some("ok-1"));
+    assert_eq!(status.pending_changes, vec![]);
+    // The same approval does not let a later change through.
+    world.kube.edit(|o| {
+        o.spec.plan = Some(crate::crd::Plan::Fixed250Mb);
+        o.metadata.generation = Some(3);
+    });
+    world.pass().await.unwrap();
+    assert_eq!(world.api.calls_to("change-plan"), 1);
+}

@@ -65,6 +65,8 @@ pub struct Pass<'p, A, K> {
     pub seen: &'p Observed<A>,
     pub upstash: &'p Upstash<A>,
     pub now: Timestamp,
+    /// Whether changes that disrupt clients may be made (the maintenance window).
+    pub gate: plan::window::Gate,
 }
 
 impl<A: DeveloperApi, K: Cluster> Pass<'_, A, K> {
@@ -242,6 +244,12 @@ impl<A: DeveloperApi, K: Cluster> Pass<'_, A, K> {
         let (obj, kube) = (self.obj, self.kube);
         let status = &self.seen.object.status;
         let decided = plan::settings(obj, self.valid, self.blocked, how, db, status);
+        let (decided, waiting) = plan::window::defer(decided, &self.gate, &status.pending_changes);
+        if !waiting.is_empty()
+            && let Some(after) = plan::window::until(&self.gate, self.now)
+        {
+            report.requeue_within(after);
+        }
         let mut news = None;
         if let SettingsPlan::Apply { changes, drift } = &decided {
             let drift = plan::outside_change(how, *drift);
@@ -255,7 +263,8 @@ impl<A: DeveloperApi, K: Cluster> Pass<'_, A, K> {
             change_log::log_changes(obj, db, changes, Why::of(drift));
             apply::settings(&self.upstash.api, db, changes).await?;
         }
-        let synced = plan::synced(&decided, db);
+        let synced = plan::window::waiting_synced(&waiting, &self.gate, db)
+            .unwrap_or_else(|| plan::synced(&decided, db));
         report.drift(self.ctx, kube, &synced);
         report.set(synced);
         report.live(db);
@@ -287,7 +296,8 @@ impl<A: DeveloperApi, K: Cluster> Pass<'_, A, K> {
     async fn rotate(&self, report: &mut Report<'_>, db: &mut Database) -> Result<()> {
         let (obj, valid, now) = (self.obj, self.valid, self.now);
         let recorded = report.status.rotation.as_deref();
-        let rotation = plan::rotation(obj, valid, recorded, now);
+        let rotation =
+            plan::window::rotation(plan::rotation(obj, valid, recorded, now), &self.gate, now);
         let record = plan::rotation_record(obj, valid.rotation_every, recorded, &rotation, now);
         if let Some(after) = rotation.requeue {
             report.requeue_within(after);

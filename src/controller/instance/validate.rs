@@ -47,6 +47,8 @@ pub struct PolicyVerdict {
     pub blocked: bool,
     /// What deleting the instance does to its database.
     pub deletion_policy: DeletionPolicy,
+    /// The maintenance window of the policies, if one sets it (the first by name).
+    pub window: Option<crate::crd::MaintenanceWindow>,
 }
 
 /// The verdict of the policies on `obj`: the one place that reads the guardrails. Every
@@ -73,6 +75,10 @@ pub fn policy_verdict(
         ),
         blocked: c.blocked,
         deletion_policy,
+        window: applicable
+            .policies
+            .iter()
+            .find_map(|p| p.spec.maintenance_window.as_deref().cloned()),
     }
 }
 

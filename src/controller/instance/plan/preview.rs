@@ -252,10 +252,14 @@ pub fn against(manifest: &CacheInstance, live: &CacheInstance, now: Timestamp) -
     // The manifest's spec and annotations, the live object's status.
     let mut merged = manifest.clone();
     merged.status = live.status.clone();
-    Preview {
-        recreate,
-        changes: pending(&merged, now),
-    }
+    // A change that waits for the manifest's own maintenance window shows when it opens (the
+    // default of a CachePolicy is not read here).
+    let mut changes = pending(&merged, now);
+    let status = live.status.clone().unwrap_or_default();
+    let approved = super::window::approval(manifest, &status).is_some();
+    let gate = super::window::gate(manifest.spec.maintenance_window.as_deref(), approved, now);
+    super::window::schedule(&mut changes, &gate);
+    Preview { recreate, changes }
 }
 
 #[cfg(test)]

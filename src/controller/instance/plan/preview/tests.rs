@@ -194,3 +194,19 @@ fn a_manifest_is_compared_with_the_live_status_and_immutable_fields_need_a_new_o
     assert_eq!(preview.recreate[0].live, "crm-orders-1");
     assert_eq!(preview.recreate[0].desired, "other");
 }
+
+#[test]
+fn a_manifest_with_a_closed_window_shows_when_its_disruptive_changes_are_made() {
+    let live = instance(LIVE);
+    // now() is Monday 2026-11-02 12:00 UTC; the window opens on Tuesday at 02:00.
+    let windowed = instance(
+        "spec: {primaryRegion: us-east-1, plan: fixed_1gb, budget: 50, maintenanceWindow: {days: [Tuesday], start: '02:00', duration: 1h}}",
+    );
+    let preview = against(&windowed, &live, now());
+    let whens: Vec<_> = preview
+        .changes
+        .iter()
+        .map(|c| (c.field.as_str(), c.when.as_str()))
+        .collect();
+    assert_eq!(whens, [("plan", "2026-11-03T02:00:00Z"), ("budget", NOW)]);
+}
