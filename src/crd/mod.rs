@@ -9,6 +9,7 @@ pub mod deletion_protection;
 mod instance;
 mod instance_status;
 mod policy;
+mod secret;
 mod users;
 pub mod validation;
 mod window;
@@ -17,6 +18,7 @@ pub use common::*;
 pub use instance::*;
 pub use instance_status::*;
 pub use policy::*;
+pub use secret::*;
 pub use users::*;
 pub use window::*;
 
