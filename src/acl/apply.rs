@@ -113,6 +113,17 @@ pub(super) fn announce(
             ),
         );
     }
+    if let Some((users, secrets)) = names(|w| *w == Why::Scheduled) {
+        ctx.publish(
+            obj,
+            EventType::Normal,
+            "AclUserRotated",
+            "SetUser",
+            &format!(
+                "rotated the password of ACL user {users} on its schedule and rewrote Secret {secrets}"
+            ),
+        );
+    }
 }
 
 /// Why a step did not happen.

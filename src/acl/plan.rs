@@ -3,6 +3,7 @@
 
 use std::collections::BTreeMap;
 
+use k8s_openapi::jiff::SignedDuration;
 use sha2::{Digest, Sha256};
 
 use crate::crd::AclUser;
@@ -46,6 +47,10 @@ pub struct Desired {
     pub spec_digest: String,
     /// The rotation request on the instance, if any.
     pub rotation: Option<String>,
+    /// `rotation.every`, if set and valid.
+    pub every: Option<SignedDuration>,
+    /// Its scheduled rotation is due (decided by [`super::schedule`]).
+    pub scheduled: bool,
 }
 
 /// The database a user lives in, as far as its Secret is concerned.
@@ -98,6 +103,13 @@ pub fn desired(
                     .get(&format!("{ROTATE_PREFIX}{}", u.name))
                     .filter(|v| !v.is_empty())
                     .cloned(),
+                every: u
+                    .rotation
+                    .as_ref()
+                    .and_then(|r| r.every.as_ref())
+                    .and_then(|e| e.duration().ok())
+                    .and_then(|e| SignedDuration::try_from(e).ok()),
+                scheduled: false,
                 name: u.name.clone(),
                 secret_name,
                 rules,
@@ -131,6 +143,8 @@ pub enum Why {
     Changed,
     /// A rotation was requested (the request id).
     Rotate(String),
+    /// Its scheduled rotation is due (`rotation.every`).
+    Scheduled,
 }
 
 /// What one user needs.
@@ -167,6 +181,7 @@ pub fn steps(
         };
         let why = match (&d.rotation, lines.get(&d.name)) {
             (Some(r), _) if secret.served.as_ref() != Some(r) => Some(Why::Rotate(r.clone())),
+            _ if d.scheduled => Some(Why::Scheduled),
             (_, None) => Some(Why::Missing),
             _ if secret.spec_digest.as_deref() != Some(d.spec_digest.as_str()) => {
                 Some(Why::Changed)
@@ -178,7 +193,7 @@ pub fn steps(
         };
         if let Some(why) = why {
             out.push(Step::Set {
-                new_password: matches!(why, Why::Rotate(_)),
+                new_password: matches!(why, Why::Rotate(_) | Why::Scheduled),
                 user: d.clone(),
                 why,
             });
@@ -216,6 +231,10 @@ pub fn describe(step: &Step) -> String {
             Why::Drifted => format!("ACL user {} was changed outside Kubernetes", user.name),
             Why::Changed => format!("ACL user {} differs from the spec", user.name),
             Why::Rotate(_) => format!("ACL user {}'s password rotation is requested", user.name),
+            Why::Scheduled => format!(
+                "ACL user {}'s scheduled password rotation is due",
+                user.name
+            ),
         },
         Step::Delete { user, secret_name } if user.is_empty() => {
             format!("Secret {secret_name} is no longer named by the spec")
@@ -359,6 +378,9 @@ mod tests {
             ..secret.clone()
         };
         assert!(steps(&rotate, &[served], &lines).is_empty());
+        let mut due = d.clone();
+        due[0].scheduled = true;
+        assert_eq!(why(&due, &secret, &lines), (Why::Scheduled, true));
 
         // New users, and Secrets the spec no longer names.
         assert!(matches!(

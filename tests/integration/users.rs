@@ -570,3 +570,110 @@ async fn observe_mode_reports_user_drift_and_changes_nothing() {
     users.sort();
     assert_eq!(users, ["a", "default"]);
 }
+
+/// `status.users` once it names every user in `names` with a next rotation time.
+async fn user_statuses(
+    client: &kube::Client,
+    ns: &str,
+    name: &str,
+    names: &[&str],
+) -> Vec<upstash_operator::crd::UserStatus> {
+    let api: Api<CacheInstance> = Api::namespaced(client.clone(), ns);
+    testkit::wait_for("status.users", TIMEOUT, || async {
+        let users = api.get(name).await.ok()?.status?.users;
+        let complete = names.iter().all(|n| {
+            users
+                .iter()
+                .any(|u| u.name == *n && u.next_rotation_time.is_some())
+        });
+        complete.then_some(users)
+    })
+    .await
+}
+
+#[tokio::test]
+async fn a_user_on_its_schedule_is_rotated_alone() {
+    let cluster = testkit::cluster().await;
+    let ns = cluster.namespace("acl-schedule").await;
+    let stack = start_stack(&ns, &[]).await;
+    let client = ns.client().await;
+    let ca = stack.emulator.ca_file().to_path_buf();
+    let spec = json!({
+        "primaryRegion": "us-east-1",
+        "users": [
+            {"name": "a", "rotation": {"every": "1h"}},
+            {"name": "b", "rotation": {"every": "1h"}},
+        ],
+    });
+    apply_and_settle(&client, ns.name(), "shop", &spec).await;
+    let users = user_statuses(&client, ns.name(), "shop", &["a", "b"]).await;
+    let hour = jiff::SignedDuration::from_hours(1);
+    for u in &users {
+        let last = u.last_rotation_time.as_ref().unwrap().0;
+        assert_eq!(u.next_rotation_time.as_ref().unwrap().0, last + hour);
+        assert_eq!(u.secret_name, format!("shop-{}", u.name));
+    }
+    let a = secret(&client, ns.name(), "shop-a").await;
+    let b = secret(&client, ns.name(), "shop-b").await;
+    let b_status = users.iter().find(|u| u.name == "b").unwrap().clone();
+
+    // The clock lives in status: move a's last rotation 61 minutes back, as if its hour had
+    // passed; b's stays.
+    let past = jiff::Timestamp::now()
+        .round(jiff::Unit::Second)
+        .unwrap()
+        .checked_sub(jiff::SignedDuration::from_mins(61))
+        .unwrap();
+    let api: Api<CacheInstance> = Api::namespaced(client.clone(), ns.name());
+    api.patch_status(
+        "shop",
+        &PatchParams::default(),
+        &Patch::Merge(json!({"status": {"users": [
+            {"name": "a", "secretName": "shop-a", "lastRotationTime": past.to_string()},
+            serde_json::to_value(&b_status).unwrap(),
+        ]}})),
+    )
+    .await
+    .unwrap();
+    let rotated = testkit::wait_for("user a's new password", TIMEOUT, || async {
+        let api: Api<Secret> = Api::namespaced(client.clone(), ns.name());
+        let data = secret_data(&api.get("shop-a").await.ok()?);
+        (data["REDIS_PASSWORD"] != a["REDIS_PASSWORD"]).then_some(data)
+    })
+    .await;
+    let err = redis_connect(&a["REDIS_URL"], &ca).await.unwrap_err();
+    assert_eq!(err.kind(), redis::ErrorKind::AuthenticationFailed, "{err}");
+    assert!(redis_connect(&rotated["REDIS_URL"], &ca).await.is_ok());
+    testkit::wait_for("a's clock to restart", TIMEOUT, || async {
+        let users = api.get("shop").await.ok()?.status?.users;
+        let a = users.iter().find(|u| u.name == "a")?;
+        let last = a.last_rotation_time.as_ref()?.0;
+        (last > past + hour && a.next_rotation_time.as_ref()?.0 == last + hour).then_some(())
+    })
+    .await;
+
+    // Later passes leave both users alone: b's Secret and clock are as they were, and a was
+    // rotated once.
+    witness_pass(&stack.operator, &client, ns.name(), "shop").await;
+    assert_eq!(secret(&client, ns.name(), "shop-b").await, b);
+    assert!(redis_connect(&b["REDIS_URL"], &ca).await.is_ok());
+    assert_eq!(secret(&client, ns.name(), "shop-a").await, rotated);
+    let users = api.get("shop").await.unwrap().status.unwrap().users;
+    assert_eq!(users.iter().find(|u| u.name == "b"), Some(&b_status));
+    let scheduled = || occurrences(&client, ns.name(), "shop", "AclUserRotated", "schedule");
+    testkit::wait_for("the AclUserRotated Event", TIMEOUT, || async {
+        let n = scheduled().await;
+        if n == 1 {
+            Ok(())
+        } else {
+            Err(format!(
+                "{n}: {:?}",
+                events_for(&client, ns.name(), "shop").await
+            ))
+        }
+    })
+    .await;
+    witness_pass(&stack.operator, &client, ns.name(), "shop").await;
+    let events = events_for(&client, ns.name(), "shop").await;
+    assert_eq!(scheduled().await, 1, "{events:?}");
+}
