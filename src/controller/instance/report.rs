@@ -272,10 +272,7 @@ impl<'a> Report<'a> {
             conditions::find(&self.previous.conditions, conditions::READY)
                 .is_some_and(|c| c.status == "False" && c.reason == reason && c.message == message)
         };
-        if ctx
-            .memory
-            .is_new_failure(self.obj, topic, reason, message, shown)
-        {
+        if ctx.memory.is_new_failure(self.obj, topic, reason, message, shown) {
             kube.publish(
                 self.obj,
                 &Notice {
