@@ -5,7 +5,7 @@ use std::collections::BTreeMap;
 use k8s_openapi::api::core::v1::Secret;
 use kube::{
     Api,
-    api::{DeleteParams, Patch, PatchParams},
+    api::{DeleteParams, DynamicObject, Patch, PatchParams},
 };
 use rand::{Rng as _, distr::Alphanumeric};
 use secrecy::{ExposeSecret, SecretString};
@@ -17,6 +17,7 @@ use super::{
 use crate::{
     controller::{
         Context, FIELD_MANAGER,
+        instance::publish,
         secret::{self, ConnectionDetails},
     },
     crd::CacheInstance,
@@ -315,6 +316,47 @@ impl Applier<'_> {
         self.ctx.owned_secrets.wrote(applied);
         Ok(())
     }
+}
+
+/// Restarts the workloads listed for `user` after its password was rotated, by stamping a
+/// digest of its new credentials on their pod templates (under an annotation and a field
+/// manager of the user's own). Returns the workloads restarted.
+pub(super) async fn restart(
+    ctx: &Context,
+    namespace: &str,
+    user: &Desired,
+    password: &SecretString,
+) -> Result<Vec<String>> {
+    let fingerprint = plan::digest(&[&user.name, &user.secret_name, password.expose_secret()]);
+    let manager = format!("{FIELD_MANAGER}-user-{}", user.name);
+    let mut restarted = Vec::new();
+    for target in &user.restart {
+        let resource = publish::workload_resource(target.kind);
+        let api: Api<DynamicObject> =
+            Api::namespaced_with(ctx.client.clone(), namespace, &resource);
+        let body = serde_json::json!({
+            "apiVersion": resource.api_version,
+            "kind": resource.kind,
+            "metadata": {"name": target.name},
+            "spec": {"template": {"metadata": {"annotations": {
+                plan::restart_annotation(&user.name): fingerprint,
+            }}}},
+        });
+        match api
+            .patch(
+                &target.name,
+                &PatchParams::apply(&manager).force(),
+                &Patch::Apply(&body),
+            )
+            .await
+        {
+            Ok(_) => restarted.push(format!("{:?}/{}", target.kind, target.name)),
+            // A workload that does not exist (yet) has nothing to restart.
+            Err(kube::Error::Api(s)) if s.code == 404 => {}
+            Err(e) => return Err(e.into()),
+        }
+    }
+    Ok(restarted)
 }
 
 /// A new password for a user whose Secret is about to be written; `Failure` when the Secret's

@@ -290,6 +290,24 @@ pub async fn reconcile(
                 .await?;
         }
         announce(obj, ctx, &set);
+        for (user, why, password, _) in &set {
+            if matches!(why, Why::Rotate(_) | Why::Scheduled) && !user.restart.is_empty() {
+                let restarted = apply::restart(ctx, &namespace, user, password).await?;
+                if !restarted.is_empty() {
+                    ctx.publish(
+                        obj,
+                        EventType::Normal,
+                        "WorkloadsRestarted",
+                        "Restart",
+                        &format!(
+                            "restarted {} to pick up ACL user {}'s new password",
+                            restarted.join(", "),
+                            user.name
+                        ),
+                    );
+                }
+            }
+        }
     }
     let rotated: Vec<&str> = set
         .iter()

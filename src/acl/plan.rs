@@ -6,7 +6,7 @@ use std::collections::BTreeMap;
 use k8s_openapi::jiff::SignedDuration;
 use sha2::{Digest, Sha256};
 
-use crate::crd::AclUser;
+use crate::crd::{AclUser, RestartTarget};
 
 /// Label on a user's Secret: the user's name.
 pub const USER_LABEL: &str = "cache.upstash-operator.dev/acl-user";
@@ -18,6 +18,12 @@ pub const SPEC_ANNOTATION: &str = "cache.upstash-operator.dev/acl-spec";
 pub const LINE_ANNOTATION: &str = "cache.upstash-operator.dev/acl-line";
 /// Annotation on a user's Secret: the last rotation request it served.
 pub const SERVED_ANNOTATION: &str = "cache.upstash-operator.dev/rotation-request";
+/// Annotation on the pod template of a workload restarted after a user's rotation, with the
+/// user's name in place of `{}`: a digest of the user's new credentials. A key of its own per
+/// user, so that neither the main Secret's restarts nor another user's undo it.
+pub fn restart_annotation(user: &str) -> String {
+    format!("cache.upstash-operator.dev/acl-user-{user}-hash")
+}
 /// Annotation on the CacheInstance, followed by the user's name: set it to a new value to
 /// rotate that user's password.
 pub const ROTATE_PREFIX: &str = "cache.upstash-operator.dev/rotate-user-";
@@ -51,6 +57,8 @@ pub struct Desired {
     pub every: Option<SignedDuration>,
     /// Its scheduled rotation is due (decided by [`super::schedule`]).
     pub scheduled: bool,
+    /// Workloads restarted when its password is rotated (`rotation.restart`).
+    pub restart: Vec<RestartTarget>,
 }
 
 /// The database a user lives in, as far as its Secret is concerned.
@@ -110,6 +118,11 @@ pub fn desired(
                     .and_then(|e| e.duration().ok())
                     .and_then(|e| SignedDuration::try_from(e).ok()),
                 scheduled: false,
+                restart: u
+                    .rotation
+                    .as_ref()
+                    .and_then(|r| r.restart.clone())
+                    .unwrap_or_default(),
                 name: u.name.clone(),
                 secret_name,
                 rules,

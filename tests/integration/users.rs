@@ -677,3 +677,127 @@ async fn a_user_on_its_schedule_is_rotated_alone() {
     let events = events_for(&client, ns.name(), "shop").await;
     assert_eq!(scheduled().await, 1, "{events:?}");
 }
+
+/// Sets `cache.upstash-operator.dev/rotate-user-<user>` to `value` and waits for the user's
+/// new password.
+async fn rotate_user(
+    client: &kube::Client,
+    ns: &str,
+    user: &str,
+    value: &str,
+    old: &BTreeMap<String, String>,
+) -> BTreeMap<String, String> {
+    Api::<CacheInstance>::namespaced(client.clone(), ns)
+        .patch(
+            "shop",
+            &PatchParams::default(),
+            &Patch::Merge(json!({"metadata": {"annotations": {
+                format!("cache.upstash-operator.dev/rotate-user-{user}"): value}}})),
+        )
+        .await
+        .unwrap();
+    testkit::wait_for(&format!("user {user}'s new password"), TIMEOUT, || async {
+        let api: Api<Secret> = Api::namespaced(client.clone(), ns);
+        let data = secret_data(&api.get(&format!("shop-{user}")).await.ok()?);
+        (data["REDIS_PASSWORD"] != old["REDIS_PASSWORD"]).then_some(data)
+    })
+    .await
+}
+
+#[tokio::test]
+async fn a_workload_listed_for_a_user_restarts_once_when_that_user_rotates() {
+    use k8s_openapi::api::apps::v1::Deployment;
+    let cluster = testkit::cluster().await;
+    let ns = cluster.namespace("acl-restart").await;
+    let stack = start_stack(&ns, &[]).await;
+    let client = ns.client().await;
+    let deployments: Api<Deployment> = Api::namespaced(client.clone(), ns.name());
+    let deployment: Deployment = serde_json::from_value(json!({
+        "metadata": {"name": "orders"},
+        "spec": {
+            "selector": {"matchLabels": {"app": "orders"}},
+            "template": {
+                "metadata": {"labels": {"app": "orders"}},
+                "spec": {"containers": [{"name": "orders", "image": "example.invalid/orders:1"}]}
+            }
+        }
+    }))
+    .unwrap();
+    deployments
+        .create(&Default::default(), &deployment)
+        .await
+        .unwrap();
+    let spec = json!({
+        "primaryRegion": "us-east-1",
+        "users": [
+            {"name": "a", "rotation": {"restart": [{"kind": "Deployment", "name": "orders"}]}},
+            {"name": "b"},
+        ],
+    });
+    apply_and_settle(&client, ns.name(), "shop", &spec).await;
+    let hash = |d: &Deployment| {
+        d.spec
+            .as_ref()?
+            .template
+            .metadata
+            .as_ref()?
+            .annotations
+            .as_ref()?
+            .get("cache.upstash-operator.dev/acl-user-a-hash")
+            .cloned()
+    };
+    let before = deployments.get("orders").await.unwrap();
+    assert_eq!(hash(&before), None, "creating the user restarts nothing");
+    let generation = before.metadata.generation;
+
+    // Rotating b leaves the Deployment alone.
+    let b = secret(&client, ns.name(), "shop-b").await;
+    rotate_user(&client, ns.name(), "b", "r1", &b).await;
+    witness_pass(&stack.operator, &client, ns.name(), "shop").await;
+    assert_eq!(
+        deployments.get("orders").await.unwrap().metadata.generation,
+        generation
+    );
+
+    // Rotating a restarts it, once.
+    let a = secret(&client, ns.name(), "shop-a").await;
+    rotate_user(&client, ns.name(), "a", "r1", &a).await;
+    let stamped = testkit::wait_for("the Deployment to be restarted", TIMEOUT, || async {
+        let d = deployments.get("orders").await.ok()?;
+        hash(&d).map(|h| (h, d.metadata.generation))
+    })
+    .await;
+    assert_eq!(stamped.1, generation.map(|g| g + 1));
+    let restarts = || {
+        occurrences(
+            &client,
+            ns.name(),
+            "shop",
+            "WorkloadsRestarted",
+            "ACL user a",
+        )
+    };
+    testkit::wait_for("the WorkloadsRestarted Event", TIMEOUT, || async {
+        restarts().await == 1
+    })
+    .await;
+    witness_pass(&stack.operator, &client, ns.name(), "shop").await;
+    let after = deployments.get("orders").await.unwrap();
+    assert_eq!(
+        (hash(&after), after.metadata.generation),
+        (Some(stamped.0), stamped.1)
+    );
+    assert_eq!(restarts().await, 1);
+    assert!(
+        !after
+            .spec
+            .unwrap()
+            .template
+            .metadata
+            .unwrap()
+            .annotations
+            .unwrap_or_default()
+            .contains_key("cache.upstash-operator.dev/credentials-hash"),
+        "the main Secret's restarts are not involved"
+    );
+}
