@@ -182,7 +182,17 @@ pub async fn reconcile(
         return Ok(Outcome::default());
     };
     let lines = plan::lines_by_user(&lines);
+    // The users' Secrets follow the instance's presets and templates: a change rewrites them.
+    let secret_format = obj
+        .spec
+        .secret
+        .as_ref()
+        .filter(|s| s.presets.is_some() || s.templates.is_some())
+        .map(|s| {
+            plan::digest(&[&serde_json::to_string(&(&s.presets, &s.templates)).unwrap_or_default()])
+        });
     let target = plan::Target {
+        secret_format: secret_format.as_deref(),
         database_id: &db.database_id,
         endpoint: &db.endpoint,
         port: details.port,

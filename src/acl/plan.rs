@@ -68,6 +68,9 @@ pub struct Target<'a> {
     pub endpoint: &'a str,
     pub port: u64,
     pub key_prefix: Option<&'a str>,
+    /// Digest of the instance's `spec.secret` presets and templates, when it sets any (the
+    /// users' Secrets are written with them).
+    pub secret_format: Option<&'a str>,
 }
 
 /// The users the spec names, with their rules.
@@ -105,6 +108,9 @@ pub fn desired(
                 target.key_prefix.unwrap_or_default(),
             ];
             parts.extend(rules.iter().map(String::as_str));
+            if let Some(format) = target.secret_format {
+                parts.push(format);
+            }
             Desired {
                 spec_digest: digest(&parts),
                 rotation: annotations
@@ -296,6 +302,7 @@ mod tests {
         endpoint: "x.upstash.io",
         port: 6379,
         key_prefix: Some("a:"),
+        secret_format: None,
     };
 
     fn want(users: &[AclUser]) -> Vec<Desired> {

@@ -124,6 +124,7 @@ mod tests {
             endpoint: "e",
             port: 6379,
             key_prefix: None,
+            secret_format: None,
         };
         plan::desired("shop", &users, &target, &BTreeMap::new())
     }

@@ -1,7 +1,8 @@
 //! ACL users (`spec.users`) with the operator as a process, the real control plane and the
 //! emulator (whose real Redis engines enforce the users): real clients scoped to their prefixes,
-//! read-only users, out-of-band deletion, restore, rotation of one user, removal, and the free
-//! plan refused without a single ACL call.
+//! read-only users, out-of-band deletion, restore, rotation of one user (on request and on its
+//! schedule, with the workloads listed for it restarted), the instance's presets and templates in
+//! the users' Secrets, removal, and the free plan refused without a single ACL call.
 
 use std::{collections::BTreeMap, path::Path, process::Stdio, time::Duration};
 
@@ -800,4 +801,54 @@ async fn a_workload_listed_for_a_user_restarts_once_when_that_user_rotates() {
             .contains_key("cache.upstash-operator.dev/credentials-hash"),
         "the main Secret's restarts are not involved"
     );
+}
+
+#[tokio::test]
+async fn the_instances_templates_and_presets_render_into_each_users_secret() {
+    let cluster = testkit::cluster().await;
+    let ns = cluster.namespace("acl-templates").await;
+    let stack = start_stack(&ns, &[]).await;
+    let client = ns.client().await;
+    let ca = stack.emulator.ca_file().to_path_buf();
+    let mut spec = json!({
+        "primaryRegion": "us-east-1",
+        "secret": {"templates": {
+            "APP_REDIS": "{{ redisUrl }}",
+            "APP_TOKEN": "{{ restToken }}",
+        }},
+        "users": [{"name": "a"}],
+    });
+    apply_and_settle(&client, ns.name(), "shop", &spec).await;
+    let main = secret(&client, ns.name(), "shop").await;
+    let a = secret(&client, ns.name(), "shop-a").await;
+    assert!(
+        a["REDIS_URL"].starts_with("rediss://a:"),
+        "the user's own URL"
+    );
+    assert_eq!(a["APP_REDIS"], a["REDIS_URL"]);
+    assert_eq!(a["APP_TOKEN"], a["UPSTASH_REDIS_REST_TOKEN"]);
+    assert_eq!(a["REDIS_USERNAME"], "a");
+    assert_eq!(
+        main["APP_REDIS"], main["REDIS_URL"],
+        "the main Secret keeps its own"
+    );
+    assert_ne!(main["APP_TOKEN"], a["APP_TOKEN"]);
+    assert!(redis_connect(&a["APP_REDIS"], &ca).await.is_ok());
+
+    // A preset added to the instance is added to the user's Secret, with the same password.
+    spec["secret"]["presets"] = json!(["Env", "ServiceBinding"]);
+    apply_and_settle(&client, ns.name(), "shop", &spec).await;
+    let api: Api<Secret> = Api::namespaced(client.clone(), ns.name());
+    let bound = testkit::wait_for("the ServiceBinding keys", TIMEOUT, || async {
+        let s = api.get("shop-a").await.ok()?;
+        let data = secret_data(&s);
+        data.contains_key("uri").then_some((s.type_, data))
+    })
+    .await;
+    let (kind, data) = bound;
+    assert_eq!(kind.as_deref(), Some("servicebinding.io/redis"));
+    assert_eq!(data["username"], "a");
+    assert_eq!(data["uri"], a["REDIS_URL"]);
+    assert_eq!(data["REDIS_PASSWORD"], a["REDIS_PASSWORD"], "not rotated");
+    assert_eq!(data["APP_REDIS"], a["APP_REDIS"]);
 }
