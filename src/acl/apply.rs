@@ -5,7 +5,7 @@ use std::collections::BTreeMap;
 use k8s_openapi::api::core::v1::Secret;
 use kube::{
     Api,
-    api::{DeleteParams, Patch, PatchParams},
+    api::{DeleteParams, DynamicObject, Patch, PatchParams},
 };
 use rand::{Rng as _, distr::Alphanumeric};
 use secrecy::{ExposeSecret, SecretString};
@@ -17,6 +17,7 @@ use super::{
 use crate::{
     controller::{
         Context, FIELD_MANAGER,
+        instance::publish,
         secret::{self, ConnectionDetails},
     },
     crd::CacheInstance,
@@ -110,6 +111,17 @@ pub(super) fn announce(
             "SetUser",
             &format!(
                 "rotated the password of ACL user {users} on request and rewrote Secret {secrets}"
+            ),
+        );
+    }
+    if let Some((users, secrets)) = names(|w| *w == Why::Scheduled) {
+        ctx.publish(
+            obj,
+            EventType::Normal,
+            "AclUserRotated",
+            "SetUser",
+            &format!(
+                "rotated the password of ACL user {users} on its schedule and rewrote Secret {secrets}"
             ),
         );
     }
@@ -247,37 +259,9 @@ impl Applier<'_> {
         rest_token: &SecretString,
         line_digest: &str,
     ) -> Result<()> {
-        let d = self.details;
-        let host = d.host();
-        let host = if host.contains(':') {
-            format!("[{host}]")
-        } else {
-            host.to_string()
-        };
-        let data = BTreeMap::from([
-            ("UPSTASH_REDIS_REST_URL".to_string(), d.rest_url()),
-            (
-                "UPSTASH_REDIS_REST_TOKEN".to_string(),
-                rest_token.expose_secret().to_string(),
-            ),
-            (
-                "REDIS_URL".to_string(),
-                format!(
-                    "rediss://{}:{}@{host}:{}",
-                    user.name,
-                    password.expose_secret(),
-                    d.port
-                ),
-            ),
-            (
-                "REDIS_PASSWORD".to_string(),
-                password.expose_secret().to_string(),
-            ),
-            ("REDIS_USERNAME".to_string(), user.name.clone()),
-            ("REDIS_KEY_PREFIX".to_string(), d.key_prefix.clone()),
-            ("REDIS_TLS_ENABLED".to_string(), "true".to_string()),
-        ]);
-        let mut s = secret::build_secret(self.obj, &user.secret_name, "Opaque", data);
+        let data = user_data(self.ctx, self.obj, self.details, user, password, rest_token).await?;
+        let kind = secret::secret_type(self.obj);
+        let mut s = secret::build_secret(self.obj, &user.secret_name, kind, data);
         s.metadata
             .labels
             .get_or_insert_with(Default::default)
@@ -293,6 +277,27 @@ impl Applier<'_> {
         if let Some(served) = served {
             annotations.insert(plan::SERVED_ANNOTATION.into(), served);
         }
+        // A Secret's type cannot change: one of another type (a preset added or removed) is
+        // replaced.
+        let other_type = self
+            .ctx
+            .owned_secrets
+            .get(self.namespace, &user.secret_name)
+            .is_some_and(|e| e.type_.as_deref().unwrap_or("Opaque") != kind);
+        if other_type {
+            self.ctx
+                .owned_secrets
+                .deleted(self.namespace, &user.secret_name);
+            match self
+                .api()
+                .delete(&user.secret_name, &DeleteParams::default())
+                .await
+            {
+                Ok(_) => {}
+                Err(kube::Error::Api(s)) if s.code == 404 => {}
+                Err(e) => return Err(e.into()),
+            }
+        }
         let applied = self
             .api()
             .patch(
@@ -304,6 +309,105 @@ impl Applier<'_> {
         self.ctx.owned_secrets.wrote(applied);
         Ok(())
     }
+}
+
+/// The data of a user's Secret: the instance's presets (`spec.secret.presets`) and templates
+/// (`spec.secret.templates`, rendered in the bounded renderer) with the user's name, password
+/// and REST token in place of the `default` user's (and no read-only token: templates see
+/// `readOnlyRestToken` empty).
+async fn user_data(
+    ctx: &Context,
+    obj: &CacheInstance,
+    details: &ConnectionDetails,
+    user: &Desired,
+    password: &SecretString,
+    rest_token: &SecretString,
+) -> Result<BTreeMap<String, String>> {
+    let mut d = details.clone();
+    d.password = password.clone();
+    d.rest_token = rest_token.clone();
+    d.read_only_rest_token = SecretString::from("");
+    let host = d.host();
+    let host = if host.contains(':') {
+        format!("[{host}]")
+    } else {
+        host.to_string()
+    };
+    let url = format!(
+        "rediss://{}:{}@{host}:{}",
+        user.name,
+        password.expose_secret(),
+        d.port
+    );
+    let rendered = match secret::templates(obj) {
+        Some(templates) => {
+            let mut context = d.template_context();
+            context["redisUrl"] = url.clone().into();
+            context["username"] = user.name.clone().into();
+            ctx.templates
+                .render_all(templates, &context)
+                .await
+                .map_err(|e| {
+                    crate::error::Error::TemplateEngine(format!(
+                        "spec.secret.templates.{}: could not be rendered for ACL user {}",
+                        e.key, user.name
+                    ))
+                })?
+        }
+        None => BTreeMap::new(),
+    };
+    let mut base = secret::connection_data(obj, &d, &BTreeMap::new());
+    if base.contains_key("REDIS_URL") {
+        base.insert("REDIS_URL".into(), url.clone());
+        base.insert("REDIS_USERNAME".into(), user.name.clone());
+    }
+    if base.contains_key("uri") {
+        base.insert("uri".into(), url);
+        base.insert("username".into(), user.name.clone());
+    }
+    base.extend(rendered);
+    Ok(base)
+}
+
+/// Restarts the workloads listed for `user` after its password was rotated, by stamping a
+/// digest of its new credentials on their pod templates (under an annotation and a field
+/// manager of the user's own). Returns the workloads restarted.
+pub(super) async fn restart(
+    ctx: &Context,
+    namespace: &str,
+    user: &Desired,
+    password: &SecretString,
+) -> Result<Vec<String>> {
+    let fingerprint = plan::digest(&[&user.name, &user.secret_name, password.expose_secret()]);
+    let manager = format!("{FIELD_MANAGER}-user-{}", user.name);
+    let mut restarted = Vec::new();
+    for target in &user.restart {
+        let resource = publish::workload_resource(target.kind);
+        let api: Api<DynamicObject> =
+            Api::namespaced_with(ctx.client.clone(), namespace, &resource);
+        let body = serde_json::json!({
+            "apiVersion": resource.api_version,
+            "kind": resource.kind,
+            "metadata": {"name": target.name},
+            "spec": {"template": {"metadata": {"annotations": {
+                plan::restart_annotation(&user.name): fingerprint,
+            }}}},
+        });
+        match api
+            .patch(
+                &target.name,
+                &PatchParams::apply(&manager).force(),
+                &Patch::Apply(&body),
+            )
+            .await
+        {
+            Ok(_) => restarted.push(format!("{:?}/{}", target.kind, target.name)),
+            // A workload that does not exist (yet) has nothing to restart.
+            Err(kube::Error::Api(s)) if s.code == 404 => {}
+            Err(e) => return Err(e.into()),
+        }
+    }
+    Ok(restarted)
 }
 
 /// A new password for a user whose Secret is about to be written; `Failure` when the Secret's

@@ -13,10 +13,14 @@ mod apply;
 pub mod client;
 pub mod default_user;
 pub mod plan;
+pub mod schedule;
 
 use std::time::Duration;
 
-use k8s_openapi::api::core::v1::Secret;
+use k8s_openapi::{
+    api::core::v1::Secret,
+    jiff::{SignedDuration, Timestamp},
+};
 use kube::ResourceExt;
 use secrecy::SecretString;
 
@@ -30,7 +34,7 @@ use crate::{
         conditions::{self, Cond},
         secret::{self, ConnectionDetails},
     },
-    crd::{CacheInstance, DefaultUser},
+    crd::{CacheInstance, DefaultUser, UserStatus},
     error::Result,
     events::EventType,
     upstash::Database,
@@ -48,6 +52,8 @@ const RETRY: Duration = Duration::from_secs(30);
 pub struct Outcome {
     pub cond: Option<Cond>,
     pub retry: Option<Duration>,
+    /// `status.users` after the pass; `None` leaves it as it is.
+    pub users: Option<Vec<UserStatus>>,
 }
 
 impl Outcome {
@@ -55,7 +61,13 @@ impl Outcome {
         Self {
             cond: Some(Cond::new(USERS_READY, status, reason, message)),
             retry: None,
+            users: None,
         }
+    }
+
+    fn users(mut self, users: Vec<UserStatus>) -> Self {
+        self.users = Some(users);
+        self
     }
 
     fn retry(mut self, after: Duration) -> Self {
@@ -88,12 +100,14 @@ fn view(s: &Secret) -> SecretView {
 }
 
 /// The users' part of a pass over a live instance whose database is `db` (read this pass, with
-/// its credentials), after its main Secrets are written.
+/// its credentials), after its main Secrets are written; `recorded` is `status.users` as the
+/// pass knows it.
 pub async fn reconcile(
     obj: &CacheInstance,
     ctx: &Context,
     db: &Database,
     observe_only: bool,
+    recorded: &[UserStatus],
 ) -> Result<Outcome> {
     let users = obj.spec.users.as_deref().unwrap_or_default();
     let previous = obj
@@ -113,11 +127,9 @@ pub async fn reconcile(
         .map(|s| view(s))
         .collect();
     if users.is_empty() && secrets.is_empty() {
-        return Ok(Outcome::cond(
-            true,
-            "NoUsers",
-            "spec.users lists no ACL user",
-        ));
+        return Ok(
+            Outcome::cond(true, "NoUsers", "spec.users lists no ACL user").users(Vec::new()),
+        );
     }
     if !users.is_empty() && db.plan_type == "free" {
         // Upstash has no ACL users on the free plan: no call is made.
@@ -170,13 +182,27 @@ pub async fn reconcile(
         return Ok(Outcome::default());
     };
     let lines = plan::lines_by_user(&lines);
+    // The users' Secrets follow the instance's presets and templates: a change rewrites them.
+    let secret_format = obj
+        .spec
+        .secret
+        .as_ref()
+        .filter(|s| s.presets.is_some() || s.templates.is_some())
+        .map(|s| {
+            plan::digest(&[&serde_json::to_string(&(&s.presets, &s.templates)).unwrap_or_default()])
+        });
     let target = plan::Target {
+        secret_format: secret_format.as_deref(),
         database_id: &db.database_id,
         endpoint: &db.endpoint,
         port: details.port,
         key_prefix: obj.spec.key_prefix.as_deref(),
     };
-    let desired = plan::desired(&obj.name_any(), users, &target, obj.annotations());
+    let mut desired = plan::desired(&obj.name_any(), users, &target, obj.annotations());
+    let now = Timestamp::now();
+    let floor =
+        SignedDuration::try_from(ctx.config.min_rotation_interval).unwrap_or(SignedDuration::MAX);
+    schedule::mark_due(&mut desired, recorded, floor, now);
     let steps = plan::steps(&desired, &secrets, &lines);
     let names = desired
         .iter()
@@ -274,7 +300,45 @@ pub async fn reconcile(
                 .await?;
         }
         announce(obj, ctx, &set);
+        for (user, why, password, _) in &set {
+            if matches!(why, Why::Rotate(_) | Why::Scheduled) && !user.restart.is_empty() {
+                let restarted = apply::restart(ctx, &namespace, user, password).await?;
+                if !restarted.is_empty() {
+                    ctx.publish(
+                        obj,
+                        EventType::Normal,
+                        "WorkloadsRestarted",
+                        "Restart",
+                        &format!(
+                            "restarted {} to pick up ACL user {}'s new password",
+                            restarted.join(", "),
+                            user.name
+                        ),
+                    );
+                }
+            }
+        }
     }
+    let rotated: Vec<&str> = set
+        .iter()
+        .filter(|(_, why, ..)| matches!(why, Why::New | Why::Rotate(_) | Why::Scheduled))
+        .map(|(u, ..)| u.name.as_str())
+        .collect();
+    let mut present = secrets.clone();
+    present.extend(set.iter().map(|(u, ..)| SecretView {
+        name: u.secret_name.clone(),
+        user: u.name.clone(),
+        ..Default::default()
+    }));
+    let (statuses, next_rotation) =
+        schedule::statuses(&desired, &present, recorded, &rotated, floor, now);
+    let done = |o: Outcome| {
+        let mut o = o.users(statuses.clone());
+        if let Some(after) = next_rotation {
+            o.retry = Some(o.retry.map_or(after, |r| r.min(after)));
+        }
+        Ok(o)
+    };
     if !problems.is_empty() {
         let message = problems.join("; ");
         let reason = if message.contains("not the operator's") {
@@ -285,10 +349,10 @@ pub async fn reconcile(
         if previous.is_none_or(|p| p.message != message) {
             ctx.publish(obj, EventType::Warning, reason, "SetUser", &message);
         }
-        return Ok(Outcome::cond(false, reason, message).retry(RETRY));
+        return done(Outcome::cond(false, reason, message).retry(RETRY));
     }
     if desired.is_empty() {
-        return Ok(Outcome::cond(
+        return done(Outcome::cond(
             true,
             "NoUsers",
             "spec.users lists no ACL user",
@@ -365,7 +429,7 @@ pub async fn reconcile(
         }
         _ => {}
     }
-    Ok(Outcome::cond(
+    done(Outcome::cond(
         true,
         "Ready",
         format!("ACL users in place, each with its Secret: {names}{note}"),

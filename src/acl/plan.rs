@@ -3,9 +3,10 @@
 
 use std::collections::BTreeMap;
 
+use k8s_openapi::jiff::SignedDuration;
 use sha2::{Digest, Sha256};
 
-use crate::crd::AclUser;
+use crate::crd::{AclUser, RestartTarget};
 
 /// Label on a user's Secret: the user's name.
 pub const USER_LABEL: &str = "cache.upstash-operator.dev/acl-user";
@@ -17,6 +18,12 @@ pub const SPEC_ANNOTATION: &str = "cache.upstash-operator.dev/acl-spec";
 pub const LINE_ANNOTATION: &str = "cache.upstash-operator.dev/acl-line";
 /// Annotation on a user's Secret: the last rotation request it served.
 pub const SERVED_ANNOTATION: &str = "cache.upstash-operator.dev/rotation-request";
+/// Annotation on the pod template of a workload restarted after a user's rotation, with the
+/// user's name in place of `{}`: a digest of the user's new credentials. A key of its own per
+/// user, so that neither the main Secret's restarts nor another user's undo it.
+pub fn restart_annotation(user: &str) -> String {
+    format!("cache.upstash-operator.dev/acl-user-{user}-hash")
+}
 /// Annotation on the CacheInstance, followed by the user's name: set it to a new value to
 /// rotate that user's password.
 pub const ROTATE_PREFIX: &str = "cache.upstash-operator.dev/rotate-user-";
@@ -46,6 +53,12 @@ pub struct Desired {
     pub spec_digest: String,
     /// The rotation request on the instance, if any.
     pub rotation: Option<String>,
+    /// `rotation.every`, if set and valid.
+    pub every: Option<SignedDuration>,
+    /// Its scheduled rotation is due (decided by [`super::schedule`]).
+    pub scheduled: bool,
+    /// Workloads restarted when its password is rotated (`rotation.restart`).
+    pub restart: Vec<RestartTarget>,
 }
 
 /// The database a user lives in, as far as its Secret is concerned.
@@ -55,6 +68,9 @@ pub struct Target<'a> {
     pub endpoint: &'a str,
     pub port: u64,
     pub key_prefix: Option<&'a str>,
+    /// Digest of the instance's `spec.secret` presets and templates, when it sets any (the
+    /// users' Secrets are written with them).
+    pub secret_format: Option<&'a str>,
 }
 
 /// The users the spec names, with their rules.
@@ -92,12 +108,27 @@ pub fn desired(
                 target.key_prefix.unwrap_or_default(),
             ];
             parts.extend(rules.iter().map(String::as_str));
+            if let Some(format) = target.secret_format {
+                parts.push(format);
+            }
             Desired {
                 spec_digest: digest(&parts),
                 rotation: annotations
                     .get(&format!("{ROTATE_PREFIX}{}", u.name))
                     .filter(|v| !v.is_empty())
                     .cloned(),
+                every: u
+                    .rotation
+                    .as_ref()
+                    .and_then(|r| r.every.as_ref())
+                    .and_then(|e| e.duration().ok())
+                    .and_then(|e| SignedDuration::try_from(e).ok()),
+                scheduled: false,
+                restart: u
+                    .rotation
+                    .as_ref()
+                    .and_then(|r| r.restart.clone())
+                    .unwrap_or_default(),
                 name: u.name.clone(),
                 secret_name,
                 rules,
@@ -131,6 +162,8 @@ pub enum Why {
     Changed,
     /// A rotation was requested (the request id).
     Rotate(String),
+    /// Its scheduled rotation is due (`rotation.every`).
+    Scheduled,
 }
 
 /// What one user needs.
@@ -167,6 +200,7 @@ pub fn steps(
         };
         let why = match (&d.rotation, lines.get(&d.name)) {
             (Some(r), _) if secret.served.as_ref() != Some(r) => Some(Why::Rotate(r.clone())),
+            _ if d.scheduled => Some(Why::Scheduled),
             (_, None) => Some(Why::Missing),
             _ if secret.spec_digest.as_deref() != Some(d.spec_digest.as_str()) => {
                 Some(Why::Changed)
@@ -178,7 +212,7 @@ pub fn steps(
         };
         if let Some(why) = why {
             out.push(Step::Set {
-                new_password: matches!(why, Why::Rotate(_)),
+                new_password: matches!(why, Why::Rotate(_) | Why::Scheduled),
                 user: d.clone(),
                 why,
             });
@@ -216,6 +250,10 @@ pub fn describe(step: &Step) -> String {
             Why::Drifted => format!("ACL user {} was changed outside Kubernetes", user.name),
             Why::Changed => format!("ACL user {} differs from the spec", user.name),
             Why::Rotate(_) => format!("ACL user {}'s password rotation is requested", user.name),
+            Why::Scheduled => format!(
+                "ACL user {}'s scheduled password rotation is due",
+                user.name
+            ),
         },
         Step::Delete { user, secret_name } if user.is_empty() => {
             format!("Secret {secret_name} is no longer named by the spec")
@@ -264,6 +302,7 @@ mod tests {
         endpoint: "x.upstash.io",
         port: 6379,
         key_prefix: Some("a:"),
+        secret_format: None,
     };
 
     fn want(users: &[AclUser]) -> Vec<Desired> {
@@ -359,6 +398,9 @@ mod tests {
             ..secret.clone()
         };
         assert!(steps(&rotate, &[served], &lines).is_empty());
+        let mut due = d.clone();
+        due[0].scheduled = true;
+        assert_eq!(why(&due, &secret, &lines), (Why::Scheduled, true));
 
         // New users, and Secrets the spec no longer names.
         assert!(matches!(

@@ -98,6 +98,11 @@ pub struct CacheInstanceStatus {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub credentials_protected: Option<bool>,
 
+    /// The ACL users of `spec.users`: each user's Secret and its rotation clock.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    #[x_kube(merge_strategy = ListMerge::Map(vec!["name".into()]))]
+    pub users: Vec<super::UserStatus>,
+
     /// Monitoring alerts currently firing.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     #[x_kube(merge_strategy = ListMerge::Map(vec!["type".into()]))]

@@ -1,8 +1,11 @@
 //! Redis ACL users of a CacheInstance (`spec.users`): one user per application, scoped to its
 //! key prefix, each with a Secret of its own.
 
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
 use kube::KubeSchema;
 use serde::{Deserialize, Serialize};
+
+use super::{DurationString, RestartTarget};
 
 /// A Redis ACL user the operator creates in the database (paid plans only), with a generated
 /// password and a Secret of its own.
@@ -63,6 +66,51 @@ pub struct AclUser {
         pattern(r"^[a-z0-9]([-a-z0-9.]*[a-z0-9])?$")
     )]
     pub secret_name: Option<String>,
+
+    /// Scheduled rotation of this user's password (and REST token), on a clock of its own:
+    /// rotating one user never touches another user's Secret. Omit for rotation on request
+    /// only (the `cache.upstash-operator.dev/rotate-user-<name>` annotation on the
+    /// CacheInstance). `status.users` shows each user's last and next rotation.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub rotation: Option<UserRotation>,
+}
+
+/// Rotation of one ACL user's password.
+#[derive(KubeSchema, Serialize, Deserialize, Clone, Debug, PartialEq, Default)]
+#[serde(rename_all = "camelCase")]
+pub struct UserRotation {
+    /// Rotate this user's password this often, e.g. `30d` (units s, m, h, d, w; at least 1h),
+    /// counted from its last rotation (or the user's creation). The operator's
+    /// `--min-rotation-interval` is a floor. Omit for rotation on request only.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[x_kube(validation = kube::core::Rule::new(super::common::duration_at_least_rule(3600))
+        .message("users[].rotation.every must be at least 1h: rotating more often than once an hour cuts applications off too often")
+        .reason(kube::core::Reason::FieldValueInvalid))]
+    pub every: Option<DurationString>,
+
+    /// Workloads in the same namespace restarted each time this user's password is rotated
+    /// (scheduled or on request), by changing an annotation on their pod template, so they
+    /// pick up the user's new Secret. Other users' rotations and the main Secret's leave them
+    /// alone.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(length(max = 32))]
+    pub restart: Option<Vec<RestartTarget>>,
+}
+
+/// One ACL user as the operator last set it (no secret in here).
+#[derive(KubeSchema, Serialize, Deserialize, Clone, Debug, PartialEq, Default)]
+#[serde(rename_all = "camelCase")]
+pub struct UserStatus {
+    /// The user's name.
+    pub name: String,
+    /// The user's Secret.
+    pub secret_name: String,
+    /// When the user's password was last generated (its creation or its last rotation).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub last_rotation_time: Option<Time>,
+    /// When its next scheduled rotation is due (none without `rotation.every`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub next_rotation_time: Option<Time>,
 }
 
 /// The default command rules of a user.

@@ -1,7 +1,8 @@
 //! ACL users (`spec.users`) with the operator as a process, the real control plane and the
 //! emulator (whose real Redis engines enforce the users): real clients scoped to their prefixes,
-//! read-only users, out-of-band deletion, restore, rotation of one user, removal, and the free
-//! plan refused without a single ACL call.
+//! read-only users, out-of-band deletion, restore, rotation of one user (on request and on its
+//! schedule, with the workloads listed for it restarted), the instance's presets and templates in
+//! the users' Secrets, removal, and the free plan refused without a single ACL call.
 
 use std::{collections::BTreeMap, path::Path, process::Stdio, time::Duration};
 
@@ -569,4 +570,285 @@ async fn observe_mode_reports_user_drift_and_changes_nothing() {
     let mut users = acl_users(&main, &ca).await;
     users.sort();
     assert_eq!(users, ["a", "default"]);
+}
+
+/// `status.users` once it names every user in `names` with a next rotation time.
+async fn user_statuses(
+    client: &kube::Client,
+    ns: &str,
+    name: &str,
+    names: &[&str],
+) -> Vec<upstash_operator::crd::UserStatus> {
+    let api: Api<CacheInstance> = Api::namespaced(client.clone(), ns);
+    testkit::wait_for("status.users", TIMEOUT, || async {
+        let users = api.get(name).await.ok()?.status?.users;
+        let complete = names.iter().all(|n| {
+            users
+                .iter()
+                .any(|u| u.name == *n && u.next_rotation_time.is_some())
+        });
+        complete.then_some(users)
+    })
+    .await
+}
+
+#[tokio::test]
+async fn a_user_on_its_schedule_is_rotated_alone() {
+    let cluster = testkit::cluster().await;
+    let ns = cluster.namespace("acl-schedule").await;
+    let stack = start_stack(&ns, &[]).await;
+    let client = ns.client().await;
+    let ca = stack.emulator.ca_file().to_path_buf();
+    let spec = json!({
+        "primaryRegion": "us-east-1",
+        "users": [
+            {"name": "a", "rotation": {"every": "1h"}},
+            {"name": "b", "rotation": {"every": "1h"}},
+        ],
+    });
+    apply_and_settle(&client, ns.name(), "shop", &spec).await;
+    let users = user_statuses(&client, ns.name(), "shop", &["a", "b"]).await;
+    let hour = jiff::SignedDuration::from_hours(1);
+    for u in &users {
+        let last = u.last_rotation_time.as_ref().unwrap().0;
+        assert_eq!(u.next_rotation_time.as_ref().unwrap().0, last + hour);
+        assert_eq!(u.secret_name, format!("shop-{}", u.name));
+    }
+    let a = secret(&client, ns.name(), "shop-a").await;
+    let b = secret(&client, ns.name(), "shop-b").await;
+    let b_status = users.iter().find(|u| u.name == "b").unwrap().clone();
+
+    // The clock lives in status: move a's last rotation 61 minutes back, as if its hour had
+    // passed; b's stays.
+    let past = jiff::Timestamp::now()
+        .round(jiff::Unit::Second)
+        .unwrap()
+        .checked_sub(jiff::SignedDuration::from_mins(61))
+        .unwrap();
+    let api: Api<CacheInstance> = Api::namespaced(client.clone(), ns.name());
+    api.patch_status(
+        "shop",
+        &PatchParams::default(),
+        &Patch::Merge(json!({"status": {"users": [
+            {"name": "a", "secretName": "shop-a", "lastRotationTime": past.to_string()},
+            serde_json::to_value(&b_status).unwrap(),
+        ]}})),
+    )
+    .await
+    .unwrap();
+    let rotated = testkit::wait_for("user a's new password", TIMEOUT, || async {
+        let api: Api<Secret> = Api::namespaced(client.clone(), ns.name());
+        let data = secret_data(&api.get("shop-a").await.ok()?);
+        (data["REDIS_PASSWORD"] != a["REDIS_PASSWORD"]).then_some(data)
+    })
+    .await;
+    let err = redis_connect(&a["REDIS_URL"], &ca).await.unwrap_err();
+    assert_eq!(err.kind(), redis::ErrorKind::AuthenticationFailed, "{err}");
+    assert!(redis_connect(&rotated["REDIS_URL"], &ca).await.is_ok());
+    testkit::wait_for("a's clock to restart", TIMEOUT, || async {
+        let users = api.get("shop").await.ok()?.status?.users;
+        let a = users.iter().find(|u| u.name == "a")?;
+        let last = a.last_rotation_time.as_ref()?.0;
+        (last > past + hour && a.next_rotation_time.as_ref()?.0 == last + hour).then_some(())
+    })
+    .await;
+
+    // Later passes leave both users alone: b's Secret and clock are as they were, and a was
+    // rotated once.
+    witness_pass(&stack.operator, &client, ns.name(), "shop").await;
+    assert_eq!(secret(&client, ns.name(), "shop-b").await, b);
+    assert!(redis_connect(&b["REDIS_URL"], &ca).await.is_ok());
+    assert_eq!(secret(&client, ns.name(), "shop-a").await, rotated);
+    let users = api.get("shop").await.unwrap().status.unwrap().users;
+    assert_eq!(users.iter().find(|u| u.name == "b"), Some(&b_status));
+    let scheduled = || occurrences(&client, ns.name(), "shop", "AclUserRotated", "schedule");
+    testkit::wait_for("the AclUserRotated Event", TIMEOUT, || async {
+        let n = scheduled().await;
+        if n == 1 {
+            Ok(())
+        } else {
+            Err(format!(
+                "{n}: {:?}",
+                events_for(&client, ns.name(), "shop").await
+            ))
+        }
+    })
+    .await;
+    witness_pass(&stack.operator, &client, ns.name(), "shop").await;
+    let events = events_for(&client, ns.name(), "shop").await;
+    assert_eq!(scheduled().await, 1, "{events:?}");
+}
+
+/// Sets `cache.upstash-operator.dev/rotate-user-<user>` to `value` and waits for the user's
+/// new password.
+async fn rotate_user(
+    client: &kube::Client,
+    ns: &str,
+    user: &str,
+    value: &str,
+    old: &BTreeMap<String, String>,
+) -> BTreeMap<String, String> {
+    Api::<CacheInstance>::namespaced(client.clone(), ns)
+        .patch(
+            "shop",
+            &PatchParams::default(),
+            &Patch::Merge(json!({"metadata": {"annotations": {
+                format!("cache.upstash-operator.dev/rotate-user-{user}"): value}}})),
+        )
+        .await
+        .unwrap();
+    testkit::wait_for(&format!("user {user}'s new password"), TIMEOUT, || async {
+        let api: Api<Secret> = Api::namespaced(client.clone(), ns);
+        let data = secret_data(&api.get(&format!("shop-{user}")).await.ok()?);
+        (data["REDIS_PASSWORD"] != old["REDIS_PASSWORD"]).then_some(data)
+    })
+    .await
+}
+
+#[tokio::test]
+async fn a_workload_listed_for_a_user_restarts_once_when_that_user_rotates() {
+    use k8s_openapi::api::apps::v1::Deployment;
+    let cluster = testkit::cluster().await;
+    let ns = cluster.namespace("acl-restart").await;
+    let stack = start_stack(&ns, &[]).await;
+    let client = ns.client().await;
+    let deployments: Api<Deployment> = Api::namespaced(client.clone(), ns.name());
+    let deployment: Deployment = serde_json::from_value(json!({
+        "metadata": {"name": "orders"},
+        "spec": {
+            "selector": {"matchLabels": {"app": "orders"}},
+            "template": {
+                "metadata": {"labels": {"app": "orders"}},
+                "spec": {"containers": [{"name": "orders", "image": "example.invalid/orders:1"}]}
+            }
+        }
+    }))
+    .unwrap();
+    deployments
+        .create(&Default::default(), &deployment)
+        .await
+        .unwrap();
+    let spec = json!({
+        "primaryRegion": "us-east-1",
+        "users": [
+            {"name": "a", "rotation": {"restart": [{"kind": "Deployment", "name": "orders"}]}},
+            {"name": "b"},
+        ],
+    });
+    apply_and_settle(&client, ns.name(), "shop", &spec).await;
+    let hash = |d: &Deployment| {
+        d.spec
+            .as_ref()?
+            .template
+            .metadata
+            .as_ref()?
+            .annotations
+            .as_ref()?
+            .get("cache.upstash-operator.dev/acl-user-a-hash")
+            .cloned()
+    };
+    let before = deployments.get("orders").await.unwrap();
+    assert_eq!(hash(&before), None, "creating the user restarts nothing");
+    let generation = before.metadata.generation;
+
+    // Rotating b leaves the Deployment alone.
+    let b = secret(&client, ns.name(), "shop-b").await;
+    rotate_user(&client, ns.name(), "b", "r1", &b).await;
+    witness_pass(&stack.operator, &client, ns.name(), "shop").await;
+    assert_eq!(
+        deployments.get("orders").await.unwrap().metadata.generation,
+        generation
+    );
+
+    // Rotating a restarts it, once.
+    let a = secret(&client, ns.name(), "shop-a").await;
+    rotate_user(&client, ns.name(), "a", "r1", &a).await;
+    let stamped = testkit::wait_for("the Deployment to be restarted", TIMEOUT, || async {
+        let d = deployments.get("orders").await.ok()?;
+        hash(&d).map(|h| (h, d.metadata.generation))
+    })
+    .await;
+    assert_eq!(stamped.1, generation.map(|g| g + 1));
+    let restarts = || {
+        occurrences(
+            &client,
+            ns.name(),
+            "shop",
+            "WorkloadsRestarted",
+            "ACL user a",
+        )
+    };
+    testkit::wait_for("the WorkloadsRestarted Event", TIMEOUT, || async {
+        restarts().await == 1
+    })
+    .await;
+    witness_pass(&stack.operator, &client, ns.name(), "shop").await;
+    let after = deployments.get("orders").await.unwrap();
+    assert_eq!(
+        (hash(&after), after.metadata.generation),
+        (Some(stamped.0), stamped.1)
+    );
+    assert_eq!(restarts().await, 1);
+    assert!(
+        !after
+            .spec
+            .unwrap()
+            .template
+            .metadata
+            .unwrap()
+            .annotations
+            .unwrap_or_default()
+            .contains_key("cache.upstash-operator.dev/credentials-hash"),
+        "the main Secret's restarts are not involved"
+    );
+}
+
+#[tokio::test]
+async fn the_instances_templates_and_presets_render_into_each_users_secret() {
+    let cluster = testkit::cluster().await;
+    let ns = cluster.namespace("acl-templates").await;
+    let stack = start_stack(&ns, &[]).await;
+    let client = ns.client().await;
+    let ca = stack.emulator.ca_file().to_path_buf();
+    let mut spec = json!({
+        "primaryRegion": "us-east-1",
+        "secret": {"templates": {
+            "APP_REDIS": "{{ redisUrl }}",
+            "APP_TOKEN": "{{ restToken }}",
+        }},
+        "users": [{"name": "a"}],
+    });
+    apply_and_settle(&client, ns.name(), "shop", &spec).await;
+    let main = secret(&client, ns.name(), "shop").await;
+    let a = secret(&client, ns.name(), "shop-a").await;
+    assert!(
+        a["REDIS_URL"].starts_with("rediss://a:"),
+        "the user's own URL"
+    );
+    assert_eq!(a["APP_REDIS"], a["REDIS_URL"]);
+    assert_eq!(a["APP_TOKEN"], a["UPSTASH_REDIS_REST_TOKEN"]);
+    assert_eq!(a["REDIS_USERNAME"], "a");
+    assert_eq!(
+        main["APP_REDIS"], main["REDIS_URL"],
+        "the main Secret keeps its own"
+    );
+    assert_ne!(main["APP_TOKEN"], a["APP_TOKEN"]);
+    assert!(redis_connect(&a["APP_REDIS"], &ca).await.is_ok());
+
+    // A preset added to the instance is added to the user's Secret, with the same password.
+    spec["secret"]["presets"] = json!(["Env", "ServiceBinding"]);
+    apply_and_settle(&client, ns.name(), "shop", &spec).await;
+    let api: Api<Secret> = Api::namespaced(client.clone(), ns.name());
+    let bound = testkit::wait_for("the ServiceBinding keys", TIMEOUT, || async {
+        let s = api.get("shop-a").await.ok()?;
+        let data = secret_data(&s);
+        data.contains_key("uri").then_some((s.type_, data))
+    })
+    .await;
+    let (kind, data) = bound;
+    assert_eq!(kind.as_deref(), Some("servicebinding.io/redis"));
+    assert_eq!(data["username"], "a");
+    assert_eq!(data["uri"], a["REDIS_URL"]);
+    assert_eq!(data["REDIS_PASSWORD"], a["REDIS_PASSWORD"], "not rotated");
+    assert_eq!(data["APP_REDIS"], a["APP_REDIS"]);
 }

@@ -23,7 +23,7 @@ mod cluster;
 pub mod finalizer;
 mod observe;
 mod plan;
-mod publish;
+pub(crate) mod publish;
 mod report;
 mod steps;
 mod validate;

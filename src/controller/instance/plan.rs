@@ -443,6 +443,7 @@ pub fn once_only_may_be_due(
         || rotation(obj, valid, status.rotation.as_deref(), now)
             .due
             .is_some()
+        || crate::acl::schedule::any_due(obj, &status.users, valid.request_floor, now)
 }
 
 #[cfg(test)]

@@ -173,12 +173,17 @@ impl<A: DeveloperApi, K: Cluster> Pass<'_, A, K> {
                 carried.published = self.credentials(report, db, carried.view.take()).await?;
             }
             Step::Users => {
-                let users = crate::acl::reconcile(obj, ctx, db, self.valid.observe_only()).await?;
+                let recorded = report.status.users.clone();
+                let observe_only = self.valid.observe_only();
+                let users = crate::acl::reconcile(obj, ctx, db, observe_only, &recorded).await?;
                 if let Some(cond) = users.cond {
                     report.set(cond);
                 }
                 if let Some(after) = users.retry {
                     report.requeue_within(after);
+                }
+                if let Some(statuses) = users.users {
+                    report.status.users = statuses;
                 }
             }
             Step::Remember => {
