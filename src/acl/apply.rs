@@ -17,7 +17,7 @@ use super::{
 use crate::{
     controller::{
         Context, FIELD_MANAGER,
-        instance::publish,
+        restarts::workload_resource,
         secret::{self, ConnectionDetails},
     },
     crd::CacheInstance,
@@ -382,7 +382,7 @@ pub(super) async fn restart(
     let manager = format!("{FIELD_MANAGER}-user-{}", user.name);
     let mut restarted = Vec::new();
     for target in &user.restart {
-        let resource = publish::workload_resource(target.kind);
+        let resource = workload_resource(target.kind);
         let api: Api<DynamicObject> =
             Api::namespaced_with(ctx.client.clone(), namespace, &resource);
         let body = serde_json::json!({

@@ -20,9 +20,10 @@ use std::{
     time::{Duration, Instant},
 };
 
+use k8s_openapi::api::apps::v1::{DaemonSet, Deployment, StatefulSet};
 use kube::{
     Api, Client,
-    api::{DynamicObject, Patch, PatchParams},
+    api::{ApiResource, DynamicObject, Patch, PatchParams},
 };
 use serde_json::json;
 
@@ -31,7 +32,18 @@ use crate::{
     crd::{RestartTarget, WorkloadKind},
 };
 
-pub use crate::controller::instance::RESTART_ANNOTATION;
+/// Annotation put on restarted workloads' pod templates: one `<instance key>=<digest>` entry of
+/// the credentials per instance (see the module documentation).
+pub const RESTART_ANNOTATION: &str = "cache.upstash-operator.dev/credentials-hash";
+
+/// The API resource of a workload kind.
+pub fn workload_resource(kind: WorkloadKind) -> ApiResource {
+    match kind {
+        WorkloadKind::Deployment => ApiResource::erase::<Deployment>(&()),
+        WorkloadKind::StatefulSet => ApiResource::erase::<StatefulSet>(&()),
+        WorkloadKind::DaemonSet => ApiResource::erase::<DaemonSet>(&()),
+    }
+}
 
 /// The entry key of an instance: 8 hex digits of a SHA-256 of its namespace and name.
 pub fn instance_key(namespace: &str, name: &str) -> String {
@@ -115,7 +127,7 @@ pub fn merged(current: Option<&str>, requested: &BTreeMap<String, String>) -> St
 
 /// The apply body that stamps `value` on a workload's pod template (which rolls its pods).
 pub fn restart_body(kind: WorkloadKind, name: &str, value: &str) -> serde_json::Value {
-    let resource = crate::controller::instance::workload_resource(kind);
+    let resource = workload_resource(kind);
     json!({
         "apiVersion": resource.api_version,
         "kind": resource.kind,
@@ -215,11 +227,8 @@ impl Restarts {
             return;
         };
         let (namespace, kind, name) = &workload;
-        let api: Api<DynamicObject> = Api::namespaced_with(
-            client,
-            namespace,
-            &crate::controller::instance::workload_resource(*kind),
-        );
+        let api: Api<DynamicObject> =
+            Api::namespaced_with(client, namespace, &workload_resource(*kind));
         let result = async {
             let current = api.get_opt(name).await?;
             let Some(current) = current else {

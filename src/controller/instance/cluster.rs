@@ -17,10 +17,13 @@ use serde_json::json;
 use super::{
     finalizer,
     plan::{Notice, SecretWrite},
-    publish::{RESTART_ANNOTATION, workload_resource},
 };
 use crate::{
-    controller::{Context, FIELD_MANAGER, secret},
+    controller::{
+        Context, FIELD_MANAGER,
+        restarts::{RESTART_ANNOTATION, workload_resource},
+        secret,
+    },
     crd::{CacheInstance, CacheInstanceStatus, PendingCreate, RestartTarget},
     error::{Error, Result},
 };

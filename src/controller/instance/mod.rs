@@ -23,7 +23,6 @@ mod cluster;
 pub mod finalizer;
 mod observe;
 mod plan;
-pub(crate) mod publish;
 mod report;
 mod steps;
 mod validate;
@@ -40,10 +39,10 @@ use std::{sync::Arc, time::Duration};
 use k8s_openapi::jiff::Timestamp;
 use kube::{ResourceExt, runtime::controller::Action};
 
+pub use crate::controller::restarts::{RESTART_ANNOTATION, workload_resource};
 pub use cleanup::WAY_OUT;
 pub use observe::pending_record;
 pub use plan::{lost_create_grace, preview};
-pub use publish::{RESTART_ANNOTATION, workload_resource};
 pub use validate::paused;
 
 use self::{
