@@ -4,11 +4,9 @@
 
 use std::time::Duration;
 
-use kube::Api;
 use serde_json::json;
-use upstash_operator::crd::CacheInstance;
 
-use crate::support::{apply_manifest, events_for, instance, start_stack, witness_pass};
+use crate::support::{apply_until_ready, events_for, start_stack, witness_pass};
 
 const TIMEOUT: Duration = Duration::from_secs(60);
 
@@ -19,27 +17,15 @@ async fn a_drift_event_names_who_changed_the_setting_from_the_audit_log() {
     let client = ns.client().await;
     let stack = start_stack(&ns, &[]).await;
     let emulator = &stack.emulator;
-    let api: Api<CacheInstance> = Api::namespaced(client.clone(), ns.name());
     let name = "crm-cache";
-    apply_manifest(
+    let id = apply_until_ready(
         &client,
         ns.name(),
-        &instance(
-            name,
-            json!({"primaryRegion": "us-east-1", "plan": "payg", "budget": 50}),
-        ),
+        name,
+        json!({"primaryRegion": "us-east-1", "plan": "payg", "budget": 50}),
+        TIMEOUT,
     )
-    .await
-    .unwrap();
-    testkit::wait_for_condition(&api, name, "Ready", "True", TIMEOUT).await;
-    let id = api
-        .get(name)
-        .await
-        .unwrap()
-        .status
-        .unwrap()
-        .database_id
-        .unwrap();
+    .await;
     // Resyncs without drift read no audit log.
     witness_pass(&stack.operator, &client, ns.name(), name).await;
     assert!(emulator.calls_to("auditlogs").await.is_empty());

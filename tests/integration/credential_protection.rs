@@ -11,7 +11,7 @@ use serde_json::json;
 use upstash_operator::crd::CacheInstance;
 
 use crate::support::{
-    apply_manifest, events_for, instance, redis_connect, rest_command, secret_data, start_stack,
+    apply_until_ready, events_for, redis_connect, rest_command, secret_data, start_stack,
     witness_pass,
 };
 
@@ -27,25 +27,14 @@ async fn a_protected_database_keeps_its_secret_and_a_lost_one_is_recovered_by_on
     let api: Api<CacheInstance> = Api::namespaced(client.clone(), ns.name());
     let secrets: Api<Secret> = Api::namespaced(client.clone(), ns.name());
     let name = "crm-cache";
-    apply_manifest(
+    let id = apply_until_ready(
         &client,
         ns.name(),
-        &instance(
-            name,
-            json!({"primaryRegion": "us-east-1", "keyPrefix": "crm:"}),
-        ),
+        name,
+        json!({"primaryRegion": "us-east-1", "keyPrefix": "crm:"}),
+        TIMEOUT,
     )
-    .await
-    .unwrap();
-    testkit::wait_for_condition(&api, name, "Ready", "True", TIMEOUT).await;
-    let id = api
-        .get(name)
-        .await
-        .unwrap()
-        .status
-        .unwrap()
-        .database_id
-        .unwrap();
+    .await;
     let before = secret_data(&secrets.get(name).await.unwrap());
     assert!(!before["REDIS_PASSWORD"].is_empty());
 

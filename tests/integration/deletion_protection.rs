@@ -14,7 +14,9 @@ use kube::{
 use serde_json::json;
 use upstash_operator::crd::{CacheInstance, deletion_protection::DELETION_PROTECTION_POLICY};
 
-use crate::support::{apply_manifest, install_crds, instance, start_operator, start_stack};
+use crate::support::{
+    apply_manifest, apply_until_ready, install_crds, instance, start_operator, start_stack,
+};
 
 const TIMEOUT: Duration = Duration::from_secs(60);
 
@@ -57,25 +59,7 @@ async fn kubectl_delete_of_a_protected_instance_is_refused_until_protection_is_o
     let stack = start_stack(&ns, &[]).await;
     let api: Api<CacheInstance> = Api::namespaced(client.clone(), ns.name());
     let name = "crm-cache";
-    apply_manifest(
-        &client,
-        ns.name(),
-        &instance(
-            name,
-            json!({"primaryRegion": "us-east-1", "deletionPolicy": "Delete", "deletionProtection": true}),
-        ),
-    )
-    .await
-    .unwrap();
-    testkit::wait_for_condition(&api, name, "Ready", "True", TIMEOUT).await;
-    let id = api
-        .get(name)
-        .await
-        .unwrap()
-        .status
-        .unwrap()
-        .database_id
-        .unwrap();
+    let id = apply_until_ready(&client, ns.name(), name, json!({"primaryRegion": "us-east-1", "deletionPolicy": "Delete", "deletionProtection": true}), TIMEOUT).await;
     wait_enforced(&api, name).await;
 
     let (ok, out) = kubectl(
@@ -264,25 +248,14 @@ async fn protection_turned_on_while_a_delete_waits_keeps_the_database() {
     let stack = start_stack(&ns, &[]).await;
     let api: Api<CacheInstance> = Api::namespaced(client.clone(), ns.name());
     let name = "crm-cache";
-    apply_manifest(
+    let id = apply_until_ready(
         &client,
         ns.name(),
-        &instance(
-            name,
-            json!({"primaryRegion": "us-east-1", "deletionPolicy": "Delete"}),
-        ),
+        name,
+        json!({"primaryRegion": "us-east-1", "deletionPolicy": "Delete"}),
+        TIMEOUT,
     )
-    .await
-    .unwrap();
-    testkit::wait_for_condition(&api, name, "Ready", "True", TIMEOUT).await;
-    let id = api
-        .get(name)
-        .await
-        .unwrap()
-        .status
-        .unwrap()
-        .database_id
-        .unwrap();
+    .await;
 
     // Paused, deleted (the finalizer holds it), then protected: the policy does not see an
     // update, and the operator's cleanup must wait.

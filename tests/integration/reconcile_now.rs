@@ -12,7 +12,7 @@ use kube::{
 use serde_json::json;
 use upstash_operator::crd::{CacheInstance, RECONCILE_REQUEST_ANNOTATION};
 
-use crate::support::{apply_manifest, instance, start_stack};
+use crate::support::{apply_until_ready, start_stack};
 
 const TIMEOUT: Duration = Duration::from_secs(60);
 
@@ -48,25 +48,14 @@ async fn the_reconcile_annotation_reads_the_database_at_once_and_is_echoed_in_st
     let emulator = &stack.emulator;
     let api: Api<CacheInstance> = Api::namespaced(client.clone(), ns.name());
     let name = "crm-cache";
-    apply_manifest(
+    let id = apply_until_ready(
         &client,
         ns.name(),
-        &instance(
-            name,
-            json!({"primaryRegion": "us-east-1", "plan": "payg", "budget": 50}),
-        ),
+        name,
+        json!({"primaryRegion": "us-east-1", "plan": "payg", "budget": 50}),
+        TIMEOUT,
     )
-    .await
-    .unwrap();
-    testkit::wait_for_condition(&api, name, "Ready", "True", TIMEOUT).await;
-    let id = api
-        .get(name)
-        .await
-        .unwrap()
-        .status
-        .unwrap()
-        .database_id
-        .unwrap();
+    .await;
     assert!(
         api.get(name)
             .await

@@ -336,6 +336,28 @@ pub async fn events_for(
 }
 
 /// A CacheInstance manifest.
+/// Applies CacheInstance `name` with `spec`, waits until it is Ready (within `timeout`) and
+/// returns the database id its status records.
+pub async fn apply_until_ready(
+    client: &Client,
+    namespace: &str,
+    name: &str,
+    spec: serde_json::Value,
+    timeout: std::time::Duration,
+) -> String {
+    apply_manifest(client, namespace, &instance(name, spec))
+        .await
+        .unwrap_or_else(|e| panic!("applying {namespace}/{name}: {e}"));
+    let api: Api<upstash_operator::crd::CacheInstance> = Api::namespaced(client.clone(), namespace);
+    testkit::wait_for_condition(&api, name, "Ready", "True", timeout).await;
+    api.get(name)
+        .await
+        .unwrap_or_else(|e| panic!("reading {namespace}/{name}: {e}"))
+        .status
+        .and_then(|s| s.database_id)
+        .unwrap_or_else(|| panic!("{namespace}/{name} is Ready without status.databaseId"))
+}
+
 pub fn instance(name: &str, spec: serde_json::Value) -> serde_json::Value {
     serde_json::json!({
         "apiVersion": "cache.upstash-operator.dev/v1alpha1",
