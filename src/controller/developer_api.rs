@@ -5,7 +5,8 @@
 use std::future::Future;
 
 use crate::upstash::{
-    AuditLogEntry, CreateDatabase, Database, UpstashApi, UpstashError, types::Backup,
+    AuditLogEntry, CreateDatabase, Database, ListedDatabase, UpstashApi, UpstashError,
+    types::Backup,
 };
 
 /// Result of a Developer API call.
@@ -14,7 +15,7 @@ pub type ApiResult<T> = Result<T, UpstashError>;
 /// The Developer API calls of one account.
 pub trait DeveloperApi: Send + Sync {
     /// Every database of the account (without credentials).
-    fn list_databases(&self) -> impl Future<Output = ApiResult<Vec<Database>>> + Send;
+    fn list_databases(&self) -> impl Future<Output = ApiResult<Vec<ListedDatabase>>> + Send;
     /// One database with its credentials; `None` if it does not exist.
     fn get_database(&self, id: &str) -> impl Future<Output = ApiResult<Option<Database>>> + Send;
     /// Creates a database (never retried: a lost answer is resolved by looking).
@@ -59,7 +60,7 @@ impl DeveloperApi for UpstashApi {
     async fn audit_logs(&self) -> ApiResult<Vec<AuditLogEntry>> {
         UpstashApi::audit_logs(self).await
     }
-    async fn list_databases(&self) -> ApiResult<Vec<Database>> {
+    async fn list_databases(&self) -> ApiResult<Vec<ListedDatabase>> {
         UpstashApi::list_databases(self).await
     }
     async fn get_database(&self, id: &str) -> ApiResult<Option<Database>> {

@@ -10,7 +10,7 @@ use std::{
 use secrecy::SecretString;
 
 use super::developer_api::{ApiResult, DeveloperApi};
-use crate::upstash::{CreateDatabase, Database, UpstashError, types::Backup};
+use crate::upstash::{CreateDatabase, Database, ListedDatabase, UpstashError, types::Backup};
 
 /// A failure to inject into the next call of an endpoint.
 struct Fault {
@@ -198,7 +198,7 @@ impl DeveloperApi for FakeApi {
         Ok(Vec::new())
     }
 
-    async fn list_databases(&self) -> ApiResult<Vec<Database>> {
+    async fn list_databases(&self) -> ApiResult<Vec<ListedDatabase>> {
         let delay = *self.list_delay.lock().unwrap_or_else(|e| e.into_inner());
         if let Some(delay) = delay {
             tokio::time::sleep(delay).await;
@@ -208,12 +208,7 @@ impl DeveloperApi for FakeApi {
             .lock()
             .databases
             .iter()
-            .map(|d| Database {
-                password: None,
-                rest_token: None,
-                read_only_rest_token: None,
-                ..d.clone()
-            })
+            .map(ListedDatabase::from)
             .collect())
     }
 

@@ -54,7 +54,13 @@ impl Bound {
     /// A Database answer also proves that the credentials work: from then on their Secret is
     /// claimed while the instance uses it.
     pub async fn learn(&self, db: &Database) {
-        let account = identity::account_of(db);
+        self.learn_account(identity::account_of(db)).await;
+    }
+
+    /// Learns `account` (as named by a Database answer) for these credentials; see [`learn`].
+    ///
+    /// [`learn`]: Self::learn
+    async fn learn_account(&self, account: Option<&str>) {
         if let Some(account) = account {
             self.resolver.inner.identities.learn(&self.digest, account);
         }
@@ -82,9 +88,9 @@ impl Bound {
         let mut current = self.known_account();
         if current.is_none() {
             let listed = self.api.list_databases().await?;
-            if let Some(db) = listed.iter().find(|d| identity::account_of(d).is_some()) {
-                self.learn(db).await;
-                current = identity::account_of(db).map(str::to_string);
+            if let Some(account) = listed.iter().find_map(identity::listed_account_of) {
+                self.learn_account(Some(account)).await;
+                current = Some(account.to_string());
             }
         }
         Ok(identity::judge_absence(

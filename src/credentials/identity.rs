@@ -18,7 +18,7 @@ use std::{collections::HashMap, sync::Mutex};
 use secrecy::ExposeSecret;
 use sha2::{Digest, Sha256};
 
-use crate::upstash::{Credentials, Database};
+use crate::upstash::{Credentials, Database, ListedDatabase};
 
 /// Annotation on a credentials Secret: the Upstash account its credentials act for.
 pub const ACCOUNT_ANNOTATION: &str = "cache.upstash-operator.dev/account";
@@ -44,7 +44,17 @@ pub fn key_digest(credentials: &Credentials) -> String {
 
 /// The account a database belongs to, as Upstash names it.
 pub fn account_of(db: &Database) -> Option<&str> {
-    [db.customer_id.as_str(), db.user_email.as_str()]
+    account_in(&db.customer_id, &db.user_email)
+}
+
+/// The account a listed database belongs to, as Upstash names it.
+pub fn listed_account_of(db: &ListedDatabase) -> Option<&str> {
+    account_in(&db.customer_id, &db.user_email)
+}
+
+/// The account named by a database's `customer_id`, or else by its older `user_email`.
+fn account_in<'a>(customer_id: &'a str, user_email: &'a str) -> Option<&'a str> {
+    [customer_id, user_email]
         .into_iter()
         .map(str::trim)
         .find(|s| !s.is_empty())

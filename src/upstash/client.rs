@@ -19,7 +19,9 @@ use super::{
     breaker::{BreakerConfig, CircuitBreaker},
     error::UpstashError,
     limiter::Limiter,
-    types::{AuditLogEntry, Backup, Budget, CreateDatabase, Database, DatabaseStats},
+    types::{
+        AuditLogEntry, Backup, Budget, CreateDatabase, Database, DatabaseStats, ListedDatabase,
+    },
 };
 use crate::metrics::Metrics;
 
@@ -182,8 +184,8 @@ impl UpstashApi {
         }
     }
 
-    /// Every database of the account.
-    pub async fn list_databases(&self) -> Result<Vec<Database>, UpstashError> {
+    /// Every database of the account, by id, name and account (see [`ListedDatabase`]).
+    pub async fn list_databases(&self) -> Result<Vec<ListedDatabase>, UpstashError> {
         self.call(
             Method::GET,
             "list",
@@ -574,6 +576,129 @@ mod tests {
         );
         change.await.unwrap().unwrap();
         read.await.unwrap().unwrap();
+    }
+
+    /// A Developer API stand-in that answers every request with `parts`, written one after the
+    /// other with a pause between them.
+    async fn answering_server(parts: Vec<Vec<u8>>) -> url::Url {
+        use tokio::io::{AsyncReadExt, AsyncWriteExt};
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let url = url::Url::parse(&format!("http://{}", listener.local_addr().unwrap())).unwrap();
+        let parts = Arc::new(parts);
+        tokio::spawn(async move {
+            while let Ok((mut socket, _)) = listener.accept().await {
+                let parts = parts.clone();
+                tokio::spawn(async move {
+                    let mut seen = Vec::new();
+                    let mut buf = [0u8; 1024];
+                    while !seen.windows(4).any(|w| w == b"\r\n\r\n") {
+                        match socket.read(&mut buf).await {
+                            Ok(0) | Err(_) => return,
+                            Ok(n) => seen.extend_from_slice(&buf[..n]),
+                        }
+                    }
+                    for part in parts.iter() {
+                        let _ = socket.write_all(part).await;
+                        let _ = socket.flush().await;
+                        tokio::time::sleep(Duration::from_millis(5)).await;
+                    }
+                });
+            }
+        });
+        url
+    }
+
+    /// An HTTP/1.1 chunked encoding of `body`, in pieces of `size` bytes.
+    fn chunked(body: &[u8], size: usize) -> Vec<Vec<u8>> {
+        let mut parts: Vec<Vec<u8>> = body
+            .chunks(size)
+            .map(|c| {
+                let mut part = format!("{:x}\r\n", c.len()).into_bytes();
+                part.extend_from_slice(c);
+                part.extend_from_slice(b"\r\n");
+                part
+            })
+            .collect();
+        parts.push(b"0\r\n\r\n".to_vec());
+        parts
+    }
+
+    #[tokio::test]
+    async fn a_list_keeps_ids_names_and_accounts_whatever_the_framing() {
+        let listed: Vec<serde_json::Value> = (0..40)
+            .map(|i| {
+                serde_json::json!({
+                    "database_id": format!("id-{i}"),
+                    "database_name": format!("name-{i}"),
+                    "customer_id": if i == 0 { serde_json::Value::Null } else { "team-1".into() },
+                    "user_email": "ops@example.com",
+                    "password": "p-very-secret",
+                    "rest_token": "t-very-secret",
+                    "endpoint": "x.upstash.io",
+                    "port": 6379,
+                    "read_regions": null,
+                })
+            })
+            .collect();
+        let body = serde_json::to_vec(&listed).unwrap();
+        let want: Vec<ListedDatabase> = (0..40)
+            .map(|i| ListedDatabase {
+                database_id: format!("id-{i}"),
+                database_name: format!("name-{i}"),
+                customer_id: if i == 0 {
+                    String::new()
+                } else {
+                    "team-1".into()
+                },
+                user_email: "ops@example.com".into(),
+            })
+            .collect();
+
+        // Announced length, body in pieces.
+        let mut head = format!(
+            "HTTP/1.1 200 OK\r\ncontent-type: application/json\r\ncontent-length: {}\r\nconnection: close\r\n\r\n",
+            body.len()
+        )
+        .into_bytes();
+        head.extend_from_slice(&body[..100]);
+        let parts = vec![head, body[100..1000].to_vec(), body[1000..].to_vec()];
+        let api = account(&client_for(answering_server(parts).await));
+        assert_eq!(api.list_databases().await.unwrap(), want);
+
+        // No length: chunked transfer encoding.
+        let mut parts = vec![
+            b"HTTP/1.1 200 OK\r\ncontent-type: application/json\r\ntransfer-encoding: chunked\r\nconnection: close\r\n\r\n".to_vec(),
+        ];
+        parts.extend(chunked(&body, 333));
+        let api = account(&client_for(answering_server(parts).await));
+        assert_eq!(api.list_databases().await.unwrap(), want);
+    }
+
+    #[tokio::test]
+    async fn an_error_answer_keeps_its_message_even_when_not_utf8() {
+        let body = b"{\"error\":\"invalid region \xff\"}";
+        let mut answer = format!(
+            "HTTP/1.1 400 Bad Request\r\ncontent-type: application/json\r\ncontent-length: {}\r\nconnection: close\r\n\r\n",
+            body.len()
+        )
+        .into_bytes();
+        answer.extend_from_slice(body);
+        let api = account(&client_for(answering_server(vec![answer]).await));
+        match api.list_databases().await {
+            Err(UpstashError::Rejected { status, message }) => {
+                assert_eq!(status, 400);
+                assert!(message.contains("invalid region"), "{message}");
+            }
+            other => panic!("expected a rejection, got {other:?}"),
+        }
+    }
+
+    #[tokio::test]
+    async fn an_answer_shorter_than_announced_is_an_error_not_a_list() {
+        let answer = b"HTTP/1.1 200 OK\r\ncontent-type: application/json\r\ncontent-length: 1000000000\r\nconnection: close\r\n\r\n[]".to_vec();
+        let api = account(&client_for(answering_server(vec![answer]).await));
+        let outcome = api.list_databases().await;
+        assert!(outcome.is_err(), "{outcome:?}");
     }
 
     #[test]

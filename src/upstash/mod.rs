@@ -11,4 +11,4 @@ pub mod types;
 
 pub use client::{Credentials, UpstashApi, UpstashClient};
 pub use error::UpstashError;
-pub use types::{AuditLogEntry, Budget, CreateDatabase, Database, DatabaseStats};
+pub use types::{AuditLogEntry, Budget, CreateDatabase, Database, DatabaseStats, ListedDatabase};

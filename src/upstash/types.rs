@@ -65,6 +65,34 @@ pub struct Database {
     pub read_only_rest_token: Option<SecretString>,
 }
 
+/// A database as the operator keeps it from the account's list: its id and name (to find a
+/// database by name) and its account (to learn whose account credentials act for).
+///
+/// The list's answer carries every field of every database, credentials included; only these
+/// are kept, so that listing an account of thousands of databases holds a few hundred bytes
+/// per database for the moment it is read, and no database's password.
+#[derive(Debug, Clone, Deserialize, Default, PartialEq, Eq)]
+pub struct ListedDatabase {
+    pub database_id: String,
+    #[serde(default)]
+    pub database_name: String,
+    #[serde(default, deserialize_with = "null_as_default")]
+    pub customer_id: String,
+    #[serde(default, deserialize_with = "null_as_default")]
+    pub user_email: String,
+}
+
+impl From<&Database> for ListedDatabase {
+    fn from(db: &Database) -> Self {
+        Self {
+            database_id: db.database_id.clone(),
+            database_name: db.database_name.clone(),
+            customer_id: db.customer_id.clone(),
+            user_email: db.user_email.clone(),
+        }
+    }
+}
+
 impl fmt::Debug for Database {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("Database")

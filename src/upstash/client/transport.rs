@@ -14,6 +14,10 @@ use crate::{
     upstash::{breaker::BreakerState, error::UpstashError, limiter::Kind},
 };
 
+/// The most a response's `Content-Length` makes the client reserve before the body arrives
+/// (a larger body still arrives whole; its buffer then grows as it comes).
+const MAX_PRESIZE: u64 = 16 * 1024 * 1024;
+
 /// Whether a call may be repeated when its answer is lost or it failed transiently.
 #[derive(Clone, Copy, PartialEq, Eq)]
 pub(super) enum Idempotence {
@@ -146,15 +150,15 @@ impl UpstashApi {
             Err(_) => "error".to_string(),
         };
         self.count(endpoint, &code);
-        outcome.and_then(|(status, retry_after, text)| {
+        outcome.and_then(|(status, retry_after, body)| {
             if status.is_success() {
-                serde_json::from_str::<T>(&text).map_err(|e| {
-                    UpstashError::Decode(format!("{endpoint}: {e} (body of {} bytes)", text.len()))
+                serde_json::from_slice::<T>(&body).map_err(|e| {
+                    UpstashError::Decode(format!("{endpoint}: {e} (body of {} bytes)", body.len()))
                 })
             } else {
                 Err(UpstashError::from_response(
                     status.as_u16(),
-                    &text,
+                    &String::from_utf8_lossy(&body),
                     retry_after,
                 ))
             }
@@ -162,12 +166,17 @@ impl UpstashApi {
     }
 
     /// Sends the request; returns the status, `Retry-After` (seconds form) and the body.
+    ///
+    /// The body is read into one buffer, sized by `Content-Length` when the answer gives it,
+    /// and parsed from there: an account's list is as large as the account, and reading it
+    /// as text would hold it two or three times over (the chunks, their concatenation and
+    /// its text copy) while it is parsed.
     async fn exchange(
         &self,
         request: reqwest::RequestBuilder,
-    ) -> Result<(StatusCode, Option<Duration>, String), UpstashError> {
+    ) -> Result<(StatusCode, Option<Duration>, Vec<u8>), UpstashError> {
         let timeout = self.client.inner.config.timeout;
-        let response = request
+        let mut response = request
             .send()
             .await
             .map_err(|e| transport_error(e, timeout))?;
@@ -178,11 +187,18 @@ impl UpstashApi {
             .and_then(|v| v.to_str().ok())
             .and_then(|v| v.trim().parse::<u64>().ok())
             .map(Duration::from_secs);
-        let text = response
-            .text()
+        // The announced length only sizes the first allocation, within a bound: a wrong or
+        // hostile header cannot make it reserve more than that.
+        let announced = response.content_length().unwrap_or(0).min(MAX_PRESIZE) as usize;
+        let mut body = Vec::with_capacity(announced);
+        while let Some(chunk) = response
+            .chunk()
             .await
-            .map_err(|e| transport_error(e, timeout))?;
-        Ok((status, retry_after, text))
+            .map_err(|e| transport_error(e, timeout))?
+        {
+            body.extend_from_slice(&chunk);
+        }
+        Ok((status, retry_after, body))
     }
 
     fn count(&self, endpoint: &str, code: &str) {
