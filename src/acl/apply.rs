@@ -4,7 +4,7 @@ use std::collections::BTreeMap;
 
 use k8s_openapi::api::core::v1::Secret;
 use kube::{
-    Api,
+    Api, ResourceExt,
     api::{DeleteParams, DynamicObject, Patch, PatchParams},
 };
 use rand::{Rng as _, distr::Alphanumeric};
@@ -17,7 +17,7 @@ use super::{
 use crate::{
     controller::{
         Context, FIELD_MANAGER,
-        restarts::workload_resource,
+        restarts::{self, workload_resource},
         secret::{self, ConnectionDetails},
     },
     crd::CacheInstance,
@@ -369,45 +369,36 @@ async fn user_data(
     Ok(base)
 }
 
-/// Restarts the workloads listed for `user` after its password was rotated, by stamping a
-/// digest of its new credentials on their pod templates (under an annotation and a field
-/// manager of the user's own). Returns the workloads restarted.
+/// Requests a restart of the workloads listed for `user` after its password was rotated, through
+/// the operator's coalescing restarts (`controller/restarts.rs`): the user's entry in the
+/// workloads' `credentials-hash` annotation becomes a digest of its new credentials, in the same
+/// write as the other credentials that changed within `--restart-window`, and at most once per
+/// `--min-restart-interval`. Workloads that do not exist are left out. Returns the workloads
+/// whose restart was requested.
 pub(super) async fn restart(
     ctx: &Context,
-    namespace: &str,
+    obj: &CacheInstance,
     user: &Desired,
     password: &SecretString,
 ) -> Result<Vec<String>> {
+    let namespace = obj.namespace().unwrap_or_default();
     let fingerprint = plan::digest(&[&user.name, &user.secret_name, password.expose_secret()]);
-    let manager = format!("{FIELD_MANAGER}-user-{}", user.name);
-    let mut restarted = Vec::new();
+    let key = restarts::user_key(&namespace, &obj.name_any(), &user.name);
+    let mut present = Vec::new();
     for target in &user.restart {
-        let resource = workload_resource(target.kind);
-        let api: Api<DynamicObject> =
-            Api::namespaced_with(ctx.client.clone(), namespace, &resource);
-        let body = serde_json::json!({
-            "apiVersion": resource.api_version,
-            "kind": resource.kind,
-            "metadata": {"name": target.name},
-            "spec": {"template": {"metadata": {"annotations": {
-                plan::restart_annotation(&user.name): fingerprint,
-            }}}},
-        });
-        match api
-            .patch(
-                &target.name,
-                &PatchParams::apply(&manager).force(),
-                &Patch::Apply(&body),
-            )
-            .await
-        {
-            Ok(_) => restarted.push(format!("{:?}/{}", target.kind, target.name)),
-            // A workload that does not exist (yet) has nothing to restart.
-            Err(kube::Error::Api(s)) if s.code == 404 => {}
-            Err(e) => return Err(e.into()),
+        let api: Api<DynamicObject> = Api::namespaced_with(
+            ctx.client.clone(),
+            &namespace,
+            &workload_resource(target.kind),
+        );
+        // A workload that does not exist (yet) has nothing to restart.
+        if api.get_metadata_opt(&target.name).await?.is_some() {
+            present.push(target.clone());
         }
     }
-    Ok(restarted)
+    Ok(ctx
+        .restarts
+        .request(&ctx.client, &namespace, &present, &key, &fingerprint))
 }
 
 /// A new password for a user whose Secret is about to be written; `Failure` when the Secret's

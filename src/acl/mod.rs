@@ -302,17 +302,18 @@ pub async fn reconcile(
         announce(obj, ctx, &set);
         for (user, why, password, _) in &set {
             if matches!(why, Why::Rotate(_) | Why::Scheduled) && !user.restart.is_empty() {
-                let restarted = apply::restart(ctx, &namespace, user, password).await?;
-                if !restarted.is_empty() {
+                let requested = apply::restart(ctx, obj, user, password).await?;
+                if !requested.is_empty() {
                     ctx.publish(
                         obj,
                         EventType::Normal,
                         "WorkloadsRestarted",
                         "Restart",
                         &format!(
-                            "restarted {} to pick up ACL user {}'s new password",
-                            restarted.join(", "),
-                            user.name
+                            "restarting {} to pick up ACL user {}'s new password (one restart for every credentials change within {}s)",
+                            requested.join(", "),
+                            user.name,
+                            ctx.restarts.window().as_secs()
                         ),
                     );
                 }

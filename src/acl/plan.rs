@@ -18,12 +18,6 @@ pub const SPEC_ANNOTATION: &str = "cache.upstash-operator.dev/acl-spec";
 pub const LINE_ANNOTATION: &str = "cache.upstash-operator.dev/acl-line";
 /// Annotation on a user's Secret: the last rotation request it served.
 pub const SERVED_ANNOTATION: &str = "cache.upstash-operator.dev/rotation-request";
-/// Annotation on the pod template of a workload restarted after a user's rotation, with the
-/// user's name in place of `{}`: a digest of the user's new credentials. A key of its own per
-/// user, so that neither the main Secret's restarts nor another user's undo it.
-pub fn restart_annotation(user: &str) -> String {
-    format!("cache.upstash-operator.dev/acl-user-{user}-hash")
-}
 /// Annotation on the CacheInstance, followed by the user's name: set it to a new value to
 /// rotate that user's password.
 pub const ROTATE_PREFIX: &str = "cache.upstash-operator.dev/rotate-user-";

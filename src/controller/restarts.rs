@@ -52,6 +52,12 @@ pub fn instance_key(namespace: &str, name: &str) -> String {
     digest.iter().take(4).map(|b| format!("{b:02x}")).collect()
 }
 
+/// The entry key of the ACL user `user` of an instance (`spec.users`): a digest like an
+/// instance's, of a text no instance's namespace and name can make (a `/` in a name).
+pub fn user_key(namespace: &str, instance: &str, user: &str) -> String {
+    instance_key(namespace, &format!("{instance}/user/{user}"))
+}
+
 /// The entry key of `obj`.
 pub fn key_of(obj: &crate::crd::CacheInstance) -> String {
     instance_key(
@@ -180,6 +186,11 @@ impl Restarts {
 
     fn lock(&self) -> std::sync::MutexGuard<'_, State> {
         self.state.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// How long a restart waits for other credentials that change meanwhile.
+    pub fn window(&self) -> Duration {
+        self.window
     }
 
     /// Requests a restart of each target for the instance `key` with credentials
@@ -330,5 +341,10 @@ mod tests {
         assert_eq!(a.len(), 8);
         assert_ne!(a, instance_key("crm", "cache-b"));
         assert_ne!(a, instance_key("crm2", "cache-a"));
+        let user = user_key("crm", "cache-a", "orders");
+        assert_eq!(user.len(), 8);
+        assert_ne!(user, a);
+        assert_ne!(user, user_key("crm", "cache-a", "billing"));
+        assert_ne!(user, user_key("crm", "cache-b", "orders"));
     }
 }

@@ -89,9 +89,11 @@ pub struct UserRotation {
     pub every: Option<DurationString>,
 
     /// Workloads in the same namespace restarted each time this user's password is rotated
-    /// (scheduled or on request), by changing an annotation on their pod template, so they
-    /// pick up the user's new Secret. Other users' rotations and the main Secret's leave them
-    /// alone.
+    /// (scheduled or on request), by changing the user's entry in an annotation on their pod
+    /// template, so they pick up the user's new Secret. Other users' rotations and the main
+    /// Secret's leave them alone. Restarts are coalesced like the main Secret's: one restart
+    /// for every credentials change within the operator's restart window, at most one per its
+    /// minimum restart interval.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     #[schemars(length(max = 32))]
     pub restart: Option<Vec<RestartTarget>>,

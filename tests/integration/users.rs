@@ -12,7 +12,10 @@ use kube::{
     api::{Patch, PatchParams},
 };
 use serde_json::{Value, json};
-use upstash_operator::crd::CacheInstance;
+use upstash_operator::{
+    controller::restarts::{RESTART_ANNOTATION, instance_key, parse, user_key},
+    crd::CacheInstance,
+};
 
 use crate::support::{
     apply_manifest, events_for, instance, redis_connect, repo_path, rest_command, secret_data,
@@ -705,21 +708,35 @@ async fn rotate_user(
     .await
 }
 
-#[tokio::test]
-async fn a_workload_listed_for_a_user_restarts_once_when_that_user_rotates() {
+/// The `credentials-hash` annotation on `d`'s pod template, as entries.
+fn stamps(d: &k8s_openapi::api::apps::v1::Deployment) -> Option<BTreeMap<String, String>> {
+    let value = d
+        .spec
+        .as_ref()?
+        .template
+        .metadata
+        .as_ref()?
+        .annotations
+        .as_ref()?
+        .get(RESTART_ANNOTATION)?;
+    Some(parse(value))
+}
+
+/// A Deployment `name` with one container.
+async fn deployment(
+    client: &kube::Client,
+    ns: &str,
+    name: &str,
+) -> Api<k8s_openapi::api::apps::v1::Deployment> {
     use k8s_openapi::api::apps::v1::Deployment;
-    let cluster = testkit::cluster().await;
-    let ns = cluster.namespace("acl-restart").await;
-    let stack = start_stack(&ns, &[]).await;
-    let client = ns.client().await;
-    let deployments: Api<Deployment> = Api::namespaced(client.clone(), ns.name());
+    let deployments: Api<Deployment> = Api::namespaced(client.clone(), ns);
     let deployment: Deployment = serde_json::from_value(json!({
-        "metadata": {"name": "orders"},
+        "metadata": {"name": name},
         "spec": {
-            "selector": {"matchLabels": {"app": "orders"}},
+            "selector": {"matchLabels": {"app": name}},
             "template": {
-                "metadata": {"labels": {"app": "orders"}},
-                "spec": {"containers": [{"name": "orders", "image": "example.invalid/orders:1"}]}
+                "metadata": {"labels": {"app": name}},
+                "spec": {"containers": [{"name": name, "image": format!("example.invalid/{name}:1")}]}
             }
         }
     }))
@@ -728,6 +745,16 @@ async fn a_workload_listed_for_a_user_restarts_once_when_that_user_rotates() {
         .create(&Default::default(), &deployment)
         .await
         .unwrap();
+    deployments
+}
+
+#[tokio::test]
+async fn a_workload_listed_for_a_user_restarts_once_when_that_user_rotates() {
+    let cluster = testkit::cluster().await;
+    let ns = cluster.namespace("acl-restart").await;
+    let stack = start_stack(&ns, &[]).await;
+    let client = ns.client().await;
+    let deployments = deployment(&client, ns.name(), "orders").await;
     let spec = json!({
         "primaryRegion": "us-east-1",
         "users": [
@@ -736,19 +763,9 @@ async fn a_workload_listed_for_a_user_restarts_once_when_that_user_rotates() {
         ],
     });
     apply_and_settle(&client, ns.name(), "shop", &spec).await;
-    let hash = |d: &Deployment| {
-        d.spec
-            .as_ref()?
-            .template
-            .metadata
-            .as_ref()?
-            .annotations
-            .as_ref()?
-            .get("cache.upstash-operator.dev/acl-user-a-hash")
-            .cloned()
-    };
+    let key = user_key(ns.name(), "shop", "a");
     let before = deployments.get("orders").await.unwrap();
-    assert_eq!(hash(&before), None, "creating the user restarts nothing");
+    assert_eq!(stamps(&before), None, "creating the user restarts nothing");
     let generation = before.metadata.generation;
 
     // Rotating b leaves the Deployment alone.
@@ -760,15 +777,20 @@ async fn a_workload_listed_for_a_user_restarts_once_when_that_user_rotates() {
         generation
     );
 
-    // Rotating a restarts it, once.
+    // Rotating a restarts it, once, after the restart window.
     let a = secret(&client, ns.name(), "shop-a").await;
     rotate_user(&client, ns.name(), "a", "r1", &a).await;
     let stamped = testkit::wait_for("the Deployment to be restarted", TIMEOUT, || async {
         let d = deployments.get("orders").await.ok()?;
-        hash(&d).map(|h| (h, d.metadata.generation))
+        stamps(&d).map(|s| (s, d.metadata.generation))
     })
     .await;
     assert_eq!(stamped.1, generation.map(|g| g + 1));
+    assert_eq!(
+        stamped.0.keys().collect::<Vec<_>>(),
+        vec![&key],
+        "one entry, user a's: the main Secret's restarts are not involved"
+    );
     let restarts = || {
         occurrences(
             &client,
@@ -785,22 +807,91 @@ async fn a_workload_listed_for_a_user_restarts_once_when_that_user_rotates() {
     witness_pass(&stack.operator, &client, ns.name(), "shop").await;
     let after = deployments.get("orders").await.unwrap();
     assert_eq!(
-        (hash(&after), after.metadata.generation),
+        (stamps(&after), after.metadata.generation),
         (Some(stamped.0), stamped.1)
     );
     assert_eq!(restarts().await, 1);
-    assert!(
-        !after
-            .spec
-            .unwrap()
-            .template
-            .metadata
-            .unwrap()
-            .annotations
-            .unwrap_or_default()
-            .contains_key("cache.upstash-operator.dev/credentials-hash"),
-        "the main Secret's restarts are not involved"
+}
+
+#[tokio::test]
+async fn a_user_and_the_main_secret_rotated_together_restart_a_shared_workload_once() {
+    let cluster = testkit::cluster().await;
+    let ns = cluster.namespace("acl-coalesce").await;
+    let stack = start_stack(
+        &ns,
+        &[
+            "--min-rotation-interval",
+            "0s",
+            "--restart-window",
+            "5s",
+            "--min-restart-interval",
+            "10s",
+        ],
+    )
+    .await;
+    let client = ns.client().await;
+    let deployments = deployment(&client, ns.name(), "orders").await;
+    let target = json!([{"kind": "Deployment", "name": "orders"}]);
+    let spec = json!({
+        "primaryRegion": "us-east-1",
+        "passwordRotation": {"restart": target},
+        "users": [{"name": "a", "rotation": {"restart": target}}],
+    });
+    apply_and_settle(&client, ns.name(), "shop", &spec).await;
+    let (main_key, user_key) = (
+        instance_key(ns.name(), "shop"),
+        user_key(ns.name(), "shop", "a"),
     );
+    // The main Secret's first credentials stamp the instance's entry (a restart of its own).
+    let (before, generation) = testkit::wait_for("the instance's first stamp", TIMEOUT, || async {
+        let d = deployments.get("orders").await.ok()?;
+        let s = stamps(&d)?;
+        s.contains_key(&main_key)
+            .then(|| (s, d.metadata.generation.unwrap()))
+    })
+    .await;
+    assert!(!before.contains_key(&user_key), "{before:?}");
+
+    // Both rotated by one edit: one restart carries both new entries.
+    let (main, a) = (
+        secret(&client, ns.name(), "shop").await,
+        secret(&client, ns.name(), "shop-a").await,
+    );
+    Api::<CacheInstance>::namespaced(client.clone(), ns.name())
+        .patch(
+            "shop",
+            &PatchParams::default(),
+            &Patch::Merge(json!({"metadata": {"annotations": {
+                "cache.upstash-operator.dev/rotate-password": "together",
+                "cache.upstash-operator.dev/rotate-user-a": "together",
+            }}})),
+        )
+        .await
+        .unwrap();
+    for (name, old) in [("shop", &main), ("shop-a", &a)] {
+        testkit::wait_for(&format!("{name}'s new password"), TIMEOUT, || async {
+            let now = secret(&client, ns.name(), name).await;
+            (now["REDIS_PASSWORD"] != old["REDIS_PASSWORD"]).then_some(())
+        })
+        .await;
+    }
+    let after = testkit::wait_for("both new entries stamped", TIMEOUT, || async {
+        let d = deployments.get("orders").await.ok()?;
+        let s = stamps(&d)?;
+        (s.get(&main_key) != before.get(&main_key) && s.contains_key(&user_key)).then_some(d)
+    })
+    .await;
+    assert_eq!(
+        after.metadata.generation.unwrap(),
+        generation + 1,
+        "one rollout for the two rotations"
+    );
+
+    // Witnessed passes: nothing restarts it again.
+    witness_pass(&stack.operator, &client, ns.name(), "shop").await;
+    let later = deployments.get("orders").await.unwrap();
+    assert_eq!(later.metadata.generation, after.metadata.generation);
+    assert_eq!(stamps(&later), stamps(&after));
 }
 
 #[tokio::test]
