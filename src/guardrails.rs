@@ -16,7 +16,7 @@ use kube::{
     core::{Selector, SelectorExt},
 };
 
-use crate::crd::{CacheInstance, CachePolicy, DeletionPolicy};
+use crate::crd::{CacheInstance, CachePolicy, DeletionPolicy, MaintenanceWindow};
 
 /// The policies that apply to one instance.
 #[derive(Debug, Clone, Default, PartialEq)]
@@ -31,6 +31,14 @@ impl Applicable {
     /// Whether no policy applies (and none is missing).
     pub fn is_empty(&self) -> bool {
         self.policies.is_empty() && self.missing_ref.is_none()
+    }
+
+    /// The maintenance window of the first applicable policy (by name) that sets one: the
+    /// default for instances without a window of their own.
+    pub fn window(&self) -> Option<MaintenanceWindow> {
+        self.policies
+            .iter()
+            .find_map(|p| p.spec.maintenance_window.as_deref().cloned())
     }
 
     /// The applicable policies' names, comma-separated (`None` when no policy applies).

@@ -8,7 +8,7 @@ use kube::ResourceExt;
 
 use crate::{
     controller::{conditions, instance::preview},
-    crd::CacheInstance,
+    crd::{CacheInstance, MaintenanceWindow},
 };
 
 /// Exit code of `plan` when something would change.
@@ -36,8 +36,14 @@ impl Outcome {
     }
 }
 
-/// The outcome of applying `manifest` over `live` (None: not in the cluster).
-pub fn outcome(manifest: &CacheInstance, live: Option<&CacheInstance>, now: Timestamp) -> Outcome {
+/// The outcome of applying `manifest` over `live` (None: not in the cluster), with the
+/// maintenance window of the CachePolicies that apply to it (see [`preview::against`]).
+pub fn outcome(
+    manifest: &CacheInstance,
+    live: Option<&CacheInstance>,
+    policy_window: Option<&MaintenanceWindow>,
+    now: Timestamp,
+) -> Outcome {
     match live {
         None => Outcome::Created,
         Some(live) if live.status.as_ref().is_none_or(|s| s.database_id.is_none()) => {
@@ -45,7 +51,7 @@ pub fn outcome(manifest: &CacheInstance, live: Option<&CacheInstance>, now: Time
                 spec_differs: manifest.spec != live.spec,
             }
         }
-        Some(live) => Outcome::Changed(preview::against(manifest, live, now)),
+        Some(live) => Outcome::Changed(preview::against(manifest, live, policy_window, now)),
     }
 }
 
@@ -209,7 +215,7 @@ status:
     fn plan_marks_disruptive_and_recreate_changes() {
         let live = instance(LIVE);
         let manifest = instance("spec: {primaryRegion: eu-west-1, plan: fixed_1gb, budget: 50}");
-        let outcome = outcome(&manifest, Some(&live), now());
+        let outcome = outcome(&manifest, Some(&live), None, now());
         assert!(outcome.changes_anything());
         let text = render_plan("crm", "orders", &outcome);
         assert!(text.starts_with("cacheinstance crm/orders:\n"), "{text}");
@@ -228,22 +234,22 @@ status:
     fn plan_of_an_unchanged_and_a_new_object() {
         let live = instance(LIVE);
         let same = instance("spec: {primaryRegion: us-east-1, plan: payg, budget: 20}");
-        let unchanged = outcome(&same, Some(&live), now());
+        let unchanged = outcome(&same, Some(&live), None, now());
         assert!(!unchanged.changes_anything());
         assert_eq!(
             render_plan("crm", "orders", &unchanged),
             "cacheinstance crm/orders: no changes\n"
         );
-        let created = outcome(&same, None, now());
+        let created = outcome(&same, None, None, now());
         assert!(created.changes_anything());
         assert!(render_plan("crm", "orders", &created).contains("would be created"));
         let mut unprovisioned = live.clone();
         unprovisioned.status = None;
-        let waiting = outcome(&same, Some(&unprovisioned), now());
+        let waiting = outcome(&same, Some(&unprovisioned), None, now());
         assert!(!waiting.changes_anything());
         assert!(render_plan("crm", "orders", &waiting).contains("no database yet"));
         let bigger = instance("spec: {primaryRegion: us-east-1, plan: fixed_1gb, budget: 20}");
-        assert!(outcome(&bigger, Some(&unprovisioned), now()).changes_anything());
+        assert!(outcome(&bigger, Some(&unprovisioned), None, now()).changes_anything());
     }
 
     #[test]

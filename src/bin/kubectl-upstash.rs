@@ -8,7 +8,7 @@
 //! - `kubectl upstash status [-n NAMESPACE | -A]`: readiness, plan, cost, firing alerts and
 //!   pending changes of each instance.
 
-use std::{path::PathBuf, process::ExitCode};
+use std::{path::PathBuf, process::ExitCode, sync::Arc};
 
 use anyhow::Context as _;
 use clap::{Parser, Subcommand};
@@ -18,7 +18,10 @@ use kube::{
     api::ListParams,
     config::{KubeConfigOptions, Kubeconfig},
 };
-use upstash_operator::{crd::CacheInstance, plugin};
+use upstash_operator::{
+    crd::{CacheInstance, CachePolicy, MaintenanceWindow},
+    guardrails, plugin,
+};
 
 #[derive(Parser)]
 #[command(
@@ -161,9 +164,38 @@ async fn plan(
             .get_opt(&name)
             .await
             .with_context(|| format!("reading cacheinstance {ns}/{name}"))?;
-        let outcome = plugin::outcome(manifest, live.as_ref(), now);
+        let mut placed = manifest.clone();
+        placed.metadata.namespace = Some(ns.clone());
+        let window = policy_window(client, &ns, &placed).await;
+        let outcome = plugin::outcome(&placed, live.as_ref(), window.as_ref(), now);
         changes |= outcome.changes_anything();
         print!("{}", plugin::render_plan(&ns, &name, &outcome));
     }
     Ok(if changes { plugin::CHANGES as u8 } else { 0 })
+}
+
+/// The maintenance window the CachePolicies of `ns` that apply to `manifest` give it (the
+/// default for a manifest without a window of its own), as the operator chooses it. Without
+/// permission to list the policies, none, with a warning: changes then show as made at once.
+async fn policy_window(
+    client: &Client,
+    ns: &str,
+    manifest: &CacheInstance,
+) -> Option<MaintenanceWindow> {
+    if manifest.spec.maintenance_window.is_some() {
+        return None;
+    }
+    let api: Api<CachePolicy> = Api::namespaced(client.clone(), ns);
+    match api.list(&ListParams::default()).await {
+        Ok(list) => {
+            let policies: Vec<Arc<CachePolicy>> = list.items.into_iter().map(Arc::new).collect();
+            guardrails::applicable(manifest, &policies).window()
+        }
+        Err(e) => {
+            eprintln!(
+                "warning: cannot list cachepolicies in {ns} ({e}); a policy's maintenance window is not taken into account"
+            );
+            None
+        }
+    }
 }

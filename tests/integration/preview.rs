@@ -81,9 +81,13 @@ async fn plan_previews_a_manifest_without_calls_or_writes() {
         stdout.contains("  ! primaryRegion: us-east-1 → eu-west-1  [recreate required:"),
         "{stdout}"
     );
+    let plan_line = stdout
+        .lines()
+        .find(|l| l.starts_with("  ~ plan: payg → fixed_1gb  [disruptive:"))
+        .unwrap_or_else(|| panic!("{stdout}"));
     assert!(
-        stdout.contains("  ~ plan: payg → fixed_1gb  [disruptive:"),
-        "{stdout}"
+        !plan_line.contains("(at "),
+        "no window: made at once: {stdout}"
     );
     assert!(stdout.contains("  ~ budget: 20 → 50\n"), "{stdout}");
     let fresh = format!("cacheinstance {}/fresh: would be created", ns.name());
@@ -150,4 +154,38 @@ async fn plan_previews_a_manifest_without_calls_or_writes() {
     let row: Vec<&str> = table.lines().nth(1).unwrap().split_whitespace().collect();
     assert_eq!(row[..3], ["orders", "True", "payg"], "{table}");
     assert_eq!(row.last(), Some(&"0"), "{table}");
+
+    // A CachePolicy's maintenance window is the default of the instances it applies to: the
+    // plan change then shows when the window opens (every day, 3 hours from now, so closed).
+    let opens = (jiff::Timestamp::now() + jiff::SignedDuration::from_hours(3))
+        .to_zoned(jiff::tz::TimeZone::UTC);
+    let window = json!({
+        "days": ["Monday", "Tuesday", "Wednesday", "Thursday", "Friday", "Saturday", "Sunday"],
+        "start": format!("{:02}:00", opens.hour()),
+        "duration": "1h",
+        "timeZone": "UTC",
+    });
+    let nights = crate::support::policy(
+        "nights",
+        json!({"selector": {"matchLabels": {}}, "maintenanceWindow": window}),
+    );
+    apply_manifest(&client, ns.name(), &nights).await.unwrap();
+    let out = plugin(&kubeconfig, &["plan", "-f", &changed]);
+    let stdout = String::from_utf8_lossy(&out.stdout).to_string();
+    assert_eq!(out.status.code(), Some(2), "{stdout}");
+    let plan_line = stdout
+        .lines()
+        .find(|l| l.starts_with("  ~ plan: payg → fixed_1gb  [disruptive:"))
+        .unwrap_or_else(|| panic!("{stdout}"));
+    let expected = format!(
+        "(at {:04}-{:02}-{:02}T{:02}:00:00Z)",
+        opens.year(),
+        opens.month(),
+        opens.day(),
+        opens.hour()
+    );
+    assert!(
+        plan_line.ends_with(&expected),
+        "{plan_line} (expected {expected})"
+    );
 }

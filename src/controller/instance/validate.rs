@@ -75,10 +75,7 @@ pub fn policy_verdict(
         ),
         blocked: c.blocked,
         deletion_policy,
-        window: applicable
-            .policies
-            .iter()
-            .find_map(|p| p.spec.maintenance_window.as_deref().cloned()),
+        window: applicable.window(),
     }
 }
 

@@ -8,7 +8,7 @@ use k8s_openapi::jiff::Timestamp;
 use super::rotation::rotate_request;
 use crate::{
     controller::desired::{desired_allowed_ips, desired_read_regions, normalize_ips},
-    crd::{CacheInstance, CacheInstanceStatus, PendingChange},
+    crd::{CacheInstance, CacheInstanceStatus, MaintenanceWindow, PendingChange},
 };
 
 /// `when` of a change made on the next pass.
@@ -214,8 +214,15 @@ fn served(id: Option<&str>) -> String {
 }
 
 /// What applying `manifest` over `live` (the object in the cluster, with its status) would do;
-/// `live` absent: everything is new ("would be created", an empty preview).
-pub fn against(manifest: &CacheInstance, live: &CacheInstance, now: Timestamp) -> Preview {
+/// `live` absent: everything is new ("would be created", an empty preview). `policy_window` is
+/// the maintenance window of the CachePolicies that apply to the manifest, the default when it
+/// has none of its own.
+pub fn against(
+    manifest: &CacheInstance,
+    live: &CacheInstance,
+    policy_window: Option<&MaintenanceWindow>,
+    now: Timestamp,
+) -> Preview {
     let mut recreate = Vec::new();
     if manifest.spec.primary_region != live.spec.primary_region {
         recreate.push(Recreate {
@@ -252,12 +259,13 @@ pub fn against(manifest: &CacheInstance, live: &CacheInstance, now: Timestamp) -
     // The manifest's spec and annotations, the live object's status.
     let mut merged = manifest.clone();
     merged.status = live.status.clone();
-    // A change that waits for the manifest's own maintenance window shows when it opens (the
-    // default of a CachePolicy is not read here).
+    // A change that waits for the maintenance window (the manifest's own, else its policies')
+    // shows when the window opens.
     let mut changes = pending(&merged, now);
     let status = live.status.clone().unwrap_or_default();
     let approved = super::window::approval(manifest, &status).is_some();
-    let gate = super::window::gate(manifest.spec.maintenance_window.as_deref(), approved, now);
+    let window = super::window::chosen(manifest, policy_window);
+    let gate = super::window::gate(window, approved, now);
     super::window::schedule(&mut changes, &gate);
     Preview { recreate, changes }
 }

@@ -176,10 +176,10 @@ fn a_due_scheduled_rotation_and_a_rotate_request_are_pending_and_disruptive() {
 fn a_manifest_is_compared_with_the_live_status_and_immutable_fields_need_a_new_object() {
     let live = instance(LIVE);
     let same = instance("spec: {primaryRegion: us-east-1, plan: payg, budget: 20}");
-    assert!(against(&same, &live, now()).is_empty());
+    assert!(against(&same, &live, None, now()).is_empty());
 
     let moved = instance("spec: {primaryRegion: eu-west-1, plan: fixed_1gb, budget: 20}");
-    let preview = against(&moved, &live, now());
+    let preview = against(&moved, &live, None, now());
     assert_eq!(preview.recreate.len(), 1);
     assert_eq!(preview.recreate[0].field, "primaryRegion");
     assert_eq!(preview.recreate[0].live, "us-east-1");
@@ -189,7 +189,7 @@ fn a_manifest_is_compared_with_the_live_status_and_immutable_fields_need_a_new_o
 
     let renamed =
         instance("spec: {primaryRegion: us-east-1, databaseName: other, plan: payg, budget: 20}");
-    let preview = against(&renamed, &live, now());
+    let preview = against(&renamed, &live, None, now());
     assert_eq!(preview.recreate[0].field, "databaseName");
     assert_eq!(preview.recreate[0].live, "crm-orders-1");
     assert_eq!(preview.recreate[0].desired, "other");
@@ -202,11 +202,37 @@ fn a_manifest_with_a_closed_window_shows_when_its_disruptive_changes_are_made() 
     let windowed = instance(
         "spec: {primaryRegion: us-east-1, plan: fixed_1gb, budget: 50, maintenanceWindow: {days: [Tuesday], start: '02:00', duration: 1h}}",
     );
-    let preview = against(&windowed, &live, now());
+    let preview = against(&windowed, &live, None, now());
     let whens: Vec<_> = preview
         .changes
         .iter()
         .map(|c| (c.field.as_str(), c.when.as_str()))
         .collect();
     assert_eq!(whens, [("plan", "2026-11-03T02:00:00Z"), ("budget", NOW)]);
+}
+
+#[test]
+fn a_manifest_without_a_window_of_its_own_waits_for_its_policies_window() {
+    let live = instance(LIVE);
+    let policy = instance(
+        "spec: {primaryRegion: us-east-1, maintenanceWindow: {days: [Tuesday], start: '02:00', duration: 1h}}",
+    );
+    let policy_window = policy.spec.maintenance_window.as_deref();
+    let bare = instance("spec: {primaryRegion: us-east-1, plan: fixed_1gb, budget: 20}");
+    let preview = against(&bare, &live, policy_window, now());
+    let whens: Vec<_> = preview
+        .changes
+        .iter()
+        .map(|c| (c.field.as_str(), c.when.as_str()))
+        .collect();
+    assert_eq!(whens, [("plan", "2026-11-03T02:00:00Z")]);
+    // Without the policy's window, the change is made at once.
+    let at_once = against(&bare, &live, None, now());
+    assert_eq!(at_once.changes[0].when, NOW);
+    // The manifest's own window wins over its policies'.
+    let own = instance(
+        "spec: {primaryRegion: us-east-1, plan: fixed_1gb, budget: 20, maintenanceWindow: {days: [Wednesday], start: '03:00', duration: 1h}}",
+    );
+    let preview = against(&own, &live, policy_window, now());
+    assert_eq!(preview.changes[0].when, "2026-11-04T03:00:00Z");
 }
