@@ -12,7 +12,8 @@ use serde_json::{Value, json};
 use upstash_operator::crd::CacheInstance;
 
 use crate::support::{
-    TEST_MANAGER, apply_manifest, instance, redis_connect, rest_command, secret_data, start_stack,
+    TEST_MANAGER, apply_manifest, create_deployment, instance, redis_connect, rest_command,
+    restart_stamp, secret_data, start_stack,
 };
 
 const READY_TIMEOUT: Duration = Duration::from_secs(60);
@@ -545,23 +546,7 @@ async fn on_demand_rotation_rewrites_the_secret_and_restarts_the_deployment() {
     let ns = cluster.namespace("rotate").await;
     let stack = start_stack(&ns, &[]).await;
     let client = ns.client().await;
-    let deployment: k8s_openapi::api::apps::v1::Deployment = serde_json::from_value(json!({
-        "metadata": {"name": "web"},
-        "spec": {
-            "selector": {"matchLabels": {"app": "web"}},
-            "template": {
-                "metadata": {"labels": {"app": "web"}},
-                "spec": {"containers": [{"name": "web", "image": "example.invalid/web:1"}]}
-            }
-        }
-    }))
-    .unwrap();
-    let deployments: Api<k8s_openapi::api::apps::v1::Deployment> =
-        Api::namespaced(client.clone(), ns.name());
-    deployments
-        .create(&Default::default(), &deployment)
-        .await
-        .unwrap();
+    let deployments = create_deployment(&client, ns.name(), "web", &[]).await;
     apply_manifest(
         &client,
         ns.name(),
@@ -581,19 +566,8 @@ async fn on_demand_rotation_rewrites_the_secret_and_restarts_the_deployment() {
     );
     let secrets: Api<Secret> = Api::namespaced(client.clone(), ns.name());
     let old = secret_data(&secrets.get("r").await.unwrap());
-    let annotation = |d: &k8s_openapi::api::apps::v1::Deployment| {
-        d.spec
-            .as_ref()?
-            .template
-            .metadata
-            .as_ref()?
-            .annotations
-            .as_ref()?
-            .get("cache.upstash-operator.dev/credentials-hash")
-            .cloned()
-    };
     let first_hash = testkit::wait_for("the Deployment to be stamped", READY_TIMEOUT, || async {
-        annotation(&deployments.get("web").await.ok()?)
+        restart_stamp(&deployments.get("web").await.ok()?)
     })
     .await;
 
@@ -629,7 +603,7 @@ async fn on_demand_rotation_rewrites_the_secret_and_restarts_the_deployment() {
 
     // The Deployment's pod template changed, and status records the request.
     testkit::wait_for("the Deployment to be restarted", READY_TIMEOUT, || async {
-        let hash = annotation(&deployments.get("web").await.ok()?)?;
+        let hash = restart_stamp(&deployments.get("web").await.ok()?)?;
         (hash != first_hash).then_some(())
     })
     .await;

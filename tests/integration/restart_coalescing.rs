@@ -4,31 +4,22 @@
 
 use std::time::Duration;
 
-use k8s_openapi::api::{apps::v1::Deployment, core::v1::Secret};
+use k8s_openapi::api::core::v1::Secret;
 use kube::{
     Api,
     api::{Patch, PatchParams},
 };
 use serde_json::json;
-use upstash_operator::controller::restarts::{RESTART_ANNOTATION, instance_key, parse};
+use upstash_operator::controller::restarts::{instance_key, parse};
 use upstash_operator::crd::CacheInstance;
 
-use crate::support::{apply_manifest, instance, secret_data, start_stack, witness_pass};
+use crate::support::{
+    apply_manifest, create_deployment, instance, restart_stamp, secret_data, start_stack,
+    witness_pass,
+};
 
 const TIMEOUT: Duration = Duration::from_secs(90);
 const NAMES: [&str; 3] = ["orders", "sessions", "catalog"];
-
-fn stamp(d: &Deployment) -> Option<String> {
-    d.spec
-        .as_ref()?
-        .template
-        .metadata
-        .as_ref()?
-        .annotations
-        .as_ref()?
-        .get(RESTART_ANNOTATION)
-        .cloned()
-}
 
 #[tokio::test]
 async fn three_instances_rotated_together_restart_their_deployment_once() {
@@ -47,26 +38,7 @@ async fn three_instances_rotated_together_restart_their_deployment_once() {
         ],
     )
     .await;
-    let deployments: Api<Deployment> = Api::namespaced(client.clone(), ns.name());
-    let deployment: Deployment = serde_json::from_value(json!({
-        "metadata": {"name": "web"},
-        "spec": {
-            "selector": {"matchLabels": {"app": "web"}},
-            "template": {
-                "metadata": {"labels": {"app": "web"}},
-                "spec": {"containers": [{
-                    "name": "web",
-                    "image": "example.invalid/web:1",
-                    "envFrom": NAMES.iter().map(|n| json!({"secretRef": {"name": n}})).collect::<Vec<_>>(),
-                }]}
-            }
-        }
-    }))
-    .unwrap();
-    deployments
-        .create(&Default::default(), &deployment)
-        .await
-        .unwrap();
+    let deployments = create_deployment(&client, ns.name(), "web", &NAMES).await;
     let api: Api<CacheInstance> = Api::namespaced(client.clone(), ns.name());
     for name in NAMES {
         apply_manifest(
@@ -87,7 +59,7 @@ async fn three_instances_rotated_together_restart_their_deployment_once() {
     // The first stamp carries an entry of each instance.
     let first = testkit::wait_for("an entry of each instance", TIMEOUT, || async {
         let d = deployments.get("web").await.ok()?;
-        let entries = parse(&stamp(&d)?);
+        let entries = parse(&restart_stamp(&d)?);
         keys.iter()
             .all(|k| entries.contains_key(k))
             .then_some((entries, d.metadata.generation.unwrap()))
@@ -123,7 +95,7 @@ async fn three_instances_rotated_together_restart_their_deployment_once() {
         TIMEOUT,
         || async {
             let d = deployments.get("web").await.ok()?;
-            let entries = parse(&stamp(&d)?);
+            let entries = parse(&restart_stamp(&d)?);
             keys.iter()
                 .all(|k| entries.get(k).is_some_and(|v| Some(v) != before.get(k)))
                 .then_some(d)
@@ -142,5 +114,5 @@ async fn three_instances_rotated_together_restart_their_deployment_once() {
     }
     let later = deployments.get("web").await.unwrap();
     assert_eq!(later.metadata.generation, after.metadata.generation);
-    assert_eq!(stamp(&later), stamp(&after));
+    assert_eq!(restart_stamp(&later), restart_stamp(&after));
 }

@@ -376,3 +376,52 @@ pub fn policy(name: &str, spec: serde_json::Value) -> serde_json::Value {
         "spec": spec,
     })
 }
+
+/// Creates the Deployment `name` in `ns` (one container whose image is never pulled, with the
+/// Secrets `env_from` as its environment); returns the Deployments of `ns`.
+pub async fn create_deployment(
+    client: &Client,
+    ns: &str,
+    name: &str,
+    env_from: &[&str],
+) -> Api<k8s_openapi::api::apps::v1::Deployment> {
+    use k8s_openapi::api::apps::v1::Deployment;
+    let deployments: Api<Deployment> = Api::namespaced(client.clone(), ns);
+    let env_from: Vec<serde_json::Value> = env_from
+        .iter()
+        .map(|s| serde_json::json!({"secretRef": {"name": s}}))
+        .collect();
+    let deployment: Deployment = serde_json::from_value(serde_json::json!({
+        "metadata": {"name": name},
+        "spec": {
+            "selector": {"matchLabels": {"app": name}},
+            "template": {
+                "metadata": {"labels": {"app": name}},
+                "spec": {"containers": [{
+                    "name": name,
+                    "image": format!("example.invalid/{name}:1"),
+                    "envFrom": env_from,
+                }]}
+            }
+        }
+    }))
+    .unwrap();
+    deployments
+        .create(&Default::default(), &deployment)
+        .await
+        .unwrap_or_else(|e| panic!("creating Deployment {name}: {e}"));
+    deployments
+}
+
+/// The operator's restart annotation (`credentials-hash`) on a Deployment's pod template.
+pub fn restart_stamp(d: &k8s_openapi::api::apps::v1::Deployment) -> Option<String> {
+    d.spec
+        .as_ref()?
+        .template
+        .metadata
+        .as_ref()?
+        .annotations
+        .as_ref()?
+        .get(upstash_operator::controller::restarts::RESTART_ANNOTATION)
+        .cloned()
+}

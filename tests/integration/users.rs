@@ -13,13 +13,13 @@ use kube::{
 };
 use serde_json::{Value, json};
 use upstash_operator::{
-    controller::restarts::{RESTART_ANNOTATION, instance_key, parse, user_key},
+    controller::restarts::{instance_key, parse, user_key},
     crd::CacheInstance,
 };
 
 use crate::support::{
-    apply_manifest, events_for, instance, redis_connect, repo_path, rest_command, secret_data,
-    start_stack, witness_pass,
+    apply_manifest, create_deployment, events_for, instance, redis_connect, repo_path,
+    rest_command, restart_stamp, secret_data, start_stack, witness_pass,
 };
 
 const TIMEOUT: Duration = Duration::from_secs(60);
@@ -710,42 +710,7 @@ async fn rotate_user(
 
 /// The `credentials-hash` annotation on `d`'s pod template, as entries.
 fn stamps(d: &k8s_openapi::api::apps::v1::Deployment) -> Option<BTreeMap<String, String>> {
-    let value = d
-        .spec
-        .as_ref()?
-        .template
-        .metadata
-        .as_ref()?
-        .annotations
-        .as_ref()?
-        .get(RESTART_ANNOTATION)?;
-    Some(parse(value))
-}
-
-/// A Deployment `name` with one container.
-async fn deployment(
-    client: &kube::Client,
-    ns: &str,
-    name: &str,
-) -> Api<k8s_openapi::api::apps::v1::Deployment> {
-    use k8s_openapi::api::apps::v1::Deployment;
-    let deployments: Api<Deployment> = Api::namespaced(client.clone(), ns);
-    let deployment: Deployment = serde_json::from_value(json!({
-        "metadata": {"name": name},
-        "spec": {
-            "selector": {"matchLabels": {"app": name}},
-            "template": {
-                "metadata": {"labels": {"app": name}},
-                "spec": {"containers": [{"name": name, "image": format!("example.invalid/{name}:1")}]}
-            }
-        }
-    }))
-    .unwrap();
-    deployments
-        .create(&Default::default(), &deployment)
-        .await
-        .unwrap();
-    deployments
+    restart_stamp(d).as_deref().map(parse)
 }
 
 #[tokio::test]
@@ -754,7 +719,7 @@ async fn a_workload_listed_for_a_user_restarts_once_when_that_user_rotates() {
     let ns = cluster.namespace("acl-restart").await;
     let stack = start_stack(&ns, &[]).await;
     let client = ns.client().await;
-    let deployments = deployment(&client, ns.name(), "orders").await;
+    let deployments = create_deployment(&client, ns.name(), "orders", &[]).await;
     let spec = json!({
         "primaryRegion": "us-east-1",
         "users": [
@@ -830,7 +795,7 @@ async fn a_user_and_the_main_secret_rotated_together_restart_a_shared_workload_o
     )
     .await;
     let client = ns.client().await;
-    let deployments = deployment(&client, ns.name(), "orders").await;
+    let deployments = create_deployment(&client, ns.name(), "orders", &[]).await;
     let target = json!([{"kind": "Deployment", "name": "orders"}]);
     let spec = json!({
         "primaryRegion": "us-east-1",
