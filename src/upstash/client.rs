@@ -25,6 +25,7 @@ use super::{
 };
 use crate::metrics::Metrics;
 
+mod elements;
 mod transport;
 
 use transport::Idempotence;
@@ -186,14 +187,7 @@ impl UpstashApi {
 
     /// Every database of the account, by id, name and account (see [`ListedDatabase`]).
     pub async fn list_databases(&self) -> Result<Vec<ListedDatabase>, UpstashError> {
-        self.call(
-            Method::GET,
-            "list",
-            "/v2/redis/databases",
-            None,
-            Idempotence::Retry,
-        )
-        .await
+        self.call_each("list", "/v2/redis/databases").await
     }
 
     /// One database with its credentials; `None` if it does not exist.

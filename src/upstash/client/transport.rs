@@ -2,13 +2,13 @@
 //! API is gated), the rate limit, a timeout per request, retries with backoff for what may be
 //! repeated, and each request counted in `upstash_api_requests_total`.
 
-use std::time::Duration;
+use std::{future::Future, time::Duration};
 
 use reqwest::{Method, StatusCode};
 use secrecy::ExposeSecret;
 use serde::de::DeserializeOwned;
 
-use super::UpstashApi;
+use super::{UpstashApi, elements::Elements};
 use crate::{
     metrics::{ApiRequestLabels, EndpointLabels},
     upstash::{breaker::BreakerState, error::UpstashError, limiter::Kind},
@@ -51,6 +51,58 @@ impl UpstashApi {
         body: Option<serde_json::Value>,
         idempotence: Idempotence,
     ) -> Result<T, UpstashError> {
+        self.repeated(endpoint, idempotence, || async {
+            let (status, retry_after, bytes) = self
+                .send_once(&method, endpoint, path, body.as_ref(), None)
+                .await?;
+            decoded(endpoint, status, retry_after, &bytes)
+        })
+        .await
+    }
+
+    /// A call whose answer is a JSON array, parsed one element at a time as it arrives (see
+    /// `elements.rs`): an answer as large as the account is never held whole. Read-only, so
+    /// repeated like any read.
+    pub(super) async fn call_each<T: DeserializeOwned + Send>(
+        &self,
+        endpoint: &'static str,
+        path: &str,
+    ) -> Result<Vec<T>, UpstashError> {
+        self.repeated(endpoint, Idempotence::Retry, || async {
+            let mut out = Vec::new();
+            let mut each = |element: &[u8]| {
+                serde_json::from_slice::<T>(element)
+                    .map(|v| out.push(v))
+                    .map_err(|e| format!("{endpoint}: {e} (element {})", out.len()))
+            };
+            let (status, retry_after, bytes) = self
+                .send_once(&Method::GET, endpoint, path, None, Some(&mut each))
+                .await?;
+            if status.is_success() {
+                Ok(out)
+            } else {
+                Err(UpstashError::from_response(
+                    status.as_u16(),
+                    &String::from_utf8_lossy(&bytes),
+                    retry_after,
+                ))
+            }
+        })
+        .await
+    }
+
+    /// Runs `attempt` under one circuit-breaker permit, repeating it as `idempotence` allows
+    /// (see [`call`](Self::call)), and records the outcome with the breaker.
+    async fn repeated<R, F, Fut>(
+        &self,
+        endpoint: &'static str,
+        idempotence: Idempotence,
+        mut attempt_once: F,
+    ) -> Result<R, UpstashError>
+    where
+        F: FnMut() -> Fut,
+        Fut: Future<Output = Result<R, UpstashError>>,
+    {
         let inner = &self.client.inner;
         let permit = match inner.breaker.try_acquire() {
             Ok(permit) => permit,
@@ -66,7 +118,7 @@ impl UpstashApi {
         };
         let mut attempt = 1;
         let result = loop {
-            let error = match self.send_once(&method, endpoint, path, body.as_ref()).await {
+            let error = match attempt_once().await {
                 Ok(value) => break Ok(value),
                 Err(e) => e,
             };
@@ -97,14 +149,17 @@ impl UpstashApi {
         result
     }
 
-    /// One request under the rate limit, counted and timed.
-    async fn send_once<T: DeserializeOwned>(
+    /// One request under the rate limit, counted and timed. Returns the status, `Retry-After`
+    /// and the body; with `each`, a successful answer's array elements go to `each` as they
+    /// arrive instead (and the body returned is empty).
+    async fn send_once(
         &self,
         method: &Method,
         endpoint: &'static str,
         path: &str,
         body: Option<&serde_json::Value>,
-    ) -> Result<T, UpstashError> {
+        each: Option<&mut ElementSink<'_>>,
+    ) -> Result<Answer, UpstashError> {
         let inner = &self.client.inner;
         let kind = if *method == Method::GET {
             Kind::Read
@@ -136,7 +191,7 @@ impl UpstashApi {
             request = request.json(body);
         }
         let started = std::time::Instant::now();
-        let outcome = self.exchange(request).await;
+        let outcome = self.exchange(request, each).await;
         inner
             .metrics
             .api_request_duration_seconds
@@ -150,31 +205,20 @@ impl UpstashApi {
             Err(_) => "error".to_string(),
         };
         self.count(endpoint, &code);
-        outcome.and_then(|(status, retry_after, body)| {
-            if status.is_success() {
-                serde_json::from_slice::<T>(&body).map_err(|e| {
-                    UpstashError::Decode(format!("{endpoint}: {e} (body of {} bytes)", body.len()))
-                })
-            } else {
-                Err(UpstashError::from_response(
-                    status.as_u16(),
-                    &String::from_utf8_lossy(&body),
-                    retry_after,
-                ))
-            }
-        })
+        outcome
     }
 
     /// Sends the request; returns the status, `Retry-After` (seconds form) and the body.
     ///
     /// The body is read into one buffer, sized by `Content-Length` when the answer gives it,
-    /// and parsed from there: an account's list is as large as the account, and reading it
-    /// as text would hold it two or three times over (the chunks, their concatenation and
-    /// its text copy) while it is parsed.
+    /// and parsed from there (reading it as text would hold it two or three times over: the
+    /// chunks, their concatenation and its text copy). With `each`, a successful answer is
+    /// split into its array's elements as its chunks arrive, and no buffer grows with it.
     async fn exchange(
         &self,
         request: reqwest::RequestBuilder,
-    ) -> Result<(StatusCode, Option<Duration>, Vec<u8>), UpstashError> {
+        mut each: Option<&mut ElementSink<'_>>,
+    ) -> Result<Answer, UpstashError> {
         let timeout = self.client.inner.config.timeout;
         let mut response = request
             .send()
@@ -187,6 +231,20 @@ impl UpstashApi {
             .and_then(|v| v.to_str().ok())
             .and_then(|v| v.trim().parse::<u64>().ok())
             .map(Duration::from_secs);
+        if status.is_success()
+            && let Some(each) = each.as_mut()
+        {
+            let mut elements = Elements::default();
+            while let Some(chunk) = response
+                .chunk()
+                .await
+                .map_err(|e| transport_error(e, timeout))?
+            {
+                elements.feed(&chunk, each).map_err(UpstashError::Decode)?;
+            }
+            elements.finish().map_err(UpstashError::Decode)?;
+            return Ok((status, retry_after, Vec::new()));
+        }
         // The announced length only sizes the first allocation, within a bound: a wrong or
         // hostile header cannot make it reserve more than that.
         let announced = response.content_length().unwrap_or(0).min(MAX_PRESIZE) as usize;
@@ -211,6 +269,32 @@ impl UpstashApi {
                 code: code.to_string(),
             })
             .inc();
+    }
+}
+
+/// An answer as sent: its status, `Retry-After` (seconds form) and body.
+type Answer = (StatusCode, Option<Duration>, Vec<u8>);
+
+/// Where the elements of an array answer go, one at a time (see `elements.rs`).
+type ElementSink<'a> = dyn FnMut(&[u8]) -> Result<(), String> + Send + 'a;
+
+/// The value of a successful answer, or the error an unsuccessful one says.
+fn decoded<T: DeserializeOwned>(
+    endpoint: &str,
+    status: StatusCode,
+    retry_after: Option<Duration>,
+    body: &[u8],
+) -> Result<T, UpstashError> {
+    if status.is_success() {
+        serde_json::from_slice::<T>(body).map_err(|e| {
+            UpstashError::Decode(format!("{endpoint}: {e} (body of {} bytes)", body.len()))
+        })
+    } else {
+        Err(UpstashError::from_response(
+            status.as_u16(),
+            &String::from_utf8_lossy(body),
+            retry_after,
+        ))
     }
 }
 
