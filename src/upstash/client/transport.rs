@@ -91,7 +91,7 @@ impl UpstashApi {
         .await
     }
 
-    /// Runs `attempt` under one circuit-breaker permit, repeating it as `idempotence` allows
+    /// Runs `attempt_once` under one circuit-breaker permit, repeating it as `idempotence` allows
     /// (see [`call`](Self::call)), and records the outcome with the breaker.
     async fn repeated<R, F, Fut>(
         &self,
