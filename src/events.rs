@@ -35,7 +35,9 @@ const EXPIRY_PASS: SignedDuration = SignedDuration::from_secs(30);
 /// The longest note the API server keeps (`note` is limited to 1 kB).
 const NOTE_MAX: usize = 1000;
 
-/// What makes two Events the same one, repeated.
+/// What makes two Events the same one, repeated: the note too (a digest of it). `note` is
+/// immutable in events.k8s.io/v1, so a repeat with another note counted up on the first Event
+/// would show the first note only: a new drift, say, described by the old one.
 #[derive(Debug, Clone, PartialEq, Eq, Hash)]
 struct Key {
     namespace: String,
@@ -44,6 +46,7 @@ struct Key {
     warning: bool,
     reason: String,
     action: String,
+    note: u64,
 }
 
 impl Key {
@@ -155,6 +158,7 @@ impl Publisher {
             warning: type_ == EventType::Warning,
             reason: reason.to_string(),
             action: action.to_string(),
+            note: crate::digest::of(&note),
         };
         let events: Api<Event> = Api::namespaced(self.client.clone(), &namespace);
         let lane = usize::try_from(key.digest() % PUBLISH_LANES as u64).unwrap_or_default();
@@ -243,6 +247,10 @@ mod tests {
     use super::*;
 
     fn key(reason: &str) -> Key {
+        noted(reason, "created")
+    }
+
+    fn noted(reason: &str, note: &str) -> Key {
         Key {
             namespace: "crm".into(),
             uid: "u1".into(),
@@ -250,6 +258,7 @@ mod tests {
             warning: false,
             reason: reason.into(),
             action: "Create".into(),
+            note: crate::digest::of(&note),
         }
     }
 
@@ -271,6 +280,14 @@ mod tests {
             seen.repeat(&key("Updated"), at("2026-11-01T12:05:00Z")),
             None,
             "another reason is another Event"
+        );
+        assert_eq!(
+            seen.repeat(
+                &noted("Provisioned", "something else"),
+                at("2026-11-01T12:05:00Z")
+            ),
+            None,
+            "another note is another Event (its note could not be changed)"
         );
         assert_eq!(
             seen.repeat(&key("Provisioned"), at("2026-11-01T12:06:01Z")),

@@ -1,6 +1,6 @@
 //! The operator's Event publisher on a real API server: a repeat within six minutes raises
-//! the first Event's count instead of creating another, a different reason is another Event,
-//! and an object named at the length limit still gets its Events.
+//! the first Event's count instead of creating another, a different reason or note is another
+//! Event, and an object named at the length limit still gets its Events.
 
 use k8s_openapi::api::{core::v1::ConfigMap, events::v1::Event};
 use kube::{Api, Resource, api::ListParams, runtime::events::Reporter};
@@ -52,6 +52,17 @@ async fn repeats_are_counted_on_one_event_and_long_names_fit() {
             )
             .await
             .unwrap();
+        // Another note is another Event: the first one's note cannot be changed.
+        publisher
+            .publish(
+                reference,
+                EventType::Warning,
+                "Failed",
+                "Reconcile",
+                "it failed differently",
+            )
+            .await
+            .unwrap();
     }
 
     let events: Api<Event> = Api::namespaced(client, ns.name());
@@ -76,7 +87,7 @@ async fn repeats_are_counted_on_one_event_and_long_names_fit() {
         };
         assert_eq!(
             reasons,
-            vec![("Failed", 3), ("Provisioned", 1)],
+            vec![("Failed", 1), ("Failed", 3), ("Provisioned", 1)],
             "Events about {:?}",
             reference.name
         );
@@ -89,7 +100,7 @@ async fn repeats_are_counted_on_one_event_and_long_names_fit() {
     }
     assert_eq!(
         publisher.kept(),
-        4,
-        "one key per object, type, reason and action"
+        6,
+        "one key per object, type, reason, action and note"
     );
 }
