@@ -14,8 +14,8 @@ use upstash_operator::controller::restarts::{instance_key, parse};
 use upstash_operator::crd::CacheInstance;
 
 use crate::support::{
-    apply_manifest, create_deployment, instance, restart_stamp, secret_data, start_stack,
-    witness_pass,
+    FAST_ROTATIONS_AND_RESTARTS, apply_manifest, create_deployment, instance, restart_stamp,
+    secret_data, start_stack, witness_pass,
 };
 
 const TIMEOUT: Duration = Duration::from_secs(90);
@@ -26,18 +26,7 @@ async fn three_instances_rotated_together_restart_their_deployment_once() {
     let cluster = testkit::cluster().await;
     let ns = cluster.namespace("coalesce").await;
     let client = ns.client().await;
-    let stack = start_stack(
-        &ns,
-        &[
-            "--min-rotation-interval",
-            "0s",
-            "--restart-window",
-            "5s",
-            "--min-restart-interval",
-            "10s",
-        ],
-    )
-    .await;
+    let stack = start_stack(&ns, &FAST_ROTATIONS_AND_RESTARTS).await;
     let deployments = create_deployment(&client, ns.name(), "web", &NAMES).await;
     let api: Api<CacheInstance> = Api::namespaced(client.clone(), ns.name());
     for name in NAMES {

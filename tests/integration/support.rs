@@ -425,3 +425,14 @@ pub fn restart_stamp(d: &k8s_openapi::api::apps::v1::Deployment) -> Option<Strin
         .get(upstash_operator::controller::restarts::RESTART_ANNOTATION)
         .cloned()
 }
+
+/// Operator flags for tests of rotations and restarts: no floor between rotations, a 5 s
+/// restart window and 10 s between restarts of one workload.
+pub const FAST_ROTATIONS_AND_RESTARTS: [&str; 6] = [
+    "--min-rotation-interval",
+    "0s",
+    "--restart-window",
+    "5s",
+    "--min-restart-interval",
+    "10s",
+];

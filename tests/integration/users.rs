@@ -18,8 +18,8 @@ use upstash_operator::{
 };
 
 use crate::support::{
-    apply_manifest, create_deployment, events_for, instance, redis_connect, repo_path,
-    rest_command, restart_stamp, secret_data, start_stack, witness_pass,
+    FAST_ROTATIONS_AND_RESTARTS, apply_manifest, create_deployment, events_for, instance,
+    redis_connect, repo_path, rest_command, restart_stamp, secret_data, start_stack, witness_pass,
 };
 
 const TIMEOUT: Duration = Duration::from_secs(60);
@@ -782,18 +782,7 @@ async fn a_workload_listed_for_a_user_restarts_once_when_that_user_rotates() {
 async fn a_user_and_the_main_secret_rotated_together_restart_a_shared_workload_once() {
     let cluster = testkit::cluster().await;
     let ns = cluster.namespace("acl-coalesce").await;
-    let stack = start_stack(
-        &ns,
-        &[
-            "--min-rotation-interval",
-            "0s",
-            "--restart-window",
-            "5s",
-            "--min-restart-interval",
-            "10s",
-        ],
-    )
-    .await;
+    let stack = start_stack(&ns, &FAST_ROTATIONS_AND_RESTARTS).await;
     let client = ns.client().await;
     let deployments = create_deployment(&client, ns.name(), "orders", &[]).await;
     let target = json!([{"kind": "Deployment", "name": "orders"}]);

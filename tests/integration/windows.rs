@@ -14,7 +14,7 @@ use kube::{
 use serde_json::json;
 use upstash_operator::crd::{APPROVE_ANNOTATION, CacheInstance};
 
-use crate::support::{apply_manifest, events_for, instance, start_stack, witness_pass};
+use crate::support::{Stack, apply_manifest, events_for, instance, start_stack, witness_pass};
 
 const READY_TIMEOUT: Duration = Duration::from_secs(60);
 
@@ -53,6 +53,26 @@ fn minute_after(margin: SignedDuration) -> Timestamp {
 
 fn count(events: &[(String, String, String)], reason: &str) -> usize {
     events.iter().filter(|(r, _, _)| r == reason).count()
+}
+
+/// The `change-plan` calls for database `id` since `mark`, read after a witnessed pass of
+/// `orders` and, with `reads`, after that many reads of the database since `mark`.
+async fn plan_changes_after_a_pass(
+    stack: &Stack,
+    client: &kube::Client,
+    ns: &str,
+    id: &str,
+    mark: u64,
+    reads: u64,
+) -> Vec<serde_json::Value> {
+    witness_pass(&stack.operator, client, ns, "orders").await;
+    if reads > 0 {
+        stack.emulator.wait_for_reads(id, mark, reads).await;
+    }
+    stack
+        .emulator
+        .calls_since(mark, "change-plan", Some(id))
+        .await
 }
 
 /// Waits until `status.pendingChanges` lists `field` with `when`.
@@ -98,13 +118,8 @@ async fn a_plan_change_waits_for_the_window_and_is_made_once_when_it_opens() {
         .unwrap();
     wait_pending(&api, "orders", "plan", &opens.to_string()).await;
     // The operator looked at the object as changed, reading the database, and made no call.
-    witness_pass(&stack.operator, &client, ns.name(), "orders").await;
-    stack.emulator.wait_for_reads(&id, mark, 3).await;
     assert_eq!(
-        stack
-            .emulator
-            .calls_since(mark, "change-plan", Some(&id))
-            .await,
+        plan_changes_after_a_pass(&stack, &client, ns.name(), &id, mark, 3).await,
         Vec::<serde_json::Value>::new()
     );
     assert!(
@@ -127,11 +142,8 @@ async fn a_plan_change_waits_for_the_window_and_is_made_once_when_it_opens() {
             .then_some(())
     })
     .await;
-    witness_pass(&stack.operator, &client, ns.name(), "orders").await;
     assert_eq!(
-        stack
-            .emulator
-            .calls_since(mark, "change-plan", Some(&id))
+        plan_changes_after_a_pass(&stack, &client, ns.name(), &id, mark, 0)
             .await
             .len(),
         1
@@ -177,13 +189,8 @@ async fn an_approval_makes_a_waiting_change_at_once_and_a_budget_change_does_not
         .wait_for_calls("update-budget", Some(&id), mark, 1)
         .await;
     wait_pending(&api, "orders", "plan", &opens.to_string()).await;
-    witness_pass(&stack.operator, &client, ns.name(), "orders").await;
-    stack.emulator.wait_for_reads(&id, mark, 3).await;
     assert_eq!(
-        stack
-            .emulator
-            .calls_since(mark, "change-plan", Some(&id))
-            .await,
+        plan_changes_after_a_pass(&stack, &client, ns.name(), &id, mark, 3).await,
         Vec::<serde_json::Value>::new()
     );
     let obj = api.get("orders").await.unwrap();
@@ -217,11 +224,8 @@ async fn an_approval_makes_a_waiting_change_at_once_and_a_budget_change_does_not
             .then_some(())
     })
     .await;
-    witness_pass(&stack.operator, &client, ns.name(), "orders").await;
     assert_eq!(
-        stack
-            .emulator
-            .calls_since(mark, "change-plan", Some(&id))
+        plan_changes_after_a_pass(&stack, &client, ns.name(), &id, mark, 0)
             .await
             .len(),
         1
@@ -322,13 +326,8 @@ async fn a_policys_window_is_the_default_of_the_instances_it_applies_to() {
     .await
     .unwrap();
     wait_pending(&api, "orders", "plan", &opens.to_string()).await;
-    witness_pass(&stack.operator, &client, ns.name(), "orders").await;
-    stack.emulator.wait_for_reads(&id, mark, 3).await;
     assert_eq!(
-        stack
-            .emulator
-            .calls_since(mark, "change-plan", Some(&id))
-            .await,
+        plan_changes_after_a_pass(&stack, &client, ns.name(), &id, mark, 3).await,
         Vec::<serde_json::Value>::new()
     );
     // The instance's own window (open now) wins over the policy's.
